@@ -1,0 +1,40 @@
+# Two commands for a newcomer: `make demo` runs the nightly job on the embedded default,
+# `make test` runs lint, types and tests. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= var/demo
+
+.PHONY: demo test lint typecheck pytest install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reproducible install: the committed constraints pin what a resolved environment had.
+$(STAMP): pyproject.toml infra/constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c infra/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m pipelines.demo --data $(DEMO_DIR)
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipelines dags tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy pipelines
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,194 @@
+"""Settings: one frozen object built once from an optional TOML file and RECYCLE_* variables.
+
+Defaults are the embedded default (data in ``./var``, CN numbering, the policy of
+DESIGN.md); a file overrides them and environment variables override the file for
+secrets and endpoints. Build it once with :func:`load_settings` and pass it in.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ConfigError
+
+ENV_CONFIG = "RECYCLE_CONFIG"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The recycling rules of one region (province); ``[policy.<code>]`` in the config file."""
+
+    freeze_days: int = 90  # days a cancelled number is held before it may be released
+    suspend_days: int = 60  # days a 双停 suspension lasts before it becomes a disconnection
+    reminder_offsets: tuple[int, ...] = (0, 30, -14)  # days after disconnection; <0: before freeze end
+    min_effective_reminders: int = 2  # delivered/acknowledged reminders on distinct days
+    max_hold_days: int = 30  # after this many days held, release with a compliance exception
+
+    def __post_init__(self) -> None:
+        if self.freeze_days < 1 or self.suspend_days < 1:
+            raise ConfigError("policy: freeze_days and suspend_days must be at least 1 day")
+        if self.min_effective_reminders < 0 or self.max_hold_days < 0:
+            raise ConfigError("policy: min_effective_reminders and max_hold_days must be >= 0")
+        for off in self.reminder_offsets:
+            if off >= self.freeze_days or -off > self.freeze_days:
+                raise ConfigError(
+                    f"policy: reminder offset {off} lies outside a {self.freeze_days}-day freeze"
+                )
+
+    def reminder_days(self) -> tuple[int, ...]:
+        """Offsets resolved to days after disconnection, sorted and de-duplicated."""
+        return tuple(sorted({o if o >= 0 else self.freeze_days + o for o in self.reminder_offsets}))
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 25
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sender: str = "reminders@carrier.example"  # env RECYCLE_SMTP_FROM
+    starttls: bool = False
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class SmsSettings:
+    url: str = "http://localhost:8025/send"
+    token: str | None = field(default=None, repr=False)
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class LetterSettings:
+    """Letters go to the print house as one CSV batch per day under ``<data>/outbox/letters``."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    origin: str = "carrier.example/number-recycling/ledger"
+    key_name: str = "carrier.example/number-recycling"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./var")
+    default_region: str = "CN"
+    carrier_name: str = "Example Mobile"
+    unbind_url: str = "https://unbind.carrier.example"  # the carrier's own unbinding service
+    national_unbind_service: str = "一证通查 / 一键解绑 (China Academy of Information and Communications Technology)"
+    policies: Mapping[str, Policy] = field(default_factory=lambda: {"default": Policy()})
+    smtp: SmtpSettings = SmtpSettings()
+    sms: SmsSettings = SmsSettings()
+    letter: LetterSettings = LetterSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    exception_rate_threshold: float = 0.05  # alert when released-with-exception / released exceeds this
+
+    def policy(self, region: str) -> Policy:
+        """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""
+        return self.policies.get(region) or self.policies["default"]
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "reminder_offsets":
+            value = tuple(int(v) for v in value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+_ENV: dict[str, tuple[str, str, type]] = {
+    "RECYCLE_DATA_DIR": ("", "data_dir", Path),
+    "RECYCLE_DEFAULT_REGION": ("", "default_region", str),
+    "RECYCLE_SMTP_HOST": ("smtp", "host", str),
+    "RECYCLE_SMTP_PORT": ("smtp", "port", int),
+    "RECYCLE_SMTP_USER": ("smtp", "user", str),
+    "RECYCLE_SMTP_PASSWORD": ("smtp", "password", str),
+    "RECYCLE_SMTP_FROM": ("smtp", "sender", str),
+    "RECYCLE_SMTP_STARTTLS": ("smtp", "starttls", bool),
+    "RECYCLE_SMS_URL": ("sms", "url", str),
+    "RECYCLE_SMS_TOKEN": ("sms", "token", str),
+}
+
+
+def _coerce(raw: str, kind: type, name: str) -> Any:
+    if kind is bool:
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{name}={raw!r}: expected true or false")
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from exc
+
+
+def load_settings(
+    path: Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings: defaults, then the TOML file, then RECYCLE_* variables, then ``overrides``.
+
+    ``path`` defaults to ``$RECYCLE_CONFIG`` when set; with neither, the embedded default.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get(ENV_CONFIG):
+        path = Path(env[ENV_CONFIG])
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+
+    policies_doc = doc.pop("policy", {})
+    default_policy = _build(Policy, policies_doc.get("default", {}), "[policy.default]")
+    policies: dict[str, Policy] = {"default": default_policy}
+    for code, table in policies_doc.items():
+        if code != "default":
+            merged = {f.name: getattr(default_policy, f.name) for f in fields(Policy)} | dict(table)
+            policies[code] = _build(Policy, merged, f"[policy.{code}]")
+
+    channels = doc.pop("channels", {})
+    sections: dict[str, dict[str, Any]] = {
+        "smtp": dict(channels.pop("smtp", {})),
+        "sms": dict(channels.pop("sms", {})),
+        "letter": dict(channels.pop("letter", {})),
+        "ledger": dict(doc.pop("ledger", {})),
+    }
+    if "from" in sections["smtp"]:
+        sections["smtp"]["sender"] = sections["smtp"].pop("from")
+    if channels:
+        raise ConfigError(f"[channels]: unknown channel(s) {', '.join(sorted(channels))}")
+    top: dict[str, Any] = dict(doc)
+
+    for name, (section, key, kind) in _ENV.items():
+        if name in env:
+            target = top if not section else sections[section]
+            target[key] = _coerce(env[name], kind, name)
+
+    top["policies"] = policies
+    top["smtp"] = _build(SmtpSettings, sections["smtp"], "[channels.smtp]")
+    top["sms"] = _build(SmsSettings, sections["sms"], "[channels.sms]")
+    top["letter"] = _build(LetterSettings, sections["letter"], "[channels.letter]")
+    top["ledger"] = _build(LedgerSettings, sections["ledger"], "[ledger]")
+    if "data_dir" in top:
+        top["data_dir"] = Path(top["data_dir"])
+    settings: Settings = _build(Settings, top, "config")
+    return replace(settings, **overrides) if overrides else settings

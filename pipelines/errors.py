@@ -1,0 +1,65 @@
+"""One error hierarchy for the whole package.
+
+*Terminal* errors mean retrying cannot help (a broken data contract, a bad signature, an
+illegal state transition): the Airflow task fails without retry. *Transient* errors (I/O,
+a gateway that is down) are worth retrying. Every message names the file, row or masked
+number involved and says what the operator should do.
+"""
+
+from __future__ import annotations
+
+
+class RecycleError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    def diagnostics(self) -> str:
+        """A human-readable explanation for the operator (the message, by default)."""
+        return str(self)
+
+
+class TerminalError(RecycleError):
+    """Retrying the same input cannot succeed; a person has to act."""
+
+
+class TransientError(RecycleError):
+    """A passing condition (I/O, network, a gateway down); a retry may succeed."""
+
+
+class ConfigError(TerminalError):
+    """The configuration file or a RECYCLE_* variable is invalid."""
+
+
+class DataContractError(TerminalError):
+    """A drop file breaks its contract as a whole (unknown kind, missing columns, unreadable)."""
+
+
+class DuplicateFileNameError(DataContractError):
+    """A different file arrived under a name that was already ingested."""
+
+
+class IllegalTransitionError(TerminalError):
+    """A lifecycle event that the rules forbid for the number's current state."""
+
+
+class VerificationError(TerminalError):
+    """A signature, hash, proof or chain did not verify. Verification raises; it never returns False."""
+
+
+class SignatureError(VerificationError):
+    """A signature is missing, malformed or does not verify under the expected key."""
+
+
+class InconsistentCheckpointError(VerificationError):
+    """A checkpoint does not extend the previously signed or seen one."""
+
+
+class ComplianceViolationError(TerminalError):
+    """The nightly run found a reissue that broke the release gate, or too many exceptions."""
+
+
+class GatewayError(TransientError):
+    """A reminder channel (SMTP, SMS gateway, print house) refused or did not answer."""
+
+
+class PermanentDeliveryError(TerminalError):
+    """A channel rejected a reminder for good (bad address); fall back to the next channel."""

@@ -1,0 +1,53 @@
+"""Phone-number rules in one place: E.164 normalisation and masking for display and logs."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+# Full-width digits and plus sign (common in BSS exports typed on Chinese IMEs) -> ASCII.
+_FULLWIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
+
+
+def normalise(raw: str, default_region: str = "CN") -> str | None:
+    """Return the E.164 form of ``raw`` if it is a valid number, else ``None``.
+
+    ``raw`` may carry full-width digits, spaces, dashes, a ``+CC`` or ``00CC`` prefix.
+    """
+    text = raw.translate(_FULLWIDTH).strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask(e164: str) -> str:
+    """Mask a number for display: ``+8613812345678`` -> ``138****5678``.
+
+    The national significant number keeps its first three and last four digits; shorter
+    numbers keep only the last two. Never log a number without passing it through here.
+    """
+    national = _national_digits(e164)
+    if len(national) >= 9:
+        return f"{national[:3]}****{national[-4:]}"
+    return "*" * max(len(national) - 2, 0) + national[-2:]
+
+
+def mask_contact(contact: str) -> str:
+    """Mask an e-mail address or phone contact for logs: ``li.wei@example.cn`` -> ``l***@example.cn``."""
+    if "@" in contact:
+        local, _, domain = contact.partition("@")
+        return f"{local[:1]}***@{domain}"
+    return mask(contact)
+
+
+def _national_digits(e164: str) -> str:
+    try:
+        parsed = phonenumbers.parse(e164, None)
+        return str(parsed.national_number)
+    except phonenumbers.NumberParseException:
+        return "".join(ch for ch in e164 if ch.isdigit())

@@ -1,0 +1,135 @@
+"""The nightly run's DuckDB state: connection and table definitions.
+
+Every module that owns tables declares its DDL here-by-registration (``register_ddl``) so
+``open_state`` creates them all idempotently. Only the nightly run's writing tasks open this
+file (DuckDB allows one writer process); the server reads published snapshots instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+_DDL: list[str] = []
+
+
+def register_ddl(*statements: str) -> None:
+    """Add ``CREATE ... IF NOT EXISTS`` statements run by :func:`open_state` (module import time)."""
+    for stmt in statements:
+        if stmt not in _DDL:
+            _DDL.append(stmt)
+
+
+# Ingest-owned tables. `logical_date` is the day whose inbox carried the row; `line_no` is the
+# 1-based physical line in the file (header = line 1) or the 1-based Parquet row number.
+register_ddl(
+    """
+    CREATE TABLE IF NOT EXISTS files (
+        file_name VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        logical_date DATE NOT NULL,
+        status VARCHAR NOT NULL,          -- ingested | failed
+        rows_in BIGINT NOT NULL,
+        accepted BIGINT NOT NULL,
+        quarantined BIGINT NOT NULL,
+        encoding VARCHAR,
+        delimiter VARCHAR,
+        error VARCHAR,
+        PRIMARY KEY (file_name, sha256)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS lifecycle_events (
+        file_sha256 VARCHAR NOT NULL,
+        line_no BIGINT NOT NULL,
+        logical_date DATE NOT NULL,
+        msisdn VARCHAR NOT NULL,          -- E.164
+        event VARCHAR NOT NULL,           -- cancel | suspend | restore | port_out | port_in
+        effective_date DATE NOT NULL,
+        region VARCHAR NOT NULL,          -- province code, e.g. GD
+        subscriber_ref VARCHAR NOT NULL,
+        tenure_start DATE,
+        contact_email VARCHAR,
+        contact_phone VARCHAR,            -- E.164, another number of the same owner
+        language VARCHAR NOT NULL,        -- zh-CN | en
+        PRIMARY KEY (file_sha256, line_no)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS reissue_events (
+        file_sha256 VARCHAR NOT NULL,
+        line_no BIGINT NOT NULL,
+        logical_date DATE NOT NULL,
+        msisdn VARCHAR NOT NULL,
+        reissue_date DATE NOT NULL,
+        region VARCHAR NOT NULL,
+        subscriber_ref VARCHAR NOT NULL,
+        PRIMARY KEY (file_sha256, line_no)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS subscriber_rows (
+        file_sha256 VARCHAR NOT NULL,
+        line_no BIGINT NOT NULL,
+        logical_date DATE NOT NULL,
+        msisdn VARCHAR NOT NULL,
+        tenure_start DATE NOT NULL,
+        region VARCHAR NOT NULL,
+        subscriber_ref VARCHAR NOT NULL,
+        contact_email VARCHAR,
+        contact_phone VARCHAR,
+        language VARCHAR NOT NULL,
+        PRIMARY KEY (file_sha256, line_no)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS receipt_rows (
+        file_sha256 VARCHAR NOT NULL,
+        line_no BIGINT NOT NULL,
+        logical_date DATE NOT NULL,
+        reminder_id VARCHAR NOT NULL,
+        channel VARCHAR NOT NULL,         -- email | sms | letter
+        status VARCHAR NOT NULL,          -- delivered | failed | expired | acknowledged
+        at TIMESTAMP NOT NULL,            -- UTC
+        provider_ref VARCHAR,
+        PRIMARY KEY (file_sha256, line_no)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS quarantine (
+        file_name VARCHAR NOT NULL,
+        file_sha256 VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        logical_date DATE NOT NULL,
+        line_no BIGINT NOT NULL,
+        stage VARCHAR NOT NULL,           -- ingest | lifecycle | receipts
+        reason VARCHAR NOT NULL,          -- a reason code, see pipelines.reasons
+        detail VARCHAR,
+        original_line VARCHAR,
+        PRIMARY KEY (file_sha256, line_no, stage)
+    )
+    """,
+)
+
+
+def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the state file (creating tables when writable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    if not read_only:
+        for stmt in _DDL:
+            con.execute(stmt)
+    return con
+
+
+@contextmanager
+def open_state(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
