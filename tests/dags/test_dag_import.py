@@ -1,0 +1,34 @@
+"""The DAG folder imports cleanly and wires exactly the pipeline's steps, in order."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from airflow.dag_processing.dagbag import DagBag
+
+from pipelines.run import STEPS
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+def test_dagbag_has_no_import_errors() -> None:
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    assert "number_recycling_nightly" in bag.dag_ids
+
+
+def test_tasks_are_the_pipeline_steps_in_order() -> None:
+    bag = DagBag(dag_folder=str(DAGS))
+    dag = bag.dags.get("number_recycling_nightly")
+    assert dag is not None
+    names = [s.name for s in STEPS]
+    assert set(dag.task_ids) == set(names)
+    for before, after in itertools.pairwise(names):
+        assert after in dag.get_task(before).downstream_task_ids
+    for step in STEPS:
+        t = dag.get_task(step.name)
+        assert t.pool == ("recycle_state" if step.writes_state else "default_pool")
+        assert t.retries == 2
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
