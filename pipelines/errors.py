@@ -53,6 +53,26 @@ class InconsistentCheckpointError(VerificationError):
     """A checkpoint does not extend the previously signed or seen one."""
 
 
+class FormatError(VerificationError):
+    """Bytes break their strict wire format (signed note, checkpoint, tlog-proof, ledger entry, key)."""
+
+
+class ProofError(VerificationError):
+    """An inclusion proof does not lead from the entry to the signed root hash."""
+
+
+class LogIntegrityError(VerificationError):
+    """Tiles, entry bundles and checkpoint on disk disagree: the ledger was damaged or tampered with."""
+
+
+class CommitmentError(VerificationError):
+    """An opening and canonical value do not reproduce the commitment in a ledger entry."""
+
+
+class OpeningErasedError(TerminalError):
+    """A ledger entry's opening was destroyed on purpose (crypto-shredding); it cannot be opened."""
+
+
 class ComplianceViolationError(TerminalError):
     """The nightly run found a reissue that broke the release gate, or too many exceptions."""
 
