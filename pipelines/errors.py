@@ -73,6 +73,30 @@ class OpeningErasedError(TerminalError):
     """A ledger entry's opening was destroyed on purpose (crypto-shredding); it cannot be opened."""
 
 
+class TamperedFileError(VerificationError):
+    """A downloaded feed file's length, SHA-256 or row content differs from its signed manifest."""
+
+
+class RollbackError(VerificationError):
+    """Metadata older than (or forked from) what the client already trusts: a rollback attack."""
+
+
+class ExpiredMetadataError(VerificationError):
+    """Signed metadata is past its expiry: a freeze attack, or the publisher stopped publishing."""
+
+
+class FeedGapError(VerificationError):
+    """A manifest or a row sequence number is missing from the feed."""
+
+
+class FeedOrderError(VerificationError):
+    """Manifests arrive out of order or do not chain (seq, feed date or previous-manifest hash)."""
+
+
+class FeedConflictError(TerminalError):
+    """A feed day was already published with different content; published feeds never change."""
+
+
 class ComplianceViolationError(TerminalError):
     """The nightly run found a reissue that broke the release gate, or too many exceptions."""
 
