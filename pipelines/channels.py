@@ -258,9 +258,15 @@ class SmtpChannel:
 
     def _connect(self) -> smtplib.SMTP:
         s = self._settings
-        conn = smtplib.SMTP(local_hostname=self._local_hostname, timeout=s.timeout_s)
+        unreachable = (
+            f"{self._where} unreachable ({{}}); check that it runs and RECYCLE_SMTP_HOST / RECYCLE_SMTP_PORT"
+        )
         try:
-            conn.connect(s.host, s.port)
+            # Connecting in the constructor also records the host STARTTLS verifies the certificate for.
+            conn = smtplib.SMTP(s.host, s.port, local_hostname=self._local_hostname, timeout=s.timeout_s)
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            raise GatewayError(unreachable.format(f"{type(exc).__name__}: {exc}")) from exc
+        try:
             conn.ehlo_or_helo_if_needed()
             if s.starttls:
                 if not conn.has_extn("starttls"):
@@ -291,10 +297,7 @@ class SmtpChannel:
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             _quit(conn)
-            raise GatewayError(
-                f"{self._where} unreachable ({type(exc).__name__}: {exc}); check that it runs and "
-                "RECYCLE_SMTP_HOST / RECYCLE_SMTP_PORT"
-            ) from exc
+            raise GatewayError(unreachable.format(f"{type(exc).__name__}: {exc}")) from exc
         except GatewayError:
             _quit(conn)
             raise
