@@ -1,0 +1,332 @@
+"""The private openings store: what it takes to open each ledger entry, encrypted at rest.
+
+One DuckDB file (``openings.duckdb`` in the store directory, which must NOT be under the
+public ledger directory) holds one row per log index:
+
+* ``key_tag`` = HMAC-SHA256(tag key, idempotency key) - lets reruns skip facts already logged
+  without storing the (possibly personal) key itself;
+* ``entry_type`` and ``tenure_ref`` - public anyway, kept for lookups;
+* ``wrapped_key`` = AES key wrap (RFC 3394) of a fresh per-entry 256-bit data key under the
+  store's wrap key, and ``sealed`` = AES-256-GCM(data key, nonce 0, opening || canonical value,
+  AAD = index || type || tenure_ref). A data key is used for exactly one message, so the fixed
+  nonce is safe.
+
+Crypto-shredding: :meth:`OpeningsStore.erase` sets ``wrapped_key`` and ``sealed`` to NULL and then
+rewrites the database file (:meth:`OpeningsStore.compact`) so freed pages with the old bytes do
+not linger in it. What remains: the public entry in the log (type, tenure_ref, commitment - a
+hiding commitment that is useless without the opening), and in this store the index, key tag,
+type and tenure_ref. Copies outside this file (backups, filesystem snapshots, the old file's
+blocks on a non-TRIM disk) are out of its reach; erase them by policy.
+
+The master key (``openings.key`` in the keys directory, mode 0600) never leaves that file;
+the tag and wrap keys are derived from it with HMAC-SHA256 and distinct labels.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from pipelines.errors import ConfigError, OpeningErasedError, TerminalError, VerificationError
+from pipelines.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
+
+MASTER_KEY_FILE = "openings.key"
+DB_FILE = "openings.duckdb"
+_NONCE = bytes(12)
+_TAG_LABEL = b"number-recycling/openings/idempotency-tag/v1"
+_WRAP_LABEL = b"number-recycling/openings/key-wrap/v1"
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS openings (
+    idx UBIGINT PRIMARY KEY,
+    key_tag BLOB NOT NULL,
+    entry_type UTINYINT NOT NULL,
+    tenure_ref BLOB NOT NULL,
+    wrapped_key BLOB,   -- NULL once erased
+    sealed BLOB         -- NULL once erased
+)
+"""
+_SCHEMA = pa.schema(
+    [
+        ("idx", pa.uint64()),
+        ("key_tag", pa.binary()),
+        ("entry_type", pa.uint8()),
+        ("tenure_ref", pa.binary()),
+        ("wrapped_key", pa.binary()),
+        ("sealed", pa.binary()),
+    ]
+)
+
+
+@dataclass(frozen=True, repr=False)
+class Opening:
+    """A decrypted opening: enough to recompute and check entry ``index``'s commitment."""
+
+    index: int
+    entry_type: EntryType
+    tenure_ref: bytes
+    opening: bytes
+    value: CanonicalValue
+
+    def __repr__(self) -> str:
+        return f"Opening(index={self.index}, type={self.entry_type.label}, value={self.value!r})"
+
+
+@dataclass(frozen=True, repr=False)
+class NewOpening:
+    """A row to store: the ledger builds these while appending."""
+
+    index: int
+    key: str
+    entry_type: EntryType
+    tenure_ref: bytes
+    opening: bytes
+    value: bytes
+
+
+def _load_or_create_master_key(keys_dir: Path) -> bytes:
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = keys_dir / MASTER_KEY_FILE
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(base64.b64encode(os.urandom(32)).decode("ascii") + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"openings key {path} is readable by other users; run `chmod 600 {path}`")
+    try:
+        key = base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"openings key {path} is malformed; restore it from the key backup") from exc
+    if len(key) != 32:
+        raise ConfigError(f"openings key {path} must hold 32 bytes (base64); restore it from backup")
+    return key
+
+
+def _aad(index: int, entry_type: int, tenure_ref: bytes) -> bytes:
+    return index.to_bytes(8, "big") + bytes((entry_type,)) + tenure_ref
+
+
+class OpeningsStore:
+    """Encrypted openings keyed by log index and idempotency key; one writer at a time."""
+
+    def __init__(self, store_dir: Path, master_key: bytes) -> None:
+        self._dir = store_dir
+        self._tag_key = hmac.digest(master_key, _TAG_LABEL, "sha256")
+        self._wrap_key = hmac.digest(master_key, _WRAP_LABEL, "sha256")
+        self._con = self._connect()
+
+    @classmethod
+    def open(cls, store_dir: Path, keys_dir: Path) -> OpeningsStore:
+        """Open (creating on first use) the store in ``store_dir`` with the key in ``keys_dir``.
+
+        The integrator passes ``<data>/private/openings`` and ``Layout.keys_dir``.
+        """
+        store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(store_dir, _load_or_create_master_key(keys_dir))
+
+    @property
+    def path(self) -> Path:
+        return self._dir / DB_FILE
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        try:
+            con = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            raise TerminalError(
+                f"cannot open the openings store {self.path}: {exc}. Another process (a second "
+                "ledger writer) may hold it; let it finish"
+            ) from exc
+        con.execute(_DDL)
+        return con
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> OpeningsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def key_tag(self, key: str) -> bytes:
+        return hmac.digest(self._tag_key, key.encode("utf-8"), "sha256")
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """``{key: (index, tenure_ref)}`` for the keys already stored (one set-based query)."""
+        if not keys:
+            return {}
+        tags = [self.key_tag(k) for k in keys]
+        by_tag = dict(zip(tags, keys, strict=True))
+        wanted = pa.table({"tag": pa.array(tags, pa.binary())})
+        self._con.register("wanted_tags", wanted)
+        try:
+            rows = self._con.execute(
+                "SELECT o.key_tag, o.idx, o.tenure_ref FROM openings o "
+                "JOIN wanted_tags w ON o.key_tag = w.tag"
+            ).fetchall()
+        finally:
+            self._con.unregister("wanted_tags")
+        return {by_tag[bytes(tag)]: (int(idx), bytes(ref)) for tag, idx, ref in rows}
+
+    def index_of(self, key: str) -> int | None:
+        """Log index of the entry appended under idempotency ``key``, if any."""
+        row = self._con.execute(
+            "SELECT idx FROM openings WHERE key_tag = ?", [self.key_tag(key)]
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def put(self, rows: Sequence[NewOpening]) -> None:
+        """Encrypt and insert ``rows`` in one transaction (per-entry data keys)."""
+        if not rows:
+            return
+        data_keys = os.urandom(32 * len(rows))
+        wrap_key = self._wrap_key
+        wrapped: list[bytes] = []
+        sealed: list[bytes] = []
+        for i, row in enumerate(rows):
+            if len(row.opening) != OPENING_SIZE:
+                raise TerminalError(f"opening of entry {row.index} must be {OPENING_SIZE} bytes")
+            dek = data_keys[32 * i : 32 * i + 32]
+            wrapped.append(aes_key_wrap(wrap_key, dek))
+            aad = _aad(row.index, int(row.entry_type), row.tenure_ref)
+            sealed.append(AESGCM(dek).encrypt(_NONCE, row.opening + row.value, aad))
+        table = pa.Table.from_arrays(
+            [
+                pa.array([r.index for r in rows], pa.uint64()),
+                pa.array([self.key_tag(r.key) for r in rows], pa.binary()),
+                pa.array([int(r.entry_type) for r in rows], pa.uint8()),
+                pa.array([r.tenure_ref for r in rows], pa.binary()),
+                pa.array(wrapped, pa.binary()),
+                pa.array(sealed, pa.binary()),
+            ],
+            schema=_SCHEMA,
+        )
+        self._con.register("new_openings", table)
+        try:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                # Two equi-joins, not one OR-join: DuckDB hash-joins each, an OR would nest-loop.
+                clash = self._con.execute(
+                    "SELECT (SELECT count(*) FROM openings o JOIN new_openings n "
+                    "ON o.key_tag = n.key_tag) + (SELECT count(*) FROM openings o "
+                    "JOIN new_openings n ON o.idx = n.idx)"
+                ).fetchone()
+                if clash and clash[0]:
+                    raise TerminalError(
+                        f"{clash[0]} opening(s) collide with stored ones (same index or idempotency "
+                        "key); the ledger and its openings store are out of step - reopen the ledger"
+                    )
+                self._con.execute("INSERT INTO openings SELECT * FROM new_openings")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+        finally:
+            self._con.unregister("new_openings")
+
+    def get(self, index: int) -> Opening:
+        """Decrypt the opening of entry ``index``; :class:`OpeningErasedError` if it was erased."""
+        row = self._con.execute(
+            "SELECT entry_type, tenure_ref, wrapped_key, sealed FROM openings WHERE idx = ?", [index]
+        ).fetchone()
+        if row is None:
+            raise TerminalError(f"no opening stored for ledger entry {index}")
+        entry_type, tenure_ref, wrapped_key, sealed_blob = row
+        if wrapped_key is None or sealed_blob is None:
+            raise OpeningErasedError(
+                f"ledger entry {index} was erased (crypto-shredded); its value cannot be recovered"
+            )
+        try:
+            dek = aes_key_unwrap(self._wrap_key, bytes(wrapped_key))
+            plain = AESGCM(dek).decrypt(
+                _NONCE, bytes(sealed_blob), _aad(index, int(entry_type), bytes(tenure_ref))
+            )
+        except (InvalidUnwrap, InvalidTag) as exc:
+            raise VerificationError(
+                f"opening of ledger entry {index} does not decrypt: wrong openings key or a "
+                "tampered store; restore the store and key from the same backup"
+            ) from exc
+        return Opening(
+            index,
+            EntryType(int(entry_type)),
+            bytes(tenure_ref),
+            plain[:OPENING_SIZE],
+            CanonicalValue.from_bytes(plain[OPENING_SIZE:]),
+        )
+
+    def erase(self, index: int, *, compact: bool = True) -> None:
+        """Crypto-shred entry ``index``: destroy its data key and ciphertext (see module doc)."""
+        self.erase_many([index], compact=compact)
+
+    def erase_many(self, indices: Iterable[int], *, compact: bool = True) -> int:
+        """Erase several entries at once, then compact once. Returns how many were erased now."""
+        wanted = sorted(set(indices))
+        if not wanted:
+            return 0
+        table = pa.table({"idx": pa.array(wanted, pa.uint64())})
+        self._con.register("erase_idx", table)
+        try:
+            missing = self._con.execute(
+                "SELECT count(*) FROM erase_idx e ANTI JOIN openings o ON o.idx = e.idx"
+            ).fetchone()
+            if missing and missing[0]:
+                raise TerminalError(f"{missing[0]} of the indices to erase are not in the openings store")
+            row = self._con.execute(
+                "UPDATE openings SET wrapped_key = NULL, sealed = NULL "
+                "WHERE idx IN (SELECT idx FROM erase_idx) AND wrapped_key IS NOT NULL"
+            ).fetchone()
+        finally:
+            self._con.unregister("erase_idx")
+        if compact:
+            self.compact()
+        return int(row[0]) if row else 0
+
+    def truncate(self, size: int) -> int:
+        """Drop openings at indices >= ``size`` (entries lost in a crash before their checkpoint)."""
+        row = self._con.execute("DELETE FROM openings WHERE idx >= ?", [size]).fetchone()
+        return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        row = self._con.execute("SELECT count(*) FROM openings").fetchone()
+        return int(row[0]) if row else 0
+
+    def compact(self) -> None:
+        """Rewrite the database into a fresh file and swap it in, leaving no freed pages behind."""
+        fresh = self._dir / (DB_FILE + ".compact")
+        fresh.unlink(missing_ok=True)
+        quoted = str(fresh).replace("'", "''")
+        self._con.execute(f"ATTACH '{quoted}' AS fresh")
+        try:
+            self._con.execute(_DDL.replace("openings (", "fresh.openings (", 1))
+            self._con.execute("INSERT INTO fresh.openings SELECT * FROM openings ORDER BY idx")
+        finally:
+            self._con.execute("DETACH fresh")
+        self._con.close()
+        with open(fresh, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(fresh, self.path)
+        Path(str(self.path) + ".wal").unlink(missing_ok=True)
+        dir_fd = os.open(self._dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._con = self._connect()

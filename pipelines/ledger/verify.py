@@ -1,0 +1,350 @@
+"""Offline verification for auditors: proof files, the whole log (fsck), and the release audit.
+
+Everything here raises a :class:`~pipelines.errors.VerificationError` subclass naming what
+failed and where; nothing returns False. Only public material is needed: the ledger
+directory (or a mirror of it), the verifier key, and for evidence the proof files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
+from pipelines.ledger.entries import (
+    ENTRY_SIZE,
+    OPENING_SIZE,
+    CanonicalValue,
+    Entry,
+    EntryType,
+    commitment,
+    is_well_formed_entry,
+    tenure_ref_for,
+)
+from pipelines.ledger.log import CHECKPOINT_FILE, frontier_root, is_beyond, split_hashes
+from pipelines.ledger.merkle import EMPTY_ROOT, leaf_hash, perfect_root, verify_inclusion
+from pipelines.ledger.note import Checkpoint, Verifier, open_checkpoint
+from pipelines.ledger.proof import TlogProof
+from pipelines.ledger.tiles import (
+    ENTRIES,
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    Tile,
+    decode_bundle,
+    encode_bundle,
+)
+
+
+def evidence_extra(entry: Entry, opening: bytes, value: CanonicalValue) -> bytes:
+    """The ``extra`` of an evidence proof: ``entry (50) || opening (32) || canonical value``.
+
+    The public entry comes first because its type and tenure_ref are needed to rebuild the
+    leaf; the opening and value then let anyone recompute the commitment.
+    """
+    return entry.to_bytes() + opening + value.to_bytes()
+
+
+@dataclass(frozen=True)
+class VerifiedEntry:
+    """What a verified evidence proof establishes."""
+
+    index: int
+    entry: Entry
+    value: CanonicalValue
+    checkpoint: Checkpoint
+
+
+def verify_proof_file(data: bytes, vkey: str | Verifier, origin: str | None = None) -> VerifiedEntry:
+    """Verify one ``.tlog-proof`` evidence file offline and return the opened entry.
+
+    Checks, in order: the file format; the checkpoint's signature by ``vkey`` (and its origin,
+    when given); the inclusion proof from the entry to the signed root; that the opening and
+    canonical value in ``extra`` reproduce the entry's commitment (and, for a tenure_closed
+    entry, its tenure_ref).
+    """
+    proof = TlogProof.from_bytes(data)
+    checkpoint = open_checkpoint(proof.checkpoint, vkey, origin)
+    extra = proof.extra
+    if extra is None or len(extra) < ENTRY_SIZE + OPENING_SIZE:
+        raise FormatError("tlog-proof: extra must hold the entry, its opening and its canonical value")
+    entry = Entry.from_bytes(extra[:ENTRY_SIZE])
+    opening = extra[ENTRY_SIZE : ENTRY_SIZE + OPENING_SIZE]
+    value = CanonicalValue.from_bytes(extra[ENTRY_SIZE + OPENING_SIZE :])
+    if proof.index >= checkpoint.size:
+        raise ProofError(f"entry {proof.index} is not in the checkpointed tree of size {checkpoint.size}")
+    verify_inclusion(leaf_hash(entry.to_bytes()), proof.index, checkpoint.size, proof.hashes, checkpoint.root)
+    if commitment(opening, entry.entry_type, value.to_bytes()) != entry.commitment:
+        raise CommitmentError(
+            f"entry {proof.index}: the opening and value in the proof do not match the logged "
+            "commitment; the value was altered"
+        )
+    if entry.entry_type == EntryType.TENURE_CLOSED and entry.tenure_ref != tenure_ref_for(entry.commitment):
+        raise CommitmentError(f"entry {proof.index}: tenure_ref is not derived from its commitment")
+    return VerifiedEntry(proof.index, entry, value, checkpoint)
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """Outcome of :func:`verify_log` (raised errors cover every failure)."""
+
+    checkpoint: Checkpoint
+    entries: int
+    tiles_checked: int
+    bundles_checked: int
+    ignored_files: tuple[str, ...] = ()  # beyond the checkpoint (a crashed batch) or not tile paths
+
+
+@dataclass
+class _Files:
+    """Which tile files exist: (level, index) -> set of widths (256 = full)."""
+
+    widths: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _scan_files(ledger_dir: Path, size: int) -> _Files:
+    files = _Files()
+    tile_root = ledger_dir / "tile"
+    for dirpath, _dirs, names in os.walk(tile_root):
+        for name in names:
+            rel = (Path(dirpath) / name).relative_to(ledger_dir).as_posix()
+            if name.startswith("."):
+                files.ignored.append(rel)
+                continue
+            try:
+                tile = Tile.parse(rel)
+            except FormatError:
+                files.ignored.append(rel)
+                continue
+            if is_beyond(tile, size):
+                files.ignored.append(rel)
+                continue
+            files.widths.setdefault((tile.level, tile.index), set()).add(tile.width)
+    files.ignored.sort()
+    return files
+
+
+class _Checker:
+    """Streams the entry bundles, recomputing every tile level and comparing with the files."""
+
+    def __init__(self, ledger_dir: Path, size: int, files: _Files) -> None:
+        self.dir = ledger_dir
+        self.size = size
+        self.files = files
+        self.levels: list[list[bytes]] = [[]]
+        self.tiles_checked = 0
+        self.bundles_checked = 0
+
+    def _read(self, tile: Tile) -> bytes:
+        try:
+            return (self.dir / tile.path).read_bytes()
+        except FileNotFoundError as exc:
+            raise LogIntegrityError(
+                f"{tile.path} is missing but the checkpointed tree of size {self.size} needs it; "
+                "restore it from a mirror or backup"
+            ) from exc
+
+    def check_tile(self, level: int, index: int, hashes: list[bytes]) -> None:
+        """Compare the tile file of this size and every older partial of it with ``hashes``."""
+        widths = self.files.widths.get((level, index), set())
+        if len(hashes) not in widths:
+            raise LogIntegrityError(
+                f"{Tile(level, index, len(hashes)).path} is missing but the checkpointed tree of "
+                f"size {self.size} needs it; restore it from a mirror or backup"
+            )
+        for width in sorted(widths):
+            tile = Tile(level, index, width)
+            stored = split_hashes(self._read(tile), tile.path)
+            if len(stored) != width:
+                raise LogIntegrityError(f"{tile.path}: holds {len(stored)} hashes, expected {width}")
+            if stored != hashes[:width]:
+                bad = next(i for i, (a, b) in enumerate(zip(stored, hashes, strict=False)) if a != b)
+                what = "entry" if level == 0 else f"level-{level - 1} tile"
+                raise LogIntegrityError(
+                    f"{tile.path}: hash {bad} does not match the recomputed hash of {what} "
+                    f"{(index << TILE_HEIGHT) + bad}; the tile or the data below it was altered"
+                )
+            self.tiles_checked += 1
+
+    def check_bundle(self, index: int, width: int) -> list[bytes]:
+        widths = self.files.widths.get((ENTRIES, index), set())
+        if width not in widths:
+            raise LogIntegrityError(
+                f"{Tile(ENTRIES, index, width).path} is missing but the checkpointed tree of size "
+                f"{self.size} needs it; restore it from a mirror or backup"
+            )
+        tile = Tile(ENTRIES, index, width)
+        entries = decode_bundle(self._read(tile), width, tile.path)
+        for i, e in enumerate(entries):
+            if not is_well_formed_entry(e):
+                try:
+                    Entry.from_bytes(e)
+                except FormatError as exc:
+                    raise FormatError(f"{tile.path}: entry {(index << TILE_HEIGHT) + i}: {exc}") from exc
+        for w in sorted(widths - {width}):
+            other = Tile(ENTRIES, index, w)
+            if self._read(other) != encode_bundle(entries[:w]):
+                raise LogIntegrityError(
+                    f"{other.path} differs from the first {w} entries of {tile.path}; one of them was altered"
+                )
+            self.bundles_checked += 1
+        self.bundles_checked += 1
+        return entries
+
+
+class _Visitor:
+    """Receives each verified bundle's entries, in log order."""
+
+    def entries(self, first: int, entries: list[bytes]) -> None:
+        raise NotImplementedError
+
+
+def _scan_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None, visit: _Visitor | None) -> LogReport:
+    try:
+        note = (ledger_dir / CHECKPOINT_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        raise LogIntegrityError(
+            f"{ledger_dir / CHECKPOINT_FILE} is missing: no signed checkpoint to verify against"
+        ) from exc
+    checkpoint = open_checkpoint(note, vkey, origin)
+    size = checkpoint.size
+    files = _scan_files(ledger_dir, size)
+    checker = _Checker(ledger_dir, size, files)
+    sha = hashlib.sha256
+    completed = [0] * 65  # full tiles completed per level, to name the next one
+    n_bundles = (size + TILE_WIDTH - 1) >> TILE_HEIGHT
+    for b in range(n_bundles):
+        width = min(TILE_WIDTH, size - (b << TILE_HEIGHT))
+        entries = checker.check_bundle(b, width)
+        if visit is not None:
+            visit.entries(b << TILE_HEIGHT, entries)
+        hashes = [sha(b"\x00" + e).digest() for e in entries]
+        checker.check_tile(0, b, hashes)
+        if width < TILE_WIDTH:
+            checker.levels[0] = hashes
+            break
+        completed[0] += 1
+        h = perfect_root(hashes)
+        level = 1
+        while True:
+            if len(checker.levels) <= level:
+                checker.levels.append([])
+            checker.levels[level].append(h)
+            if len(checker.levels[level]) < TILE_WIDTH:
+                break
+            full = checker.levels[level]
+            checker.check_tile(level, completed[level], full)
+            completed[level] += 1
+            h = perfect_root(full)
+            checker.levels[level] = []
+            level += 1
+    for level in range(1, len(checker.levels)):
+        partial = checker.levels[level]
+        if partial:
+            checker.check_tile(level, completed[level], partial)
+    root = frontier_root(checker.levels) if size else EMPTY_ROOT
+    if root != checkpoint.root:
+        raise LogIntegrityError(
+            f"the entries hash to a different root than the signed checkpoint of size {size}: "
+            "entries or tiles were altered after signing"
+        )
+    return LogReport(checkpoint, size, checker.tiles_checked, checker.bundles_checked, tuple(files.ignored))
+
+
+def verify_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None = None) -> LogReport:
+    """Check the whole ledger (fsck): signed checkpoint, every bundle, tile and partial tile.
+
+    Recomputes every leaf hash from the entry bundles, every tile level above, and the root,
+    comparing each with the files on disk and the root with the signed checkpoint. Files
+    beyond the checkpoint (a crashed, unpublished batch) are reported in ``ignored_files``.
+    """
+    return _scan_log(ledger_dir, vkey, origin, None)
+
+
+@dataclass(frozen=True)
+class AuditFinding:
+    """One released (or violating) tenure in the audit report."""
+
+    index: int  # of the released / released_with_exception / reissue_violation entry
+    tenure_ref: str  # hex
+    effective_reminders: int  # reminder_effective entries of the tenure at lower indices
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Outcome of :func:`audit_log`: ``passed`` is False when a release broke the rule."""
+
+    checkpoint: Checkpoint
+    min_effective: int
+    counts: dict[str, int]  # entries per type label
+    released: int
+    under_reminded: tuple[AuditFinding, ...]  # released with fewer than min_effective
+    exceptions: tuple[AuditFinding, ...]  # released_with_exception (allowed, reported)
+    violations: tuple[AuditFinding, ...]  # reissue_violation entries
+    released_without_closure: tuple[AuditFinding, ...]  # no tenure_closed entry before the release
+
+    @property
+    def passed(self) -> bool:
+        return not self.under_reminded and not self.released_without_closure
+
+
+class _Auditor(_Visitor):
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
+        self.effective: Counter[bytes] = Counter()
+        self.closed: set[bytes] = set()
+        self.released: list[tuple[int, bytes, int]] = []
+        self.exceptions: list[tuple[int, bytes, int]] = []
+        self.violations: list[tuple[int, bytes, int]] = []
+        self.orphans: list[tuple[int, bytes, int]] = []
+
+    def entries(self, first: int, entries: list[bytes]) -> None:
+        counts, effective = self.counts, self.effective
+        for i, e in enumerate(entries):
+            t = e[1]
+            counts[t] += 1
+            if t == EntryType.REMINDER_EFFECTIVE:
+                effective[e[2:18]] += 1
+            elif t == EntryType.TENURE_CLOSED:
+                self.closed.add(e[2:18])
+            elif t in (EntryType.RELEASED, EntryType.RELEASED_WITH_EXCEPTION, EntryType.REISSUE_VIOLATION):
+                ref = e[2:18]
+                finding = (first + i, ref, effective[ref])
+                if t == EntryType.REISSUE_VIOLATION:
+                    self.violations.append(finding)
+                    continue
+                if ref not in self.closed:
+                    self.orphans.append(finding)
+                (self.released if t == EntryType.RELEASED else self.exceptions).append(finding)
+
+
+def audit_log(
+    ledger_dir: Path, vkey: str | Verifier, min_effective: int, origin: str | None = None
+) -> AuditReport:
+    """From the public log alone: every ``released`` tenure had ``min_effective`` reminders.
+
+    Verifies the log first (as :func:`verify_log`), then, in log order, counts the
+    ``reminder_effective`` entries of each tenure_ref and checks each ``released`` entry
+    against the count so far. ``released_with_exception`` entries may have fewer and are
+    listed; ``reissue_violation`` entries are listed. The public log cannot show whether the
+    reminders fell on distinct days; that needs the openings.
+    """
+    auditor = _Auditor()
+    report = _scan_log(ledger_dir, vkey, origin, auditor)
+
+    def findings(rows: list[tuple[int, bytes, int]]) -> tuple[AuditFinding, ...]:
+        return tuple(AuditFinding(i, ref.hex(), n) for i, ref, n in rows)
+
+    return AuditReport(
+        checkpoint=report.checkpoint,
+        min_effective=min_effective,
+        counts={EntryType(t).label: n for t, n in sorted(auditor.counts.items())},
+        released=len(auditor.released),
+        under_reminded=findings([r for r in auditor.released if r[2] < min_effective]),
+        exceptions=findings(auditor.exceptions),
+        violations=findings(auditor.violations),
+        released_without_closure=findings(auditor.orphans),
+    )
