@@ -679,7 +679,10 @@ def generate(
     within freeze_days - 2 days of a cancel and min(suspend_days, freeze_days) - 2 of a
     suspension, so they are legal under any reading of when a suspension's freeze starts.
     ``defect_rate`` is the chance per clean row of one injected defect (see the module doc).
-    Same arguments, same bytes.
+    ``regions`` restricts the province codes (default: all 31, population-weighted).
+    ``suspend_days`` should match the policy the run uses (the demo's is 5).
+    Same arguments, same bytes. Write into an empty directory: files an earlier run with
+    other arguments left behind are not removed.
     """
     if days < 1 or rows_per_day < 1:
         raise ConfigError("synthetic data: --days and --rows-per-day must be at least 1")
