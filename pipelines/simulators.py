@@ -417,10 +417,11 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-# u(label) is a uniform draw in [0, 1) from 52 bits of SHA-256, so outcomes are stable across
-# runs, machines and DuckDB versions (DuckDB's own hash() is not). Reachability hashes the
-# address alone: the same address always fails on that channel.
-_U = "(('0x' || substr(sha256({x}), 1, 13))::UBIGINT / 4503599627370496.0)"
+# Draws are uniform on [0, 1) from 52-bit slices of SHA-256, so outcomes are stable across
+# runs, machines and DuckDB versions (DuckDB's own hash() is not). One digest per message
+# gives four independent draws; reachability hashes the address alone, so the same address
+# always fails on that channel.
+_U = "(('0x' || substr({h}, {at}, 13))::UBIGINT / 4503599627370496.0)"
 _RECEIPTS_SQL = f"""
 WITH sources AS (
     SELECT reminder_id, channel, address, provider_ref, $day::DATE AS sent_on FROM accepted
@@ -432,14 +433,20 @@ msgs AS (
     SELECT reminder_id, channel, address, min(provider_ref) AS provider_ref, min(sent_on) AS sent_on
     FROM sources GROUP BY reminder_id, channel, address
 ),
+hashed AS (
+    SELECT *,
+        sha256($seed || '|reach|' || channel || '|' || address) AS h_reach,
+        sha256($seed || '|' || channel || '|' || reminder_id || '|' || address) AS h
+    FROM msgs
+),
 drawn AS (
     SELECT m.*, p.*,
-        {_U.format(x="$seed || '|reach|' || m.channel || '|' || m.address")} AS u_reach,
-        {_U.format(x="$seed || '|outcome|' || m.channel || '|' || m.reminder_id || '|' || m.address")} AS u_outcome,
-        {_U.format(x="$seed || '|time|' || m.channel || '|' || m.reminder_id || '|' || m.address")} AS u_time,
-        {_U.format(x="$seed || '|ack|' || m.channel || '|' || m.reminder_id || '|' || m.address")} AS u_ack,
-        {_U.format(x="$seed || '|delay|' || m.channel || '|' || m.reminder_id || '|' || m.address")} AS u_delay
-    FROM msgs m JOIN profiles p USING (channel)
+        {_U.format(h="h_reach", at=1)} AS u_reach,
+        {_U.format(h="h", at=1)} AS u_outcome,
+        {_U.format(h="h", at=14)} AS u_time,
+        {_U.format(h="h", at=27)} AS u_ack,
+        {_U.format(h="h", at=40)} AS u_delay
+    FROM hashed m JOIN profiles p USING (channel)
 ),
 due AS (
     SELECT *,
