@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.synth import generate
 
     console.rule("[bold]1. synthetic drops")
-    summary = generate(data, start, args.days, args.rows_per_day, args.seed, 0.02, freeze_days=10)
+    summary = generate(
+        data, start, args.days, args.rows_per_day, args.seed, 0.02, freeze_days=10, suspend_days=5
+    )
     console.print(f"{summary}")
 
     console.rule("[bold]2. Airflow (SQLite metadata) and the nightly DAG")
