@@ -53,10 +53,14 @@ class Layout:
         return self.root / "snapshot"
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask() is process-wide and not safe to flip while threads write.
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -68,7 +72,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, (0o666 & ~_umask()) if mode is None else mode)
+        os.fchmod(fd, (0o666 & ~_UMASK) if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
