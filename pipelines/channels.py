@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -217,7 +218,11 @@ class SmtpChannel:
                 if not _EMAIL.fullmatch(reminder.to):
                     failed.append(self._failure(reminder, True, "not an e-mail address"))
                     continue
-                message = self._message(reminder)
+                try:
+                    message = self._message(reminder)
+                except ValueError as exc:  # e.g. a line break in the subject: a rendering bug
+                    failed.append(self._failure(reminder, True, f"cannot build the e-mail: {exc}"))
+                    continue
                 # A dropped connection (server restart, idle or per-connection message limit)
                 # gets one reconnect per message; the same Message-ID makes a resend harmless.
                 for attempt in range(2):
@@ -227,7 +232,9 @@ class SmtpChannel:
                         except GatewayError as exc:
                             log.error("%s", exc)
                             failed.extend(
-                                self._failure(r, not _EMAIL.fullmatch(r.to), str(exc))
+                                self._failure(r, False, str(exc))
+                                if _EMAIL.fullmatch(r.to)
+                                else self._failure(r, True, "not an e-mail address")
                                 for r in reminders[index:]
                             )
                             return _summarise(self.name, sent, failed)
@@ -304,19 +311,20 @@ class SmtpChannel:
         return conn
 
     def _message(self, r: OutgoingReminder) -> bytes:
-        msg = EmailMessage(policy=SMTP_POLICY)
+        # An internationalised address needs UTF-8 headers (RFC 6532), sent with SMTPUTF8.
+        msg = EmailMessage(policy=SMTP_POLICY if r.to.isascii() else SMTPUTF8_POLICY)
         msg["From"] = self._settings.sender
         msg["To"] = r.to
         msg["Subject"] = r.subject
         msg["Date"] = email.utils.format_datetime(self._clock())
         msg["Message-ID"] = self._message_id(r.reminder_id)
         msg["X-Reminder-Id"] = r.reminder_id
-        msg["Content-Language"] = r.language
         # RFC 3834: keeps vacation responders from answering a reminder.
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(r.text, charset="utf-8")
         if r.html is not None:
             msg.add_alternative(r.html, subtype="html", charset="utf-8")
+        msg["Content-Language"] = r.language  # after set_content, which clears Content-* headers
         return msg.as_bytes()
 
     def _message_id(self, reminder_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import ipaddress
@@ -108,6 +109,7 @@ def test_smtp_delivers_utf8_reminders_with_reminder_id_and_stable_message_id() -
     assert msg["Subject"] == reminders[0].subject and "138****5678" in msg["Subject"]
     assert msg["To"] == "owner1@example.cn" and first.to == "owner1@example.cn"
     assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["Content-Language"] == "zh-CN"
     body = msg.get_body(("plain",))
     assert isinstance(body, EmailMessage)
     text = body.get_content()
@@ -136,6 +138,19 @@ def test_smtp_reconnects_when_the_server_hangs_up_mid_batch() -> None:
         got = sim.received
     assert len(outcome.sent) == 7 and outcome.failed == ()
     assert sorted(m.reminder_id for m in got) == [r.reminder_id for r in reminders]  # each exactly once
+
+
+def test_smtp_internationalised_address_and_unbuildable_message() -> None:
+    broken = dataclasses.replace(email_reminder(2), subject="line\nbreak")
+    with GatewaySimulator() as sim:
+        outcome = SmtpChannel(sim.smtp_settings(), local_hostname="client.test").send_batch(
+            [email_reminder(1, to="张伟@例子.中国"), broken]
+        )
+        got = sim.received
+    assert [s.reminder_id for s in outcome.sent] == ["rem-0001"] and got[0].to == "张伟@例子.中国"
+    assert "To: 张伟@例子.中国" in got[0].raw.decode("utf-8")  # SMTPUTF8, not RFC 2047 mangling
+    [failure] = outcome.failed
+    assert failure.permanent and "cannot build" in failure.reason
 
 
 def test_smtp_bad_address_is_permanent_without_a_connection() -> None:
