@@ -36,7 +36,7 @@ import httpx
 from pipelines.config import SmsSettings, SmtpSettings
 from pipelines.errors import DataContractError, GatewayError, PermanentDeliveryError
 from pipelines.layout import atomic_write_bytes
-from pipelines.numbers import mask_contact
+from pipelines.numbers import mask, mask_contact
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ _E164 = re.compile(r"\+[1-9]\d{5,14}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _QUEUED_AS = re.compile(r"queued as\s+(\S+)", re.IGNORECASE)
+_DIGIT_RUN = re.compile(r"\+?\d{7,}")  # any phone number, in whatever format a gateway echoes it
 
 
 def _utc_now() -> dt.datetime:
@@ -343,16 +344,16 @@ class SmtpChannel:
         try:
             code, reply = conn.mail(self._settings.sender, options)
             if code != 250:
-                self._refused(conn, code, reply, "sender")
+                self._refused(conn, code, reply, "sender", r.to)
             code, reply = conn.rcpt(r.to)
             if code not in (250, 251):
-                self._refused(conn, code, reply, "recipient")
+                self._refused(conn, code, reply, "recipient", r.to)
             try:
                 code, reply = conn.data(message)
             except smtplib.SMTPDataError as exc:
                 code, reply = exc.smtp_code, exc.smtp_error
             if code != 250:
-                self._refused(conn, code, reply, "message")
+                self._refused(conn, code, reply, "message", r.to)
         except smtplib.SMTPResponseException as exc:
             conn.close()
             raise GatewayError(f"{self._where} answered {exc.smtp_code} unexpectedly") from exc
@@ -363,8 +364,8 @@ class SmtpChannel:
         queued = _QUEUED_AS.search(text)
         return queued.group(1) if queued else self._message_id(r.reminder_id).strip("<>")
 
-    def _refused(self, conn: smtplib.SMTP, code: int, reply: bytes | str, stage: str) -> None:
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    def _refused(self, conn: smtplib.SMTP, code: int, reply: bytes | str, stage: str, to: str) -> None:
+        text = _scrub(reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply), to)
         if code == 421:
             conn.close()  # the server is closing the channel; the caller reconnects
         else:
@@ -379,6 +380,12 @@ class SmtpChannel:
         if code >= 500 and stage != "sender":
             raise PermanentDeliveryError(detail)
         raise GatewayError(detail if stage != "sender" else detail + "; check RECYCLE_SMTP_FROM")
+
+
+def _scrub(reply: str, contact: str) -> str:
+    """A gateway's reply with the contact masked: servers echo the recipient in their errors."""
+    reply = re.sub(re.escape(contact), mask_contact(contact), reply, flags=re.IGNORECASE)
+    return _DIGIT_RUN.sub(lambda m: mask(m.group()), reply)
 
 
 def _quit(conn: smtplib.SMTP) -> None:
@@ -462,8 +469,7 @@ class SmsHttpChannel:
         status = resp.status_code
         if 200 <= status < 300:
             return SendResult(r.reminder_id, self.name, _provider_ref(resp) or r.reminder_id, self._clock())
-        # Gateways echo the request in error bodies; never let the number reach a log.
-        body = resp.text[:200].replace(r.to, mask_contact(r.to))
+        body = _scrub(resp.text[:200], r.to)
         reason = f"SMS gateway {url} answered {status}: {body}"
         if status in (401, 403):
             reason += "; check RECYCLE_SMS_TOKEN"

@@ -251,7 +251,7 @@ class _SmtpHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if self._sim._refuses(address):
-            return "550 5.1.1 Mailbox unavailable"
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"  # as Postfix says it
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
