@@ -21,8 +21,8 @@ from pipelines.numbers import mask
 Language = Literal["zh-CN", "en"]
 Cause = Literal["cancel", "suspend"]
 
-# One SMS segment holds 70 UCS-2 or 160 GSM-7 characters; two concatenated segments (140 / 300
-# after concatenation headers) is the budget carriers' marketing-free notices are held to.
+# Characters, not segments. Gateways bill per concatenated segment (67 UCS-2 characters once a
+# text holds any Chinese, 153 GSM-7 otherwise), so the budget keeps a reminder to a few segments.
 _SMS_MAX_CHARS: dict[Language, int] = {"zh-CN": 140, "en": 300}
 
 
