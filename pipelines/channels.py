@@ -202,7 +202,7 @@ class SmtpChannel:
         local_hostname: str | None = None,
     ) -> None:
         self._settings = settings
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._ssl_context = ssl_context
         self._clock = clock
         self._local_hostname = local_hostname or socket.getfqdn()
         self._where = f"SMTP server {settings.host}:{settings.port}"
@@ -282,7 +282,7 @@ class SmtpChannel:
                         f"{self._where} does not offer STARTTLS although starttls is configured; "
                         "fix the server or RECYCLE_SMTP_STARTTLS (credentials are never sent in clear)"
                     )
-                conn.starttls(context=self._ssl_context)
+                conn.starttls(context=self._ssl_context or ssl.create_default_context())
                 conn.ehlo()
             if s.user:
                 conn.login(s.user, s.password or "")

@@ -123,7 +123,11 @@ class GatewaySimulator:
     # ----------------------------------------------------------------- lifecycle
 
     def __enter__(self) -> GatewaySimulator:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # whichever server did start must not outlive the failure
+            raise
         return self
 
     def __exit__(
