@@ -33,7 +33,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -43,6 +42,8 @@ import pyarrow.parquet as pq
 from pipelines.config import Settings
 from pipelines.errors import ConfigError, DataContractError, FeedConflictError, FormatError
 from pipelines.layout import Layout, atomic_write_bytes
+from pipelines.ledger.entries import CanonicalValue, EntryType, PreparedEntry
+from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.signer import FileSigner, load_or_create_signer, verifier_key
 from pipelines.metadata import (
     ROLE_MANIFEST,
@@ -90,13 +91,27 @@ _KEY_INDEX = "feed-keys.json"  # keyid -> signer name; public information, besid
 _DAY_DIR = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-class LedgerLike(Protocol):
-    """What publishing needs from the ledger: commit to a manifest core, return where."""
+def feed_manifest_value(feed_date: dt.date, seq: int, core_sha256: str) -> CanonicalValue:
+    """The canonical value a feed_manifest ledger entry commits to."""
+    return CanonicalValue.build(feed_date=feed_date, seq=seq, manifest_sha256=core_sha256)
 
-    def commit_feed_manifest(self, feed_date: dt.date, seq: int, core_sha256: str) -> LedgerRef: ...
 
-    @property
-    def verifier(self) -> LedgerPointer: ...
+def commit_manifest(ledger: Ledger, manifest: Manifest) -> LedgerRef:
+    """Append the feed_manifest entry (idempotent by day) and publish a checkpoint covering it."""
+    key = f"feed_manifest:{manifest.feed_date.isoformat()}"
+    value = feed_manifest_value(manifest.feed_date, manifest.seq, manifest.core_sha256())
+    (index,) = ledger.append([PreparedEntry(key, EntryType.FEED_MANIFEST, value)])
+    opened = ledger.opening(index)
+    if opened.value != value:
+        raise FeedConflictError(
+            f"the ledger already holds a feed_manifest entry for {manifest.feed_date} (index {index}) "
+            "committing to a different manifest; an earlier attempt published other rows. Restore "
+            "the state that run used, or publish a correction"
+        )
+    ledger.publish_checkpoint()
+    note = ledger.signed_checkpoint
+    assert note is not None
+    return LedgerRef(index=index, checkpoint=note.decode("utf-8"), opening=opened.opening.hex())
 
 
 @dataclass(frozen=True)
@@ -450,7 +465,7 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def publish_feed(
-    settings: Settings, day: dt.date, con: duckdb.DuckDBPyConnection, ledger: LedgerLike | None = None
+    settings: Settings, day: dt.date, con: duckdb.DuckDBPyConnection, ledger: Ledger | None = None
 ) -> FeedReport:
     """Build, commit (ledger) and publish the feed of logical day ``day``; idempotent.
 
@@ -488,8 +503,12 @@ def publish_feed(
         built = _build(paths, day, con, prev)
         manifest = built.manifest
         if ledger is not None:
-            ref = ledger.commit_feed_manifest(day, manifest.seq, manifest.core_sha256())
-            manifest = dataclasses.replace(manifest, ledger=ref)
+            if ledger.vkey != root.signed.ledger_vkey():
+                raise ConfigError(
+                    f"the ledger is signed by {ledger.vkey!r} but the feed root names "
+                    f"{root.signed.ledger_vkey()!r}; run with the keys directory of this data directory"
+                )
+            manifest = dataclasses.replace(manifest, ledger=commit_manifest(ledger, manifest))
         env = Envelope.create(manifest, online)
         _write_day_dir(paths, day, {**built.daily, "manifest.json": env.to_bytes()})
         already = False
@@ -540,8 +559,9 @@ __all__ = [
     "FEED_SCHEMA",
     "FeedPaths",
     "FeedReport",
-    "LedgerLike",
+    "commit_manifest",
     "ensure_root",
+    "feed_manifest_value",
     "load_root",
     "newest_manifest",
     "publish_feed",

@@ -349,6 +349,9 @@ class Root:
         ledger = None if ledger_obj is None else LedgerPointer.from_dict(ledger_obj, f"{what} ledger")
         return cls(version, expires, keys, roles, ledger)
 
+    def ledger_vkey(self) -> str | None:
+        return None if self.ledger is None else self.ledger.verifier_key
+
     def role_keys(self, role: str) -> tuple[Role, dict[str, Key]]:
         spec = self.roles.get(role)
         if spec is None:
@@ -537,13 +540,13 @@ class QueryReceipt:
     pairs: int
     snapshot_date: dt.date
     feed_seq: int | None
-    checkpoint_sha256: str | None  # SHA-256 of the ledger checkpoint text the snapshot names
+    checkpoint: str | None  # the ledger checkpoint (signed note text) the snapshot names
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "_type": self.TYPE,
             "answered_at": format_time(self.answered_at),
-            "checkpoint_sha256": self.checkpoint_sha256,
+            "checkpoint": self.checkpoint,
             "feed_seq": self.feed_seq,
             "pairs": self.pairs,
             "platform": self.platform,
@@ -566,7 +569,7 @@ class QueryReceipt:
             pairs=f.integer("pairs"),
             snapshot_date=f.date("snapshot_date"),
             feed_seq=f.optional_integer("feed_seq", minimum=1),
-            checkpoint_sha256=f.optional_string("checkpoint_sha256", _HEX64),
+            checkpoint=f.optional_string("checkpoint"),
         )
         f.done()
         return out
