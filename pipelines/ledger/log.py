@@ -100,7 +100,9 @@ def frontier_root(levels: Sequence[Sequence[bytes]]) -> bytes:
 def is_beyond(tile: Tile, size: int) -> bool:
     """True when ``tile`` could only have been written for a tree larger than ``size``."""
     level = max(tile.level, 0)
-    return (tile.index << (TILE_HEIGHT * (level + 1))) + (tile.width << (TILE_HEIGHT * level)) > size
+    return (tile.index << (TILE_HEIGHT * (level + 1))) + (
+        tile.width << (TILE_HEIGHT * level)
+    ) > size
 
 
 class TiledLog:
@@ -140,7 +142,9 @@ class TiledLog:
                 tile = Tile(level, size >> (TILE_HEIGHT * (level + 1)), width)
                 hashes = split_hashes(_read_required(ledger_dir, tile, size), tile.path)
                 if len(hashes) != width:
-                    raise LogIntegrityError(f"{tile.path}: holds {len(hashes)} hashes, expected {width}")
+                    raise LogIntegrityError(
+                        f"{tile.path}: holds {len(hashes)} hashes, expected {width}"
+                    )
             levels.append(hashes)
             level += 1
         bundle: list[bytes] = []
@@ -179,7 +183,9 @@ class TiledLog:
 
     def _check_usable(self) -> None:
         if self._broken:
-            raise TerminalError(f"ledger writer unusable after an earlier failure ({self._broken}); reopen it")
+            raise TerminalError(
+                f"ledger writer unusable after an earlier failure ({self._broken}); reopen it"
+            )
         if not self._lock.held:
             raise TerminalError("the ledger writer lock was released; reopen the ledger")
 
@@ -219,7 +225,11 @@ class TiledLog:
                     tile = Tile(level, size >> (TILE_HEIGHT * (level + 1)), len(hashes))
                     pending.append(self._submit(tile, b"".join(hashes)))
             if bundle:
-                pending.append(self._submit(Tile(ENTRIES, size >> TILE_HEIGHT, len(bundle)), encode_bundle(bundle)))
+                pending.append(
+                    self._submit(
+                        Tile(ENTRIES, size >> TILE_HEIGHT, len(bundle)), encode_bundle(bundle)
+                    )
+                )
             for fut in pending:
                 fut.result()
         except OSError as exc:
@@ -234,7 +244,9 @@ class TiledLog:
         self._levels, self._bundle, self._size = levels, bundle, size
         return first
 
-    def _carry(self, levels: list[list[bytes]], h: bytes, size: int, pending: list[Future[None]]) -> None:
+    def _carry(
+        self, levels: list[list[bytes]], h: bytes, size: int, pending: list[Future[None]]
+    ) -> None:
         level = 1
         while True:
             if len(levels) <= level:
@@ -255,7 +267,9 @@ class TiledLog:
         """Publish a signed checkpoint for ``size`` (must be the current size; tiles are on disk)."""
         self._check_usable()
         if size != self._size:
-            raise TerminalError(f"checkpoint for size {size} but the log holds {self._size} entries")
+            raise TerminalError(
+                f"checkpoint for size {size} but the log holds {self._size} entries"
+            )
         atomic_write_bytes(self.dir / CHECKPOINT_FILE, signed_note)
         self._checkpointed = size
         (self.dir / PENDING_FILE).unlink(missing_ok=True)

@@ -38,7 +38,9 @@ def perfect_root(hashes: Sequence[bytes]) -> bytes:
     sha = _sha256
     while len(level) > 1:
         pairs = iter(level)
-        level = [sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
+        level = [
+            sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)
+        ]
     return level[0]
 
 
@@ -198,11 +200,15 @@ def verify_consistency(
         if proof:
             raise InconsistentCheckpointError(f"{where}: expected an empty proof for equal sizes")
         if old_root != new_root:
-            raise InconsistentCheckpointError(f"{where}: two different roots for the same size (a fork)")
+            raise InconsistentCheckpointError(
+                f"{where}: two different roots for the same size (a fork)"
+            )
         return
     if old_size == 0:
         if proof:
-            raise InconsistentCheckpointError(f"{where}: expected an empty proof from the empty tree")
+            raise InconsistentCheckpointError(
+                f"{where}: expected an empty proof from the empty tree"
+            )
         return
     if not proof:
         raise InconsistentCheckpointError(f"{where}: the proof is empty")

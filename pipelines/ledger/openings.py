@@ -31,6 +31,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -114,9 +115,13 @@ def _load_or_create_master_key(keys_dir: Path) -> bytes:
     try:
         key = base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"openings key {path} is malformed; restore it from the key backup") from exc
+        raise ConfigError(
+            f"openings key {path} is malformed; restore it from the key backup"
+        ) from exc
     if len(key) != 32:
-        raise ConfigError(f"openings key {path} must hold 32 bytes (base64); restore it from backup")
+        raise ConfigError(
+            f"openings key {path} must hold 32 bytes (base64); restore it from backup"
+        )
     return key
 
 
@@ -157,6 +162,11 @@ class OpeningsStore:
         con.execute(_DDL)
         return con
 
+    def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
+        # fetchall, not fetchone: DuckDB refuses new work on a connection with a half-read result.
+        rows = self._con.execute(sql, list(params)).fetchall()
+        return tuple(rows[0]) if rows else None
+
     def close(self) -> None:
         self._con.close()
 
@@ -188,9 +198,7 @@ class OpeningsStore:
 
     def index_of(self, key: str) -> int | None:
         """Log index of the entry appended under idempotency ``key``, if any."""
-        row = self._con.execute(
-            "SELECT idx FROM openings WHERE key_tag = ?", [self.key_tag(key)]
-        ).fetchone()
+        row = self._one("SELECT idx FROM openings WHERE key_tag = ?", [self.key_tag(key)])
         return None if row is None else int(row[0])
 
     def put(self, rows: Sequence[NewOpening]) -> None:
@@ -224,11 +232,11 @@ class OpeningsStore:
             self._con.execute("BEGIN TRANSACTION")
             try:
                 # Two equi-joins, not one OR-join: DuckDB hash-joins each, an OR would nest-loop.
-                clash = self._con.execute(
+                clash = self._one(
                     "SELECT (SELECT count(*) FROM openings o JOIN new_openings n "
                     "ON o.key_tag = n.key_tag) + (SELECT count(*) FROM openings o "
                     "JOIN new_openings n ON o.idx = n.idx)"
-                ).fetchone()
+                )
                 if clash and clash[0]:
                     raise TerminalError(
                         f"{clash[0]} opening(s) collide with stored ones (same index or idempotency "
@@ -244,9 +252,10 @@ class OpeningsStore:
 
     def get(self, index: int) -> Opening:
         """Decrypt the opening of entry ``index``; :class:`OpeningErasedError` if it was erased."""
-        row = self._con.execute(
-            "SELECT entry_type, tenure_ref, wrapped_key, sealed FROM openings WHERE idx = ?", [index]
-        ).fetchone()
+        row = self._one(
+            "SELECT entry_type, tenure_ref, wrapped_key, sealed FROM openings WHERE idx = ?",
+            [index],
+        )
         if row is None:
             raise TerminalError(f"no opening stored for ledger entry {index}")
         entry_type, tenure_ref, wrapped_key, sealed_blob = row
@@ -284,15 +293,17 @@ class OpeningsStore:
         table = pa.table({"idx": pa.array(wanted, pa.uint64())})
         self._con.register("erase_idx", table)
         try:
-            missing = self._con.execute(
+            missing = self._one(
                 "SELECT count(*) FROM erase_idx e ANTI JOIN openings o ON o.idx = e.idx"
-            ).fetchone()
+            )
             if missing and missing[0]:
-                raise TerminalError(f"{missing[0]} of the indices to erase are not in the openings store")
-            row = self._con.execute(
+                raise TerminalError(
+                    f"{missing[0]} of the indices to erase are not in the openings store"
+                )
+            row = self._one(
                 "UPDATE openings SET wrapped_key = NULL, sealed = NULL "
                 "WHERE idx IN (SELECT idx FROM erase_idx) AND wrapped_key IS NOT NULL"
-            ).fetchone()
+            )
         finally:
             self._con.unregister("erase_idx")
         if compact:
@@ -301,11 +312,11 @@ class OpeningsStore:
 
     def truncate(self, size: int) -> int:
         """Drop openings at indices >= ``size`` (entries lost in a crash before their checkpoint)."""
-        row = self._con.execute("DELETE FROM openings WHERE idx >= ?", [size]).fetchone()
+        row = self._one("DELETE FROM openings WHERE idx >= ?", [size])
         return int(row[0]) if row else 0
 
     def count(self) -> int:
-        row = self._con.execute("SELECT count(*) FROM openings").fetchone()
+        row = self._one("SELECT count(*) FROM openings")
         return int(row[0]) if row else 0
 
     def compact(self) -> None:

@@ -57,7 +57,9 @@ class VerifiedEntry:
     checkpoint: Checkpoint
 
 
-def verify_proof_file(data: bytes, vkey: str | Verifier, origin: str | None = None) -> VerifiedEntry:
+def verify_proof_file(
+    data: bytes, vkey: str | Verifier, origin: str | None = None
+) -> VerifiedEntry:
     """Verify one ``.tlog-proof`` evidence file offline and return the opened entry.
 
     Checks, in order: the file format; the checkpoint's signature by ``vkey`` (and its origin,
@@ -69,19 +71,27 @@ def verify_proof_file(data: bytes, vkey: str | Verifier, origin: str | None = No
     checkpoint = open_checkpoint(proof.checkpoint, vkey, origin)
     extra = proof.extra
     if extra is None or len(extra) < ENTRY_SIZE + OPENING_SIZE:
-        raise FormatError("tlog-proof: extra must hold the entry, its opening and its canonical value")
+        raise FormatError(
+            "tlog-proof: extra must hold the entry, its opening and its canonical value"
+        )
     entry = Entry.from_bytes(extra[:ENTRY_SIZE])
     opening = extra[ENTRY_SIZE : ENTRY_SIZE + OPENING_SIZE]
     value = CanonicalValue.from_bytes(extra[ENTRY_SIZE + OPENING_SIZE :])
     if proof.index >= checkpoint.size:
-        raise ProofError(f"entry {proof.index} is not in the checkpointed tree of size {checkpoint.size}")
-    verify_inclusion(leaf_hash(entry.to_bytes()), proof.index, checkpoint.size, proof.hashes, checkpoint.root)
+        raise ProofError(
+            f"entry {proof.index} is not in the checkpointed tree of size {checkpoint.size}"
+        )
+    verify_inclusion(
+        leaf_hash(entry.to_bytes()), proof.index, checkpoint.size, proof.hashes, checkpoint.root
+    )
     if commitment(opening, entry.entry_type, value.to_bytes()) != entry.commitment:
         raise CommitmentError(
             f"entry {proof.index}: the opening and value in the proof do not match the logged "
             "commitment; the value was altered"
         )
-    if entry.entry_type == EntryType.TENURE_CLOSED and entry.tenure_ref != tenure_ref_for(entry.commitment):
+    if entry.entry_type == EntryType.TENURE_CLOSED and entry.tenure_ref != tenure_ref_for(
+        entry.commitment
+    ):
         raise CommitmentError(f"entry {proof.index}: tenure_ref is not derived from its commitment")
     return VerifiedEntry(proof.index, entry, value, checkpoint)
 
@@ -159,9 +169,13 @@ class _Checker:
             tile = Tile(level, index, width)
             stored = split_hashes(self._read(tile), tile.path)
             if len(stored) != width:
-                raise LogIntegrityError(f"{tile.path}: holds {len(stored)} hashes, expected {width}")
+                raise LogIntegrityError(
+                    f"{tile.path}: holds {len(stored)} hashes, expected {width}"
+                )
             if stored != hashes[:width]:
-                bad = next(i for i, (a, b) in enumerate(zip(stored, hashes, strict=False)) if a != b)
+                bad = next(
+                    i for i, (a, b) in enumerate(zip(stored, hashes, strict=False)) if a != b
+                )
                 what = "entry" if level == 0 else f"level-{level - 1} tile"
                 raise LogIntegrityError(
                     f"{tile.path}: hash {bad} does not match the recomputed hash of {what} "
@@ -183,7 +197,9 @@ class _Checker:
                 try:
                     Entry.from_bytes(e)
                 except FormatError as exc:
-                    raise FormatError(f"{tile.path}: entry {(index << TILE_HEIGHT) + i}: {exc}") from exc
+                    raise FormatError(
+                        f"{tile.path}: entry {(index << TILE_HEIGHT) + i}: {exc}"
+                    ) from exc
         for w in sorted(widths - {width}):
             other = Tile(ENTRIES, index, w)
             if self._read(other) != encode_bundle(entries[:w]):
@@ -202,7 +218,9 @@ class _Visitor:
         raise NotImplementedError
 
 
-def _scan_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None, visit: _Visitor | None) -> LogReport:
+def _scan_log(
+    ledger_dir: Path, vkey: str | Verifier, origin: str | None, visit: _Visitor | None
+) -> LogReport:
     try:
         note = (ledger_dir / CHECKPOINT_FILE).read_bytes()
     except FileNotFoundError as exc:
@@ -251,7 +269,9 @@ def _scan_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None, visit:
             f"the entries hash to a different root than the signed checkpoint of size {size}: "
             "entries or tiles were altered after signing"
         )
-    return LogReport(checkpoint, size, checker.tiles_checked, checker.bundles_checked, tuple(files.ignored))
+    return LogReport(
+        checkpoint, size, checker.tiles_checked, checker.bundles_checked, tuple(files.ignored)
+    )
 
 
 def verify_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None = None) -> LogReport:
@@ -310,7 +330,11 @@ class _Auditor(_Visitor):
                 effective[e[2:18]] += 1
             elif t == EntryType.TENURE_CLOSED:
                 self.closed.add(e[2:18])
-            elif t in (EntryType.RELEASED, EntryType.RELEASED_WITH_EXCEPTION, EntryType.REISSUE_VIOLATION):
+            elif t in (
+                EntryType.RELEASED,
+                EntryType.RELEASED_WITH_EXCEPTION,
+                EntryType.REISSUE_VIOLATION,
+            ):
                 ref = e[2:18]
                 finding = (first + i, ref, effective[ref])
                 if t == EntryType.REISSUE_VIOLATION:

@@ -51,14 +51,24 @@ class LedgerEnv:
         return Ledger.open(self.ledger_dir, self.signer, ORIGIN, self.store, lock_timeout_s=0.2)
 
 
-def tenure_entries(n: int, reminders: int = 2, released: bool = True, prefix: str = "t") -> list[PreparedEntry]:
+def tenure_entries(
+    n: int, reminders: int = 2, released: bool = True, prefix: str = "t"
+) -> list[PreparedEntry]:
     """``n`` tenures: closed, ``reminders`` effective reminders each, then released."""
     out: list[PreparedEntry] = []
     for i in range(n):
         key = f"{prefix}{i}"
         msisdn = f"+86138{i:08d}"
-        base = {"msisdn": msisdn, "tenure_start": dt.date(2020, 1, 1), "tenure_end": dt.date(2025, 1, 2)}
-        out.append(PreparedEntry(f"{key}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD")))
+        base = {
+            "msisdn": msisdn,
+            "tenure_start": dt.date(2020, 1, 1),
+            "tenure_end": dt.date(2025, 1, 2),
+        }
+        out.append(
+            PreparedEntry(
+                f"{key}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD")
+            )
+        )
         for r in range(reminders):
             value = CanonicalValue.build(
                 base,
@@ -66,8 +76,18 @@ def tenure_entries(n: int, reminders: int = 2, released: bool = True, prefix: st
                 channel="sms",
                 delivered_at=dt.datetime(2025, 1, 2 + r, 8, 0, tzinfo=dt.UTC),
             )
-            out.append(PreparedEntry(f"{key}:eff{r}", EntryType.REMINDER_EFFECTIVE, value, tenure_key=f"{key}:closed"))
+            out.append(
+                PreparedEntry(
+                    f"{key}:eff{r}", EntryType.REMINDER_EFFECTIVE, value, tenure_key=f"{key}:closed"
+                )
+            )
         if released:
-            value = CanonicalValue.build(base, released_on=dt.date(2025, 4, 2), effective_reminders=reminders)
-            out.append(PreparedEntry(f"{key}:released", EntryType.RELEASED, value, tenure_key=f"{key}:closed"))
+            value = CanonicalValue.build(
+                base, released_on=dt.date(2025, 4, 2), effective_reminders=reminders
+            )
+            out.append(
+                PreparedEntry(
+                    f"{key}:released", EntryType.RELEASED, value, tenure_key=f"{key}:closed"
+                )
+            )
     return out

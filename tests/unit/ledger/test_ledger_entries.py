@@ -31,9 +31,17 @@ VALUE = CanonicalValue.build(
 
 def test_type_codes_are_fixed() -> None:
     assert {t.label: int(t) for t in EntryType} == {
-        "tenure_closed": 1, "reminder_sent": 2, "reminder_effective": 3, "acknowledged": 4,
-        "restored": 5, "released": 6, "released_with_exception": 7, "reissued": 8,
-        "reissue_violation": 9, "feed_manifest": 10, "correction": 11,
+        "tenure_closed": 1,
+        "reminder_sent": 2,
+        "reminder_effective": 3,
+        "acknowledged": 4,
+        "restored": 5,
+        "released": 6,
+        "released_with_exception": 7,
+        "reissued": 8,
+        "reissue_violation": 9,
+        "feed_manifest": 10,
+        "correction": 11,
     }
 
 
@@ -69,7 +77,12 @@ def test_canonical_value_encoding_is_sorted_length_prefixed_text() -> None:
     assert VALUE.get("effective_reminders") == "2"
     assert CanonicalValue.from_bytes(VALUE.to_bytes()) == VALUE
     shanghai = dt.timezone(dt.timedelta(hours=8))
-    assert CanonicalValue.build(sent_at=dt.datetime(2025, 1, 2, 16, 30, 0, 5, tzinfo=shanghai)).get("sent_at") == "2025-01-02T08:30:00.000005Z"
+    assert (
+        CanonicalValue.build(sent_at=dt.datetime(2025, 1, 2, 16, 30, 0, 5, tzinfo=shanghai)).get(
+            "sent_at"
+        )
+        == "2025-01-02T08:30:00.000005Z"
+    )
 
 
 def _field(name: bytes, value: bytes) -> bytes:
@@ -126,7 +139,10 @@ def test_commitment_is_hmac_over_opening_label_and_value() -> None:
     assert commitment(opening, EntryType.RELEASED, value) == expected
     # The label binds the type: the same opening and value under another type differ.
     assert commitment(opening, EntryType.RELEASED_WITH_EXCEPTION, value) != expected
-    assert tenure_ref_for(expected) == hashlib.sha256(b"number-recycling/tenure-ref/v1" + expected).digest()[:16]
+    assert (
+        tenure_ref_for(expected)
+        == hashlib.sha256(b"number-recycling/tenure-ref/v1" + expected).digest()[:16]
+    )
     with pytest.raises(TerminalError):
         commitment(bytes(31), EntryType.RELEASED, value)
 

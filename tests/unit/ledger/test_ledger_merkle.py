@@ -34,7 +34,9 @@ def test_hasher_known_answers() -> None:
     assert leaf_hash(b"").hex() == h["empty_leaf"]
     assert leaf_hash(h["leaf"]["data_ascii"].encode()).hex() == h["leaf"]["hash"]
     node = h["node"]
-    assert node_hash(node["left_ascii"].encode(), node["right_ascii"].encode()).hex() == node["hash"]
+    assert (
+        node_hash(node["left_ascii"].encode(), node["right_ascii"].encode()).hex() == node["hash"]
+    )
 
 
 @pytest.mark.parametrize("size", range(9))
@@ -61,7 +63,9 @@ def test_consistency_vectors_are_built_and_verified(vec: dict[str, int | list[st
     verify_consistency(s1, s2, proof, ROOTS[s1 - 1], ROOTS[s2 - 1])
 
 
-def _corrupt_inclusion(index: int, size: int, proof: list[bytes], root: bytes, leaf: bytes) -> list[tuple]:
+def _corrupt_inclusion(
+    index: int, size: int, proof: list[bytes], root: bytes, leaf: bytes
+) -> list[tuple]:
     """The probes of Go's corruptInclusionProof (verify_test.go)."""
     probes = [
         (index - 1, size, root, leaf, proof),
@@ -104,13 +108,23 @@ def test_corrupted_consistency_proofs_are_rejected(vec: dict[str, int | list[str
     proof = [bytes.fromhex(x) for x in vec["proof"]]  # type: ignore[union-attr]
     r1, r2 = ROOTS[s1 - 1], ROOTS[s2 - 1]
     probes = [
-        (s1 - 1, s2, r1, r2, proof), (s1 + 1, s2, r1, r2, proof), (s1 ^ 2, s2, r1, r2, proof),
-        (s1, s2 * 2, r1, r2, proof), (s1, s2 // 2, r1, r2, proof),
-        (s1, s2, b"WrongRoot", r2, proof), (s1, s2, r1, b"WrongRoot", proof), (s1, s2, r2, r1, proof),
+        (s1 - 1, s2, r1, r2, proof),
+        (s1 + 1, s2, r1, r2, proof),
+        (s1 ^ 2, s2, r1, r2, proof),
+        (s1, s2 * 2, r1, r2, proof),
+        (s1, s2 // 2, r1, r2, proof),
+        (s1, s2, b"WrongRoot", r2, proof),
+        (s1, s2, r1, b"WrongRoot", proof),
+        (s1, s2, r2, r1, proof),
         (s1, s2, r1, r2, []),
-        (s1, s2, r1, r2, [*proof, b""]), (s1, s2, r1, r2, [*proof, r1]), (s1, s2, r1, r2, [*proof, r2]),
-        (s1, s2, r1, r2, [b"", *proof]), (s1, s2, r1, r2, [r1, *proof]), (s1, s2, r1, r2, [r2, *proof]),
-        (s1, s2, r1, r2, [proof[0], *proof]), (s1, s2, r1, r2, proof[:-1]),
+        (s1, s2, r1, r2, [*proof, b""]),
+        (s1, s2, r1, r2, [*proof, r1]),
+        (s1, s2, r1, r2, [*proof, r2]),
+        (s1, s2, r1, r2, [b"", *proof]),
+        (s1, s2, r1, r2, [r1, *proof]),
+        (s1, s2, r1, r2, [r2, *proof]),
+        (s1, s2, r1, r2, [proof[0], *proof]),
+        (s1, s2, r1, r2, proof[:-1]),
     ]
     for i in range(len(proof)):
         bad = list(proof)
@@ -126,9 +140,15 @@ def test_consistency_edge_cases_follow_go() -> None:
     verify_consistency(0, 0, [], r1, r1)
     verify_consistency(0, 1, [], r1, r2)  # the empty tree is a prefix of every tree
     verify_consistency(1, 1, [], r2, r2)
-    for args in [(0, 0, [], r1, r2), (1, 1, [], r1, r2), (1, 0, [], r1, r2), (2, 1, [], r1, r2),
-                 (1, 2, [], r1, r2), (0, 1, [EMPTY_ROOT], EMPTY_ROOT, EMPTY_ROOT),
-                 (1, 1, [EMPTY_ROOT], EMPTY_ROOT, EMPTY_ROOT)]:
+    for args in [
+        (0, 0, [], r1, r2),
+        (1, 1, [], r1, r2),
+        (1, 0, [], r1, r2),
+        (2, 1, [], r1, r2),
+        (1, 2, [], r1, r2),
+        (0, 1, [EMPTY_ROOT], EMPTY_ROOT, EMPTY_ROOT),
+        (1, 1, [EMPTY_ROOT], EMPTY_ROOT, EMPTY_ROOT),
+    ]:
         with pytest.raises(InconsistentCheckpointError):
             verify_consistency(*args)  # type: ignore[arg-type]
 
@@ -147,16 +167,36 @@ def _b64(x: str) -> bytes:
     return base64.b64decode(x)
 
 
-@pytest.mark.parametrize("path", sorted((VECTORS / "transparency-dev-merkle").rglob("*.json")), ids=lambda p: p.parent.parent.name + "/" + p.parent.name + "/" + p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((VECTORS / "transparency-dev-merkle").rglob("*.json")),
+    ids=lambda p: p.parent.parent.name + "/" + p.parent.name + "/" + p.name,
+)
 def test_transparency_dev_testdata_files(path) -> None:  # type: ignore[no-untyped-def]
     vec = json.loads(path.read_text())
     if "leafIdx" in vec:
+
         def check() -> None:
-            verify_inclusion(_b64(vec["leafHash"]), vec["leafIdx"], vec["treeSize"], [_b64(p) for p in vec["proof"]], _b64(vec["root"]))
+            verify_inclusion(
+                _b64(vec["leafHash"]),
+                vec["leafIdx"],
+                vec["treeSize"],
+                [_b64(p) for p in vec["proof"]],
+                _b64(vec["root"]),
+            )
+
         err: type[Exception] = ProofError
     else:
+
         def check() -> None:
-            verify_consistency(vec["size1"], vec["size2"], [_b64(p) for p in vec["proof"]], _b64(vec["root1"]), _b64(vec["root2"]))
+            verify_consistency(
+                vec["size1"],
+                vec["size2"],
+                [_b64(p) for p in vec["proof"]],
+                _b64(vec["root1"]),
+                _b64(vec["root2"]),
+            )
+
         err = InconsistentCheckpointError
     if vec["wantErr"]:
         with pytest.raises(err):
@@ -174,4 +214,6 @@ def test_generated_proofs_verify_for_every_pair_up_to_70() -> None:
             proof = inclusion_path(tree, index, size)
             assert root_from_inclusion(tree.leaves[index], index, size, proof) == roots[size]
         for old in range(0, size + 1):
-            verify_consistency(old, size, consistency_path(tree, old, size), roots[old], roots[size])
+            verify_consistency(
+                old, size, consistency_path(tree, old, size), roots[old], roots[size]
+            )

@@ -33,7 +33,10 @@ class SeedSigner:
 
     @property
     def key_id(self) -> bytes:
-        return key_id(self.name, Ed25519PrivateKey.from_private_bytes(self.seed).public_key().public_bytes_raw())
+        return key_id(
+            self.name,
+            Ed25519PrivateKey.from_private_bytes(self.seed).public_key().public_bytes_raw(),
+        )
 
     def sign(self, msg: bytes) -> bytes:
         return Ed25519PrivateKey.from_private_bytes(self.seed).sign(msg)
@@ -58,7 +61,12 @@ def test_key_strings_round_trip_to_the_go_test_keys() -> None:
 
 def test_mangled_verifier_keys_are_rejected() -> None:
     vkey = G["peter_vkey"]
-    bad = [vkey[i:j] for i in range(len(vkey) + 1) for j in range(i + 1, len(vkey) + 1) if (i, j) != (0, len(vkey))]
+    bad = [
+        vkey[i:j]
+        for i in range(len(vkey) + 1)
+        for j in range(i + 1, len(vkey) + 1)
+        if (i, j) != (0, len(vkey))
+    ]
     bad += [vkey[:i] + chr(ord(vkey[i]) + 1) + vkey[i + 1 :] for i in range(len(vkey))]
     bad += G["bad_vkeys"]
     for k in bad:
@@ -84,7 +92,10 @@ def test_open_with_one_known_key_keeps_the_other_unverified() -> None:
     assert [s.name for s in note.signatures] == ["PeterNeumann"]
     assert [s.name for s in note.unverified] == ["EnochRoot"]
     both = open_note(msg, [peter_v, enoch_v])
-    assert [s.name for s in both.signatures] == ["PeterNeumann", "EnochRoot"] and not both.unverified
+    assert [s.name for s in both.signatures] == [
+        "PeterNeumann",
+        "EnochRoot",
+    ] and not both.unverified
     with pytest.raises(SignatureError, match="no verifiable signatures"):
         open_note(msg, [])
     with pytest.raises(SignatureError, match="ambiguous key EnochRoot"):
@@ -102,7 +113,9 @@ def test_bad_signature_from_a_known_key_rejects_the_note() -> None:
 def test_duplicates_are_dropped_and_too_many_signatures_refused() -> None:
     p, e = G["peter_sig_line"], G["enoch_sig_line"]
     e_bad = e[:60] + "ABCD" + e[60:]
-    note = open_note((G["text"] + "\n" + p + p + e + e + e_bad).encode(), [Verifier.from_vkey(G["peter_vkey"])])
+    note = open_note(
+        (G["text"] + "\n" + p + p + e + e + e_bad).encode(), [Verifier.from_vkey(G["peter_vkey"])]
+    )
     assert len(note.signatures) == 1 and len(note.unverified) == 2
     for verifiers in ([Verifier.from_vkey(G["peter_vkey"])], []):
         with pytest.raises(FormatError):
@@ -116,7 +129,9 @@ def test_duplicates_are_dropped_and_too_many_signatures_refused() -> None:
         G["text"] + "\n",
         G["text"] + "\n" + G["peter_sig_line"][:-1],
         "\x01" + G["text"] + "\n" + G["peter_sig_line"],
-        G["text"] + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
+        G["text"]
+        + "\n"
+        + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=",
         G["text"] + "\n" + G["peter_sig_line"] + "Unexpected line.\n",
     ],
 )
@@ -127,7 +142,10 @@ def test_malformed_notes(msg: str) -> None:
 
 def test_invalid_utf8_is_malformed() -> None:
     with pytest.raises(FormatError):
-        open_note(b"\xff" + (G["text"] + "\n" + G["peter_sig_line"]).encode(), [Verifier.from_vkey(G["peter_vkey"])])
+        open_note(
+            b"\xff" + (G["text"] + "\n" + G["peter_sig_line"]).encode(),
+            [Verifier.from_vkey(G["peter_vkey"])],
+        )
 
 
 def test_checkpoint_body_matches_go_format_tree() -> None:

@@ -18,7 +18,14 @@ from pipelines.ledger.tiles import (
 
 @pytest.mark.parametrize(
     ("index", "path"),
-    [(0, "000"), (5, "005"), (999, "999"), (1000, "x001/000"), (1234067, "x001/x234/067"), (10**9, "x001/x000/x000/000")],
+    [
+        (0, "000"),
+        (5, "005"),
+        (999, "999"),
+        (1000, "x001/000"),
+        (1234067, "x001/x234/067"),
+        (10**9, "x001/x000/x000/000"),
+    ],
 )
 def test_index_paths(index: int, path: str) -> None:
     assert encode_index(index) == path
@@ -31,9 +38,19 @@ def test_tile_paths_and_strict_parsing() -> None:
     for tile in [Tile(0, 0), Tile(63, 1234067, 255), Tile(ENTRIES, 7, 1), Tile(1, 1000)]:
         assert Tile.parse(tile.path) == tile
     for bad in [
-        "tile/0/67", "tile/00/000", "tile/64/000", "tile/0/x000/067", "tile/0/001/067",
-        "tile/0/000.p/0", "tile/0/000.p/256", "tile/0/000.p/05", "tile/0/000.p/", "tiles/0/000",
-        "tile/entries/000.p/x1", "tile/-1/000", "tile/0/x1234/567",
+        "tile/0/67",
+        "tile/00/000",
+        "tile/64/000",
+        "tile/0/x000/067",
+        "tile/0/001/067",
+        "tile/0/000.p/0",
+        "tile/0/000.p/256",
+        "tile/0/000.p/05",
+        "tile/0/000.p/",
+        "tiles/0/000",
+        "tile/entries/000.p/x1",
+        "tile/-1/000",
+        "tile/0/x1234/567",
     ]:
         with pytest.raises(FormatError):
             Tile.parse(bad)
