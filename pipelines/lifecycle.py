@@ -1,0 +1,1168 @@
+"""A number's life: tenures, number state, the state machine, the release gate.
+
+The nightly run calls, for logical date D and each inside its own DuckDB transaction,
+``reminders.apply_receipts`` → :func:`advance_time` → :func:`apply_events` →
+``reminders.schedule_reminders`` → ``reminders.send_reminders``. Every step is set-based SQL
+(a province's night is a million rows against ten million tenures), reads time only from
+``day``, and is idempotent for its day: running it again leaves every table identical.
+
+This module declares the schema of a number's life, reminders and outbox included, because
+the release gate reads reminders and transitions cancel them; ``pipelines.reminders`` builds
+on it. See ``docs/lifecycle.md`` for states, transitions, reason codes and the gate rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import phonenumbers
+
+from pipelines.config import Settings
+from pipelines.state import register_ddl
+
+__all__ = [
+    "STATES",
+    "AdvanceReport",
+    "EventsReport",
+    "advance_time",
+    "apply_events",
+    "lifecycle_status",
+    "number_history",
+    "tenure_id",
+]
+
+STATES = ("active", "suspended", "frozen", "held", "available", "ported_out")
+# States in which the prior owner is still being reminded (the tenure's disconnection is live).
+REMINDING_STATES = ("suspended", "frozen", "held")
+
+# No PRIMARY KEY / UNIQUE on these tables on purpose: DuckDB's ART indexes over 10M+ rows
+# double build time and memory and slow every UPDATE. Logical keys are noted per table and
+# kept unique by the steps (anti-joins on deterministic ids); tests check them.
+register_ddl(
+    """
+    CREATE TABLE IF NOT EXISTS tenures (            -- key: tenure_id
+        tenure_id VARCHAR NOT NULL,                 -- 'T' + 20 hex of sha256(msisdn|tenure_start)
+        msisdn VARCHAR NOT NULL,
+        tenure_start DATE NOT NULL,
+        tenure_end DATE,                            -- permanent disconnection: cancel / 双停 suspension date
+        end_reason VARCHAR,                         -- cancel | suspend | port_out | reissue
+        subscriber_ref VARCHAR NOT NULL,
+        region VARCHAR NOT NULL,
+        contact_email VARCHAR,
+        contact_phone VARCHAR,
+        language VARCHAR,
+        opened_by VARCHAR NOT NULL,                 -- snapshot | cancel | suspend | port_in | reissue
+        opened_logical DATE NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS number_state (       -- key: msisdn
+        msisdn VARCHAR NOT NULL,
+        state VARCHAR NOT NULL,                     -- see lifecycle.STATES
+        tenure_id VARCHAR NOT NULL,                 -- current or last tenure
+        since DATE NOT NULL,                        -- date of the last transition (out_of_order check)
+        disconnected_on DATE,                       -- start of the live disconnection episode
+        cause VARCHAR,                              -- cancel | suspend: what began the episode
+        suspended_on DATE,
+        frozen_on DATE,
+        freeze_ends DATE,                           -- projected while suspended
+        hold_started DATE,
+        released_on DATE,
+        region VARCHAR NOT NULL,
+        changed_logical DATE NOT NULL               -- logical date of the last change
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS state_history (
+        msisdn VARCHAR NOT NULL,
+        tenure_id VARCHAR NOT NULL,
+        from_state VARCHAR,
+        to_state VARCHAR NOT NULL,
+        on_date DATE NOT NULL,
+        logical_date DATE NOT NULL,
+        cause VARCHAR NOT NULL,
+        file_sha256 VARCHAR,                        -- the ingest row that caused it, if any
+        line_no BIGINT
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS releases (
+        msisdn VARCHAR NOT NULL,
+        tenure_id VARCHAR NOT NULL,
+        disconnected_on DATE NOT NULL,
+        released_on DATE NOT NULL,
+        effective_reminders INTEGER NOT NULL,
+        exception BOOLEAN NOT NULL,
+        logical_date DATE NOT NULL,
+        region VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS reissues (
+        msisdn VARCHAR NOT NULL,
+        prior_tenure_id VARCHAR,
+        new_tenure_id VARCHAR NOT NULL,
+        reissue_date DATE NOT NULL,
+        disconnected_on DATE,                       -- end of the prior tenure
+        released_on DATE,
+        violation BOOLEAN NOT NULL,
+        logical_date DATE NOT NULL,
+        region VARCHAR NOT NULL,
+        file_sha256 VARCHAR NOT NULL,
+        line_no BIGINT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS reminders (          -- key: reminder_id
+        reminder_id VARCHAR NOT NULL,               -- 'R' + 20 hex of sha256(tenure|disconnected_on|slot|channel)
+        tenure_id VARCHAR NOT NULL,
+        msisdn VARCHAR NOT NULL,
+        disconnected_on DATE NOT NULL,              -- the disconnection episode it belongs to
+        slot VARCHAR NOT NULL,                      -- offset:<n> | hold | fallback:<origin slot>
+        reminder_no INTEGER NOT NULL,
+        final BOOLEAN NOT NULL,
+        channel VARCHAR NOT NULL,                   -- sms | email | letter
+        address VARCHAR NOT NULL,                   -- phone, e-mail, or subscriber_ref for letters
+        language VARCHAR NOT NULL,
+        due_on DATE NOT NULL,
+        status VARCHAR NOT NULL,                    -- scheduled|sent|failed|cancelled|delivered|acknowledged|expired
+        attempts INTEGER NOT NULL,
+        provider_ref VARCHAR,
+        sent_on DATE,
+        effective_on DATE,
+        scheduled_logical DATE NOT NULL,
+        origin_id VARCHAR,                          -- the failed reminder a fallback replaces
+        fallback_handled BOOLEAN NOT NULL,
+        fallback_due DATE                           -- failed: first day a fallback may be scheduled
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS outbox (             -- key: reminder_id
+        reminder_id VARCHAR NOT NULL,
+        idempotency_key VARCHAR NOT NULL,
+        channel VARCHAR NOT NULL,
+        address VARCHAR NOT NULL,
+        language VARCHAR NOT NULL,
+        subject VARCHAR NOT NULL,
+        text VARCHAR NOT NULL,
+        html VARCHAR,
+        due_on DATE NOT NULL,
+        status VARCHAR NOT NULL,                    -- pending | sent | failed | cancelled
+        attempts INTEGER NOT NULL,
+        last_attempt_on DATE,
+        last_error VARCHAR,
+        rendered_logical DATE NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS ledger_events (      -- key: idempotency_key; read ORDER BY seq
+        seq BIGINT NOT NULL,
+        idempotency_key VARCHAR NOT NULL,
+        logical_date DATE NOT NULL,
+        on_date DATE NOT NULL,
+        type VARCHAR NOT NULL,
+        msisdn VARCHAR NOT NULL,
+        tenure_id VARCHAR,
+        tenure_start DATE,
+        tenure_end DATE,
+        fields JSON NOT NULL,
+        appended BOOLEAN NOT NULL
+    )
+    """,
+)
+
+LEDGER_TYPES = (
+    "tenure_closed",
+    "reminder_sent",
+    "reminder_effective",
+    "acknowledged",
+    "restored",
+    "released",
+    "released_with_exception",
+    "reissued",
+    "reissue_violation",
+)
+
+Con = duckdb.DuckDBPyConnection
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass(frozen=True)
+class EventsReport:
+    day: dt.date
+    snapshot_rows: int  # subscriber rows of the day not applied before
+    seeded: int  # numbers a snapshot row put on record
+    event_rows: int  # lifecycle + reissue rows of the day not applied before
+    applied: int
+    quarantined: int  # snapshot and event rows
+    reasons: dict[str, int] = field(default_factory=dict)
+    reissues: int = 0
+    violations: int = 0
+    rounds: int = 0
+
+
+@dataclass(frozen=True)
+class AdvanceReport:
+    day: dt.date
+    suspensions_expired: int
+    released: int
+    held: int  # newly held today
+    released_with_exception: int
+    still_held: int
+
+
+# --------------------------------------------------------------------------- SQL helpers
+
+
+def tenure_id(msisdn: str, tenure_start: dt.date) -> str:
+    """Deterministic id of the tenure (msisdn, tenure_start); equals the SQL ``nr_tenure_id`` (see :func:`expand_sql`)."""
+    digest = hashlib.sha256(f"{msisdn}|{tenure_start.isoformat()}".encode()).hexdigest()
+    return "T" + digest[:20]
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_value(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(str(int(v)) for v in value) + "]::INTEGER[]"
+    return str(int(value))
+
+
+def policy_sql(settings: Settings, attr: str, region_col: str) -> str:
+    """SQL for ``settings.policy(<region_col>).<attr>``: a CASE over the configured regions."""
+    default = getattr(settings.policies["default"], attr)
+    whens = [
+        f"WHEN {_lit(code)} THEN {_sql_value(getattr(p, attr))}"
+        for code, p in sorted(settings.policies.items())
+        if code != "default" and getattr(p, attr) != default
+    ]
+    if not whens:
+        return f"({_sql_value(default)})"
+    return f"(CASE {region_col} {' '.join(whens)} ELSE {_sql_value(default)} END)"
+
+
+def _country_code_lists() -> tuple[str, str]:
+    by_len: dict[int, list[str]] = {1: [], 2: [], 3: []}
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        by_len.setdefault(len(str(code)), []).append(_lit(str(code)))
+    return ", ".join(sorted(by_len[1])), ", ".join(sorted(by_len[2]))
+
+
+_CC1, _CC2 = _country_code_lists()
+
+
+def _mask_expr(m: str) -> str:
+    # pipelines.numbers.mask in SQL: country codes are prefix-free, and phonenumbers' national
+    # number is an integer (hence the ltrim of leading zeros).
+    cc = (f"(CASE WHEN substr({m}, 2, 1) IN ({_CC1}) THEN 1 "
+          f"WHEN substr({m}, 2, 2) IN ({_CC2}) THEN 2 ELSE 3 END)")
+    n = (f"(CASE WHEN starts_with({m}, '+') THEN ltrim(substr({m}, 2 + {cc}), '0') "
+         f"ELSE regexp_replace({m}, '[^0-9]', '', 'g') END)")
+    return (f"(CASE WHEN length({n}) >= 9 THEN left({n}, 3) || '****' || right({n}, 4) "
+            f"ELSE repeat('*', greatest(length({n}) - 2, 0)) || right({n}, 2) END)")
+
+
+_MACROS: dict[str, Any] = {
+    "nr_mask": _mask_expr,
+    "nr_cc_len": lambda m: (f"(CASE WHEN substr({m}, 2, 1) IN ({_CC1}) THEN 1 "
+                            f"WHEN substr({m}, 2, 2) IN ({_CC2}) THEN 2 ELSE 3 END)"),
+    "nr_tenure_id": lambda m, s: f"('T' || substr(sha256({m} || '|' || strftime({s}, '%Y-%m-%d')), 1, 20))",
+    "nr_reminder_id": lambda t, d, slot, ch: (
+        f"('R' || substr(sha256({t} || '|' || strftime({d}, '%Y-%m-%d') || '|' || {slot} "
+        f"|| '|' || {ch}), 1, 20))"
+    ),
+}
+_MACRO_CALL = re.compile(r"\b(nr_mask|nr_cc_len|nr_tenure_id|nr_reminder_id)\(([^()]*)\)")
+
+
+@functools.lru_cache(maxsize=512)
+def expand_sql(sql: str) -> str:
+    """Expand our SQL helpers (``nr_mask(m)``, ``nr_cc_len(m)``, ``nr_tenure_id(m, start)``,
+    ``nr_reminder_id(tenure, disconnected_on, slot, channel)``; arguments without parentheses)
+    into plain SQL. Inline expressions, not DuckDB macros: a macro created inside a step's
+    transaction would vanish with a rollback of that step."""
+    return _MACRO_CALL.sub(
+        lambda m: str(_MACROS[m.group(1)](*(a.strip() for a in m.group(2).split(",")))), sql
+    )
+
+
+def run_sql(con: Con, sql: str, params: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    """``con.execute`` after :func:`expand_sql`."""
+    return con.execute(expand_sql(sql), params or {})
+
+
+_TYPE_RANK = "CASE n.type " + " ".join(
+    f"WHEN {_lit(t)} THEN {i}" for i, t in enumerate(LEDGER_TYPES)
+) + " END"
+
+
+def queue_ledger(con: Con, day: dt.date, source: str) -> int:
+    """Append ledger-worthy events from ``source`` (a table or SELECT) to ``ledger_events``.
+
+    ``source`` has columns idempotency_key, on_date, type, msisdn, tenure_id, tenure_start,
+    tenure_end, fields. Keys already queued today are skipped, so a rerun adds nothing; seq
+    continues the table's numbering in a deterministic order.
+    """
+    row = run_sql(con,
+        f"""
+        INSERT INTO ledger_events
+        SELECT coalesce((SELECT max(seq) FROM ledger_events), 0)
+                 + row_number() OVER (ORDER BY n.on_date, n.msisdn, {_TYPE_RANK}, n.idempotency_key),
+               n.idempotency_key, $d, n.on_date, n.type, n.msisdn, n.tenure_id, n.tenure_start,
+               n.tenure_end, n.fields, false
+        FROM (
+            SELECT * FROM ({source}) q(idempotency_key, on_date, type, msisdn, tenure_id,
+                                       tenure_start, tenure_end, fields)
+            QUALIFY row_number() OVER (PARTITION BY q.idempotency_key ORDER BY q.on_date) = 1
+        ) n
+        WHERE n.idempotency_key NOT IN (
+            SELECT idempotency_key FROM ledger_events WHERE logical_date = $d)
+        ORDER BY 1
+        """,
+        {"d": day},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def cancel_unsent_reminders(con: Con, tenure_ids_sql: str) -> None:
+    """Cancel scheduled (unsent) reminders, and their pending outbox rows, of the given tenures."""
+    run_sql(con,
+        f"""
+        UPDATE outbox SET status = 'cancelled'
+        WHERE status = 'pending' AND reminder_id IN (
+            SELECT reminder_id FROM reminders
+            WHERE status = 'scheduled' AND tenure_id IN ({tenure_ids_sql}))
+        """
+    )
+    run_sql(con,
+        f"""
+        UPDATE reminders SET status = 'cancelled'
+        WHERE status = 'scheduled' AND tenure_id IN ({tenure_ids_sql})
+        """
+    )
+
+
+def _count(con: Con, table: str, where: str = "true", params: dict[str, Any] | None = None) -> int:
+    row = run_sql(con, f"SELECT count(*) FROM {table} WHERE {where}", params or {}).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _scalar(con: Con, sql: str, params: dict[str, Any] | None = None) -> Any:
+    row = run_sql(con, sql, params or {}).fetchone()
+    return row[0] if row else None
+
+
+def _drop(con: Con, names: Iterable[str]) -> None:
+    for name in names:
+        run_sql(con, f"DROP TABLE IF EXISTS {name}")
+
+
+# --------------------------------------------------------------------------- apply_events
+
+_DONE_ROWS = """
+    SELECT file_sha256, line_no FROM state_history
+    WHERE logical_date = $d AND file_sha256 IS NOT NULL
+    UNION ALL
+    SELECT file_sha256, line_no FROM quarantine WHERE logical_date = $d AND stage = 'lifecycle'
+"""
+
+_FILES = "SELECT sha256, min(file_name) AS file_name, min(kind) AS kind FROM files GROUP BY sha256"
+
+_Q_COLUMNS = """
+    file_name VARCHAR, file_sha256 VARCHAR, kind VARCHAR, line_no BIGINT, reason VARCHAR, detail VARCHAR
+"""
+
+_LED_COLUMNS = """
+    idempotency_key VARCHAR, on_date DATE, type VARCHAR, msisdn VARCHAR, tenure_id VARCHAR,
+    tenure_start DATE, tenure_end DATE, fields JSON
+"""
+
+
+def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
+    """Apply the subscriber snapshot, lifecycle and reissue rows of inbox day ``day``.
+
+    Snapshot rows first (they seed tenures), then the day's events in rounds: round k takes
+    the k-th event of every number (by effective date, file, line), validates all of them
+    against the current state with one CASE and applies the valid ones set-based. Rows that
+    break a rule go to ``quarantine`` (stage ``lifecycle``) with a reason code. Rows already
+    applied or quarantined for ``day`` are skipped, which makes a rerun a no-op.
+    """
+    p = {"d": day}
+    run_sql(con, f"CREATE OR REPLACE TEMP TABLE _q ({_Q_COLUMNS})")
+    run_sql(con, f"CREATE OR REPLACE TEMP TABLE _led ({_LED_COLUMNS})")
+    snapshot_rows, seeded = _apply_snapshot(con, day)
+
+    freeze = policy_sql(settings, "freeze_days", "x.new_region")
+    suspend = policy_sql(settings, "suspend_days", "x.new_region")
+    run_sql(con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _ev AS
+        WITH raw AS (
+            SELECT file_sha256, line_no, msisdn, event, effective_date, region, subscriber_ref,
+                   tenure_start, contact_email, contact_phone, language, 'lifecycle' AS src
+            FROM lifecycle_events WHERE logical_date = $d
+            UNION ALL
+            SELECT file_sha256, line_no, msisdn, 'reissue', reissue_date, region, subscriber_ref,
+                   NULL, NULL, NULL, NULL, 'reissue'
+            FROM reissue_events WHERE logical_date = $d
+        ), todo AS (
+            SELECT raw.* FROM raw ANTI JOIN ({_DONE_ROWS}) done
+                ON done.file_sha256 = raw.file_sha256 AND done.line_no = raw.line_no
+        )
+        SELECT todo.*, coalesce(f.file_name, todo.file_sha256) AS file_name,
+               coalesce(f.kind, todo.src) AS kind,
+               row_number() OVER (PARTITION BY todo.msisdn ORDER BY todo.effective_date,
+                                  coalesce(f.file_name, todo.file_sha256), todo.line_no) AS k
+        FROM todo LEFT JOIN ({_FILES}) f ON f.sha256 = todo.file_sha256
+        """,
+        p,
+    )
+    event_rows = _count(con, "_ev")
+    rounds = int(_scalar(con, "SELECT coalesce(max(k), 0) FROM _ev"))
+    applied_events, reissue_row = 0, None
+    if event_rows:
+        run_sql(con, "CREATE OR REPLACE TEMP TABLE _hist AS SELECT * FROM state_history LIMIT 0")
+        run_sql(con, "CREATE OR REPLACE TEMP TABLE _ends (tenure_id VARCHAR)")
+        run_sql(con, "CREATE OR REPLACE TEMP TABLE _retime (tenure_id VARCHAR, freeze_ends DATE)")
+        for k in range(1, rounds + 1):
+            _round(con, day, k, freeze, suspend)
+        run_sql(con, "INSERT INTO state_history SELECT * FROM _hist ORDER BY msisdn, on_date, line_no")
+        applied_events = _count(con, "_hist")
+        reissue_row = run_sql(
+            con,
+            """
+            SELECT count(*), count(*) FILTER (violation) FROM reissues r
+            SEMI JOIN _hist h ON h.file_sha256 = r.file_sha256 AND h.line_no = r.line_no
+            """,
+        ).fetchone()
+        cancel_unsent_reminders(con, "SELECT tenure_id FROM _ends")
+        _retime_reminders(con, day)
+        queue_ledger(con, day, "SELECT * FROM _led")
+    _flush_quarantine(con, day)
+    reasons = dict(
+        run_sql(con, "SELECT reason, count(*) FROM _q GROUP BY reason ORDER BY reason").fetchall()
+    )
+    report = EventsReport(
+        day=day,
+        snapshot_rows=snapshot_rows,
+        seeded=seeded,
+        event_rows=event_rows,
+        applied=applied_events,
+        quarantined=sum(reasons.values()),
+        reasons={str(k): int(v) for k, v in reasons.items()},
+        reissues=int(reissue_row[0]) if reissue_row else 0,
+        violations=int(reissue_row[1]) if reissue_row else 0,
+        rounds=rounds,
+    )
+    _drop(con, ["_ev", "_r", "_ok", "_hist", "_ends", "_retime", "_q", "_led", "_snap"])
+    return report
+
+
+def _apply_snapshot(con: Con, day: dt.date) -> tuple[int, int]:
+    """Seed active tenures from ``subscriber_rows``; a row that contradicts the record is quarantined."""
+    p = {"d": day}
+    if not _count(con, "subscriber_rows", "logical_date = $d", p):
+        return 0, 0
+    run_sql(con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _snap AS
+        WITH todo AS (
+            SELECT s.* FROM subscriber_rows s ANTI JOIN ({_DONE_ROWS}) done
+                ON done.file_sha256 = s.file_sha256 AND done.line_no = s.line_no
+            WHERE s.logical_date = $d
+        ), ranked AS (
+            SELECT todo.*, coalesce(f.file_name, todo.file_sha256) AS file_name,
+                   coalesce(f.kind, 'subscribers') AS kind,
+                   row_number() OVER (PARTITION BY todo.msisdn ORDER BY todo.tenure_start DESC,
+                                      coalesce(f.file_name, todo.file_sha256), todo.line_no) AS rk
+            FROM todo LEFT JOIN ({_FILES}) f ON f.sha256 = todo.file_sha256
+        )
+        SELECT r.*, s.state AS cur_state, t.tenure_start AS cur_start,
+            CASE
+                WHEN r.rk > 1 AND r.tenure_start = w.tenure_start THEN 'duplicate'
+                WHEN r.rk > 1 THEN 'tenure_mismatch'
+                WHEN s.state IS NULL THEN 'seed'
+                WHEN t.tenure_start = r.tenure_start AND s.state IN ('active', 'suspended') THEN 'refresh'
+                ELSE 'tenure_mismatch'
+            END AS outcome
+        FROM ranked r
+        JOIN ranked w ON w.msisdn = r.msisdn AND w.rk = 1
+        LEFT JOIN number_state s ON s.msisdn = r.msisdn
+        LEFT JOIN tenures t ON t.tenure_id = s.tenure_id
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO tenures
+        SELECT nr_tenure_id(msisdn, tenure_start), msisdn, tenure_start, NULL, NULL, subscriber_ref,
+               region, contact_email, contact_phone, language, 'snapshot', $d
+        FROM _snap WHERE outcome = 'seed' ORDER BY msisdn
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO number_state
+        SELECT msisdn, 'active', nr_tenure_id(msisdn, tenure_start), tenure_start, NULL, NULL, NULL,
+               NULL, NULL, NULL, NULL, region, $d
+        FROM _snap WHERE outcome = 'seed' ORDER BY msisdn
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO state_history
+        SELECT msisdn, nr_tenure_id(msisdn, tenure_start), NULL, 'active', tenure_start, $d,
+               'snapshot', file_sha256, line_no
+        FROM _snap WHERE outcome = 'seed' ORDER BY msisdn
+        """,
+        p,
+    )
+    # A snapshot is the BSS's current truth about how to reach the owner.
+    run_sql(con,
+        """
+        UPDATE tenures SET contact_email = coalesce(s.contact_email, tenures.contact_email),
+                           contact_phone = coalesce(s.contact_phone, tenures.contact_phone),
+                           language = s.language
+        FROM _snap s
+        WHERE s.outcome = 'refresh' AND tenures.tenure_id = nr_tenure_id(s.msisdn, s.tenure_start)
+        """
+    )
+    run_sql(con,
+        """
+        INSERT INTO _q
+        SELECT file_name, file_sha256, kind, line_no, 'tenure_mismatch',
+               concat('snapshot row for ', nr_mask(msisdn), ' shows a tenure from ', tenure_start,
+                      CASE WHEN rk > 1 THEN ', but the same snapshot has a later tenure for it'
+                           ELSE concat(', but the number is ', cur_state, ' on record with a tenure from ',
+                                       cur_start) END,
+                      '; send the missing lifecycle/reissue row or correct the snapshot, then replay')
+        FROM _snap WHERE outcome = 'tenure_mismatch'
+        """
+    )
+    rows = _count(con, "_snap")
+    seeded = _count(con, "_snap", "outcome = 'seed'")
+    return rows, seeded
+
+
+# The first failing rule names the reason; NULL means the event is legal in the current state.
+_REASON = """
+CASE
+    WHEN s.state IS NOT NULL AND e.effective_date < s.since
+         AND (e.event <> 'reissue' OR s.state IN ('active', 'suspended')) THEN 'out_of_order'
+    WHEN s.state IS NULL AND e.event IN ('restore', 'port_out') THEN 'unknown_number'
+    WHEN s.state IS NULL AND e.event IN ('cancel', 'suspend') AND e.tenure_start IS NULL
+        THEN 'unknown_number'
+    WHEN e.event = 'cancel' AND s.state NOT IN ('active', 'suspended') THEN 'illegal_transition'
+    WHEN e.event = 'suspend' AND s.state <> 'active' THEN 'illegal_transition'
+    WHEN e.event = 'restore' AND (s.state IN ('held', 'available')
+         OR (s.state = 'frozen' AND e.effective_date >= s.freeze_ends)) THEN 'restore_after_freeze'
+    WHEN e.event = 'restore' AND s.state NOT IN ('suspended', 'frozen') THEN 'illegal_transition'
+    WHEN e.event = 'port_out' AND s.state NOT IN ('active', 'suspended') THEN 'illegal_transition'
+    WHEN e.event = 'port_in' AND s.state IN ('active', 'suspended', 'frozen', 'held')
+        THEN 'illegal_transition'
+    WHEN e.event = 'restore' AND (e.subscriber_ref IS DISTINCT FROM t.subscriber_ref
+         OR e.tenure_start IS DISTINCT FROM t.tenure_start) THEN 'tenure_mismatch'
+    WHEN e.event IN ('cancel', 'suspend', 'port_out') AND s.state IS NOT NULL
+         AND (e.subscriber_ref <> t.subscriber_ref OR e.tenure_start <> t.tenure_start)
+        THEN 'tenure_mismatch'
+    WHEN e.event = 'reissue' AND s.state IS NOT NULL
+         AND (e.effective_date < t.tenure_start OR e.effective_date < t.tenure_end
+              OR (t.tenure_end IS NULL AND e.subscriber_ref = t.subscriber_ref))
+        THEN 'tenure_mismatch'
+END
+"""
+
+_DETAIL = """
+concat(r.event, ' of ', nr_mask(r.msisdn), ' on ', r.effective_date, ': ',
+CASE r.reason
+    WHEN 'out_of_order' THEN concat('dated before the number''s last change (', r.cur_state,
+        ' since ', r.cur_since, '); correct the date or send the events in order, then replay')
+    WHEN 'unknown_number' THEN CASE WHEN r.event IN ('cancel', 'suspend')
+        THEN 'number not on record and the row has no tenure_start; add tenure_start or seed the number from a subscribers_ snapshot, then replay'
+        ELSE 'number not on record; seed it from a subscribers_ snapshot, then replay' END
+    WHEN 'illegal_transition' THEN concat('not allowed in state ', r.cur_state, ' (since ',
+        r.cur_since, '); check the BSS export for a missing, duplicate or misdated event')
+    WHEN 'restore_after_freeze' THEN concat('the freeze ended on ', r.cur_freeze_ends, ' (state ',
+        r.cur_state, '); the number can no longer return to its prior owner: offer a new number')
+    WHEN 'tenure_mismatch' THEN concat('subscriber_ref/tenure_start/date contradict the tenure on record (started ',
+        r.cur_start, coalesce(', ended ' || r.cur_end, ''), '); correct the row, then replay')
+END)
+"""
+
+
+def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> None:
+    p = {"d": day}
+    run_sql(con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _r AS
+        SELECT e.*, s.state AS cur_state, s.tenure_id AS cur_tenure, s.since AS cur_since,
+               s.suspended_on AS cur_suspended_on, s.freeze_ends AS cur_freeze_ends,
+               s.released_on AS cur_released_on, s.region AS cur_region,
+               t.tenure_start AS cur_start, t.tenure_end AS cur_end,
+               {_REASON} AS reason
+        FROM _ev e
+        LEFT JOIN number_state s ON s.msisdn = e.msisdn
+        LEFT JOIN tenures t ON t.tenure_id = s.tenure_id
+        WHERE e.k = $k
+        """,
+        {"k": k},
+    )
+    run_sql(con,
+        f"""
+        INSERT INTO _q SELECT r.file_name, r.file_sha256, r.kind, r.line_no, r.reason, {_DETAIL}
+        FROM _r r WHERE r.reason IS NOT NULL
+        """
+    )
+    run_sql(con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _ok AS
+        WITH a AS (
+            SELECT r.*,
+                CASE r.event WHEN 'cancel' THEN 'frozen' WHEN 'suspend' THEN 'suspended'
+                             WHEN 'port_out' THEN 'ported_out' ELSE 'active' END AS new_state,
+                (r.event IN ('port_in', 'reissue') OR r.cur_state IS NULL) AS opens,
+                (r.event = 'reissue' AND r.cur_tenure IS NOT NULL AND r.cur_end IS NULL) AS closes_prior,
+                CASE WHEN r.event = 'reissue' THEN r.effective_date
+                     WHEN r.event = 'port_in' THEN coalesce(r.tenure_start, r.effective_date)
+                     WHEN r.cur_state IS NULL THEN r.tenure_start
+                     ELSE r.cur_start END AS new_start,
+                CASE r.event
+                    WHEN 'cancel' THEN CASE WHEN r.cur_state = 'suspended' THEN r.cur_suspended_on
+                                            ELSE r.effective_date END
+                    WHEN 'suspend' THEN r.effective_date END AS disconnected_on,
+                CASE WHEN r.event = 'suspend' THEN r.effective_date
+                     WHEN r.event = 'cancel' AND r.cur_state = 'suspended' THEN r.cur_suspended_on
+                END AS suspended_on,
+                (r.event = 'reissue' AND (r.cur_state IS DISTINCT FROM 'available'
+                    OR r.effective_date < r.cur_released_on)) AS violation
+            FROM _r r WHERE r.reason IS NULL
+        ), x AS (
+            SELECT a.*, CASE WHEN a.opens THEN nr_tenure_id(a.msisdn, a.new_start)
+                             ELSE a.cur_tenure END AS new_tenure,
+                   CASE WHEN a.opens THEN a.region ELSE a.cur_region END AS new_region
+            FROM a
+        )
+        SELECT x.*,
+            CASE x.event WHEN 'cancel' THEN 'cancel' WHEN 'suspend' THEN 'suspend' END AS cause,
+            CASE WHEN x.event = 'cancel' THEN x.effective_date END AS frozen_on,
+            CASE x.event WHEN 'cancel' THEN x.effective_date + {freeze}
+                         WHEN 'suspend' THEN x.effective_date + {suspend} + {freeze} END AS freeze_ends
+        FROM x
+        """
+    )
+    # Tenures opened by this round (a first-seen cancel closes its tenure at once).
+    run_sql(con,
+        """
+        INSERT INTO tenures
+        SELECT o.new_tenure, o.msisdn, o.new_start,
+               CASE WHEN o.event = 'cancel' THEN o.effective_date END,
+               CASE WHEN o.event = 'cancel' THEN 'cancel' END,
+               o.subscriber_ref, o.region, o.contact_email, o.contact_phone, o.language, o.event, $d
+        FROM _ok o ANTI JOIN (
+            SELECT tenure_id FROM tenures WHERE msisdn IN (SELECT msisdn FROM _ok WHERE opens)
+        ) t ON t.tenure_id = o.new_tenure
+        WHERE o.opens ORDER BY o.msisdn
+        """,
+        p,
+    )
+    # The tenure on record: closed, reopened, or its contacts refreshed from the event row.
+    run_sql(con,
+        """
+        UPDATE tenures SET
+            tenure_end = CASE o.event WHEN 'cancel' THEN o.disconnected_on
+                                      WHEN 'port_out' THEN o.effective_date
+                                      WHEN 'reissue' THEN o.effective_date
+                                      WHEN 'restore' THEN NULL ELSE tenures.tenure_end END,
+            end_reason = CASE o.event WHEN 'cancel' THEN 'cancel' WHEN 'port_out' THEN 'port_out'
+                                      WHEN 'reissue' THEN 'reissue' WHEN 'restore' THEN NULL
+                                      ELSE tenures.end_reason END,
+            contact_email = coalesce(o.contact_email, tenures.contact_email),
+            contact_phone = coalesce(o.contact_phone, tenures.contact_phone),
+            language = coalesce(o.language, tenures.language)
+        FROM _ok o
+        WHERE tenures.tenure_id = o.cur_tenure AND o.cur_state IS NOT NULL
+          AND (NOT o.opens OR o.closes_prior)
+        """
+    )
+    run_sql(con,
+        """
+        UPDATE number_state SET state = o.new_state, tenure_id = o.new_tenure, since = o.effective_date,
+            disconnected_on = o.disconnected_on, cause = o.cause, suspended_on = o.suspended_on,
+            frozen_on = o.frozen_on, freeze_ends = o.freeze_ends, hold_started = NULL,
+            released_on = NULL, region = o.new_region, changed_logical = $d
+        FROM _ok o WHERE number_state.msisdn = o.msisdn AND o.cur_state IS NOT NULL
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO number_state
+        SELECT msisdn, new_state, new_tenure, effective_date, disconnected_on, cause, suspended_on,
+               frozen_on, freeze_ends, NULL, NULL, new_region, $d
+        FROM _ok WHERE cur_state IS NULL ORDER BY msisdn
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO _hist
+        SELECT msisdn, new_tenure, cur_state, new_state, effective_date, $d, event, file_sha256, line_no
+        FROM _ok
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO reissues
+        SELECT msisdn, cur_tenure, new_tenure, effective_date, coalesce(cur_end, CASE WHEN closes_prior
+               THEN effective_date END), CASE WHEN cur_state = 'available' THEN cur_released_on END,
+               violation, $d, region, file_sha256, line_no
+        FROM _ok WHERE event = 'reissue' ORDER BY msisdn
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO _ends SELECT cur_tenure FROM _ok
+        WHERE event IN ('restore', 'port_out', 'reissue') AND cur_tenure IS NOT NULL
+        """
+    )
+    run_sql(con,
+        """
+        INSERT INTO _retime SELECT cur_tenure, freeze_ends FROM _ok
+        WHERE event = 'cancel' AND cur_state = 'suspended'
+        """
+    )
+    run_sql(con,
+        """
+        INSERT INTO _led
+        SELECT concat('tenure_closed:', new_tenure, ':', disconnected_on), effective_date,
+               'tenure_closed', msisdn, new_tenure, new_start, disconnected_on,
+               json_object('end_reason', 'cancel', 'cause', cause, 'disconnected_on', disconnected_on,
+                           'freeze_ends', freeze_ends, 'region', new_region)
+        FROM _ok WHERE event = 'cancel'
+        UNION ALL
+        SELECT concat('tenure_closed:', cur_tenure, ':', effective_date), effective_date,
+               'tenure_closed', msisdn, cur_tenure, cur_start, effective_date,
+               json_object('end_reason', 'reissue', 'cause', 'reissue', 'disconnected_on',
+                           effective_date, 'freeze_ends', NULL, 'region', cur_region)
+        FROM _ok WHERE closes_prior
+        UNION ALL
+        SELECT concat('restored:', cur_tenure, ':', effective_date), effective_date, 'restored',
+               msisdn, cur_tenure, cur_start, NULL,
+               json_object('from_state', cur_state, 'restored_on', effective_date, 'region', cur_region)
+        FROM _ok WHERE event = 'restore'
+        UNION ALL
+        SELECT concat(CASE WHEN violation THEN 'reissue_violation:' ELSE 'reissued:' END, new_tenure),
+               effective_date, CASE WHEN violation THEN 'reissue_violation' ELSE 'reissued' END,
+               msisdn, cur_tenure, cur_start,
+               coalesce(cur_end, CASE WHEN closes_prior THEN effective_date END),
+               json_object('reissue_date', effective_date, 'new_tenure_start', new_start,
+                           'prior_state', cur_state,
+                           'released_on', CASE WHEN cur_state = 'available' THEN cur_released_on END,
+                           'violation', violation, 'region', region)
+        FROM _ok WHERE event = 'reissue'
+        """
+    )
+
+
+def _flush_quarantine(con: Con, day: dt.date) -> None:
+    if not _count(con, "_q"):
+        return
+    run_sql(con,
+        """
+        INSERT INTO quarantine
+        SELECT file_name, file_sha256, kind, $d, line_no, 'lifecycle', reason, detail, NULL
+        FROM _q ORDER BY file_sha256, line_no
+        ON CONFLICT DO NOTHING
+        """,
+        {"d": day},
+    )
+
+
+def _retime_reminders(con: Con, day: dt.date) -> None:
+    """A cancel during a 双停 suspension moves the freeze end: move the 'before freeze end'
+    slots with it and drop their unsent texts so they are rendered again with the new date."""
+    run_sql(con,
+        """
+        DELETE FROM outbox WHERE status = 'pending' AND reminder_id IN (
+            SELECT r.reminder_id FROM reminders r JOIN _retime t ON t.tenure_id = r.tenure_id
+            WHERE r.status = 'scheduled')
+        """
+    )
+    run_sql(con,
+        """
+        UPDATE reminders SET due_on = greatest(t.freeze_ends + CAST(substr(reminders.slot, 8) AS INTEGER), $d)
+        FROM _retime t
+        WHERE reminders.tenure_id = t.tenure_id AND reminders.status = 'scheduled'
+          AND reminders.slot LIKE 'offset:-%'
+        """,
+        {"d": day},
+    )
+
+
+# --------------------------------------------------------------------------- advance_time
+
+
+def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
+    """Move numbers whose time has come: 双停 suspensions become disconnections, freezes end
+    at the release gate, held numbers are re-checked, and max_hold_days forces an exception.
+
+    Only numbers last changed before ``day`` (or frozen by this very step) are considered, so a
+    rerun after the day's later steps changes nothing.
+    """
+    p = {"d": day}
+    suspend = policy_sql(settings, "suspend_days", "s.region")
+    freeze = policy_sql(settings, "freeze_days", "s.region")
+    run_sql(con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _exp AS
+        SELECT s.msisdn, s.tenure_id, s.suspended_on, s.region,
+               s.suspended_on + {suspend} AS frozen_on,
+               s.suspended_on + {suspend} + {freeze} AS freeze_ends
+        FROM number_state s
+        WHERE s.state = 'suspended' AND s.changed_logical < $d AND s.suspended_on + {suspend} <= $d
+        """,
+        p,
+    )
+    expired = _count(con, "_exp")
+    if expired:
+        _expire_suspensions(con, day)
+
+    min_eff = policy_sql(settings, "min_effective_reminders", "s.region")
+    max_hold = policy_sql(settings, "max_hold_days", "s.region")
+    run_sql(con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _due AS
+        SELECT s.msisdn, s.tenure_id, s.state AS from_state, s.disconnected_on, s.freeze_ends,
+               s.hold_started, s.region, {min_eff} AS min_eff, {max_hold} AS max_hold
+        FROM number_state s
+        WHERE (s.state = 'frozen' AND s.freeze_ends <= $d
+               AND (s.changed_logical < $d OR s.msisdn IN (SELECT msisdn FROM _exp)))
+           OR (s.state = 'held' AND s.changed_logical < $d)
+        """,
+        p,
+    )
+    counts: dict[str, int] = {}
+    if _count(con, "_due"):
+        counts = _release_gate(con, day)
+    report = AdvanceReport(
+        day=day,
+        suspensions_expired=expired,
+        released=int(counts.get("released", 0)),
+        held=int(counts.get("held", 0)),
+        released_with_exception=int(counts.get("released_with_exception", 0)),
+        still_held=_count(con, "number_state", "state = 'held'"),
+    )
+    _drop(con, ["_exp", "_due", "_gate"])
+    return report
+
+
+def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
+    """Numbers in ``_due`` meet the gate: released, held, or released with an exception."""
+    p = {"d": day}
+    run_sql(con,
+        """
+        CREATE OR REPLACE TEMP TABLE _gate AS
+        WITH eff AS (
+            SELECT r.tenure_id, r.disconnected_on, count(DISTINCT r.effective_on) AS n
+            FROM reminders r SEMI JOIN _due d ON d.tenure_id = r.tenure_id
+            WHERE r.status IN ('delivered', 'acknowledged') AND r.effective_on <= $d
+            GROUP BY ALL
+        )
+        SELECT d.*, t.tenure_start, coalesce(t.tenure_end, d.disconnected_on) AS tenure_end,
+               CAST(coalesce(eff.n, 0) AS INTEGER) AS effective,
+               CASE WHEN coalesce(eff.n, 0) >= d.min_eff THEN 'released'
+                    WHEN coalesce(d.hold_started, $d) + d.max_hold <= $d THEN 'released_with_exception'
+                    ELSE 'held' END AS outcome
+        FROM _due d
+        JOIN tenures t ON t.tenure_id = d.tenure_id
+        LEFT JOIN eff ON eff.tenure_id = d.tenure_id AND eff.disconnected_on = d.disconnected_on
+        """,
+        p,
+    )
+    run_sql(con, "DELETE FROM _gate WHERE from_state = 'held' AND outcome = 'held'")
+    run_sql(con,
+        """
+        UPDATE number_state SET
+            state = CASE g.outcome WHEN 'held' THEN 'held' ELSE 'available' END,
+            since = $d,
+            hold_started = CASE g.outcome WHEN 'held' THEN $d ELSE number_state.hold_started END,
+            released_on = CASE WHEN g.outcome <> 'held' THEN $d END,
+            changed_logical = $d
+        FROM _gate g WHERE number_state.msisdn = g.msisdn
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO state_history
+        SELECT msisdn, tenure_id, from_state, CASE outcome WHEN 'held' THEN 'held' ELSE 'available' END,
+               $d, $d, outcome, NULL, NULL
+        FROM _gate ORDER BY msisdn
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        INSERT INTO releases
+        SELECT msisdn, tenure_id, tenure_end, $d, effective, outcome = 'released_with_exception', $d, region
+        FROM _gate WHERE outcome <> 'held' ORDER BY msisdn
+        """,
+        p,
+    )
+    queue_ledger(
+        con,
+        day,
+        """
+        SELECT concat(outcome, ':', tenure_id, ':', disconnected_on), $d, outcome, msisdn, tenure_id,
+               tenure_start, tenure_end,
+               json_object('effective_reminders', effective, 'min_effective_reminders', min_eff,
+                           'disconnected_on', tenure_end, 'freeze_ends', freeze_ends,
+                           'hold_started', hold_started, 'released_on', $d,
+                           'exception', outcome = 'released_with_exception', 'region', region)
+        FROM _gate WHERE outcome <> 'held'
+        """,
+    )
+    cancel_unsent_reminders(con, "SELECT tenure_id FROM _gate WHERE outcome <> 'held'")
+
+    rows = run_sql(con, "SELECT outcome, count(*) FROM _gate GROUP BY outcome").fetchall()
+    return {str(k): int(v) for k, v in rows}
+
+
+def _expire_suspensions(con: Con, day: dt.date) -> None:
+    """A 双停 suspension that ran its course is the permanent disconnection of the tenure."""
+    p = {"d": day}
+    run_sql(con,
+        """
+        UPDATE number_state SET state = 'frozen', since = e.frozen_on, frozen_on = e.frozen_on,
+            freeze_ends = e.freeze_ends, changed_logical = $d
+        FROM _exp e WHERE number_state.msisdn = e.msisdn
+        """,
+        p,
+    )
+    run_sql(con,
+        """
+        UPDATE tenures SET tenure_end = e.suspended_on, end_reason = 'suspend'
+        FROM _exp e WHERE tenures.tenure_id = e.tenure_id
+        """
+    )
+    run_sql(con,
+        """
+        INSERT INTO state_history
+        SELECT msisdn, tenure_id, 'suspended', 'frozen', frozen_on, $d, 'suspension_expired', NULL, NULL
+        FROM _exp ORDER BY msisdn
+        """,
+        p,
+    )
+    queue_ledger(
+        con,
+        day,
+        """
+        SELECT concat('tenure_closed:', e.tenure_id, ':', e.suspended_on), e.frozen_on,
+               'tenure_closed', e.msisdn, e.tenure_id, t.tenure_start, e.suspended_on,
+               json_object('end_reason', 'suspend', 'cause', 'suspend', 'disconnected_on',
+                           e.suspended_on, 'freeze_ends', e.freeze_ends, 'region', e.region)
+        FROM _exp e JOIN tenures t ON t.tenure_id = e.tenure_id
+        """,
+    )
+
+
+# --------------------------------------------------------------------------- operator views
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _rows(con: Con, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    cur = run_sql(con, sql, params or {})
+    names = [d[0] for d in cur.description or []]
+    return [{n: _jsonable(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def number_history(con: Con, msisdn_e164: str) -> dict[str, Any]:
+    """Everything on record about one number, JSON-serialisable (``recycle show NUMBER --json``).
+
+    For operators, who may see the number; do not log the result.
+    """
+    p = {"m": msisdn_e164}
+    state = _rows(con, "SELECT * EXCLUDE (msisdn) FROM number_state WHERE msisdn = $m", p)
+    reminders = _rows(
+        con,
+        """
+        SELECT r.* EXCLUDE (msisdn), o.status AS outbox_status, o.attempts AS outbox_attempts,
+               o.last_error AS outbox_last_error
+        FROM reminders r LEFT JOIN outbox o ON o.reminder_id = r.reminder_id
+        WHERE r.msisdn = $m ORDER BY r.disconnected_on, r.due_on, r.reminder_id
+        """,
+        p,
+    )
+    receipts = _rows(
+        con,
+        """
+        SELECT rr.reminder_id, rr.channel, rr.status, rr."at", rr.provider_ref, rr.logical_date,
+               rr.file_sha256, rr.line_no
+        FROM receipt_rows rr SEMI JOIN reminders r ON r.reminder_id = rr.reminder_id AND r.msisdn = $m
+        ORDER BY rr."at", rr.file_sha256, rr.line_no
+        """,
+        p,
+    )
+    by_reminder: dict[str, list[dict[str, Any]]] = {}
+    for rc in receipts:
+        by_reminder.setdefault(rc.pop("reminder_id"), []).append(rc)
+    for rem in reminders:
+        rem["receipts"] = by_reminder.get(rem["reminder_id"], [])
+    quarantined = _rows(
+        con,
+        """
+        SELECT q.logical_date, q.file_name, q.line_no, q.reason, q.detail
+        FROM quarantine q
+        WHERE q.stage = 'lifecycle' AND EXISTS (
+            SELECT 1 FROM lifecycle_events l WHERE l.file_sha256 = q.file_sha256
+                AND l.line_no = q.line_no AND l.msisdn = $m
+            UNION ALL
+            SELECT 1 FROM reissue_events r WHERE r.file_sha256 = q.file_sha256
+                AND r.line_no = q.line_no AND r.msisdn = $m
+            UNION ALL
+            SELECT 1 FROM subscriber_rows s WHERE s.file_sha256 = q.file_sha256
+                AND s.line_no = q.line_no AND s.msisdn = $m)
+        ORDER BY q.logical_date, q.file_name, q.line_no
+        """,
+        p,
+    )
+    return {
+        "msisdn": msisdn_e164,
+        "state": state[0] if state else None,
+        "tenures": _rows(
+            con, "SELECT * EXCLUDE (msisdn) FROM tenures WHERE msisdn = $m ORDER BY tenure_start", p
+        ),
+        "history": _rows(
+            con,
+            """
+            SELECT * EXCLUDE (msisdn) FROM state_history WHERE msisdn = $m
+            ORDER BY on_date, logical_date, file_sha256 NULLS FIRST, line_no
+            """,
+            p,
+        ),
+        "reminders": reminders,
+        "releases": _rows(
+            con, "SELECT * EXCLUDE (msisdn) FROM releases WHERE msisdn = $m ORDER BY released_on", p
+        ),
+        "reissues": _rows(
+            con, "SELECT * EXCLUDE (msisdn) FROM reissues WHERE msisdn = $m ORDER BY reissue_date", p
+        ),
+        "quarantined": quarantined,
+        "ledger_events": [
+            {**row, "fields": json.loads(row["fields"])}
+            for row in _rows(
+                con,
+                """
+                SELECT seq, idempotency_key, logical_date, on_date, type, tenure_id, fields, appended
+                FROM ledger_events WHERE msisdn = $m ORDER BY seq
+                """,
+                p,
+            )
+        ],
+    }
+
+
+def lifecycle_status(con: Con, day: dt.date) -> dict[str, Any]:
+    """Counts for operators: numbers per state, reminders per channel and status, and the
+    releases, exceptions, holds and violations of ``day`` and in total. Totals are sums of
+    their parts (``total == sum(by_...)``) so the figures always add up."""
+    p = {"d": day}
+    by_state = {s: 0 for s in STATES}
+    by_state.update(
+        {str(s): int(n) for s, n in run_sql(con,
+            "SELECT state, count(*) FROM number_state GROUP BY state").fetchall()}
+    )
+    reminders: dict[str, dict[str, int]] = {}
+    for ch, st, n in run_sql(con,
+        "SELECT channel, status, count(*) FROM reminders GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        reminders.setdefault(str(ch), {})[str(st)] = int(n)
+    by_status: dict[str, int] = {}
+    for statuses in reminders.values():
+        for st, n in statuses.items():
+            by_status[st] = by_status.get(st, 0) + n
+    outbox = {str(s): int(n) for s, n in run_sql(con,
+        "SELECT status, count(*) FROM outbox GROUP BY ALL ORDER BY ALL").fetchall()}
+    rel = run_sql(con,
+        """
+        SELECT count(*) FILTER (NOT exception AND logical_date = $d),
+               count(*) FILTER (exception AND logical_date = $d),
+               count(*) FILTER (NOT exception), count(*) FILTER (exception)
+        FROM releases
+        """,
+        p,
+    ).fetchone() or (0, 0, 0, 0)
+    reis = run_sql(con,
+        """
+        SELECT count(*) FILTER (NOT violation AND logical_date = $d),
+               count(*) FILTER (violation AND logical_date = $d),
+               count(*) FILTER (NOT violation), count(*) FILTER (violation)
+        FROM reissues
+        """,
+        p,
+    ).fetchone() or (0, 0, 0, 0)
+    held_today = _count(
+        con, "state_history", "logical_date = $d AND to_state = 'held'", p
+    )
+    quarantine: dict[str, dict[str, int]] = {}
+    for stage, reason, n in run_sql(con,
+        """
+        SELECT stage, reason, count(*) FROM quarantine
+        WHERE logical_date = $d AND stage IN ('lifecycle', 'receipts') GROUP BY ALL ORDER BY ALL
+        """,
+        p,
+    ).fetchall():
+        quarantine.setdefault(str(stage), {})[str(reason)] = int(n)
+    ledger = run_sql(con,
+        "SELECT count(*), count(*) FILTER (NOT appended) FROM ledger_events"
+    ).fetchone() or (0, 0)
+    return {
+        "date": day.isoformat(),
+        "numbers": {"total": sum(by_state.values()), "by_state": by_state},
+        "reminders": {
+            "total": sum(by_status.values()),
+            "by_status": dict(sorted(by_status.items())),
+            "by_channel": {
+                ch: {"total": sum(st.values()), "by_status": st} for ch, st in sorted(reminders.items())
+            },
+        },
+        "outbox": {"total": sum(outbox.values()), "by_status": outbox},
+        "releases": {
+            "day": {"total": int(rel[0]) + int(rel[1]), "released": int(rel[0]),
+                    "with_exception": int(rel[1])},
+            "all_time": {"total": int(rel[2]) + int(rel[3]), "released": int(rel[2]),
+                         "with_exception": int(rel[3])},
+        },
+        "held": {"now": by_state["held"], "entered_today": held_today},
+        "reissues": {
+            "day": {"total": int(reis[0]) + int(reis[1]), "clean": int(reis[0]),
+                    "violations": int(reis[1])},
+            "all_time": {"total": int(reis[2]) + int(reis[3]), "clean": int(reis[2]),
+                         "violations": int(reis[3])},
+        },
+        "quarantine_today": quarantine,
+        "ledger_events": {"total": int(ledger[0]), "pending": int(ledger[1])},
+    }
