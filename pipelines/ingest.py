@@ -1,0 +1,381 @@
+"""Drop-file ingestion: every row of every file in a day's inbox ends accepted or in quarantine.
+
+``ingest_day`` takes the files of ``<data>/inbox/<D>/`` in name order; the kind comes from
+the name prefix (``schemas/drops/<kind>.json``). Per file, in one DuckDB transaction: the
+accepted rows into the kind's table, the refused ones into ``quarantine`` (stage ``ingest``,
+reason code, detail, original line) and the file into the ``files`` registry — so a crash
+leaves nothing of the file and a rerun ingests it; a file already ingested (same SHA-256) is
+skipped, which makes rerunning a day a no-op. ``rows_in == accepted + quarantined`` is checked
+for every file before it is committed.
+
+Row rules are set-based SQL (``pipelines/ingest_spec.py``), numbers are normalised by class
+(``pipelines/ingest_numbers.py``), and a Great Expectations suite re-checks the accepted rows
+(``pipelines/ingest_gx.py``). Logs carry counts, never a number or contact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import ingest_gx, ingest_numbers, ingest_read
+from pipelines.config import Settings
+from pipelines.errors import DataContractError, DuplicateFileNameError, TerminalError
+from pipelines.ingest_spec import (
+    CHECKED_TABLE,
+    GX_REASON,
+    DropSpec,
+    accepted_select,
+    checks_sql,
+    day_param,
+    detail_sql,
+    drop_specs,
+    number_columns,
+    province_codes,
+    spec_for_file,
+    staged_select,
+    sql_str,
+    warnings_sql,
+)
+from pipelines.layout import Layout, atomic_write_bytes
+from pipelines.state import open_state
+
+log = logging.getLogger(__name__)
+
+FileStatus = Literal["ingested", "skipped_duplicate", "failed"]
+_STAGED = "_ingest_staged"
+_GX_FAILED = "_ingest_gx_failed"
+_QUARANTINE_SCHEMA = pa.schema([
+    ("line_no", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("original_line", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What became of one drop file."""
+
+    name: str
+    kind: str  # lifecycle | reissue | subscribers | receipts | unknown
+    sha256: str
+    status: FileStatus
+    rows_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    quarantined_by_reason: Mapping[str, int] = field(default_factory=dict)
+    encoding: str | None = None  # utf-8 | utf-8-sig | gbk | mixed; None for Parquet
+    delimiter: str | None = None  # , or |; None for Parquet
+    gx_success: bool | None = None  # None when GX did not run (file skipped or failed)
+    warnings: Mapping[str, int] = field(default_factory=dict)  # e.g. contact_phone_dropped
+    error: str | None = None  # why a failed file failed, and what to do
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    day: dt.date
+    files: tuple[FileReport, ...]
+
+    @property
+    def failed(self) -> tuple[FileReport, ...]:
+        return tuple(f for f in self.files if f.status == "failed")
+
+    @property
+    def rows_in(self) -> int:
+        return sum(f.rows_in for f in self.files)
+
+    @property
+    def accepted(self) -> int:
+        return sum(f.accepted for f in self.files)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(f.quarantined for f in self.files)
+
+
+def ingest_day(
+    settings: Settings, day: dt.date, con: duckdb.DuckDBPyConnection | None = None
+) -> IngestReport:
+    """Ingest every file of ``Layout(settings.data_dir).inbox(day)``, in name order.
+
+    Opens the state file itself when ``con`` is None. A file that breaks its contract is
+    reported ``failed`` and the run goes on; any other error rolls that file back and
+    propagates (rerunning the day is safe).
+    """
+    layout = Layout(settings.data_dir)
+    if con is None:
+        with open_state(layout.state_db) as own:
+            return _ingest_inbox(settings, layout, day, own)
+    return _ingest_inbox(settings, layout, day, con)
+
+
+def _ingest_inbox(
+    settings: Settings, layout: Layout, day: dt.date, con: duckdb.DuckDBPyConnection
+) -> IngestReport:
+    inbox = layout.inbox(day)
+    if not inbox.is_dir():
+        log.warning("ingest %s: no inbox folder %s; nothing to ingest", day, inbox)
+        return IngestReport(day=day, files=())
+    # Dot files are uploads still in flight (write to .name, then rename).
+    paths = sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith("."))
+    regions = sorted(province_codes() | {k.upper() for k in settings.policies if k != "default"})
+    reports = tuple(_ingest_file(settings, layout, day, con, path, regions) for path in paths)
+    report = IngestReport(day=day, files=reports)
+    log.info(
+        "ingest %s: %d file(s), %d failed; rows in %d, accepted %d, quarantined %d",
+        day, len(reports), len(report.failed), report.rows_in, report.accepted, report.quarantined,
+    )
+    return report
+
+
+def _ingest_file(
+    settings: Settings,
+    layout: Layout,
+    day: dt.date,
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    regions: list[str],
+) -> FileReport:
+    name = path.name
+    spec = spec_for_file(name)
+    kind = spec.kind if spec else "unknown"
+    try:
+        facts = ingest_read.sniff(path)
+    except OSError as exc:
+        report = FileReport(
+            name=name, kind=kind, sha256="", status="failed",
+            error=f"{name}: cannot read the file ({exc.strerror or exc}); fix its permissions or deliver it again",
+        )
+        _log_file(day, report)
+        return report
+    if spec is None:
+        prefixes = ", ".join(s.file_prefix for s in drop_specs().values())
+        return _fail(con, day, name, kind, facts.sha256, DataContractError(
+            f"{name}: unknown kind of drop file; names start with {prefixes}. Rename it, or "
+            "remove it from the inbox if it is not a drop"
+        ))
+
+    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and blocks the connection.
+    earlier = next(iter(con.execute(
+        "SELECT file_name, logical_date FROM files WHERE sha256 = ? AND status = 'ingested' "
+        "ORDER BY logical_date, file_name LIMIT 1", [facts.sha256],
+    ).fetchall()), None)
+    if earlier is not None:
+        report = FileReport(name=name, kind=kind, sha256=facts.sha256, status="skipped_duplicate")
+        log.info("ingest %s %s: skipped, same content already ingested as %s on %s", day, name, earlier[0], earlier[1])
+        return report
+    clash = next(iter(con.execute(
+        "SELECT sha256, logical_date FROM files WHERE file_name = ? AND status = 'ingested' LIMIT 1", [name],
+    ).fetchall()), None)
+    if clash is not None:
+        stem, dot, suffix = name.partition(".")
+        return _fail(con, day, name, kind, facts.sha256, DuplicateFileNameError(
+            f"{name}: a different file of this name was already ingested (logical date {clash[1]}, "
+            f"sha256 {clash[0][:12]}…, this one {facts.sha256[:12]}…). Rename the corrected file, "
+            f"e.g. {stem}_v2{dot}{suffix}, or use `recycle replay` to replace the earlier drop"
+        ))
+
+    work_dir = layout.run_dir(day) / "ingest-tmp"
+    try:
+        with _staging(con):
+            if name.lower().endswith(".parquet"):
+                staged = ingest_read.stage_parquet(con, path, spec)
+            else:
+                staged = ingest_read.stage_csv(con, path, facts, spec, work_dir)
+            return _load(settings, layout, day, con, name, spec, facts.sha256, staged, regions)
+    except DataContractError as exc:
+        return _fail(con, day, name, kind, facts.sha256, exc)
+
+
+@contextmanager
+def _staging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Temp tables and Arrow views of one file, dropped whatever happens."""
+    try:
+        yield
+    finally:
+        ingest_read.release(con)
+        for table in (_STAGED, CHECKED_TABLE, _GX_FAILED):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        ingest_numbers.drop_tables(con)
+
+
+def _load(
+    settings: Settings,
+    layout: Layout,
+    day: dt.date,
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    spec: DropSpec,
+    sha256: str,
+    staged: ingest_read.Staged,
+    regions: list[str],
+) -> FileReport:
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS "
+        f"{staged_select(spec, settings.default_region, staged.select_sql)}"
+    )
+    staged_rows = _count(con, f"SELECT count(*) FROM {_STAGED}")
+    if staged_rows != staged.rows_in:
+        raise TerminalError(f"{name}: read {staged_rows} rows of {staged.rows_in} data lines; this is a bug, keep the file")
+    classes, singles = (
+        ingest_numbers.resolve_numbers(con, _STAGED, number_columns(spec), settings.default_region)
+        if spec.number_columns else (0, 0)
+    )
+    params = day_param(day)
+    _run(con, checks_sql(spec, _STAGED, regions), params)
+
+    accepted_cols = accepted_select(spec)
+    frame = con.execute(
+        f"SELECT line_no, {accepted_cols} FROM {CHECKED_TABLE} WHERE reason_key IS NULL ORDER BY line_no"
+    ).fetch_df().set_index("line_no")
+    gx = ingest_gx.run_gate(
+        spec.kind, frame, {"regions": regions}, layout.run_dir(day) / "gx" / f"{name}.json", name
+    )
+    del frame
+    con.register(f"{_GX_FAILED}_arrow", pa.table({
+        "line_no": pa.array(list(gx.failed_rows), pa.int64()),
+        "detail": pa.array(list(gx.failed_rows.values()), pa.string()),
+    }))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_GX_FAILED} AS SELECT * FROM {_GX_FAILED}_arrow")
+    con.unregister(f"{_GX_FAILED}_arrow")
+
+    warn_items = warnings_sql(spec)
+    warn_sql = ", ".join(f"count(*) FILTER (WHERE reason_key IS NULL AND ({cond}))" for _, cond in warn_items)
+    warn_counts = con.execute(f"SELECT {warn_sql} FROM {CHECKED_TABLE}").fetchall()[0] if warn_items else ()
+    warnings = {w: int(n) for (w, _), n in zip(warn_items, warn_counts or (), strict=True) if n}
+
+    quarantine_sql = f"""
+        SELECT c.line_no, split_part(c.reason_key, ':', 1) AS reason, {detail_sql(spec, settings.default_region)} AS detail,
+               c.original_line
+        FROM {CHECKED_TABLE} c WHERE c.reason_key IS NOT NULL
+        UNION ALL
+        SELECT c.line_no, '{GX_REASON}', g.detail, c.original_line
+        FROM {CHECKED_TABLE} c JOIN {_GX_FAILED} g USING (line_no)
+    """
+    quarantine = _arrow(con, f"SELECT * FROM ({quarantine_sql}) ORDER BY line_no", params)
+    quarantine = quarantine.cast(_QUARANTINE_SCHEMA)
+    by_reason = _reason_counts(quarantine)
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        cols = ", ".join(f'"{c}"' for c in spec.names)
+        accepted = _count(con, f"""
+            INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
+            SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_cols}
+            FROM {CHECKED_TABLE} c
+            WHERE reason_key IS NULL AND NOT EXISTS (SELECT 1 FROM {_GX_FAILED} g WHERE g.line_no = c.line_no)
+            ORDER BY line_no
+        """, params)
+        con.register("_ingest_quarantine_arrow", quarantine)
+        try:
+            quarantined = _count(con, f"""
+                INSERT INTO quarantine (file_name, file_sha256, kind, logical_date, line_no, stage, reason, detail, original_line)
+                SELECT {sql_str(name)}, {sql_str(sha256)}, {sql_str(spec.kind)}, $day::DATE, line_no, 'ingest',
+                       reason, detail, original_line
+                FROM _ingest_quarantine_arrow ORDER BY line_no
+            """, params)
+        finally:
+            con.unregister("_ingest_quarantine_arrow")
+        if staged.rows_in != accepted + quarantined:
+            raise TerminalError(
+                f"{name}: {staged.rows_in} rows in but {accepted} accepted + {quarantined} quarantined; "
+                "nothing of the file was kept. This is a bug: keep the file and report it"
+            )
+        _register(con, day, name, spec.kind, sha256, "ingested", staged.rows_in, accepted, quarantined,
+                  staged.encoding, staged.delimiter, None)
+        _write_quarantine_parquet(layout.quarantine_dir(day) / f"{name}.parquet", quarantine)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+    report = FileReport(
+        name=name, kind=spec.kind, sha256=sha256, status="ingested", rows_in=staged.rows_in,
+        accepted=accepted, quarantined=quarantined, quarantined_by_reason=by_reason,
+        encoding=staged.encoding, delimiter=staged.delimiter, gx_success=gx.success, warnings=warnings,
+    )
+    _log_file(day, report, f"number classes {classes}, single numbers {singles}")
+    return report
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, object] | None = None
+) -> duckdb.DuckDBPyConnection:
+    # DuckDB refuses named parameters that a statement does not use.
+    return con.execute(sql, params) if params and "$day" in sql else con.execute(sql)
+
+
+def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, object]) -> pa.Table:
+    relation = con.sql(sql, params=dict(params)) if "$day" in sql else con.sql(sql)
+    return relation.to_arrow_table()
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, object] | None = None) -> int:
+    rows = _run(con, sql, params).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _reason_counts(quarantine: pa.Table) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reason in quarantine.column("reason").to_pylist():
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _write_quarantine_parquet(path: Path, quarantine: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(quarantine, buf, compression="zstd")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _register(
+    con: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    name: str,
+    kind: str,
+    sha256: str,
+    status: str,
+    rows_in: int,
+    accepted: int,
+    quarantined: int,
+    encoding: str | None,
+    delimiter: str | None,
+    error: str | None,
+) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO files (file_name, kind, sha256, logical_date, status, rows_in, accepted, "
+        "quarantined, encoding, delimiter, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [name, kind, sha256, day, status, rows_in, accepted, quarantined, encoding, delimiter, error],
+    )
+
+
+def _fail(
+    con: duckdb.DuckDBPyConnection, day: dt.date, name: str, kind: str, sha256: str, exc: DataContractError
+) -> FileReport:
+    message = exc.diagnostics()
+    _register(con, day, name, kind, sha256, "failed", 0, 0, 0, None, None, message)
+    report = FileReport(name=name, kind=kind, sha256=sha256, status="failed", error=message)
+    _log_file(day, report)
+    return report
+
+
+def _log_file(day: dt.date, report: FileReport, extra: str = "") -> None:
+    if report.status == "failed":
+        log.error("ingest %s %s: failed: %s", day, report.name, report.error)
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in report.quarantined_by_reason.items()) or "none"
+    warnings = ", ".join(f"{k} {v}" for k, v in report.warnings.items()) or "none"
+    log.info(
+        "ingest %s %s: %s %s, %s/%s, rows in %d, accepted %d, quarantined %d (%s), warnings (%s), GX %s%s",
+        day, report.name, report.status, report.kind, report.encoding, report.delimiter, report.rows_in,
+        report.accepted, report.quarantined, reasons, warnings,
+        "passed" if report.gx_success else "refused rows", f"; {extra}" if extra else "",
+    )

@@ -1,0 +1,329 @@
+"""Reading a drop file into a staged DuckDB table, one row per physical line, nothing lost.
+
+CSV files are split into lines first (header = line 1; lines end at ``\\n``, ``\\r\\n`` or
+``\\r`` as in every CSV reader) and only then into fields, so a broken line (wrong field
+count, unterminated quote, cut-off last line, undecodable bytes) is one quarantine row with
+its exact text and line number and never swallows its neighbours. DuckDB's own ``read_csv``
+rejects do not give that: it silently skips blank lines, numbers records rather than physical
+lines, and an unterminated quote eats the rest of the file as one rejected "line".
+
+Lines are read by Arrow's multithreaded CSV reader with quoting off and a delimiter that
+cannot occur (checked), then split in SQL; the rare lines holding a quote are parsed with
+Python's ``csv`` module (strict: an unterminated quote is an error, not a join with the next
+line). Encoding: strict UTF-8 (BOM allowed), else GBK, transcoded to UTF-8 in a streaming
+pass; a file that is neither is read line by line and its undecodable lines quarantined.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from pipelines.errors import DataContractError
+from pipelines.ingest_spec import DropSpec, raw_col, sql_str
+
+_CHUNK = 16 << 20
+_BOM = codecs.BOM_UTF8
+_UNIT_SEP = b"\x1f"  # Arrow's field delimiter while reading whole lines; must not occur in the file
+LINES_VIEW = "_ingest_lines"
+QUOTED_VIEW = "_ingest_quoted"
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What one streaming pass over the bytes learns: identity and how to decode them."""
+
+    sha256: str
+    size: int
+    utf8: bool  # the whole file decodes as strict UTF-8
+    bom: bool
+    has_nul: bool
+    has_unit_sep: bool
+    ends_with_newline: bool
+
+
+def sniff(path: Path) -> FileFacts:
+    """Hash the file and check its encoding in one streaming pass (OSError propagates)."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    utf8 = True
+    size = 0
+    has_nul = has_unit_sep = bom = False
+    last = b""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            if size == 0:
+                bom = chunk.startswith(_BOM)
+            size += len(chunk)
+            digest.update(chunk)
+            has_nul = has_nul or b"\x00" in chunk
+            has_unit_sep = has_unit_sep or _UNIT_SEP in chunk
+            if utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8 = False
+            last = chunk[-1:]
+    if utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8 = False
+    return FileFacts(
+        sha256=digest.hexdigest(), size=size, utf8=utf8, bom=bom, has_nul=has_nul,
+        has_unit_sep=has_unit_sep, ends_with_newline=last in (b"\n", b"\r"),
+    )
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A drop file made readable: ``select_sql`` yields line_no, original_line, malformed, v_*."""
+
+    select_sql: str
+    rows_in: int
+    encoding: str | None
+    delimiter: str | None
+
+
+def _transcode_gbk(path: Path, out: Path) -> bool:
+    """Write ``path`` (GBK) as UTF-8 to ``out``, streaming; False if it is not GBK either."""
+    decoder = codecs.getincrementaldecoder("gbk")("strict")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "rb") as src, open(out, "wb") as dst:
+            while chunk := src.read(_CHUNK):
+                dst.write(decoder.decode(chunk).encode("utf-8"))
+            dst.write(decoder.decode(b"", final=True).encode("utf-8"))
+    except UnicodeDecodeError:
+        out.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _arrow_lines(path: Path) -> pa.Table | None:
+    """Every physical line of a UTF-8 file as one string (BOM dropped); None if Arrow cannot."""
+    try:
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=["line"], block_size=_CHUNK),
+            parse_options=pacsv.ParseOptions(
+                delimiter="\x1f", quote_char=False, escape_char=False,
+                newlines_in_values=False, ignore_empty_lines=False,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"line": pa.string()}, strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. a line longer than a block
+        return None
+
+
+def _python_lines(path: Path, strip_bom: bool) -> tuple[pa.Table, str]:
+    """Slow path for broken files: decode each line on its own, flag the undecodable ones."""
+    data = path.read_bytes()
+    if strip_bom and data.startswith(_BOM):
+        data = data[len(_BOM):]
+    lines: list[str] = []
+    errors: list[str | None] = []
+    seen: set[str] = set()
+    for raw in data.splitlines():  # bytes.splitlines: \n, \r\n, \r — as the CSV reader
+        for enc in ("utf-8", "gbk"):
+            try:
+                lines.append(raw.decode(enc))
+                errors.append(None)
+                seen.add(enc)
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            lines.append(raw.decode("utf-8", "backslashreplace"))
+            errors.append("undecodable bytes (neither UTF-8 nor GBK; shown backslash-escaped)")
+            seen.add("undecodable")
+    encoding = "utf-8" if seen <= {"utf-8"} else "gbk" if seen == {"gbk"} else "mixed"
+    return pa.table({"line": pa.array(lines, pa.string()), "err": pa.array(errors, pa.string())}), encoding
+
+
+def _header(text: str, spec: DropSpec, file_name: str) -> tuple[str, list[str]]:
+    """Delimiter and lower-cased column names of the header; DataContractError if unusable."""
+    text = text.lstrip("\ufeff")
+    known = set(spec.names)
+    best: tuple[int, str, list[str]] | None = None
+    for delim in (",", "|"):
+        try:
+            names = next(csv.reader([text], delimiter=delim, strict=True), [])
+        except csv.Error:
+            continue
+        names = [n.strip().lower() for n in names]
+        score = sum(n in known for n in names)
+        if best is None or score > best[0]:
+            best = (score, delim, names)
+    if best is None or best[0] == 0:
+        raise DataContractError(
+            f"{file_name}: the first line is not a {spec.kind} header (expected columns "
+            f"{', '.join(spec.names)}, comma or | separated); re-export the file with its header"
+        )
+    _, delim, names = best
+    check_columns(names, spec, file_name)
+    return delim, names
+
+
+def check_columns(names: list[str], spec: DropSpec, file_name: str) -> None:
+    """Refuse a header with missing required, unknown or repeated columns (DataContractError)."""
+    missing = [c for c in spec.required if c not in names]
+    unknown = sorted({n for n in names if n not in spec.names})
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing required column(s) {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s) {', '.join(unknown)}")
+    if repeated:
+        problems.append(f"repeated column(s) {', '.join(repeated)}")
+    if problems:
+        raise DataContractError(
+            f"{file_name}: {'; '.join(problems)}. A {spec.kind} file has columns "
+            f"{', '.join(spec.names)} (required: {', '.join(spec.required)}); fix the export "
+            "and deliver it again under a new name"
+        )
+
+
+def _parse_quoted(rows: list[tuple[int, str]], delim: str) -> pa.Table:
+    line_nos: list[int] = []
+    fields: list[list[str] | None] = []
+    errors: list[str | None] = []
+    for line_no, line in rows:
+        line_nos.append(line_no)
+        try:
+            parsed = next(csv.reader([line], delimiter=delim, strict=True), [])
+            fields.append(parsed)
+            errors.append(None)
+        except csv.Error as exc:
+            fields.append(None)
+            errors.append(f"bad quoting: {exc}")
+    return pa.table({
+        "line_no": pa.array(line_nos, pa.int64()),
+        "f": pa.array(fields, pa.list_(pa.string())),
+        "err": pa.array(errors, pa.string()),
+    })
+
+
+def stage_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, facts: FileFacts, spec: DropSpec, work_dir: Path
+) -> Staged:
+    """Register the lines of a CSV drop and return the SELECT that splits them into fields."""
+    name = path.name
+    if facts.size == 0:
+        raise DataContractError(f"{name}: empty file (0 bytes); deliver the export again")
+    if facts.has_nul:
+        raise DataContractError(
+            f"{name}: binary content (NUL bytes), not a CSV drop (UTF-16 exports look like this "
+            "too); re-export as UTF-8 or GBK CSV"
+        )
+    lines: pa.Table | None = None
+    encoding = "utf-8-sig" if facts.bom else "utf-8"
+    if not facts.has_unit_sep:
+        if facts.utf8:
+            lines = _arrow_lines(path)
+        else:
+            tmp = work_dir / f"{name}.utf8"
+            try:
+                if _transcode_gbk(path, tmp):
+                    encoding = "gbk"
+                    lines = _arrow_lines(tmp)
+            finally:
+                tmp.unlink(missing_ok=True)
+    if lines is None:
+        lines, encoding = _python_lines(path, strip_bom=facts.bom)
+        if facts.utf8:
+            encoding = "utf-8-sig" if facts.bom else "utf-8"
+    n = lines.num_rows
+    if n == 0:
+        raise DataContractError(f"{name}: no header line; deliver the export again")
+    delim, names = _header(str(lines.column("line")[0].as_py()), spec, name)
+    if "err" not in lines.column_names:
+        lines = lines.append_column("err", pa.nulls(n, pa.string()))
+    lines = lines.append_column("line_no", pa.array(np.arange(1, n + 1, dtype=np.int64)))
+    con.register(LINES_VIEW, lines)
+
+    quoted = con.execute(
+        f"SELECT line_no, line FROM {LINES_VIEW} WHERE line_no > 1 AND err IS NULL AND contains(line, '\"') "
+        "ORDER BY line_no"
+    ).fetchall()
+    con.register(QUOTED_VIEW, _parse_quoted(quoted, delim))
+
+    width = len(names)
+    last_cut = "" if facts.ends_with_newline else (
+        f" || CASE WHEN l.line_no = {n} THEN ' (truncated last line: the file does not end with a newline)' ELSE '' END"
+    )
+    fields = "coalesce(q.f, l.f)"
+    values = []
+    for col in spec.columns:
+        if col.name in names:
+            values.append(f"nullif(trim({fields}[{names.index(col.name) + 1}]), '') AS {raw_col(col.name)}")
+        else:
+            values.append(f"NULL::VARCHAR AS {raw_col(col.name)}")
+    select = f"""
+        SELECT l.line_no, l.line AS original_line,
+            CASE
+                WHEN l.err IS NOT NULL THEN l.err
+                WHEN q.err IS NOT NULL THEN q.err
+                WHEN l.line = '' THEN 'empty line'
+                WHEN len({fields}) <> {width}
+                    THEN 'expected {width} fields, found ' || len({fields}){last_cut}
+            END AS malformed,
+            {", ".join(values)}
+        FROM (
+            SELECT line_no, line, err,
+                CASE WHEN contains(line, '"') THEN NULL ELSE string_split(line, {sql_str(delim)}) END AS f
+            FROM {LINES_VIEW} WHERE line_no > 1
+        ) l
+        LEFT JOIN {QUOTED_VIEW} q ON q.line_no = l.line_no
+    """
+    return Staged(select_sql=select, rows_in=n - 1, encoding=encoding, delimiter=delim)
+
+
+def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, spec: DropSpec) -> Staged:
+    """The SELECT over a Parquet drop: line_no is the 1-based row, the line a JSON rendering."""
+    src = f"read_parquet({sql_str(str(path))}, file_row_number = true)"
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_str(str(path))})").fetchall()
+        rows_in = int(con.execute(f"SELECT count(*) FROM read_parquet({sql_str(str(path))})").fetchall()[0][0])
+    except duckdb.Error as exc:
+        raise DataContractError(
+            f"{path.name}: not a readable Parquet file ({exc}); deliver the export again"
+        ) from exc
+    actual = [str(r[0]) for r in described]
+    names = [a.strip().lower() for a in actual]
+    check_columns(names, spec, path.name)
+    quoted = {n: '"' + a.replace('"', '""') + '"' for n, a in zip(names, actual, strict=True)}
+    line = "to_json(struct_pack(" + ", ".join(f"{quoted[n]} := {quoted[n]}" for n in names) + "))::VARCHAR"
+    values = []
+    for col in spec.columns:
+        if col.name in quoted:
+            values.append(f"nullif(trim(CAST({quoted[col.name]} AS VARCHAR)), '') AS {raw_col(col.name)}")
+        else:
+            values.append(f"NULL::VARCHAR AS {raw_col(col.name)}")
+    select = f"""
+        SELECT file_row_number + 1 AS line_no, {line} AS original_line, NULL::VARCHAR AS malformed,
+            {", ".join(values)}
+        FROM {src}
+    """
+    return Staged(select_sql=select, rows_in=rows_in, encoding=None, delimiter=None)
+
+
+def release(con: duckdb.DuckDBPyConnection) -> None:
+    """Unregister the Arrow views a staging registered (safe to call when there are none)."""
+    for view in (LINES_VIEW, QUOTED_VIEW):
+        try:
+            con.unregister(view)
+        except duckdb.Error:
+            pass

@@ -1,0 +1,315 @@
+"""Drop-file contracts (``schemas/drops/*.json``) and the row rules they imply, as DuckDB SQL.
+
+Each kind's JSON lists its columns with a type and flags; :func:`checks_sql` turns them into
+one pass that gives every row the FIRST failing rule in the fixed order of
+:data:`ROW_REASONS` (reason codes: ``docs/architecture.md``, "Ingest stage").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ConfigError
+from pipelines.ingest_numbers import CLASS_TABLE, FALLBACK_TABLE, class_key_sql, clean_sql, e164_sql
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+KINDS: tuple[str, ...] = ("lifecycle", "reissue", "subscribers", "receipts")
+
+# The order in which row rules are tried; a row carries the first one that fails.
+ROW_REASONS: tuple[str, ...] = (
+    "malformed_line", "missing_field", "bad_number", "bad_date", "future_date",
+    "unknown_region", "unknown_event", "unknown_channel", "unknown_status", "bad_tenure",
+    "duplicate_row",
+)
+GX_REASON = "gx_failed"
+REASONS: tuple[str, ...] = (*ROW_REASONS, GX_REASON)
+
+COLUMN_TYPES = frozenset(
+    {"msisdn", "phone", "email", "date", "timestamp", "region", "enum", "text", "language"}
+)
+DEFAULT_LANGUAGE = "zh-CN"  # reminders fall back to the carrier's own language
+
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+_ISO_TS = r"^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?)(Z|[+-]\d{2}:?\d{2})?$"
+_EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: str
+    required: bool  # in the header and non-empty (missing_field); optional columns may be absent
+    values: tuple[str, ...] = ()  # enum: allowed values (compared in lower case)
+    reason: str | None = None  # enum: the reason code of a value outside ``values``
+    not_after_logical_date: bool = False  # future_date when after the inbox's day
+    not_after: str | None = None  # bad_tenure when after this (date) column
+
+
+@dataclass(frozen=True)
+class DropSpec:
+    kind: str
+    file_prefix: str
+    table: str
+    columns: tuple[ColumnSpec, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    @property
+    def number_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.type in {"msisdn", "phone"})
+
+
+def _column(doc: Mapping[str, Any], where: str) -> ColumnSpec:
+    known = {"name", "type", "required", "values", "reason", "not_after_logical_date", "not_after"}
+    if set(doc) - known or doc.get("type") not in COLUMN_TYPES:
+        raise ConfigError(f"{where}: bad column spec {doc!r}; keys {sorted(known)}, types {sorted(COLUMN_TYPES)}")
+    spec = ColumnSpec(
+        name=str(doc["name"]),
+        type=str(doc["type"]),
+        required=bool(doc.get("required", False)),
+        values=tuple(str(v).lower() for v in doc.get("values", ())),
+        reason=doc.get("reason"),
+        not_after_logical_date=bool(doc.get("not_after_logical_date", False)),
+        not_after=doc.get("not_after"),
+    )
+    if spec.type == "enum" and (not spec.values or spec.reason not in ROW_REASONS):
+        raise ConfigError(f"{where}: enum column {spec.name} needs values and a reason code")
+    return spec
+
+
+@functools.cache
+def drop_specs() -> Mapping[str, DropSpec]:
+    """The contract of every drop kind, from ``schemas/drops/<kind>.json``."""
+    specs = {}
+    for kind in KINDS:
+        path = SCHEMA_DIR / "drops" / f"{kind}.json"
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        specs[kind] = DropSpec(
+            kind=doc["kind"],
+            file_prefix=doc["file_prefix"],
+            table=doc["table"],
+            columns=tuple(_column(c, str(path)) for c in doc["columns"]),
+        )
+    return specs
+
+
+def spec_for_file(file_name: str) -> DropSpec | None:
+    """The kind of a drop file, by its name prefix; None when no kind claims it."""
+    for spec in drop_specs().values():
+        if file_name.startswith(spec.file_prefix):
+            return spec
+    return None
+
+
+@functools.cache
+def province_codes() -> frozenset[str]:
+    doc = json.loads((SCHEMA_DIR / "drops" / "regions.json").read_text(encoding="utf-8"))
+    return frozenset(doc["provinces"])
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal (drop-file content never reaches SQL text; config values may)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _in_list(values: Sequence[str]) -> str:
+    return ", ".join(sql_str(v) for v in sorted(values))
+
+
+def raw_col(name: str) -> str:
+    """Column of the staged table with the trimmed text of field ``name`` (NULL when empty)."""
+    return f'"v_{name}"'
+
+
+def typed_col(name: str) -> str:
+    return f'"t_{name}"'
+
+
+def staged_select(spec: DropSpec, default_region: str, source_sql: str) -> str:
+    """``source_sql`` (line_no, original_line, malformed, v_*) plus, per number column, the
+    cleaned candidate ``c_*`` and its class key ``k_*`` (computed once, then referenced)."""
+    if not spec.number_columns:
+        return source_sql
+    cleaned = ", ".join(f'{clean_sql(raw_col(n))} AS "c_{n}"' for n in spec.number_columns)
+    keys = ", ".join(f'{class_key_sql(f"c_{n}", default_region)} AS "k_{n}"' for n in spec.number_columns)
+    return f"SELECT *, {keys} FROM (SELECT *, {cleaned} FROM ({source_sql}))"
+
+
+def number_columns(spec: DropSpec) -> list[tuple[str, str, str]]:
+    return [(raw_col(n), f'"c_{n}"', f'"k_{n}"') for n in spec.number_columns]
+
+
+def _typed_expr(col: ColumnSpec, alias: int) -> str:
+    v = f"r.{raw_col(col.name)}"
+    if col.type in {"msisdn", "phone"}:
+        return e164_sql(v, f'r."c_{col.name}"', f'r."k_{col.name}"', f"cls{alias}", f"fb{alias}")
+    if col.type == "date":
+        # The regex keeps the format strict (no 2026-1-5); strptime rejects 2026-02-30.
+        return f"CASE WHEN regexp_full_match({v}, '{_ISO_DATE}') THEN try_strptime({v}, '%Y-%m-%d')::DATE END"
+    if col.type == "timestamp":
+        # Parse the local part without %z (DuckDB rolls 2026-02-30 over to March with %z) and
+        # apply the offset by hand: no dependence on the session's TimeZone.
+        m = f"regexp_extract({v}, '{_ISO_TS}', ['d', 't', 'z'])"
+        z = f"({m}).z"
+        offset = (
+            f"CASE WHEN {z} IN ('', 'Z') THEN 0 ELSE (CASE WHEN {z}[1] = '-' THEN -1 ELSE 1 END)"
+            f" * ({z}[2:3]::INTEGER * 60 + right({z}, 2)::INTEGER) END"
+        )
+        return (
+            f"try_strptime(({m}).d || ' ' || ({m}).t, ['%Y-%m-%d %H:%M:%S', '%Y-%m-%d %H:%M:%S.%f'])"
+            f" - to_minutes({offset})"
+        )
+    if col.type == "region":
+        return f"upper({v})"
+    if col.type == "enum":
+        return f"lower({v})"
+    if col.type == "email":
+        return f"CASE WHEN regexp_full_match({v}, '{_EMAIL}') THEN {v} END"
+    if col.type == "language":
+        lang = f"lower(replace({v}, '_', '-'))"
+        return (
+            f"CASE WHEN starts_with({lang}, 'zh') THEN 'zh-CN' "
+            f"WHEN {lang} = 'en' OR starts_with({lang}, 'en-') THEN 'en' END"
+        )
+    return v
+
+
+def _rules(spec: DropSpec, regions: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(reason, column, SQL condition over the typed subquery) in the order rows are judged."""
+    by_reason: dict[str, list[tuple[str, str]]] = {r: [] for r in ROW_REASONS}
+    by_reason["malformed_line"].append(("", "malformed IS NOT NULL"))
+    for c in spec.columns:
+        v, t = raw_col(c.name), typed_col(c.name)
+        if c.required:
+            by_reason["missing_field"].append((c.name, f"{v} IS NULL"))
+        if c.type == "msisdn":
+            by_reason["bad_number"].append((c.name, f"{v} IS NOT NULL AND {t} IS NULL"))
+        if c.type in {"date", "timestamp"}:
+            by_reason["bad_date"].append((c.name, f"{v} IS NOT NULL AND {t} IS NULL"))
+        if c.not_after_logical_date:
+            limit = "$day::DATE" if c.type == "date" else "($day::DATE + INTERVAL 1 DAY)"
+            op = ">" if c.type == "date" else ">="
+            by_reason["future_date"].append((c.name, f"{t} {op} {limit}"))
+        if c.type == "region":
+            by_reason["unknown_region"].append((c.name, f"{v} IS NOT NULL AND {t} NOT IN ({_in_list(regions)})"))
+        if c.type == "enum" and c.reason:
+            by_reason[c.reason].append((c.name, f"{v} IS NOT NULL AND {t} NOT IN ({_in_list(c.values)})"))
+        if c.not_after:
+            by_reason["bad_tenure"].append((c.name, f"{t} > {typed_col(c.not_after)}"))
+    by_reason["duplicate_row"].append(("", "first_line < line_no"))
+    return [(reason, col, cond) for reason in ROW_REASONS for col, cond in by_reason[reason]]
+
+
+CHECKED_TABLE = "_ingest_checked"
+
+
+def checks_sql(spec: DropSpec, staged: str, regions: Sequence[str]) -> str:
+    """CREATE the checked table: typed columns plus ``reason_key`` ('reason:column' or NULL).
+
+    Parameter ``$day`` is the logical date. Needs the number tables of
+    :func:`pipelines.ingest_numbers.resolve_numbers`.
+    """
+    typed, joins = [], []
+    for i, c in enumerate(spec.columns):
+        typed.append(f"{_typed_expr(c, i)} AS {typed_col(c.name)}")
+        if c.type in {"msisdn", "phone"}:
+            joins.append(f'LEFT JOIN {CLASS_TABLE} cls{i} ON cls{i}.k = r."k_{c.name}"')
+            joins.append(f"LEFT JOIN {FALLBACK_TABLE} fb{i} ON fb{i}.raw = r.{raw_col(c.name)}")
+    raws = ", ".join(f"r.{raw_col(c.name)}" for c in spec.columns)
+    whens = " ".join(
+        f"WHEN {cond} THEN {sql_str(reason + ':' + col)}" for reason, col, cond in _rules(spec, regions)
+    )
+    return f"""
+        CREATE OR REPLACE TEMP TABLE {CHECKED_TABLE} AS
+        SELECT * EXCLUDE (first_line), CASE {whens} END AS reason_key, first_line
+        FROM (
+            SELECT r.line_no, r.original_line, r.malformed, {raws}, {", ".join(typed)},
+                   min(r.line_no) OVER (PARTITION BY r.original_line) AS first_line
+            FROM {staged} r {" ".join(joins)}
+        )
+    """
+
+
+def detail_sql(spec: DropSpec, default_region: str) -> str:
+    """SQL expression (over the checked table) saying why a quarantined row was refused.
+
+    No phone number or contact appears in it: the original line is kept next to it anyway.
+    """
+    whens = ["WHEN 'malformed_line:' THEN malformed", "WHEN 'duplicate_row:' THEN 'exact duplicate of line ' || first_line"]
+    for c in spec.columns:
+        v, t = raw_col(c.name), typed_col(c.name)
+        shown = f"'''' || left({v}, 40) || ''''"
+        whens.append(f"WHEN 'missing_field:{c.name}' THEN '{c.name} is empty'")
+        if c.type == "msisdn":
+            whens.append(
+                f"WHEN 'bad_number:{c.name}' THEN '{c.name} is not a valid phone number "
+                f"(E.164 or national, default region {default_region})'"
+            )
+        if c.type == "date":
+            whens.append(f"WHEN 'bad_date:{c.name}' THEN '{c.name} ' || {shown} || ' is not a real YYYY-MM-DD date'")
+        if c.type == "timestamp":
+            whens.append(
+                f"WHEN 'bad_date:{c.name}' THEN '{c.name} ' || {shown} || "
+                "' is not an ISO 8601 time (YYYY-MM-DDTHH:MM:SS, optional fraction and Z or offset)'"
+            )
+        if c.not_after_logical_date:
+            whens.append(
+                f"WHEN 'future_date:{c.name}' THEN '{c.name} ' || {v} || ' is after the logical date ' || $day::DATE"
+            )
+        if c.type == "region":
+            whens.append(
+                f"WHEN 'unknown_region:{c.name}' THEN 'region ' || {shown} || "
+                "' is neither a province code nor a configured policy region'"
+            )
+        if c.type == "enum" and c.reason:
+            allowed = ", ".join(c.values)
+            whens.append(
+                f"WHEN '{c.reason}:{c.name}' THEN '{c.name} ' || {shown} || ' is not one of {allowed}'"
+            )
+        if c.not_after:
+            whens.append(
+                f"WHEN 'bad_tenure:{c.name}' THEN '{c.name} ' || {t} || ' is after {c.not_after} ' || {typed_col(c.not_after)}"
+            )
+    return f"CASE reason_key {' '.join(whens)} END"
+
+
+def accepted_select(spec: DropSpec) -> str:
+    """SELECT items (over the checked table) of an accepted row, named like the target table."""
+    items = []
+    for c in spec.columns:
+        t = typed_col(c.name)
+        if c.type == "language":
+            t = f"coalesce({t}, {sql_str(DEFAULT_LANGUAGE)})"
+        items.append(f'{t} AS "{c.name}"')
+    return ", ".join(items)
+
+
+def warnings_sql(spec: DropSpec) -> list[tuple[str, str]]:
+    """(warning name, condition over accepted rows): contacts dropped, languages defaulted.
+
+    The row is real even when its contact is not, so these are counted, not quarantined.
+    """
+    out = []
+    for c in spec.columns:
+        v, t = raw_col(c.name), typed_col(c.name)
+        if c.type in {"phone", "email"}:
+            out.append((f"{c.name}_dropped", f"{v} IS NOT NULL AND {t} IS NULL"))
+        if c.type == "language":
+            out.append((f"{c.name}_defaulted", f"{t} IS NULL"))
+    return out
+
+
+def day_param(day: dt.date) -> dict[str, Any]:
+    return {"day": day.isoformat()}
