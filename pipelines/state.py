@@ -94,7 +94,7 @@ register_ddl(
         reminder_id VARCHAR NOT NULL,
         channel VARCHAR NOT NULL,         -- email | sms | letter
         status VARCHAR NOT NULL,          -- delivered | failed | expired | acknowledged
-        at TIMESTAMP NOT NULL,            -- UTC
+        "at" TIMESTAMP NOT NULL,          -- UTC; quoted: AT is a keyword in DuckDB 2
         provider_ref VARCHAR,
         PRIMARY KEY (file_sha256, line_no)
     )
