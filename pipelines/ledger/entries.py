@@ -65,16 +65,15 @@ class EntryType(IntEnum):
 
 
 _KNOWN_TYPES = frozenset(int(t) for t in EntryType)
+# u32be(len(label)) || label, per type: computed once, used for every commitment.
+_LABEL_PREFIX = {t: len(t.label).to_bytes(4, "big") + t.label.encode("ascii") for t in EntryType}
 
 
 def commitment(opening: bytes, entry_type: EntryType, value: bytes) -> bytes:
     """HMAC-SHA256 commitment to ``value`` under the type's label, hidden by ``opening``."""
     if len(opening) != OPENING_SIZE:
         raise TerminalError(f"an opening is {OPENING_SIZE} random bytes, got {len(opening)}")
-    label = entry_type.label.encode("ascii")
-    msg = b"".join(
-        (opening, len(label).to_bytes(4, "big"), label, len(value).to_bytes(4, "big"), value)
-    )
+    msg = b"".join((opening, _LABEL_PREFIX[entry_type], len(value).to_bytes(4, "big"), value))
     return hmac.digest(COMMITMENT_KEY, msg, "sha256")
 
 
@@ -225,8 +224,15 @@ class CanonicalValue:
             raise FormatError("canonical value: field names must be unique and in ascending order")
         for name, value in self.fields:
             _check_field(name, value)
-        if len(self.to_bytes()) > MAX_VALUE_SIZE:
+        out = bytearray()
+        for name, value in self.fields:
+            for part in (name.encode("utf-8"), value.encode("utf-8")):
+                out += len(part).to_bytes(4, "big")
+                out += part
+        if len(out) > MAX_VALUE_SIZE:
             raise FormatError(f"canonical value: larger than {MAX_VALUE_SIZE} bytes")
+        # Encoded once: a nightly run serialises each value for the commitment and the store.
+        object.__setattr__(self, "_encoded", bytes(out))
 
     @classmethod
     def build(
@@ -239,12 +245,8 @@ class CanonicalValue:
         return cls(tuple(sorted(pairs)))
 
     def to_bytes(self) -> bytes:
-        out = bytearray()
-        for name, value in self.fields:
-            for part in (name.encode("utf-8"), value.encode("utf-8")):
-                out += len(part).to_bytes(4, "big")
-                out += part
-        return bytes(out)
+        encoded: bytes = self.__dict__["_encoded"]
+        return encoded
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CanonicalValue:

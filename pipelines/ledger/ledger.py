@@ -179,11 +179,15 @@ class Ledger:
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise TerminalError(f"idempotency key {dup!r} appears twice in one ledger batch")
-        wanted = set(keys) | {p.tenure_key for p in entries if p.tenure_key is not None}
-        known = self._openings.lookup(sorted(wanted))
-        fresh = [p for p in entries if p.key not in known]
+        tag = self._openings.key_tag
+        tags = {k: tag(k) for k in keys}
+        for p in entries:
+            if p.tenure_key is not None and p.tenure_key not in tags:
+                tags[p.tenure_key] = tag(p.tenure_key)
+        known = self._openings.lookup_tags(list(tags.values()))
+        fresh = [p for p in entries if tags[p.key] not in known]
         randomness = os.urandom(OPENING_SIZE * len(fresh))
-        refs: dict[str, bytes] = {k: ref for k, (_, ref) in known.items()}
+        refs: dict[bytes, bytes] = {t: ref for t, (_, ref) in known.items()}
         rows: list[NewOpening] = []
         raw: list[bytes] = []
         index = self._log.size
@@ -196,7 +200,7 @@ class Ledger:
             elif p.tenure_ref is not None:
                 ref = p.tenure_ref
             elif p.tenure_key is not None:
-                found = refs.get(p.tenure_key)
+                found = refs.get(tags[p.tenure_key])
                 if found is None:
                     raise TerminalError(
                         f"entry {p.key!r} names tenure {p.tenure_key!r}, which is not in the ledger "
@@ -205,13 +209,13 @@ class Ledger:
                 ref = found
             else:
                 ref = NO_TENURE
-            refs[p.key] = ref
-            rows.append(NewOpening(index + i, p.key, p.entry_type, ref, opening, value))
+            refs[tags[p.key]] = ref
+            rows.append(NewOpening(index + i, tags[p.key], p.entry_type, ref, opening, value))
             raw.append(Entry(p.entry_type, ref, com).to_bytes())
         self._openings.put(rows)
         self._log.append(raw)
         new_index = {p.key: index + i for i, p in enumerate(fresh)}
-        return [known[k][0] if k in known else new_index[k] for k in keys]
+        return [known[tags[k]][0] if tags[k] in known else new_index[k] for k in keys]
 
     def publish_checkpoint(self) -> Checkpoint:
         """Sign the current tree (with a consistency proof from the last signed one) and publish it."""
@@ -267,11 +271,13 @@ class Ledger:
 
     def proof_file(self, index: int) -> bytes:
         """A ``tlog-proof@v1`` evidence file for ``index`` against the published checkpoint."""
+        return self._proof_file(index, self.opening(index))
+
+    def _proof_file(self, index: int, opened: Opening) -> bytes:
         if self._checkpoint is None or self._note is None or index >= self._checkpoint.size:
             raise TerminalError(
                 f"entry {index} is not covered by a published checkpoint; call publish_checkpoint() first"
             )
-        opened = self.opening(index)
         extra = evidence_extra(self.entry(index), opened.opening, opened.value)
         hashes = inclusion_proof(self._tiles(), index, self._checkpoint.size)
         return TlogProof(index, tuple(hashes), self._note, extra).to_bytes()
@@ -294,15 +300,13 @@ class Ledger:
                 "tenure_ref": entry.tenure_ref.hex(),
             }
             try:
-                data = self.proof_file(index)
+                opened = self.opening(index)
             except OpeningErasedError:
                 items.append(item | {"erased": True, "file": None, "value": None})
                 continue
             name = f"{index}.tlog-proof"
-            atomic_write_bytes(out_dir / name, data)
-            items.append(
-                item | {"erased": False, "file": name, "value": self.opening(index).value.as_dict()}
-            )
+            atomic_write_bytes(out_dir / name, self._proof_file(index, opened))
+            items.append(item | {"erased": False, "file": name, "value": opened.value.as_dict()})
         doc = {
             "format": "number-recycling/evidence/v1",
             "origin": self.origin,

@@ -6,19 +6,28 @@ disk. On open the log trusts its checkpoint: it reloads the partial tiles of tha
 disk, checks they hash to the checkpoint's root, and ignores (and, after a crash, deletes)
 anything written beyond it, so the next append repairs a half-finished batch.
 
-Write order makes crashes harmless: every tile and bundle of a batch is written with
-``atomic_write_bytes`` (temp file, fsync, rename, directory fsync) before the append returns,
-and the checkpoint is written only after that, by :meth:`TiledLog.write_checkpoint`.
+Write order makes crashes harmless. A batch's tiles and bundles go to temp files (in worker
+threads), then one filesystem sync makes their bytes durable, then each is renamed into place,
+then a second sync makes the renames durable - all before ``append`` returns - and only then
+may :meth:`TiledLog.write_checkpoint` write the checkpoint (``atomic_write_bytes``). So no tile
+is ever visible half-written, and no checkpoint names a tile that could vanish in a crash.
+This is ``atomic_write_bytes``'s temp-fsync-rename protocol, batched: a per-file fsync costs
+0.3-1.5 ms on our disks and would cap appends far below the nightly volume; two ``syncfs(2)``
+calls per batch cost tens of milliseconds (where ``syncfs`` is missing, each temp file and
+directory is fsynced instead). A tile file that already exists is never rewritten: its content
+is fixed by the entries below it, which are committed (stale files beyond the checkpoint are
+deleted on open), so committed files are never exposed to a torn rewrite.
 A ``.lock`` file held with ``fcntl.flock`` keeps a second writer out.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -103,6 +112,91 @@ def is_beyond(tile: Tile, size: int) -> bool:
     return (tile.index << (TILE_HEIGHT * (level + 1))) + (
         tile.width << (TILE_HEIGHT * level)
     ) > size
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_SYNCFS = _load_syncfs()
+
+
+def _sync_filesystem(path: str) -> None:
+    """``syncfs(2)`` on the filesystem holding ``path``: everything written so far is durable."""
+    assert _SYNCFS is not None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs failed: {os.strerror(err)}", path)
+    finally:
+        os.close(fd)
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(path: str, data: bytes, fsync: bool) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+class _TileBatch:
+    """The files of one append: temp files in parallel, sync, renames, sync (see module doc)."""
+
+    def __init__(self, root: Path, pool: ThreadPoolExecutor) -> None:
+        self.root = str(root)
+        self.pool = pool
+        self.futures: list[Future[None]] = []
+        self.renames: list[tuple[str, str]] = []
+        self.new_dirs: set[str] = set()
+        self.seen_dirs: set[str] = set()
+
+    def add(self, tile: Tile, data: bytes) -> None:
+        path = os.path.join(self.root, tile.path)
+        if os.path.exists(path):
+            return
+        directory = os.path.dirname(path)
+        if directory not in self.seen_dirs:
+            self.seen_dirs.add(directory)
+            missing = directory
+            while not os.path.isdir(missing):
+                self.new_dirs.add(missing)
+                missing = os.path.dirname(missing)
+            self.new_dirs.add(missing)  # its entries change
+            os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp")
+        self.futures.append(self.pool.submit(_write_temp, tmp, data, _SYNCFS is None))
+        self.renames.append((tmp, path))
+
+    def commit(self) -> None:
+        for fut in self.futures:
+            fut.result()
+        if not self.renames:
+            return
+        if _SYNCFS is not None:
+            _sync_filesystem(self.root)
+        for tmp, path in self.renames:
+            os.replace(tmp, path)
+        if _SYNCFS is not None:
+            _sync_filesystem(self.root)
+        else:
+            for directory in sorted(self.seen_dirs | self.new_dirs):
+                _fsync_path(directory)
 
 
 class TiledLog:
@@ -203,7 +297,7 @@ class TiledLog:
         leaves = [sha(b"\x00" + e).digest() for e in entries]
         levels = [list(h) for h in self._levels] or [[]]
         bundle = list(self._bundle)
-        pending: list[Future[None]] = []
+        batch = _TileBatch(self.dir, self._pool)
         size, pos, n = first, 0, len(entries)
         level0 = levels[0]
         try:
@@ -215,23 +309,18 @@ class TiledLog:
                 size += take
                 if len(level0) == TILE_WIDTH:
                     index = (size >> TILE_HEIGHT) - 1
-                    pending.append(self._submit(Tile(0, index), b"".join(level0)))
-                    pending.append(self._submit(Tile(ENTRIES, index), encode_bundle(bundle)))
-                    self._carry(levels, perfect_root(level0), size, pending)
+                    batch.add(Tile(0, index), b"".join(level0))
+                    batch.add(Tile(ENTRIES, index), encode_bundle(bundle))
+                    self._carry(levels, perfect_root(level0), size, batch)
                     level0.clear()
                     bundle.clear()
             for level, hashes in enumerate(levels):
                 if hashes:
                     tile = Tile(level, size >> (TILE_HEIGHT * (level + 1)), len(hashes))
-                    pending.append(self._submit(tile, b"".join(hashes)))
+                    batch.add(tile, b"".join(hashes))
             if bundle:
-                pending.append(
-                    self._submit(
-                        Tile(ENTRIES, size >> TILE_HEIGHT, len(bundle)), encode_bundle(bundle)
-                    )
-                )
-            for fut in pending:
-                fut.result()
+                batch.add(Tile(ENTRIES, size >> TILE_HEIGHT, len(bundle)), encode_bundle(bundle))
+            batch.commit()
         except OSError as exc:
             self._broken = f"tile write failed: {exc}"
             raise TransientError(
@@ -244,9 +333,7 @@ class TiledLog:
         self._levels, self._bundle, self._size = levels, bundle, size
         return first
 
-    def _carry(
-        self, levels: list[list[bytes]], h: bytes, size: int, pending: list[Future[None]]
-    ) -> None:
+    def _carry(self, levels: list[list[bytes]], h: bytes, size: int, batch: _TileBatch) -> None:
         level = 1
         while True:
             if len(levels) <= level:
@@ -255,13 +342,10 @@ class TiledLog:
             if len(levels[level]) < TILE_WIDTH:
                 return
             index = (size >> (TILE_HEIGHT * (level + 1))) - 1
-            pending.append(self._submit(Tile(level, index), b"".join(levels[level])))
+            batch.add(Tile(level, index), b"".join(levels[level]))
             h = perfect_root(levels[level])
             levels[level] = []
             level += 1
-
-    def _submit(self, tile: Tile, data: bytes) -> Future[None]:
-        return self._pool.submit(atomic_write_bytes, self.dir / tile.path, data)
 
     def write_checkpoint(self, signed_note: bytes, size: int) -> None:
         """Publish a signed checkpoint for ``size`` (must be the current size; tiles are on disk)."""

@@ -86,10 +86,10 @@ class Opening:
 
 @dataclass(frozen=True, repr=False)
 class NewOpening:
-    """A row to store: the ledger builds these while appending."""
+    """A row to store: the ledger builds these while appending (``key_tag`` from :meth:`OpeningsStore.key_tag`)."""
 
     index: int
-    key: str
+    key_tag: bytes
     entry_type: EntryType
     tenure_ref: bytes
     opening: bytes
@@ -181,10 +181,14 @@ class OpeningsStore:
 
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:
         """``{key: (index, tenure_ref)}`` for the keys already stored (one set-based query)."""
-        if not keys:
-            return {}
         tags = [self.key_tag(k) for k in keys]
-        by_tag = dict(zip(tags, keys, strict=True))
+        found = self.lookup_tags(tags)
+        return {k: found[t] for k, t in zip(keys, tags, strict=True) if t in found}
+
+    def lookup_tags(self, tags: Sequence[bytes]) -> dict[bytes, tuple[int, bytes]]:
+        """Like :meth:`lookup`, for key tags the caller already computed."""
+        if not tags:
+            return {}
         wanted = pa.table({"tag": pa.array(tags, pa.binary())})
         self._con.register("wanted_tags", wanted)
         try:
@@ -194,7 +198,7 @@ class OpeningsStore:
             ).fetchall()
         finally:
             self._con.unregister("wanted_tags")
-        return {by_tag[bytes(tag)]: (int(idx), bytes(ref)) for tag, idx, ref in rows}
+        return {bytes(tag): (int(idx), bytes(ref)) for tag, idx, ref in rows}
 
     def index_of(self, key: str) -> int | None:
         """Log index of the entry appended under idempotency ``key``, if any."""
@@ -219,7 +223,7 @@ class OpeningsStore:
         table = pa.Table.from_arrays(
             [
                 pa.array([r.index for r in rows], pa.uint64()),
-                pa.array([self.key_tag(r.key) for r in rows], pa.binary()),
+                pa.array([r.key_tag for r in rows], pa.binary()),
                 pa.array([int(r.entry_type) for r in rows], pa.uint8()),
                 pa.array([r.tenure_ref for r in rows], pa.binary()),
                 pa.array(wrapped, pa.binary()),

@@ -42,6 +42,7 @@ class TileReader:
         self.size = size
         self._cache: OrderedDict[Tile, bytes] = OrderedDict()
         self._cache_tiles = cache_tiles
+        self._bundle: tuple[Tile, list[bytes]] | None = None  # the last bundle, decoded
 
     def _read(self, tile: Tile) -> bytes:
         data = self._cache.get(tile)
@@ -87,8 +88,9 @@ class TileReader:
         if not 0 <= index < self.size:
             raise TerminalError(f"entry {index} is not in the ledger (size {self.size})")
         tile = bundle_for(self.size, index >> TILE_HEIGHT)
-        entries = decode_bundle(self._read(tile), tile.width, tile.path)
-        return entries[index % TILE_WIDTH]
+        if self._bundle is None or self._bundle[0] != tile:
+            self._bundle = (tile, decode_bundle(self._read(tile), tile.width, tile.path))
+        return self._bundle[1][index % TILE_WIDTH]
 
 
 def inclusion_proof(reader: TileReader, index: int, size: int) -> list[bytes]:

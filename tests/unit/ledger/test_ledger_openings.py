@@ -15,11 +15,11 @@ from pipelines.ledger.openings import NewOpening, OpeningsStore
 NUMBER = "+8613812345678"
 
 
-def _rows(n: int, start: int = 0) -> list[NewOpening]:
+def _rows(store: OpeningsStore, n: int, start: int = 0) -> list[NewOpening]:
     return [
         NewOpening(
             start + i,
-            f"key-{start + i}",
+            store.key_tag(f"key-{start + i}"),
             EntryType.REMINDER_SENT,
             bytes([i % 256]) * 16,
             os.urandom(32),
@@ -30,8 +30,8 @@ def _rows(n: int, start: int = 0) -> list[NewOpening]:
 
 
 def test_round_trip_lookup_and_encryption_at_rest(tmp_path: Path) -> None:
-    rows = _rows(50)
     with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
+        rows = _rows(store, 50)
         store.put(rows)
         got = store.get(7)
         assert got.opening == rows[7].opening and got.value.get("msisdn") == NUMBER
@@ -43,7 +43,7 @@ def test_round_trip_lookup_and_encryption_at_rest(tmp_path: Path) -> None:
         }
         assert NUMBER not in repr(got)
         with pytest.raises(TerminalError, match="collide"):
-            store.put(_rows(1, start=10))  # index and key already taken
+            store.put(_rows(store, 1, start=10))  # index and key already taken
     raw = (tmp_path / "store" / "openings.duckdb").read_bytes()
     assert NUMBER.encode() not in raw and b"key-42" not in raw and rows[7].opening not in raw
     assert stat.S_IMODE((tmp_path / "keys" / "openings.key").stat().st_mode) == 0o600
@@ -51,7 +51,7 @@ def test_round_trip_lookup_and_encryption_at_rest(tmp_path: Path) -> None:
 
 def test_wrong_master_key_cannot_decrypt(tmp_path: Path) -> None:
     with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
-        store.put(_rows(2))
+        store.put(_rows(store, 2))
     with (
         OpeningsStore.open(tmp_path / "store", tmp_path / "other-keys") as store,
         pytest.raises(VerificationError),
@@ -60,8 +60,8 @@ def test_wrong_master_key_cannot_decrypt(tmp_path: Path) -> None:
 
 
 def test_erase_shreds_one_entry_and_keeps_the_rest(tmp_path: Path) -> None:
-    rows = _rows(20)
     with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
+        rows = _rows(store, 20)
         store.put(rows)
         store.erase(5)
         with pytest.raises(OpeningErasedError):
@@ -77,6 +77,6 @@ def test_erase_shreds_one_entry_and_keeps_the_rest(tmp_path: Path) -> None:
 
 def test_truncate_drops_openings_beyond_a_size(tmp_path: Path) -> None:
     with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
-        store.put(_rows(10))
+        store.put(_rows(store, 10))
         assert store.truncate(6) == 4
         assert store.count() == 6 and store.index_of("key-7") is None
