@@ -506,11 +506,11 @@ def test_cancel_during_a_suspension_moves_the_final_reminder(world: World) -> No
     seeded(world, A)
     world.event(day(1), A, "suspend")
     world.run(day(1))
-    final = [r for r in world.reminders(A) if r["slot"] == "offset:-3"][0]
+    final = next(r for r in world.reminders(A) if r["slot"] == "offset:-3")
     assert final["due_on"] == day(13)  # 16 - 3: projected end of the suspension's freeze
     world.event(day(2), A, "cancel")
     world.run(day(2))
-    final = [r for r in world.reminders(A) if r["slot"] == "offset:-3"][0]
+    final = next(r for r in world.reminders(A) if r["slot"] == "offset:-3")
     assert world.state(A)["freeze_ends"] == day(12)
     assert final["due_on"] == day(9)
 
