@@ -64,7 +64,7 @@ class EntryType(IntEnum):
         return self.name.lower()
 
 
-_KNOWN_TYPES = frozenset(int(t) for t in EntryType)
+KNOWN_TYPE_CODES = frozenset(int(t) for t in EntryType)
 # u32be(len(label)) || label, per type: computed once, used for every commitment.
 _LABEL_PREFIX = {t: len(t.label).to_bytes(4, "big") + t.label.encode("ascii") for t in EntryType}
 
@@ -106,7 +106,7 @@ class Entry:
             raise FormatError(f"ledger entry: {len(data)} bytes, expected {ENTRY_SIZE}")
         if data[0] != ENTRY_VERSION:
             raise FormatError(f"ledger entry: unknown version {data[0]}")
-        if data[1] not in _KNOWN_TYPES:
+        if data[1] not in KNOWN_TYPE_CODES:
             raise FormatError(f"ledger entry: unknown type code {data[1]}")
         entry = cls(EntryType(data[1]), data[2:18], data[18:50], data[0])
         if entry.to_bytes() != data:
@@ -116,7 +116,7 @@ class Entry:
 
 def is_well_formed_entry(data: bytes) -> bool:
     """Fast check used when scanning millions of entries (full parse only on failure)."""
-    return len(data) == ENTRY_SIZE and data[0] == ENTRY_VERSION and data[1] in _KNOWN_TYPES
+    return len(data) == ENTRY_SIZE and data[0] == ENTRY_VERSION and data[1] in KNOWN_TYPE_CODES
 
 
 # ---------------------------------------------------------------- canonical values

@@ -149,6 +149,17 @@ def encode_bundle(entries: Sequence[bytes]) -> bytes:
 
 def decode_bundle(data: bytes, count: int, where: str = "entry bundle") -> list[bytes]:
     """Split a bundle into exactly ``count`` entries; raise :class:`FormatError` otherwise."""
+    if count and len(data) >= 2:
+        # Fast path for the common case of equal-sized entries (every ledger entry is 50 bytes):
+        # compare all length prefixes at once with strided slices instead of a Python loop.
+        n = int.from_bytes(data[:2], "big")
+        stride = n + 2
+        if (
+            len(data) == count * stride
+            and data[0::stride] == data[0:1] * count
+            and data[1::stride] == data[1:2] * count
+        ):
+            return [data[i + 2 : i + stride] for i in range(0, len(data), stride)]
     out: list[bytes] = []
     pos, end = 0, len(data)
     while pos < end:

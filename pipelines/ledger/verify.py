@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
 from pipelines.ledger.entries import (
     ENTRY_SIZE,
+    ENTRY_VERSION,
+    KNOWN_TYPE_CODES,
     OPENING_SIZE,
+    TENURE_REF_SIZE,
     CanonicalValue,
     Entry,
     EntryType,
     commitment,
-    is_well_formed_entry,
     tenure_ref_for,
 )
 from pipelines.ledger.log import CHECKPOINT_FILE, frontier_root, is_beyond, split_hashes
@@ -191,9 +197,17 @@ class _Checker:
                 f"{self.size} needs it; restore it from a mirror or backup"
             )
         tile = Tile(ENTRIES, index, width)
-        entries = decode_bundle(self._read(tile), width, tile.path)
-        for i, e in enumerate(entries):
-            if not is_well_formed_entry(e):
+        data = self._read(tile)
+        entries = decode_bundle(data, width, tile.path)
+        stride = ENTRY_SIZE + 2
+        uniform = len(data) == width * stride
+        # Version and type bytes of all entries at once (strided slices), a full parse only if off.
+        if not (
+            uniform
+            and set(data[2::stride]) == {ENTRY_VERSION}
+            and set(data[3::stride]) <= KNOWN_TYPE_CODES
+        ):
+            for i, e in enumerate(entries):
                 try:
                     Entry.from_bytes(e)
                 except FormatError as exc:
@@ -311,38 +325,54 @@ class AuditReport:
         return not self.under_reminded and not self.released_without_closure
 
 
-class _Auditor(_Visitor):
+class _EntryCollector(_Visitor):
+    """Keeps the verified entries as one 50-bytes-per-entry blob for set-based queries."""
+
     def __init__(self) -> None:
-        self.counts: Counter[int] = Counter()
-        self.effective: Counter[bytes] = Counter()
-        self.closed: set[bytes] = set()
-        self.released: list[tuple[int, bytes, int]] = []
-        self.exceptions: list[tuple[int, bytes, int]] = []
-        self.violations: list[tuple[int, bytes, int]] = []
-        self.orphans: list[tuple[int, bytes, int]] = []
+        self.chunks: list[bytes] = []
+        self.count = 0
 
     def entries(self, first: int, entries: list[bytes]) -> None:
-        counts, effective = self.counts, self.effective
-        for i, e in enumerate(entries):
-            t = e[1]
-            counts[t] += 1
-            if t == EntryType.REMINDER_EFFECTIVE:
-                effective[e[2:18]] += 1
-            elif t == EntryType.TENURE_CLOSED:
-                self.closed.add(e[2:18])
-            elif t in (
-                EntryType.RELEASED,
-                EntryType.RELEASED_WITH_EXCEPTION,
-                EntryType.REISSUE_VIOLATION,
-            ):
-                ref = e[2:18]
-                finding = (first + i, ref, effective[ref])
-                if t == EntryType.REISSUE_VIOLATION:
-                    self.violations.append(finding)
-                    continue
-                if ref not in self.closed:
-                    self.orphans.append(finding)
-                (self.released if t == EntryType.RELEASED else self.exceptions).append(finding)
+        self.chunks.append(b"".join(entries))
+        self.count += len(entries)
+
+    def table(self) -> pa.Table:
+        """Columns ``idx`` (u64), ``etype`` (u8) and ``ref`` (16 bytes), built without a per-entry loop."""
+        blob, n = b"".join(self.chunks), self.count
+        entries = pa.Array.from_buffers(pa.binary(ENTRY_SIZE), n, [None, pa.py_buffer(blob)])
+        return pa.table(
+            {
+                "idx": pa.Array.from_buffers(
+                    pa.uint64(), n, [None, pa.py_buffer(array("Q", range(n)))]
+                ),
+                "etype": pa.Array.from_buffers(
+                    pa.uint8(), n, [None, pa.py_buffer(blob[1::ENTRY_SIZE])]
+                ),
+                "ref": pc.binary_slice(entries, 2, 2 + TENURE_REF_SIZE),
+            }
+        )
+
+
+# Every release/exception/violation with the reminder_effective entries of its tenure_ref at lower
+# indices, and the first tenure_closed entry of that tenure_ref. One pass of hash joins.
+_AUDIT_SQL = f"""
+WITH closed AS (
+    SELECT ref, min(idx) AS first_closed FROM log WHERE etype = {int(EntryType.TENURE_CLOSED)} GROUP BY ref
+), eff AS (
+    SELECT ref, idx FROM log WHERE etype = {int(EntryType.REMINDER_EFFECTIVE)}
+), gated AS (
+    SELECT idx, etype, ref FROM log WHERE etype IN (
+        {int(EntryType.RELEASED)}, {int(EntryType.RELEASED_WITH_EXCEPTION)}, {int(EntryType.REISSUE_VIOLATION)})
+)
+SELECT g.idx, g.etype, g.ref, count(e.idx) AS effective,
+       coalesce(any_value(c.first_closed) < g.idx, false) AS closed_before
+FROM gated g
+LEFT JOIN eff e ON e.ref = g.ref AND e.idx < g.idx
+LEFT JOIN closed c ON c.ref = g.ref
+GROUP BY g.idx, g.etype, g.ref
+HAVING g.etype <> {int(EntryType.RELEASED)} OR count(e.idx) < $min_effective OR NOT closed_before
+ORDER BY g.idx
+"""
 
 
 def audit_log(
@@ -350,25 +380,47 @@ def audit_log(
 ) -> AuditReport:
     """From the public log alone: every ``released`` tenure had ``min_effective`` reminders.
 
-    Verifies the log first (as :func:`verify_log`), then, in log order, counts the
-    ``reminder_effective`` entries of each tenure_ref and checks each ``released`` entry
-    against the count so far. ``released_with_exception`` entries may have fewer and are
-    listed; ``reissue_violation`` entries are listed. The public log cannot show whether the
-    reminders fell on distinct days; that needs the openings.
+    Verifies the log first (as :func:`verify_log`), then counts, for each ``released`` entry,
+    the ``reminder_effective`` entries with the same tenure_ref at lower indices (set-based,
+    in DuckDB over Arrow columns of the verified entries). ``released_with_exception`` entries
+    may have fewer and are listed; ``reissue_violation`` entries are listed; a release whose
+    tenure_ref has no earlier ``tenure_closed`` entry is listed. The public log cannot show
+    whether the reminders fell on distinct days; that needs the openings.
     """
-    auditor = _Auditor()
-    report = _scan_log(ledger_dir, vkey, origin, auditor)
-
-    def findings(rows: list[tuple[int, bytes, int]]) -> tuple[AuditFinding, ...]:
-        return tuple(AuditFinding(i, ref.hex(), n) for i, ref, n in rows)
-
+    collector = _EntryCollector()
+    report = _scan_log(ledger_dir, vkey, origin, collector)
+    con = duckdb.connect()
+    try:
+        con.register("log", collector.table())
+        counts = con.execute(
+            "SELECT etype, count(*) FROM log GROUP BY etype ORDER BY etype"
+        ).fetchall()
+        rows = con.execute(_AUDIT_SQL, {"min_effective": min_effective}).fetchall()
+    finally:
+        con.close()
+    under: list[AuditFinding] = []
+    exceptions: list[AuditFinding] = []
+    violations: list[AuditFinding] = []
+    orphans: list[AuditFinding] = []
+    for idx, etype, ref, effective, closed_before in rows:
+        finding = AuditFinding(int(idx), bytes(ref).hex(), int(effective))
+        if etype == EntryType.REISSUE_VIOLATION:
+            violations.append(finding)
+            continue
+        if not closed_before:
+            orphans.append(finding)
+        if etype == EntryType.RELEASED_WITH_EXCEPTION:
+            exceptions.append(finding)
+        elif effective < min_effective:
+            under.append(finding)
+    by_type = {EntryType(int(t)).label: int(n) for t, n in counts}
     return AuditReport(
         checkpoint=report.checkpoint,
         min_effective=min_effective,
-        counts={EntryType(t).label: n for t, n in sorted(auditor.counts.items())},
-        released=len(auditor.released),
-        under_reminded=findings([r for r in auditor.released if r[2] < min_effective]),
-        exceptions=findings(auditor.exceptions),
-        violations=findings(auditor.violations),
-        released_without_closure=findings(auditor.orphans),
+        counts=by_type,
+        released=by_type.get(EntryType.RELEASED.label, 0),
+        under_reminded=tuple(under),
+        exceptions=tuple(exceptions),
+        violations=tuple(violations),
+        released_without_closure=tuple(orphans),
     )
