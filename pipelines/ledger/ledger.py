@@ -124,6 +124,13 @@ class Ledger:
             if not vkey_path.exists():
                 atomic_write_bytes(vkey_path, (verifier.vkey + "\n").encode())
             openings.truncate(log.size)
+            stored = openings.count()
+            if stored != log.size:
+                raise TerminalError(
+                    f"the openings store {openings.path} holds {stored} entries but the ledger "
+                    f"{ledger_dir} has {log.size}: they come from different backups. Restore both "
+                    "from the same point; appending now would log facts twice"
+                )
         except BaseException:
             lock.release()
             raise

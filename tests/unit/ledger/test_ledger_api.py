@@ -13,6 +13,7 @@ from pipelines.ledger import (
     CanonicalValue,
     EntryType,
     Ledger,
+    OpeningsStore,
     PreparedEntry,
     load_or_create_signer,
     open_checkpoint,
@@ -47,7 +48,9 @@ def test_entries_of_a_tenure_share_its_public_reference(env: LedgerEnv) -> None:
         assert ledger.entry(idx[4]).tenure_ref != closed.tenure_ref  # the second tenure
         # A later batch names the tenure by the key of its closing entry.
         value = CanonicalValue.build(msisdn="+8613800000000", reissued_on=dt.date(2025, 5, 1))
-        [later] = ledger.append([PreparedEntry("t0:reissued", EntryType.REISSUED, value, tenure_key="t0:closed")])
+        [later] = ledger.append(
+            [PreparedEntry("t0:reissued", EntryType.REISSUED, value, tenure_key="t0:closed")]
+        )
         assert ledger.entry(later).tenure_ref == closed.tenure_ref
         manifest = CanonicalValue.build(feed_date=dt.date(2025, 5, 1), manifest_sha256=bytes(32))
         [m] = ledger.append([PreparedEntry("feed:2025-05-01", EntryType.FEED_MANIFEST, manifest)])
@@ -73,11 +76,15 @@ def test_proofs_and_checkpoints_from_the_api(env: LedgerEnv) -> None:
         cp1 = ledger.publish_checkpoint()
         ledger.append(tenure_entries(50, prefix="u"))
         cp2 = ledger.publish_checkpoint()
-        checkpoint = open_checkpoint((env.ledger_dir / "checkpoint").read_bytes(), env.signer.vkey, ORIGIN)
+        checkpoint = open_checkpoint(
+            (env.ledger_dir / "checkpoint").read_bytes(), env.signer.vkey, ORIGIN
+        )
         assert checkpoint == cp2 == ledger.checkpoint
         for index in (0, 255, 256, cp1.size - 1, cp2.size - 1):
             proof = ledger.inclusion_proof(index)
-            verify_inclusion(leaf_hash(ledger.entry(index).to_bytes()), index, cp2.size, proof, cp2.root)
+            verify_inclusion(
+                leaf_hash(ledger.entry(index).to_bytes()), index, cp2.size, proof, cp2.root
+            )
         old = ledger.inclusion_proof(5, cp1.size)
         verify_inclusion(leaf_hash(ledger.entry(5).to_bytes()), 5, cp1.size, old, cp1.root)
         with pytest.raises(TerminalError, match="publish_checkpoint"):
@@ -104,3 +111,16 @@ def test_a_wiped_ledger_with_a_signer_that_remembers_is_refused(env: LedgerEnv) 
     shutil.rmtree(env.ledger_dir)
     with pytest.raises(LogIntegrityError, match="already signed size 8"):
         env.open()
+
+
+def test_an_openings_store_out_of_step_with_the_ledger_is_refused(
+    env: LedgerEnv, tmp_path: Path
+) -> None:
+    with env.open() as ledger:
+        ledger.append(tenure_entries(2))
+        ledger.publish_checkpoint()
+    with (
+        OpeningsStore.open(tmp_path / "empty-store", env.keys_dir) as empty,
+        pytest.raises(TerminalError, match="different backups"),
+    ):
+        Ledger.open(env.ledger_dir, env.signer, ORIGIN, empty)
