@@ -32,7 +32,7 @@ from pipelines.ledger.entries import (
     tenure_ref_for,
 )
 from pipelines.ledger.log import CHECKPOINT_FILE, VKEY_FILE, TiledLog, WriterLock
-from pipelines.ledger.merkle import EMPTY_ROOT
+from pipelines.ledger.merkle import EMPTY_ROOT, verify_consistency
 from pipelines.ledger.note import Checkpoint, Verifier, b64, open_checkpoint
 from pipelines.ledger.openings import NewOpening, Opening, OpeningsStore
 from pipelines.ledger.proof import TileReader, TlogProof, consistency_proof, inclusion_proof
@@ -227,6 +227,16 @@ class Ledger:
     def publish_checkpoint(self) -> Checkpoint:
         """Sign the current tree (with a consistency proof from the last signed one) and publish it."""
         checkpoint = Checkpoint(self.origin, self._log.size, self._log.root())
+        published = self._checkpoint
+        if published is not None and 0 < published.size < checkpoint.size:
+            # Also check against what is published here, in case the signer lost its state.
+            verify_consistency(
+                published.size,
+                checkpoint.size,
+                consistency_proof(self._tiles(), published.size, checkpoint.size),
+                published.root,
+                checkpoint.root,
+            )
         proof: list[bytes] = []
         last = self._signer.last_signed(self.origin)
         if last is not None:
