@@ -7,6 +7,8 @@ import hashlib
 import hmac
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.errors import FormatError, TerminalError
 from pipelines.ledger.entries import (
@@ -157,3 +159,36 @@ def test_prepared_entry_names_its_tenure() -> None:
         PreparedEntry("k", EntryType.TENURE_CLOSED, VALUE, tenure_ref=bytes(16))
     with pytest.raises(TerminalError):
         PreparedEntry("k", EntryType.RELEASED, VALUE, tenure_key="a", tenure_ref=bytes(16))
+
+
+_names = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
+    lambda n: (
+        n not in {"msisdn", "new_msisdn", "contact_phone", "channel", "receipt_digest", "seq"}
+        and not n.endswith(("_at", "_on", "_sha256"))
+        and not n.startswith("tenure_")
+        and n
+        not in {
+            "feed_date",
+            "logical_date",
+            "effective_reminders",
+            "min_effective_reminders",
+            "corrects_index",
+        }
+    )
+)
+_texts = st.text(
+    st.characters(min_codepoint=0x20, blacklist_characters="\x7f", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_names, _texts, max_size=6))
+def test_canonical_values_round_trip_and_reject_any_trailing_byte(fields: dict[str, str]) -> None:
+    value = CanonicalValue.build(fields)
+    data = value.to_bytes()
+    assert CanonicalValue.from_bytes(data) == value
+    assert value.as_dict() == fields
+    with pytest.raises(FormatError):
+        CanonicalValue.from_bytes(data + b"\x00")

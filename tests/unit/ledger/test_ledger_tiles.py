@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipelines.errors import FormatError
 from pipelines.ledger.tiles import (
@@ -89,3 +91,9 @@ def test_bundles_round_trip_and_reject_damage() -> None:
     for bad, count in [(data[:-1], 3), (data + b"\x00", 3), (data, 2), (data + b"\x00\x05ab", 4)]:
         with pytest.raises(FormatError):
             decode_bundle(bad, count)
+
+
+@given(st.integers(-1, 63), st.integers(0, 10**12), st.integers(1, 256))
+def test_tile_paths_round_trip(level: int, index: int, width: int) -> None:
+    tile = Tile(level, index, width)
+    assert Tile.parse(tile.path) == tile
