@@ -339,6 +339,7 @@ class _EntryCollector(_Visitor):
     def table(self) -> pa.Table:
         """Columns ``idx`` (u64), ``etype`` (u8) and ``ref`` (16 bytes), built without a per-entry loop."""
         blob, n = b"".join(self.chunks), self.count
+        self.chunks = []  # 50 bytes an entry: do not hold the log twice
         entries = pa.Array.from_buffers(pa.binary(ENTRY_SIZE), n, [None, pa.py_buffer(blob)])
         return pa.table(
             {
