@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 class GxOutcome:
     success: bool
     failed_rows: Mapping[int, str]  # line_no -> which expectation refused it
+    validated_rows: int
 
 
 @functools.cache
@@ -49,8 +50,11 @@ def run_gate(
     parameters: Mapping[str, Sequence[str]],
     result_path: Path,
     file_name: str,
+    note: Mapping[str, object],
 ) -> GxOutcome:
     """Validate ``frame`` (index = line_no) against the kind's suite; save the result JSON.
+
+    ``note`` (what was validated: rows, sampling) is saved with GX's own result.
 
     Raises DataContractError when a table-level expectation fails or one cannot run.
     """
@@ -78,7 +82,10 @@ def run_gate(
     )
     atomic_write_bytes(
         result_path,
-        json.dumps(result.to_json_dict(), indent=1, sort_keys=True, default=str).encode("utf-8") + b"\n",
+        json.dumps(
+            {**note, "validation_result": result.to_json_dict()},  # type: ignore[no-untyped-call]  # GX leaves it unannotated
+            indent=1, sort_keys=True, default=str,
+        ).encode("utf-8") + b"\n",
     )
     failed: dict[int, str] = {}
     for item in result.results:
@@ -100,4 +107,4 @@ def run_gate(
             failed.setdefault(int(line_no), _describe(config))
     if failed:
         log.warning("%s: GX refused %d row(s) the SQL rules accepted; see %s", file_name, len(failed), result_path)
-    return GxOutcome(success=bool(result.success), failed_rows=failed)
+    return GxOutcome(success=bool(result.success), failed_rows=failed, validated_rows=len(frame))

@@ -17,6 +17,7 @@ pass; a file that is neither is read line by line and its undecodable lines quar
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 from dataclasses import dataclass
@@ -39,11 +40,10 @@ QUOTED_VIEW = "_ingest_quoted"
 
 @dataclass(frozen=True)
 class FileFacts:
-    """What one streaming pass over the bytes learns: identity and how to decode them."""
+    """What one streaming pass over the bytes learns: identity and what reader can take it."""
 
     sha256: str
     size: int
-    utf8: bool  # the whole file decodes as strict UTF-8
     bom: bool
     has_nul: bool
     has_unit_sep: bool
@@ -51,10 +51,8 @@ class FileFacts:
 
 
 def sniff(path: Path) -> FileFacts:
-    """Hash the file and check its encoding in one streaming pass (OSError propagates)."""
+    """Hash the file and look for bytes that decide how to read it (OSError propagates)."""
     digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    utf8 = True
     size = 0
     has_nul = has_unit_sep = bom = False
     last = b""
@@ -66,21 +64,23 @@ def sniff(path: Path) -> FileFacts:
             digest.update(chunk)
             has_nul = has_nul or b"\x00" in chunk
             has_unit_sep = has_unit_sep or _UNIT_SEP in chunk
-            if utf8:
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError:
-                    utf8 = False
             last = chunk[-1:]
-    if utf8:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            utf8 = False
     return FileFacts(
-        sha256=digest.hexdigest(), size=size, utf8=utf8, bom=bom, has_nul=has_nul,
+        sha256=digest.hexdigest(), size=size, bom=bom, has_nul=has_nul,
         has_unit_sep=has_unit_sep, ends_with_newline=last in (b"\n", b"\r"),
     )
+
+
+def _is_utf8(path: Path) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -229,11 +229,12 @@ def stage_csv(
             "too); re-export as UTF-8 or GBK CSV"
         )
     lines: pa.Table | None = None
-    encoding = "utf-8-sig" if facts.bom else "utf-8"
+    utf8_name = "utf-8-sig" if facts.bom else "utf-8"
+    encoding = utf8_name
     if not facts.has_unit_sep:
-        if facts.utf8:
-            lines = _arrow_lines(path)
-        else:
+        # Arrow checks UTF-8 itself; only when it refuses the file is the encoding examined.
+        lines = _arrow_lines(path)
+        if lines is None and not _is_utf8(path):
             tmp = work_dir / f"{name}.utf8"
             try:
                 if _transcode_gbk(path, tmp):
@@ -243,8 +244,8 @@ def stage_csv(
                 tmp.unlink(missing_ok=True)
     if lines is None:
         lines, encoding = _python_lines(path, strip_bom=facts.bom)
-        if facts.utf8:
-            encoding = "utf-8-sig" if facts.bom else "utf-8"
+        if encoding == "utf-8":
+            encoding = utf8_name
     n = lines.num_rows
     if n == 0:
         raise DataContractError(f"{name}: no header line; deliver the export again")
@@ -258,35 +259,42 @@ def stage_csv(
         f"SELECT line_no, line FROM {LINES_VIEW} WHERE line_no > 1 AND err IS NULL AND contains(line, '\"') "
         "ORDER BY line_no"
     ).fetchall()
-    con.register(QUOTED_VIEW, _parse_quoted(quoted, delim))
+    fields, quote_err, join = "l.f", "NULL", ""  # the usual case: no quoted line, no join
+    if quoted:
+        con.register(QUOTED_VIEW, _parse_quoted(quoted, delim))
+        fields, quote_err = "coalesce(q.f, l.f)", "q.err"
+        join = f"LEFT JOIN {QUOTED_VIEW} q ON q.line_no = l.line_no"
 
     width = len(names)
     last_cut = "" if facts.ends_with_newline else (
         f" || CASE WHEN l.line_no = {n} THEN ' (truncated last line: the file does not end with a newline)' ELSE '' END"
     )
-    fields = "coalesce(q.f, l.f)"
     values = []
     for col in spec.columns:
         if col.name in names:
-            values.append(f"nullif(trim({fields}[{names.index(col.name) + 1}]), '') AS {raw_col(col.name)}")
+            field = f"{fields}[{names.index(col.name) + 1}]"
+            # trim() is costly on a million rows; only lines holding a space can need it.
+            values.append(
+                f"nullif(CASE WHEN l.spaced THEN trim({field}) ELSE {field} END, '') AS {raw_col(col.name)}"
+            )
         else:
             values.append(f"NULL::VARCHAR AS {raw_col(col.name)}")
     select = f"""
         SELECT l.line_no, l.line AS original_line,
             CASE
                 WHEN l.err IS NOT NULL THEN l.err
-                WHEN q.err IS NOT NULL THEN q.err
+                WHEN {quote_err} IS NOT NULL THEN {quote_err}
                 WHEN l.line = '' THEN 'empty line'
                 WHEN len({fields}) <> {width}
                     THEN 'expected {width} fields, found ' || len({fields}){last_cut}
             END AS malformed,
             {", ".join(values)}
         FROM (
-            SELECT line_no, line, err,
+            SELECT line_no, line, err, contains(line, ' ') AS spaced,
                 CASE WHEN contains(line, '"') THEN NULL ELSE string_split(line, {sql_str(delim)}) END AS f
             FROM {LINES_VIEW} WHERE line_no > 1
         ) l
-        LEFT JOIN {QUOTED_VIEW} q ON q.line_no = l.line_no
+        {join}
     """
     return Staged(select_sql=select, rows_in=n - 1, encoding=encoding, delimiter=delim)
 
@@ -323,7 +331,5 @@ def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, spec: DropSpec) ->
 def release(con: duckdb.DuckDBPyConnection) -> None:
     """Unregister the Arrow views a staging registered (safe to call when there are none)."""
     for view in (LINES_VIEW, QUOTED_VIEW):
-        try:
+        with contextlib.suppress(duckdb.Error):
             con.unregister(view)
-        except duckdb.Error:
-            pass

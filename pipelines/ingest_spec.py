@@ -215,11 +215,13 @@ def _rules(spec: DropSpec, regions: Sequence[str]) -> list[tuple[str, str, str]]
 CHECKED_TABLE = "_ingest_checked"
 
 
-def checks_sql(spec: DropSpec, staged: str, regions: Sequence[str]) -> str:
-    """CREATE the checked table: typed columns plus ``reason_key`` ('reason:column' or NULL).
+def checks_sql(spec: DropSpec, staged: str, regions: Sequence[str], default_region: str) -> str:
+    """CREATE the checked table, one row per data line of the file.
 
-    Parameter ``$day`` is the logical date. Needs the number tables of
-    :func:`pipelines.ingest_numbers.resolve_numbers`.
+    Columns: line_no; ``reason_key`` ('reason:column', NULL when accepted); ``detail`` and
+    ``original_line`` (quarantined rows only); ``t_<column>`` typed values; ``w_<warning>``
+    flags (see :func:`warnings_sql`). Parameter ``$day`` is the logical date. Needs the number
+    tables of :func:`pipelines.ingest_numbers.resolve_numbers`.
     """
     typed, joins = [], []
     for i, c in enumerate(spec.columns):
@@ -231,19 +233,32 @@ def checks_sql(spec: DropSpec, staged: str, regions: Sequence[str]) -> str:
     whens = " ".join(
         f"WHEN {cond} THEN {sql_str(reason + ':' + col)}" for reason, col, cond in _rules(spec, regions)
     )
+    typed_names = ", ".join(typed_col(c.name) for c in spec.columns)
+    flags = "".join(f', ({cond}) AS "w_{name}"' for name, cond in warnings_sql(spec))
     return f"""
         CREATE OR REPLACE TEMP TABLE {CHECKED_TABLE} AS
-        SELECT * EXCLUDE (first_line), CASE {whens} END AS reason_key, first_line
+        SELECT line_no, reason_key,
+               CASE WHEN reason_key IS NOT NULL THEN {_detail_sql(spec, default_region)} END AS detail,
+               CASE WHEN reason_key IS NOT NULL THEN original_line END AS original_line,
+               {typed_names}{flags}
         FROM (
-            SELECT r.line_no, r.original_line, r.malformed, {raws}, {", ".join(typed)},
-                   min(r.line_no) OVER (PARTITION BY r.original_line) AS first_line
-            FROM {staged} r {" ".join(joins)}
+            SELECT *, CASE {whens} END AS reason_key
+            FROM (
+                SELECT r.line_no, r.original_line, r.malformed, {raws}, {", ".join(typed)},
+                       coalesce(d.first_line, r.line_no) AS first_line
+                FROM {staged} r {" ".join(joins)}
+                -- a window over the line text would drag every column through a sort: group instead
+                LEFT JOIN (
+                    SELECT original_line, min(line_no) AS first_line FROM {staged}
+                    GROUP BY original_line HAVING count(*) > 1
+                ) d ON d.original_line = r.original_line
+            )
         )
     """
 
 
-def detail_sql(spec: DropSpec, default_region: str) -> str:
-    """SQL expression (over the checked table) saying why a quarantined row was refused.
+def _detail_sql(spec: DropSpec, default_region: str) -> str:
+    """SQL expression (over the rows being checked) saying why a quarantined row was refused.
 
     No phone number or contact appears in it: the original line is kept next to it anyway.
     """
@@ -297,7 +312,7 @@ def accepted_select(spec: DropSpec) -> str:
 
 
 def warnings_sql(spec: DropSpec) -> list[tuple[str, str]]:
-    """(warning name, condition over accepted rows): contacts dropped, languages defaulted.
+    """(warning name, condition over the typed row): contacts dropped, languages defaulted.
 
     The row is real even when its contact is not, so these are counted, not quarantined.
     """
