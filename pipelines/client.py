@@ -524,33 +524,51 @@ def _store(
 # --------------------------------------------------------------------------- local check
 
 
-def check_local(state_dir: Path, number: str, since: dt.date, default_region: str = "CN") -> LocalAnswer:
-    """Was ``number`` recycled since ``since``, by the pulled feed? (FCC RND ``yes``/``no``)
+class LocalFeed:
+    """The pulled feed, opened read-only, for many local checks (``with LocalFeed(dir) as feed``)."""
 
-    Yes when a row says the number was permanently disconnected on or after ``since``: an
-    account bound to it before ``disconnected_on`` belongs to a prior owner.
-    """
-    e164 = number if _E164.fullmatch(number) else normalise(number, default_region)
-    if e164 is None:
-        raise TerminalError(f"{mask(number)} is not a valid phone number; give it in E.164 (+86...)")
-    if not (state_dir / STATE_DB).exists():
-        raise TerminalError(f"{state_dir} holds no pulled feed; run `recycle pull` first")
-    con = _connect(state_dir, read_only=True)
-    try:
-        cols = ["seq", "msisdn", "event", "disconnected_on", "released_on", "reissued_on", "region",
-                "feed_date"]
-        row = con.execute(
-            f"SELECT {', '.join(cols)} FROM feed_rows WHERE msisdn = ? AND disconnected_on >= ? "
+    _COLS = ("seq", "msisdn", "event", "disconnected_on", "released_on", "reissued_on", "region",
+             "feed_date")
+
+    def __init__(self, state_dir: Path, default_region: str = "CN") -> None:
+        if not (state_dir / STATE_DB).exists():
+            raise TerminalError(f"{state_dir} holds no pulled feed; run `recycle pull` first")
+        self._con = _connect(state_dir, read_only=True)
+        self._region = default_region
+        first = self._con.execute("SELECT min(feed_date) FROM manifests").fetchone()
+        self.covered_from: dt.date | None = None if first is None else first[0]
+
+    def __enter__(self) -> LocalFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def check(self, number: str, since: dt.date) -> LocalAnswer:
+        """Was ``number`` recycled since ``since``? (FCC RND ``yes``/``no``)
+
+        Yes when a row says the number was permanently disconnected on or after ``since``: an
+        account bound to it before ``disconnected_on`` belongs to a prior owner.
+        """
+        e164 = number if _E164.fullmatch(number) else normalise(number, self._region)
+        if e164 is None:
+            raise TerminalError(f"{mask(number)} is not a valid phone number; give it in E.164 (+86...)")
+        row = self._con.execute(
+            f"SELECT {', '.join(self._COLS)} FROM feed_rows WHERE msisdn = ? AND disconnected_on >= ? "
             "ORDER BY disconnected_on, seq LIMIT 1",
             [e164, since],
         ).fetchone()
-        first = con.execute("SELECT min(feed_date) FROM feed_rows").fetchone()
-        if first is None or first[0] is None:
-            first = con.execute("SELECT min(feed_date) FROM manifests").fetchone()
-    finally:
-        con.close()
-    covered = None if first is None else first[0]
-    return LocalAnswer(row is not None, None if row is None else dict(zip(cols, row, strict=True)), covered)
+        found = None if row is None else dict(zip(self._COLS, row, strict=True))
+        return LocalAnswer(row is not None, found, self.covered_from)
+
+
+def check_local(state_dir: Path, number: str, since: dt.date, default_region: str = "CN") -> LocalAnswer:
+    """One local check (see :meth:`LocalFeed.check`)."""
+    with LocalFeed(state_dir, default_region) as feed:
+        return feed.check(number, since)
 
 
 def stored_root(state_dir: Path) -> Envelope[Root] | None:
@@ -585,6 +603,7 @@ __all__ = [
     "Fetcher",
     "HttpFetcher",
     "LocalAnswer",
+    "LocalFeed",
     "PullReport",
     "VerificationError",
     "check_local",
