@@ -66,6 +66,8 @@ def _main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Great Expectations logs every ephemeral context at INFO; it says nothing an operator needs.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 
 # --------------------------------------------------------------------------- steps
+# Each step opens the state file itself: in Airflow every step is its own process.
 
 
 def step_ingest(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
@@ -83,8 +85,99 @@ def step_ingest(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[st
     return {"ingest": _jsonable(report)}
 
 
+def step_receipts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.reminders import apply_receipts
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"receipts": _jsonable(apply_receipts(con, settings, day))}
+
+
+def step_advance(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.lifecycle import advance_time
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"advance": _jsonable(advance_time(con, settings, day))}
+
+
+def step_events(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.lifecycle import apply_events
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"events": _jsonable(apply_events(con, settings, day))}
+
+
+def step_schedule(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.reminders import schedule_reminders
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"schedule": _jsonable(schedule_reminders(con, settings, day))}
+
+
+def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """Outbox -> channels. With ``simulate_gateways``, loopback SMTP/SMS simulators take the
+    reminders through the real adapters and write the next night's ``receipts_*`` drop."""
+    from pipelines.channels import Channel, LetterBatchChannel, SmsHttpChannel, SmtpChannel
+    from pipelines.reminders import send_reminders
+
+    layout = Layout(settings.data_dir)
+    letters_dir = layout.outbox_dir / "letters"
+    with open_state(layout.state_db) as con:
+        channels: dict[str, Channel]
+        if not ctx.simulate_gateways:
+            channels = {
+                "email": SmtpChannel(settings.smtp),
+                "sms": SmsHttpChannel(settings.sms),
+                "letter": LetterBatchChannel(letters_dir, day),
+            }
+            return {"send": _jsonable(send_reminders(con, settings, day, channels))}
+        from pipelines.simulators import GatewaySimulator, write_receipts
+
+        with GatewaySimulator() as sim:
+            channels = {
+                "email": SmtpChannel(sim.smtp_settings()),
+                "sms": SmsHttpChannel(sim.sms_settings()),
+                "letter": LetterBatchChannel(letters_dir, day),
+            }
+            report = send_reminders(con, settings, day, channels)
+            accepted = sim.drain()
+        receipts = write_receipts(
+            accepted, letters_dir, day, layout.inbox(day + dt.timedelta(days=1)), ctx.gateway_seed
+        )
+        return {"send": _jsonable(report), "simulated_receipts": str(receipts) if receipts else None}
+
+
+def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.ledger.nightly import append_queued_events, open_ledger
+
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        return {"ledger": _jsonable(append_queued_events(con, ledger))}
+
+
+def step_feeds(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.feeds import publish_feed
+    from pipelines.ledger.nightly import open_ledger
+
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        return {"feeds": _jsonable(publish_feed(settings, day, con, ledger))}
+
+
+def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.snapshot import publish_snapshot
+
+    with open_state(Layout(settings.data_dir).state_db) as con:
+        return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
+
+
 STEPS: tuple[Step, ...] = (
     Step("ingest", step_ingest, doc="drop files -> accepted rows and quarantine"),
+    Step("receipts", step_receipts, doc="delivery receipts and acknowledgements -> reminders"),
+    Step("advance", step_advance, doc="suspensions become final; freeze ends; the release gate"),
+    Step("events", step_events, doc="subscriber snapshot, lifecycle events and reissues of the day"),
+    Step("schedule", step_schedule, doc="reminder schedule, fallbacks and the rendered outbox"),
+    Step("send", step_send, doc="outbox -> e-mail, SMS gateway and letter batch"),
+    Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
+    Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
+    Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
 )
 
 
@@ -104,10 +197,14 @@ def run_step(
 ) -> Mapping[str, Any]:
     """Run one named step for ``day`` and record its report under the run's folder."""
     step = get_step(name)
+    started = time.monotonic()
     report = step.fn(settings, day, ctx or RunContext())
+    elapsed = round(time.monotonic() - started, 3)
     out = Layout(settings.data_dir).run_dir(day) / "steps" / f"{name}.json"
-    atomic_write_bytes(out, json.dumps(_jsonable(report), indent=2, sort_keys=True).encode() + b"\n")
-    log.info("step %s for %s done", name, day)
+    # The run folder is a log for operators (it has timings); the state file never does.
+    body = {**_jsonable(report), "elapsed_s": elapsed}
+    atomic_write_bytes(out, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
+    log.info("step %s for %s done in %.2fs", name, day, elapsed)
     return report
 
 

@@ -1,0 +1,111 @@
+"""The nightly ledger step: append the run's queued facts to the signed log, one batch a night.
+
+Lifecycle and reminder steps queue ledger-worthy facts in the ``ledger_events`` table of the
+state file (type, number, tenure, fields); this step turns each into a
+:class:`PreparedEntry` (the canonical value holds the E.164 number, tenure start/end and the
+event's fields — the public log sees only the commitment) and appends them under their
+idempotency keys, so a rerun appends nothing twice. Every entry of a tenure names the
+``tenure_closed`` entry that opened its disconnection, which gives them one public tenure ref.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from pipelines.config import Settings
+from pipelines.errors import TerminalError
+from pipelines.layout import Layout
+from pipelines.ledger.entries import NO_TENURE, CanonicalValue, EntryType, PreparedEntry
+from pipelines.ledger.ledger import Ledger
+from pipelines.ledger.openings import OpeningsStore
+from pipelines.ledger.signer import load_or_create_signer
+
+
+@dataclass(frozen=True)
+class LedgerStepReport:
+    queued: int
+    appended: int
+    already_in_log: int
+    tree_size: int
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """The writer of ``<data>/ledger`` with the dev keys under ``<data>/keys`` (made on first use)."""
+    layout = Layout(settings.data_dir)
+    signer = load_or_create_signer(layout.keys_dir, settings.ledger.key_name)
+    openings = OpeningsStore.open(layout.root / "private" / "openings", layout.keys_dir)
+    return Ledger.open(layout.ledger_dir, signer, settings.ledger.origin, openings)
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def prepared_entries(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[PreparedEntry]]:
+    """The queued, not yet appended events in queue order, as prepared ledger entries."""
+    rows = con.execute(
+        """
+        SELECT seq, idempotency_key, type, msisdn, tenure_start, tenure_end, fields,
+               CASE WHEN type <> 'tenure_closed' THEN
+                   last_value(CASE WHEN type = 'tenure_closed' THEN idempotency_key END IGNORE NULLS)
+                   OVER (PARTITION BY tenure_id ORDER BY seq
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+               END AS tenure_key,
+               appended
+        FROM ledger_events
+        ORDER BY seq
+        """
+    ).fetchall()
+    seqs: list[int] = []
+    entries: list[PreparedEntry] = []
+    for seq, key, kind, msisdn, start, end, fields, tenure_key, appended in rows:
+        if appended:
+            continue
+        try:
+            entry_type = EntryType[str(kind).upper()]
+        except KeyError:
+            raise TerminalError(
+                f"ledger_events seq {seq}: unknown entry type {kind!r}; the lifecycle code and the "
+                "ledger's type table disagree — fix the code, the queue is kept"
+            ) from None
+        values = {k: _text(v) for k, v in json.loads(fields).items()}
+        values.update(msisdn=msisdn, tenure_start=start, tenure_end=end)
+        value = CanonicalValue.build(values)
+        if entry_type == EntryType.TENURE_CLOSED:
+            entries.append(PreparedEntry(key, entry_type, value))
+        elif tenure_key is not None:
+            entries.append(PreparedEntry(key, entry_type, value, tenure_key=tenure_key))
+        else:
+            # A fact about a number with no disconnection on record (a reissue of a number we
+            # never saw closed): it stands alone in the log.
+            entries.append(PreparedEntry(key, entry_type, value, tenure_ref=NO_TENURE))
+        seqs.append(seq)
+    return seqs, entries
+
+
+def append_queued_events(con: duckdb.DuckDBPyConnection, ledger: Ledger) -> LedgerStepReport:
+    """Append every queued event to ``ledger``, publish one checkpoint, mark them appended.
+
+    The state update happens after the checkpoint is durable: a crash in between leaves the
+    events unmarked, and the rerun finds their keys in the ledger and appends nothing twice.
+    """
+    seqs, entries = prepared_entries(con)
+    before = ledger.size
+    if entries:
+        ledger.append(entries)
+    ledger.publish_checkpoint()
+    appended = ledger.size - before
+    if seqs:
+        con.execute(
+            "UPDATE ledger_events SET appended = true WHERE NOT appended AND seq <= ?", [max(seqs)]
+        )
+    return LedgerStepReport(
+        queued=len(entries), appended=appended, already_in_log=len(entries) - appended,
+        tree_size=ledger.size,
+    )
