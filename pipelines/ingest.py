@@ -325,6 +325,7 @@ def _gx_gate(
             f"SELECT line_no, {accepted_cols} FROM {CHECKED_TABLE} "
             f"WHERE reason_key IS NULL AND line_no % {every} = 0 ORDER BY line_no"
         ).to_arrow_table().to_pandas(date_as_object=False).set_index("line_no")
+        frame.index.name = None  # GX then reports failing rows as bare index values
         note = {
             "file": name, "accepted_rows": accepted, "validated_rows": len(frame),
             "sample": f"line_no % {every} = 0" if every > 1 else "all accepted rows",
