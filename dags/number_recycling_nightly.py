@@ -70,4 +70,4 @@ def number_recycling_nightly() -> None:
         previous = current
 
 
-number_recycling_nightly()
+nightly_dag = number_recycling_nightly()

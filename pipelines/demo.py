@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_airflow(data / "airflow", repo / "dags")
     sys.path.insert(0, str(repo / "dags"))
     with _quiet(data / "airflow" / "dag-test.log"):
-        from number_recycling_nightly import number_recycling_nightly  # type: ignore[import-not-found]
+        from number_recycling_nightly import nightly_dag  # type: ignore[import-not-found]
 
-        dag = number_recycling_nightly
+        dag = nightly_dag
     failures = 0
     for i in range(args.days):
         day = start + dt.timedelta(days=i)
