@@ -148,6 +148,166 @@ def status(
     out.print(f"outcome: {report['outcome']}")
 
 
+def _e164(number: str, settings: Settings) -> str:
+    from pipelines.numbers import normalise
+
+    e164 = normalise(number, settings.default_region)
+    if e164 is None:
+        raise typer.BadParameter(f"not a valid phone number for region {settings.default_region}")
+    return e164
+
+
+@app.command()
+def show(
+    number: Annotated[str, typer.Argument(help="the number, national or E.164")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """A number's tenures, state history and reminders with their receipts (operators only)."""
+    from pipelines.layout import Layout
+    from pipelines.lifecycle import number_history
+    from pipelines.state import open_state
+
+    settings = _settings(config, data)
+    with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:
+        history = number_history(con, _e164(number, settings))
+    if as_json:
+        out.print_json(json.dumps(history, default=str, ensure_ascii=False))
+    else:
+        out.print(history)
+
+
+@app.command()
+def evidence(
+    number: Annotated[str, typer.Option("--number", help="the number, national or E.164")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the bundle")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Write the evidence bundle of a number: one C2SP tlog-proof per ledger entry + index.json."""
+    from pipelines.evidence import write_number_evidence
+    from pipelines.layout import Layout
+    from pipelines.ledger.nightly import open_ledger
+    from pipelines.state import open_state
+
+    settings = _settings(config, data)
+    e164 = _e164(number, settings)
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        try:
+            index_path, n = write_number_evidence(con, ledger, e164, out_dir)
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"wrote {n} proofs and {index_path}; check with: recycle verify {out_dir}")
+
+
+@app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="an evidence bundle folder, a .tlog-proof file, a ledger folder or a checkpoint")],
+    vkey: Annotated[str | None, typer.Option("--vkey", help="verifier key string or file (default: the bundle's or ledger's vkey)")] = None,
+    origin: Annotated[str | None, typer.Option("--origin", help="expected checkpoint origin")] = None,
+) -> None:
+    """Verify offline; exit 1 with the precise reason on any mismatch."""
+    from pipelines.errors import VerificationError
+    from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file
+
+    def key_for(folder: Path) -> str:
+        if vkey is not None:
+            return Path(vkey).read_text().strip() if Path(vkey).is_file() else vkey
+        found = folder / "vkey"
+        if not found.exists():
+            raise typer.BadParameter(f"no --vkey given and no vkey file in {folder}")
+        console.print(f"[yellow]using {found}; compare it with the carrier's published key[/yellow]")
+        return found.read_text().strip()
+
+    try:
+        if path.is_dir() and (path / "index.json").exists():
+            key = key_for(path)
+            items = json.loads((path / "index.json").read_text())
+            entries = items["entries"] if isinstance(items, dict) else items
+            checked = 0
+            for item in entries:
+                if item.get("file"):
+                    verify_proof_file((path / item["file"]).read_bytes(), key, origin)
+                    checked += 1
+            out.print(f"OK: {checked} proofs verified ({len(entries) - checked} erased)")
+        elif path.is_dir():
+            report = verify_log(path, key_for(path), origin)
+            out.print(
+                f"OK: ledger of {report.entries} entries, {report.tiles_checked} tiles and "
+                f"{report.bundles_checked} entry bundles recomputed; root matches the signed checkpoint"
+            )
+        elif path.suffix == ".tlog-proof":
+            verified = verify_proof_file(path.read_bytes(), key_for(path.parent), origin)
+            out.print(f"OK: entry {verified.index} ({verified.entry.entry_type.label}) is in the log")
+        else:
+            cp = open_checkpoint(path.read_bytes(), key_for(path.parent), origin)
+            out.print(f"OK: checkpoint {cp.origin} size {cp.size}")
+    except VerificationError as exc:
+        console.print(f"[red]FAILED:[/red] {exc.diagnostics()}")
+        raise typer.Exit(1) from None
+
+
+@app.command("audit-log")
+def audit_log_cmd(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    ledger_dir: Annotated[Path | None, typer.Option("--ledger", help="a ledger folder (default: <data>/ledger)")] = None,
+    min_effective: Annotated[int | None, typer.Option("--min", help="required effective reminders (default: policy)")] = None,
+) -> None:
+    """From the public log alone: no tenure released with fewer effective-reminder entries than required."""
+    from pipelines.layout import Layout
+    from pipelines.ledger import audit_log
+
+    settings = _settings(config, data)
+    folder = ledger_dir or Layout(settings.data_dir).ledger_dir
+    need = min_effective if min_effective is not None else settings.policy("default").min_effective_reminders
+    report = audit_log(folder, (folder / "vkey").read_text().strip(), need)
+    out.print(
+        f"checkpoint size {report.checkpoint.size}: {report.released} released, "
+        f"{len(report.under_reminded)} under-reminded, {len(report.exceptions)} exceptions, "
+        f"{len(report.violations)} reissue violations, {len(report.released_without_closure)} "
+        "released without a closure"
+    )
+    if not report.passed:
+        console.print("[red]AUDIT FAILED[/red]")
+        raise typer.Exit(1)
+    out.print("AUDIT PASSED")
+
+
+@app.command()
+def erase(
+    number: Annotated[str, typer.Option("--number", help="the number whose ledger entries to crypto-shred")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: this cannot be undone")] = False,
+) -> None:
+    """Crypto-shred a number's ledger openings (erasure request); the log stays verifiable."""
+    from pipelines.evidence import erase_number
+    from pipelines.layout import Layout
+    from pipelines.ledger.nightly import open_ledger
+    from pipelines.numbers import mask
+    from pipelines.state import open_state
+
+    settings = _settings(config, data)
+    e164 = _e164(number, settings)
+    if not yes:
+        raise typer.BadParameter("erasure cannot be undone; repeat with --yes")
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        n = erase_number(con, ledger, e164)
+    console.print(f"erased the openings of {n} entries about {mask(e164)}")
+
+
+def _register_plugins() -> None:
+    from pipelines import cli_platform
+
+    cli_platform.register(app)
+
+
+_register_plugins()
+
+
 def main() -> None:
     try:
         app()
