@@ -513,7 +513,7 @@ def create_app(
 
     @app.get("/ledger/{rel:path}", operation_id="getLedgerFile")
     def ledger_file(rel: str, request: Request) -> Response:
-        if rel == "checkpoint":
+        if rel in ("checkpoint", "vkey"):  # vkey: the checkpoint signer's public verifier key
             cache = SHORT
         else:
             try:
@@ -719,7 +719,7 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/ledger/{rel}", "get"): {
         "tags": ["Ledger"],
-        "summary": "The public transparency log: checkpoint, tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>].",
+        "summary": "The public transparency log: checkpoint, vkey, tile/<L>/<N>[.p/<W>], tile/entries/<N>[.p/<W>].",
         "description": "No token. Full tiles are immutable; checkpoint and partial tiles are short-lived.",
         "operationId": "getLedgerFile",
         "parameters": [{"name": "rel", "in": "path", "required": True, "schema": {"type": "string"}},
