@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +37,13 @@ from pipelines.errors import (
     TransientError,
 )
 from pipelines.layout import atomic_write_bytes
-from pipelines.ledger.merkle import EMPTY_ROOT, HASH_SIZE, fold_subtrees, perfect_root
+from pipelines.ledger.merkle import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    fold_subtrees,
+    leaf_hashes,
+    perfect_root,
+)
 from pipelines.ledger.tiles import (
     ENTRIES,
     MAX_ENTRY_SIZE,
@@ -245,8 +250,7 @@ class TiledLog:
         if size % TILE_WIDTH:
             tile = Tile(ENTRIES, size >> TILE_HEIGHT, size % TILE_WIDTH)
             bundle = decode_bundle(_read_required(ledger_dir, tile, size), tile.width, tile.path)
-            sha = hashlib.sha256
-            if [sha(b"\x00" + e).digest() for e in bundle] != levels[0]:
+            if leaf_hashes(bundle) != levels[0]:
                 raise LogIntegrityError(
                     f"{tile.path} does not hash to tile/0 of the same size; the ledger is damaged. "
                     "Run verify_log to locate the damage and restore from a mirror"
@@ -293,8 +297,7 @@ class TiledLog:
             raise TerminalError(f"a ledger entry is longer than {MAX_ENTRY_SIZE} bytes")
         if not (self.dir / PENDING_FILE).exists():
             atomic_write_bytes(self.dir / PENDING_FILE, b"")
-        sha = hashlib.sha256
-        leaves = [sha(b"\x00" + e).digest() for e in entries]
+        leaves = leaf_hashes(entries)
         levels = [list(h) for h in self._levels] or [[]]
         bundle = list(self._bundle)
         batch = _TileBatch(self.dir, self._pool)

@@ -18,6 +18,22 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 _sha256 = hashlib.sha256
+# Copying a hasher that already absorbed the domain byte is about a third cheaper per hash
+# than hashing a freshly concatenated buffer, which matters at millions of leaves a night.
+_LEAF = hashlib.sha256(b"\x00")
+_NODE = hashlib.sha256(b"\x01")
+
+
+def leaf_hashes(entries: Sequence[bytes]) -> list[bytes]:
+    """RFC 6962 leaf hashes of many entries (a tight loop; same result as :func:`leaf_hash`)."""
+    copy = _LEAF.copy
+    out: list[bytes] = []
+    append = out.append
+    for entry in entries:
+        h = copy()
+        h.update(entry)
+        append(h.digest())
+    return out
 
 
 def leaf_hash(entry: bytes) -> bytes:
@@ -35,12 +51,16 @@ def perfect_root(hashes: Sequence[bytes]) -> bytes:
     level = list(hashes)
     if not level or len(level) & (len(level) - 1):
         raise TerminalError(f"perfect_root needs a power-of-two count of hashes, got {len(level)}")
-    sha = _sha256
+    copy = _NODE.copy
     while len(level) > 1:
         pairs = iter(level)
-        level = [
-            sha(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=True)
-        ]
+        parents: list[bytes] = []
+        for left, right in zip(pairs, pairs, strict=True):
+            h = copy()
+            h.update(left)
+            h.update(right)
+            parents.append(h.digest())
+        level = parents
     return level[0]
 
 

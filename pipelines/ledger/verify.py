@@ -7,7 +7,6 @@ directory (or a mirror of it), the verifier key, and for evidence the proof file
 
 from __future__ import annotations
 
-import hashlib
 import os
 from array import array
 from dataclasses import dataclass, field
@@ -31,7 +30,13 @@ from pipelines.ledger.entries import (
     tenure_ref_for,
 )
 from pipelines.ledger.log import CHECKPOINT_FILE, frontier_root, is_beyond, split_hashes
-from pipelines.ledger.merkle import EMPTY_ROOT, leaf_hash, perfect_root, verify_inclusion
+from pipelines.ledger.merkle import (
+    EMPTY_ROOT,
+    leaf_hash,
+    leaf_hashes,
+    perfect_root,
+    verify_inclusion,
+)
 from pipelines.ledger.note import Checkpoint, Verifier, open_checkpoint
 from pipelines.ledger.proof import TlogProof
 from pipelines.ledger.tiles import (
@@ -245,7 +250,6 @@ def _scan_log(
     size = checkpoint.size
     files = _scan_files(ledger_dir, size)
     checker = _Checker(ledger_dir, size, files)
-    sha = hashlib.sha256
     completed = [0] * 65  # full tiles completed per level, to name the next one
     n_bundles = (size + TILE_WIDTH - 1) >> TILE_HEIGHT
     for b in range(n_bundles):
@@ -253,7 +257,7 @@ def _scan_log(
         entries = checker.check_bundle(b, width)
         if visit is not None:
             visit.entries(b << TILE_HEIGHT, entries)
-        hashes = [sha(b"\x00" + e).digest() for e in entries]
+        hashes = leaf_hashes(entries)
         checker.check_tile(0, b, hashes)
         if width < TILE_WIDTH:
             checker.levels[0] = hashes
