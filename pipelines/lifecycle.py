@@ -141,7 +141,9 @@ register_ddl(
         scheduled_logical DATE NOT NULL,
         origin_id VARCHAR,                          -- the failed reminder a fallback replaces
         fallback_handled BOOLEAN NOT NULL,
-        fallback_due DATE                           -- failed: first day a fallback may be scheduled
+        fallback_due DATE,                          -- failed: first day a fallback may be scheduled
+        release_on DATE NOT NULL,                   -- the release date the text announces
+        cause VARCHAR NOT NULL                      -- cancel | suspend: which text
     )
     """,
     """
@@ -436,9 +438,26 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
         run_sql(con, "CREATE OR REPLACE TEMP TABLE _hist AS SELECT * FROM state_history LIMIT 0")
         run_sql(con, "CREATE OR REPLACE TEMP TABLE _ends (tenure_id VARCHAR)")
         run_sql(con, "CREATE OR REPLACE TEMP TABLE _retime (tenure_id VARCHAR, freeze_ends DATE)")
+        # The rounds work on the day's numbers and their tenures only, written back once:
+        # joins and UPDATEs against ten million rows per round would dominate the night.
+        run_sql(con, "CREATE OR REPLACE TEMP TABLE _evm AS SELECT DISTINCT msisdn FROM _ev")
+        run_sql(con,
+            """
+            CREATE OR REPLACE TEMP TABLE _ns AS
+            SELECT *, false AS dirty FROM number_state SEMI JOIN _evm USING (msisdn)
+            """
+        )
+        run_sql(con,
+            """
+            CREATE OR REPLACE TEMP TABLE _tn AS
+            SELECT *, false AS dirty FROM tenures SEMI JOIN _evm USING (msisdn)
+            """
+        )
         for k in range(1, rounds + 1):
             _round(con, day, k, freeze, suspend)
-        run_sql(con, "INSERT INTO state_history SELECT * FROM _hist ORDER BY msisdn, on_date, line_no")
+        _write_back(con, "number_state", "_ns", "msisdn")
+        _write_back(con, "tenures", "_tn", "tenure_id")
+        run_sql(con, "INSERT INTO state_history SELECT * FROM _hist")
         applied_events = _count(con, "_hist")
         reissue_row = run_sql(
             con,
@@ -466,7 +485,8 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
         violations=int(reissue_row[1]) if reissue_row else 0,
         rounds=rounds,
     )
-    _drop(con, ["_ev", "_r", "_ok", "_hist", "_ends", "_retime", "_q", "_led", "_snap"])
+    _drop(con, ["_ev", "_evm", "_ns", "_tn", "_r", "_ok", "_hist", "_ends", "_retime", "_q", "_led",
+                "_snap"])
     return report
 
 
@@ -615,8 +635,8 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> None:
                t.tenure_start AS cur_start, t.tenure_end AS cur_end,
                {_REASON} AS reason
         FROM _ev e
-        LEFT JOIN number_state s ON s.msisdn = e.msisdn
-        LEFT JOIN tenures t ON t.tenure_id = s.tenure_id
+        LEFT JOIN _ns s ON s.msisdn = e.msisdn
+        LEFT JOIN _tn t ON t.tenure_id = s.tenure_id
         WHERE e.k = $k
         """,
         {"k": k},
@@ -667,53 +687,53 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> None:
     # Tenures opened by this round (a first-seen cancel closes its tenure at once).
     run_sql(con,
         """
-        INSERT INTO tenures
+        INSERT INTO _tn
         SELECT o.new_tenure, o.msisdn, o.new_start,
                CASE WHEN o.event = 'cancel' THEN o.effective_date END,
                CASE WHEN o.event = 'cancel' THEN 'cancel' END,
-               o.subscriber_ref, o.region, o.contact_email, o.contact_phone, o.language, o.event, $d
-        FROM _ok o ANTI JOIN (
-            SELECT tenure_id FROM tenures WHERE msisdn IN (SELECT msisdn FROM _ok WHERE opens)
-        ) t ON t.tenure_id = o.new_tenure
-        WHERE o.opens ORDER BY o.msisdn
+               o.subscriber_ref, o.region, o.contact_email, o.contact_phone, o.language, o.event, $d,
+               true
+        FROM _ok o ANTI JOIN _tn t ON t.tenure_id = o.new_tenure
+        WHERE o.opens
         """,
         p,
     )
     # The tenure on record: closed, reopened, or its contacts refreshed from the event row.
     run_sql(con,
         """
-        UPDATE tenures SET
+        UPDATE _tn SET
             tenure_end = CASE o.event WHEN 'cancel' THEN o.disconnected_on
                                       WHEN 'port_out' THEN o.effective_date
                                       WHEN 'reissue' THEN o.effective_date
-                                      WHEN 'restore' THEN NULL ELSE tenures.tenure_end END,
+                                      WHEN 'restore' THEN NULL ELSE _tn.tenure_end END,
             end_reason = CASE o.event WHEN 'cancel' THEN 'cancel' WHEN 'port_out' THEN 'port_out'
                                       WHEN 'reissue' THEN 'reissue' WHEN 'restore' THEN NULL
-                                      ELSE tenures.end_reason END,
-            contact_email = coalesce(o.contact_email, tenures.contact_email),
-            contact_phone = coalesce(o.contact_phone, tenures.contact_phone),
-            language = coalesce(o.language, tenures.language)
+                                      ELSE _tn.end_reason END,
+            contact_email = coalesce(o.contact_email, _tn.contact_email),
+            contact_phone = coalesce(o.contact_phone, _tn.contact_phone),
+            language = coalesce(o.language, _tn.language),
+            dirty = true
         FROM _ok o
-        WHERE tenures.tenure_id = o.cur_tenure AND o.cur_state IS NOT NULL
+        WHERE _tn.tenure_id = o.cur_tenure AND o.cur_state IS NOT NULL
           AND (NOT o.opens OR o.closes_prior)
         """
     )
     run_sql(con,
         """
-        UPDATE number_state SET state = o.new_state, tenure_id = o.new_tenure, since = o.effective_date,
+        UPDATE _ns SET state = o.new_state, tenure_id = o.new_tenure, since = o.effective_date,
             disconnected_on = o.disconnected_on, cause = o.cause, suspended_on = o.suspended_on,
             frozen_on = o.frozen_on, freeze_ends = o.freeze_ends, hold_started = NULL,
-            released_on = NULL, region = o.new_region, changed_logical = $d
-        FROM _ok o WHERE number_state.msisdn = o.msisdn AND o.cur_state IS NOT NULL
+            released_on = NULL, region = o.new_region, changed_logical = $d, dirty = true
+        FROM _ok o WHERE _ns.msisdn = o.msisdn AND o.cur_state IS NOT NULL
         """,
         p,
     )
     run_sql(con,
         """
-        INSERT INTO number_state
+        INSERT INTO _ns
         SELECT msisdn, new_state, new_tenure, effective_date, disconnected_on, cause, suspended_on,
-               frozen_on, freeze_ends, NULL, NULL, new_region, $d
-        FROM _ok WHERE cur_state IS NULL ORDER BY msisdn
+               frozen_on, freeze_ends, NULL, NULL, new_region, $d, true
+        FROM _ok WHERE cur_state IS NULL
         """,
         p,
     )
@@ -731,7 +751,7 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> None:
         SELECT msisdn, cur_tenure, new_tenure, effective_date, coalesce(cur_end, CASE WHEN closes_prior
                THEN effective_date END), CASE WHEN cur_state = 'available' THEN cur_released_on END,
                violation, $d, region, file_sha256, line_no
-        FROM _ok WHERE event = 'reissue' ORDER BY msisdn
+        FROM _ok WHERE event = 'reissue'
         """,
         p,
     )
@@ -780,6 +800,16 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> None:
     )
 
 
+def _write_back(con: Con, table: str, work: str, key: str) -> None:
+    """Replace the changed rows of ``table`` by those of the working copy ``work``.
+
+    DELETE + INSERT rather than UPDATE: on a ten-million-row table it is about three times
+    faster for a million changed rows (DuckDB rewrites updated string columns row by row).
+    """
+    run_sql(con, f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {work} WHERE dirty)")
+    run_sql(con, f"INSERT INTO {table} SELECT * EXCLUDE (dirty) FROM {work} WHERE dirty")
+
+
 def _flush_quarantine(con: Con, day: dt.date) -> None:
     if not _count(con, "_q"):
         return
@@ -806,10 +836,13 @@ def _retime_reminders(con: Con, day: dt.date) -> None:
     )
     run_sql(con,
         """
-        UPDATE reminders SET due_on = greatest(t.freeze_ends + CAST(substr(reminders.slot, 8) AS INTEGER), $d)
+        UPDATE reminders SET
+            due_on = CASE WHEN reminders.slot LIKE 'offset:-%'
+                          THEN greatest(t.freeze_ends + CAST(substr(reminders.slot, 8) AS INTEGER), $d)
+                          ELSE reminders.due_on END,
+            release_on = t.freeze_ends, cause = 'cancel'
         FROM _retime t
         WHERE reminders.tenure_id = t.tenure_id AND reminders.status = 'scheduled'
-          AND reminders.slot LIKE 'offset:-%'
         """,
         {"d": day},
     )
@@ -822,8 +855,8 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
     """Move numbers whose time has come: 双停 suspensions become disconnections, freezes end
     at the release gate, held numbers are re-checked, and max_hold_days forces an exception.
 
-    Only numbers last changed before ``day`` (or frozen by this very step) are considered, so a
-    rerun after the day's later steps changes nothing.
+    Only numbers last changed before ``day`` are considered (those frozen by this very step
+    included), so a rerun after the day's later steps changes nothing.
     """
     p = {"d": day}
     suspend = policy_sql(settings, "suspend_days", "s.region")
@@ -840,26 +873,44 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
         p,
     )
     expired = _count(con, "_exp")
-    if expired:
-        _expire_suspensions(con, day)
-
-    min_eff = policy_sql(settings, "min_effective_reminders", "s.region")
-    max_hold = policy_sql(settings, "max_hold_days", "s.region")
+    if expired:  # queued first: a tenure closes before the gate can release its number
+        queue_ledger(
+            con,
+            day,
+            """
+            SELECT concat('tenure_closed:', e.tenure_id, ':', e.suspended_on), e.frozen_on,
+                   'tenure_closed', e.msisdn, e.tenure_id, t.tenure_start, e.suspended_on,
+                   json_object('end_reason', 'suspend', 'cause', 'suspend', 'disconnected_on',
+                               e.suspended_on, 'freeze_ends', e.freeze_ends, 'region', e.region)
+            FROM _exp e JOIN (SELECT tenure_id, tenure_start FROM tenures SEMI JOIN _exp USING (tenure_id)) t
+                 ON t.tenure_id = e.tenure_id
+            """,
+        )
+    min_eff = policy_sql(settings, "min_effective_reminders", "d.region")
+    max_hold = policy_sql(settings, "max_hold_days", "d.region")
     run_sql(con,
         f"""
         CREATE OR REPLACE TEMP TABLE _due AS
-        SELECT s.msisdn, s.tenure_id, s.state AS from_state, s.disconnected_on, s.freeze_ends,
-               s.hold_started, s.region, {min_eff} AS min_eff, {max_hold} AS max_hold
-        FROM number_state s
-        WHERE (s.state = 'frozen' AND s.freeze_ends <= $d
-               AND (s.changed_logical < $d OR s.msisdn IN (SELECT msisdn FROM _exp)))
-           OR (s.state = 'held' AND s.changed_logical < $d)
+        SELECT d.*, {min_eff} AS min_eff, {max_hold} AS max_hold FROM (
+            SELECT msisdn, tenure_id, state AS from_state, disconnected_on, freeze_ends,
+                   hold_started, region
+            FROM number_state
+            WHERE changed_logical < $d
+              AND ((state = 'frozen' AND freeze_ends <= $d) OR state = 'held')
+            UNION ALL
+            SELECT msisdn, tenure_id, 'frozen', suspended_on, freeze_ends, NULL, region
+            FROM _exp WHERE freeze_ends <= $d
+        ) d
         """,
         p,
     )
     counts: dict[str, int] = {}
     if _count(con, "_due"):
         counts = _release_gate(con, day)
+    else:
+        run_sql(con, "CREATE OR REPLACE TEMP TABLE _gate AS SELECT *, NULL AS outcome FROM _due")
+    if expired or sum(counts.values()):
+        _apply_advance(con, day)
     report = AdvanceReport(
         day=day,
         suspensions_expired=expired,
@@ -868,12 +919,12 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
         released_with_exception=int(counts.get("released_with_exception", 0)),
         still_held=_count(con, "number_state", "state = 'held'"),
     )
-    _drop(con, ["_exp", "_due", "_gate"])
+    _drop(con, ["_exp", "_due", "_gate", "_adv"])
     return report
 
 
 def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
-    """Numbers in ``_due`` meet the gate: released, held, or released with an exception."""
+    """Decide every number in ``_due``: released, held, or released with an exception."""
     p = {"d": day}
     run_sql(con,
         """
@@ -883,6 +934,8 @@ def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
             FROM reminders r SEMI JOIN _due d ON d.tenure_id = r.tenure_id
             WHERE r.status IN ('delivered', 'acknowledged') AND r.effective_on <= $d
             GROUP BY ALL
+        ), t AS (
+            SELECT tenure_id, tenure_start, tenure_end FROM tenures SEMI JOIN _due USING (tenure_id)
         )
         SELECT d.*, t.tenure_start, coalesce(t.tenure_end, d.disconnected_on) AS tenure_end,
                CAST(coalesce(eff.n, 0) AS INTEGER) AS effective,
@@ -890,7 +943,7 @@ def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
                     WHEN coalesce(d.hold_started, $d) + d.max_hold <= $d THEN 'released_with_exception'
                     ELSE 'held' END AS outcome
         FROM _due d
-        JOIN tenures t ON t.tenure_id = d.tenure_id
+        JOIN t ON t.tenure_id = d.tenure_id
         LEFT JOIN eff ON eff.tenure_id = d.tenure_id AND eff.disconnected_on = d.disconnected_on
         """,
         p,
@@ -898,30 +951,9 @@ def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
     run_sql(con, "DELETE FROM _gate WHERE from_state = 'held' AND outcome = 'held'")
     run_sql(con,
         """
-        UPDATE number_state SET
-            state = CASE g.outcome WHEN 'held' THEN 'held' ELSE 'available' END,
-            since = $d,
-            hold_started = CASE g.outcome WHEN 'held' THEN $d ELSE number_state.hold_started END,
-            released_on = CASE WHEN g.outcome <> 'held' THEN $d END,
-            changed_logical = $d
-        FROM _gate g WHERE number_state.msisdn = g.msisdn
-        """,
-        p,
-    )
-    run_sql(con,
-        """
-        INSERT INTO state_history
-        SELECT msisdn, tenure_id, from_state, CASE outcome WHEN 'held' THEN 'held' ELSE 'available' END,
-               $d, $d, outcome, NULL, NULL
-        FROM _gate ORDER BY msisdn
-        """,
-        p,
-    )
-    run_sql(con,
-        """
         INSERT INTO releases
         SELECT msisdn, tenure_id, tenure_end, $d, effective, outcome = 'released_with_exception', $d, region
-        FROM _gate WHERE outcome <> 'held' ORDER BY msisdn
+        FROM _gate WHERE outcome <> 'held'
         """,
         p,
     )
@@ -939,22 +971,39 @@ def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
         """,
     )
     cancel_unsent_reminders(con, "SELECT tenure_id FROM _gate WHERE outcome <> 'held'")
-
     rows = run_sql(con, "SELECT outcome, count(*) FROM _gate GROUP BY outcome").fetchall()
     return {str(k): int(v) for k, v in rows}
 
 
-def _expire_suspensions(con: Con, day: dt.date) -> None:
-    """A 双停 suspension that ran its course is the permanent disconnection of the tenure."""
+def _apply_advance(con: Con, day: dt.date) -> None:
+    """Write the expiries (``_exp``) and gate outcomes (``_gate``) to the state in one pass."""
     p = {"d": day}
     run_sql(con,
         """
-        UPDATE number_state SET state = 'frozen', since = e.frozen_on, frozen_on = e.frozen_on,
-            freeze_ends = e.freeze_ends, changed_logical = $d
-        FROM _exp e WHERE number_state.msisdn = e.msisdn
+        CREATE OR REPLACE TEMP TABLE _adv AS
+        SELECT msisdn, g.outcome, e.frozen_on AS exp_frozen_on, e.freeze_ends AS exp_freeze_ends,
+               CASE WHEN g.outcome = 'held' THEN 'held' WHEN g.outcome IS NOT NULL THEN 'available'
+                    ELSE 'frozen' END AS state,
+               CASE WHEN g.outcome IS NOT NULL THEN $d ELSE e.frozen_on END AS since
+        FROM _exp e FULL OUTER JOIN _gate g USING (msisdn)
         """,
         p,
     )
+    run_sql(con,
+        """
+        UPDATE number_state SET
+            state = a.state, since = a.since,
+            frozen_on = coalesce(a.exp_frozen_on, number_state.frozen_on),
+            freeze_ends = coalesce(a.exp_freeze_ends, number_state.freeze_ends),
+            hold_started = CASE WHEN a.outcome = 'held' THEN $d ELSE number_state.hold_started END,
+            released_on = CASE WHEN a.outcome IN ('released', 'released_with_exception') THEN $d
+                               ELSE number_state.released_on END,
+            changed_logical = $d
+        FROM _adv a WHERE number_state.msisdn = a.msisdn
+        """,
+        p,
+    )
+    # A 双停 suspension that ran its course is the permanent disconnection of the tenure.
     run_sql(con,
         """
         UPDATE tenures SET tenure_end = e.suspended_on, end_reason = 'suspend'
@@ -965,20 +1014,13 @@ def _expire_suspensions(con: Con, day: dt.date) -> None:
         """
         INSERT INTO state_history
         SELECT msisdn, tenure_id, 'suspended', 'frozen', frozen_on, $d, 'suspension_expired', NULL, NULL
-        FROM _exp ORDER BY msisdn
+        FROM _exp
+        UNION ALL
+        SELECT msisdn, tenure_id, from_state, CASE outcome WHEN 'held' THEN 'held' ELSE 'available' END,
+               $d, $d, outcome, NULL, NULL
+        FROM _gate
         """,
         p,
-    )
-    queue_ledger(
-        con,
-        day,
-        """
-        SELECT concat('tenure_closed:', e.tenure_id, ':', e.suspended_on), e.frozen_on,
-               'tenure_closed', e.msisdn, e.tenure_id, t.tenure_start, e.suspended_on,
-               json_object('end_reason', 'suspend', 'cause', 'suspend', 'disconnected_on',
-                           e.suspended_on, 'freeze_ends', e.freeze_ends, 'region', e.region)
-        FROM _exp e JOIN tenures t ON t.tenure_id = e.tenure_id
-        """,
     )
 
 

@@ -240,13 +240,10 @@ def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
         INSERT INTO reminders
         SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
                x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
-               NULL, $d, x.origin_id, false, NULL
+               NULL, $d, x.origin_id, false, NULL, x.release_on, x.cause
         FROM {source} x
-        WHERE x.reminder_id NOT IN (
-            SELECT reminder_id FROM reminders
-            WHERE tenure_id IN (SELECT tenure_id FROM {source}))
-        QUALIFY row_number() OVER (PARTITION BY x.reminder_id ORDER BY x.reminder_id) = 1
-        ORDER BY x.reminder_id
+        ANTI JOIN (SELECT reminder_id FROM reminders SEMI JOIN {source} USING (tenure_id)) r
+            USING (reminder_id)
         """,
         {"d": day},
     ).fetchone()
@@ -273,9 +270,10 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         f"""
         CREATE OR REPLACE TEMP TABLE _new AS
         WITH cand AS (
-            SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.freeze_ends, t.contact_phone,
-                   t.contact_email, t.subscriber_ref, coalesce(t.language, 'zh-CN') AS language,
-                   {best} AS channel, unnest({offsets}) AS off
+            SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause,
+                   t.contact_phone, t.contact_email, t.subscriber_ref,
+                   coalesce(t.language, 'zh-CN') AS language, {best} AS channel,
+                   unnest({offsets}) AS off
             FROM number_state s JOIN tenures t ON t.tenure_id = s.tenure_id
             WHERE s.state IN ('suspended', 'frozen') AND s.changed_logical = $d
               AND s.disconnected_on IS NOT NULL
@@ -298,7 +296,7 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
                x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
                x.reminder_no = x.n AS final, x.channel, {_ADDRESS} AS address, x.language,
-               x.due_on, CAST(NULL AS VARCHAR) AS origin_id
+               x.due_on, CAST(NULL AS VARCHAR) AS origin_id, x.freeze_ends AS release_on, x.cause
         FROM x
         """,
         p,
@@ -310,8 +308,9 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         f"""
         CREATE OR REPLACE TEMP TABLE _hold AS
         WITH h AS (
-            SELECT s.msisdn, s.tenure_id, s.disconnected_on, t.contact_phone, t.contact_email,
-                   t.subscriber_ref, coalesce(t.language, 'zh-CN') AS language, {best} AS best
+            SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.cause, t.contact_phone,
+                   t.contact_email, t.subscriber_ref, coalesce(t.language, 'zh-CN') AS language,
+                   {best} AS best
             FROM number_state s JOIN tenures t ON t.tenure_id = s.tenure_id
             WHERE s.state = 'held' AND s.hold_started = $d
         ), has AS (
@@ -339,7 +338,7 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, 'hold', x.channel) AS reminder_id,
                x.tenure_id, x.msisdn, x.disconnected_on, 'hold' AS slot, x.reminder_no,
                false AS final, x.channel, {_ADDRESS} AS address, x.language, $d AS due_on,
-               CAST(NULL AS VARCHAR) AS origin_id
+               CAST(NULL AS VARCHAR) AS origin_id, $d + 1 AS release_on, x.cause
         FROM x
         """,
         p,
@@ -358,7 +357,10 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         f"""
         CREATE OR REPLACE TEMP TABLE _fb AS
         WITH f AS (
-            SELECT f.*, t.contact_phone, t.contact_email, t.subscriber_ref, {after} AS next_channel
+            SELECT f.* EXCLUDE (release_on, cause), t.contact_phone, t.contact_email,
+                   t.subscriber_ref, {after} AS next_channel,
+                   CASE WHEN s.state = 'held' THEN $d + 1 ELSE s.freeze_ends END AS release_on,
+                   s.cause
             FROM _failed f
             JOIN number_state s ON s.msisdn = f.msisdn AND s.tenure_id = f.tenure_id
                  AND s.disconnected_on = f.disconnected_on AND s.state IN {_REMINDING}
@@ -376,7 +378,8 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         )
         SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
                x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no, x.final, x.channel,
-               {_ADDRESS} AS address, x.language, $d AS due_on, x.origin AS origin_id
+               {_ADDRESS} AS address, x.language, $d AS due_on, x.origin AS origin_id,
+               x.release_on, x.cause
         FROM x ANTI JOIN busy b ON b.tenure_id = x.tenure_id
             AND b.disconnected_on = x.disconnected_on AND b.channel = x.channel
         """,
@@ -440,18 +443,17 @@ def _render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
     """
     p = {"d": day}
     run_sql(con,
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE _todo AS
         WITH c AS (
+            -- Reminders of a number that left its disconnection (restore, port, release,
+            -- reissue) were cancelled by that transition: every scheduled one is current.
             SELECT r.reminder_id, r.msisdn, r.channel, r.address, r.language, r.due_on,
                    r.reminder_no, r.final, r.disconnected_on,
-                   CASE WHEN s.state IN ('suspended', 'frozen') AND s.freeze_ends > $d
-                        THEN s.freeze_ends ELSE $d + 1 END AS release_on,
-                   CASE WHEN s.cause = 'suspend' THEN 'suspend' ELSE 'cancel' END AS cause
+                   greatest(r.release_on, $d + 1) AS release_on,
+                   CASE WHEN r.cause = 'suspend' THEN 'suspend' ELSE 'cancel' END AS cause
             FROM reminders r
-            JOIN number_state s ON s.msisdn = r.msisdn AND s.tenure_id = r.tenure_id
-                 AND s.disconnected_on = r.disconnected_on
-            WHERE r.status = 'scheduled' AND r.due_on <= $d AND s.state IN {_REMINDING}
+            WHERE r.status = 'scheduled' AND r.due_on <= $d
         ), n AS (
             SELECT c.* FROM c ANTI JOIN (SELECT reminder_id FROM outbox SEMI JOIN c USING (reminder_id)) o
                 USING (reminder_id)
@@ -523,7 +525,6 @@ def _render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
                    replace(replace(p.html, p.ex_masked, t.masked), p.ex_id, t.reminder_id),
                    t.due_on, 'pending', 0, NULL, NULL, $d
             FROM _todo t JOIN _tpl p USING (gkey)
-            ORDER BY t.reminder_id
             """,
             p,
         )
