@@ -27,6 +27,7 @@ import datetime as dt
 import io
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,20 +112,51 @@ class Fetcher(Protocol):
         ...
 
 
+class _RetryAfter(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"retry after {seconds} s")
+        self.seconds = seconds
+
+
 class HttpFetcher:
     """httpx over HTTP(S) with the platform's bearer token; errors are wrapped at the boundary."""
 
     def __init__(self, base_url: str, token: str, timeout_s: float = 120.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, max_wait_s: float = 300.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self._client = httpx.Client(
             base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s,
             transport=transport,
         )
+        self._max_wait_s = max_wait_s  # total time spent honouring 429 Retry-After in one pull
+        self._waited = 0.0
+        self._sleep = sleep
 
     def get(self, path: str, max_bytes: int) -> bytes | None:
+        # A catch-up pull makes many requests: wait out the server's rate limit, do not fail.
+        while True:
+            try:
+                return self._get(path, max_bytes)
+            except _RetryAfter as limited:
+                wait = min(max(limited.seconds, 0.1), 60.0)
+                if self._waited + wait > self._max_wait_s:
+                    raise TransientError(
+                        f"{self.base_url}{path}: rate limited for more than {self._max_wait_s:g} s; "
+                        "retry later"
+                    ) from None
+                self._waited += wait
+                self._sleep(wait)
+
+    def _get(self, path: str, max_bytes: int) -> bytes | None:
         try:
             with self._client.stream("GET", path) as resp:
+                if resp.status_code == 429:
+                    try:
+                        retry = float(resp.headers.get("retry-after", "1"))
+                    except ValueError:
+                        retry = 1.0
+                    raise _RetryAfter(retry)
                 if resp.status_code == 404:
                     return None
                 if resp.status_code in (401, 403):
@@ -225,24 +257,26 @@ class _Trusted:
 class _HttpTiles(TileReader):
     """The ledger's TileReader, reading tiles from the server instead of a directory."""
 
-    def __init__(self, fetcher: Fetcher, size: int) -> None:
+    def __init__(self, fetcher: Fetcher, size: int, shared: dict[str, bytes]) -> None:
         super().__init__(Path("ledger"), size)
         self._fetcher = fetcher
+        self._shared = shared  # every tile path names fixed content, so one cache serves all sizes
 
     def _read(self, tile: Tile) -> bytes:
-        data = self._cache.get(tile)
+        data = self._shared.get(tile.path)
         if data is None:
             data = self._fetcher.get(f"ledger/{tile.path}", 1 << 20)
             if data is None:
                 raise LogIntegrityError(
                     f"the server has no ledger/{tile.path}, which the tree of size {self.size} needs"
                 )
-            self._cache[tile] = data
+            self._shared[tile.path] = data
         return data
 
 
 def _verify_ledger(
-    fetcher: Fetcher, root: Root, manifest: Manifest, previous: Checkpoint | None
+    fetcher: Fetcher, root: Root, manifest: Manifest, previous: Checkpoint | None,
+    tile_cache: dict[str, bytes],
 ) -> tuple[Checkpoint, bytes]:
     ref = manifest.ledger
     assert ref is not None
@@ -254,7 +288,7 @@ def _verify_ledger(
     if not 0 <= ref.index < cp.size:
         raise ProofError(f"manifest seq {manifest.seq}: ledger index {ref.index} is outside its "
                          f"checkpoint of size {cp.size}")
-    tiles = _HttpTiles(fetcher, cp.size)
+    tiles = _HttpTiles(fetcher, cp.size, tile_cache)
     raw = tiles.entry(ref.index)
     entry = Entry.from_bytes(raw)
     if entry.entry_type != EntryType.FEED_MANIFEST:
@@ -447,6 +481,7 @@ def _pull(
     last_note = trusted.checkpoint
     if last_note is not None and root.signed.ledger is not None:
         checkpoint = open_checkpoint(last_note, root.signed.ledger.verifier_key, root.signed.ledger.origin)
+    tile_cache: dict[str, bytes] = {}
     for env, _ in got.manifests:
         m = env.signed
         if m.ledger is None:
@@ -456,7 +491,7 @@ def _pull(
                     "client requires every manifest to be logged"
                 )
             continue
-        checkpoint, last_note = _verify_ledger(fetch, root.signed, m, checkpoint)
+        checkpoint, last_note = _verify_ledger(fetch, root.signed, m, checkpoint, tile_cache)
 
     # all verified: store
     rows = sum(t.num_rows for t in got.tables)

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipelines.lifecycle  # noqa: F401 - registers the lifecycle tables
-from pipelines.client import STATE_DB, LocalFeed, check_local, pull
+from pipelines.client import STATE_DB, HttpFetcher, LocalFeed, check_local, pull
 from pipelines.config import Settings, load_settings
 from pipelines.errors import (
     ExpiredMetadataError,
@@ -283,6 +283,24 @@ def test_tampered_ledger_tile_is_rejected(setup: Setup) -> None:
     data[0] ^= 0x80  # the hash of entry 0, a sibling on the inclusion path of entries 2 and 3
     tile.write_bytes(bytes(data))
     rejected(setup, ProofError)
+
+
+def test_pull_waits_out_the_rate_limit(setup: Setup) -> None:
+    ts = TokenStore.open(setup.carrier.settings.data_dir)
+    token = ts.add("throttled", ["feeds"], rate=50, burst=2)
+    ts.close()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(0.05)  # at 50 requests/s the bucket has refilled
+
+    fetcher = HttpFetcher(setup.url, token, sleep=sleep)
+    try:
+        report = pull(setup.url, token, setup.state, setup.pinned, clock=at(2), fetcher=fetcher)
+    finally:
+        fetcher.close()
+    assert report.to_seq == 2 and waits and all(w >= 1 for w in waits)
 
 
 # ------------------------------------------------------------------ root rotation
