@@ -1,22 +1,27 @@
 """The private openings store: what it takes to open each ledger entry, encrypted at rest.
 
-One DuckDB file (``openings.duckdb`` in the store directory, which must NOT be under the
-public ledger directory) holds one row per log index:
+Two DuckDB files in the store directory (which must NOT be under the public ledger directory):
 
-* ``key_tag`` = HMAC-SHA256(tag key, idempotency key) - lets reruns skip facts already logged
+``openings.duckdb`` - one row per log index:
+
+* ``key_tag`` = HMAC-SHA256(tag key, idempotency key): lets reruns skip facts already logged
   without storing the (possibly personal) key itself;
-* ``entry_type`` and ``tenure_ref`` - public anyway, kept for lookups;
-* ``wrapped_key`` = AES key wrap (RFC 3394) of a fresh per-entry 256-bit data key under the
-  store's wrap key, and ``sealed`` = AES-256-GCM(data key, nonce 0, opening || canonical value,
-  AAD = index || type || tenure_ref). A data key is used for exactly one message, so the fixed
-  nonce is safe.
+* ``entry_type`` and ``tenure_ref``: public anyway, kept for lookups;
+* ``sealed`` = AES-256-GCM(data key, nonce 0, opening || canonical value, AAD = index || type ||
+  tenure_ref) under a fresh 256-bit data key per entry (one message per key, so the fixed
+  nonce is safe); ``erased`` marks entries shredded on purpose.
 
-Crypto-shredding: :meth:`OpeningsStore.erase` sets ``wrapped_key`` and ``sealed`` to NULL and then
-rewrites the database file (:meth:`OpeningsStore.compact`) so freed pages with the old bytes do
-not linger in it. What remains: the public entry in the log (type, tenure_ref, commitment - a
-hiding commitment that is useless without the opening), and in this store the index, key tag,
-type and tenure_ref. Copies outside this file (backups, filesystem snapshots, the old file's
-blocks on a non-TRIM disk) are out of its reach; erase them by policy.
+``openings-keys.duckdb`` - the per-entry data keys, AES-key-wrapped (RFC 3394) under the store's
+wrap key. Keeping them apart is the point of crypto-shredding: the ciphertexts may be copied and
+backed up like any data, and erasing an entry only has to destroy one small row here.
+
+:meth:`OpeningsStore.erase` deletes the entry's data key, sets ``sealed`` to NULL and
+``erased``, then rewrites the keys file (:meth:`OpeningsStore.compact`) so no freed page keeps
+the old key bytes. What remains: the public entry in the log (type, tenure_ref, and a hiding
+commitment that is useless without the opening) and, in ``openings.duckdb``, the index, key
+tag, type and tenure_ref (plus, in old backups or freed pages of that file, ciphertext that no
+remaining key opens). Out of reach: backups of the *keys* file - keep them short-lived, or keep
+the data keys in a KMS - and evidence bundles already handed out.
 
 The master key (``openings.key`` in the keys directory, mode 0600) never leaves that file;
 the tag and wrap keys are derived from it with HMAC-SHA256 and distinct labels.
@@ -44,6 +49,7 @@ from pipelines.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
 
 MASTER_KEY_FILE = "openings.key"
 DB_FILE = "openings.duckdb"
+KEYS_DB_FILE = "openings-keys.duckdb"
 _NONCE = bytes(12)
 _TAG_LABEL = b"number-recycling/openings/idempotency-tag/v1"
 _WRAP_LABEL = b"number-recycling/openings/key-wrap/v1"
@@ -54,8 +60,14 @@ CREATE TABLE IF NOT EXISTS openings (
     key_tag BLOB NOT NULL,
     entry_type UTINYINT NOT NULL,
     tenure_ref BLOB NOT NULL,
-    wrapped_key BLOB,   -- NULL once erased
-    sealed BLOB         -- NULL once erased
+    sealed BLOB,                       -- NULL once erased
+    erased BOOLEAN NOT NULL
+)
+"""
+_KEYS_DDL = """
+CREATE TABLE IF NOT EXISTS dk.data_keys (
+    idx UBIGINT PRIMARY KEY,
+    wrapped_key BLOB NOT NULL          -- the row is deleted on erasure
 )
 """
 _SCHEMA = pa.schema(
@@ -64,10 +76,11 @@ _SCHEMA = pa.schema(
         ("key_tag", pa.binary()),
         ("entry_type", pa.uint8()),
         ("tenure_ref", pa.binary()),
-        ("wrapped_key", pa.binary()),
         ("sealed", pa.binary()),
+        ("erased", pa.bool_()),
     ]
 )
+_KEYS_SCHEMA = pa.schema([("idx", pa.uint64()), ("wrapped_key", pa.binary())])
 
 
 @dataclass(frozen=True, repr=False)
@@ -125,6 +138,10 @@ def _load_or_create_master_key(keys_dir: Path) -> bytes:
     return key
 
 
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def _aad(index: int, entry_type: int, tenure_ref: bytes) -> bytes:
     return index.to_bytes(8, "big") + bytes((entry_type,)) + tenure_ref
 
@@ -151,15 +168,21 @@ class OpeningsStore:
     def path(self) -> Path:
         return self._dir / DB_FILE
 
+    @property
+    def keys_path(self) -> Path:
+        return self._dir / KEYS_DB_FILE
+
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
             con = duckdb.connect(str(self.path))
+            con.execute(f"ATTACH {_quote(self.keys_path)} AS dk")
         except duckdb.IOException as exc:
             raise TerminalError(
                 f"cannot open the openings store {self.path}: {exc}. Another process (a second "
                 "ledger writer) may hold it; let it finish"
             ) from exc
         con.execute(_DDL)
+        con.execute(_KEYS_DDL)
         return con
 
     def _one(self, sql: str, params: Sequence[object] = ()) -> tuple[Any, ...] | None:
@@ -206,7 +229,11 @@ class OpeningsStore:
         return None if row is None else int(row[0])
 
     def put(self, rows: Sequence[NewOpening]) -> None:
-        """Encrypt and insert ``rows`` in one transaction (per-entry data keys)."""
+        """Encrypt and insert ``rows`` (per-entry data keys): keys file first, then the openings.
+
+        A crash in between leaves data keys without openings beyond the log's checkpoint; the
+        ledger's :meth:`truncate` on the next open removes them.
+        """
         if not rows:
             return
         data_keys = os.urandom(32 * len(rows))
@@ -220,52 +247,59 @@ class OpeningsStore:
             wrapped.append(aes_key_wrap(wrap_key, dek))
             aad = _aad(row.index, int(row.entry_type), row.tenure_ref)
             sealed.append(AESGCM(dek).encrypt(_NONCE, row.opening + row.value, aad))
+        indices = pa.array([r.index for r in rows], pa.uint64())
         table = pa.Table.from_arrays(
             [
-                pa.array([r.index for r in rows], pa.uint64()),
+                indices,
                 pa.array([r.key_tag for r in rows], pa.binary()),
                 pa.array([int(r.entry_type) for r in rows], pa.uint8()),
                 pa.array([r.tenure_ref for r in rows], pa.binary()),
-                pa.array(wrapped, pa.binary()),
                 pa.array(sealed, pa.binary()),
+                pa.array([False] * len(rows), pa.bool_()),
             ],
             schema=_SCHEMA,
         )
+        keys = pa.Table.from_arrays([indices, pa.array(wrapped, pa.binary())], schema=_KEYS_SCHEMA)
         self._con.register("new_openings", table)
+        self._con.register("new_keys", keys)
         try:
-            self._con.execute("BEGIN TRANSACTION")
-            try:
-                # Two equi-joins, not one OR-join: DuckDB hash-joins each, an OR would nest-loop.
-                clash = self._one(
-                    "SELECT (SELECT count(*) FROM openings o JOIN new_openings n "
-                    "ON o.key_tag = n.key_tag) + (SELECT count(*) FROM openings o "
-                    "JOIN new_openings n ON o.idx = n.idx)"
+            # Two equi-joins, not one OR-join: DuckDB hash-joins each, an OR would nest-loop.
+            clash = self._one(
+                "SELECT (SELECT count(*) FROM openings o JOIN new_openings n "
+                "ON o.key_tag = n.key_tag) + (SELECT count(*) FROM openings o "
+                "JOIN new_openings n ON o.idx = n.idx)"
+            )
+            if clash and clash[0]:
+                raise TerminalError(
+                    f"{clash[0]} opening(s) collide with stored ones (same index or idempotency "
+                    "key); the ledger and its openings store are out of step - reopen the ledger"
                 )
-                if clash and clash[0]:
-                    raise TerminalError(
-                        f"{clash[0]} opening(s) collide with stored ones (same index or idempotency "
-                        "key); the ledger and its openings store are out of step - reopen the ledger"
-                    )
-                self._con.execute("INSERT INTO openings SELECT * FROM new_openings")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            self._con.execute("COMMIT")
+            # One database per DuckDB transaction: keys, then openings (see the docstring).
+            self._con.execute("DELETE FROM dk.data_keys WHERE idx IN (SELECT idx FROM new_keys)")
+            self._con.execute("INSERT INTO dk.data_keys SELECT * FROM new_keys")
+            self._con.execute("INSERT INTO openings SELECT * FROM new_openings")
         finally:
             self._con.unregister("new_openings")
+            self._con.unregister("new_keys")
 
     def get(self, index: int) -> Opening:
         """Decrypt the opening of entry ``index``; :class:`OpeningErasedError` if it was erased."""
         row = self._one(
-            "SELECT entry_type, tenure_ref, wrapped_key, sealed FROM openings WHERE idx = ?",
+            "SELECT o.entry_type, o.tenure_ref, o.sealed, o.erased, k.wrapped_key FROM openings o "
+            "LEFT JOIN dk.data_keys k ON k.idx = o.idx WHERE o.idx = ?",
             [index],
         )
         if row is None:
             raise TerminalError(f"no opening stored for ledger entry {index}")
-        entry_type, tenure_ref, wrapped_key, sealed_blob = row
-        if wrapped_key is None or sealed_blob is None:
+        entry_type, tenure_ref, sealed_blob, erased, wrapped_key = row
+        if erased:
             raise OpeningErasedError(
                 f"ledger entry {index} was erased (crypto-shredded); its value cannot be recovered"
+            )
+        if wrapped_key is None or sealed_blob is None:
+            raise VerificationError(
+                f"the data key of ledger entry {index} is missing from {self.keys_path} although "
+                "it was never erased; restore the keys file from the same backup as the store"
             )
         try:
             dek = aes_key_unwrap(self._wrap_key, bytes(wrapped_key))
@@ -304,9 +338,11 @@ class OpeningsStore:
                 raise TerminalError(
                     f"{missing[0]} of the indices to erase are not in the openings store"
                 )
+            # The key first: once it is gone nothing can open the entry, whatever happens next.
+            self._con.execute("DELETE FROM dk.data_keys WHERE idx IN (SELECT idx FROM erase_idx)")
             row = self._one(
-                "UPDATE openings SET wrapped_key = NULL, sealed = NULL "
-                "WHERE idx IN (SELECT idx FROM erase_idx) AND wrapped_key IS NOT NULL"
+                "UPDATE openings SET sealed = NULL, erased = true "
+                "WHERE idx IN (SELECT idx FROM erase_idx) AND NOT erased"
             )
         finally:
             self._con.unregister("erase_idx")
@@ -316,6 +352,7 @@ class OpeningsStore:
 
     def truncate(self, size: int) -> int:
         """Drop openings at indices >= ``size`` (entries lost in a crash before their checkpoint)."""
+        self._con.execute("DELETE FROM dk.data_keys WHERE idx >= ?", [size])
         row = self._one("DELETE FROM openings WHERE idx >= ?", [size])
         return int(row[0]) if row else 0
 
@@ -324,21 +361,20 @@ class OpeningsStore:
         return int(row[0]) if row else 0
 
     def compact(self) -> None:
-        """Rewrite the database into a fresh file and swap it in, leaving no freed pages behind."""
-        fresh = self._dir / (DB_FILE + ".compact")
+        """Rewrite the keys file into a fresh one and swap it in, so no freed page keeps a key."""
+        fresh = self._dir / (KEYS_DB_FILE + ".compact")
         fresh.unlink(missing_ok=True)
-        quoted = str(fresh).replace("'", "''")
-        self._con.execute(f"ATTACH '{quoted}' AS fresh")
+        self._con.execute(f"ATTACH {_quote(fresh)} AS fresh")
         try:
-            self._con.execute(_DDL.replace("openings (", "fresh.openings (", 1))
-            self._con.execute("INSERT INTO fresh.openings SELECT * FROM openings ORDER BY idx")
+            self._con.execute(_KEYS_DDL.replace("dk.data_keys", "fresh.data_keys"))
+            self._con.execute("INSERT INTO fresh.data_keys SELECT * FROM dk.data_keys ORDER BY idx")
         finally:
             self._con.execute("DETACH fresh")
         self._con.close()
         with open(fresh, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(fresh, self.path)
-        Path(str(self.path) + ".wal").unlink(missing_ok=True)
+        os.replace(fresh, self.keys_path)
+        Path(str(self.keys_path) + ".wal").unlink(missing_ok=True)
         dir_fd = os.open(self._dir, os.O_RDONLY)
         try:
             os.fsync(dir_fd)

@@ -63,6 +63,12 @@ def test_erase_shreds_one_entry_and_keeps_the_rest(tmp_path: Path) -> None:
     with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
         rows = _rows(store, 20)
         store.put(rows)
+        store.compact()
+        keys_file = tmp_path / "store" / "openings-keys.duckdb"
+        [(wrapped,)] = store._con.execute(
+            "SELECT wrapped_key FROM dk.data_keys WHERE idx = 5"
+        ).fetchall()
+        assert bytes(wrapped) in keys_file.read_bytes()
         store.erase(5)
         with pytest.raises(OpeningErasedError):
             store.get(5)
@@ -71,8 +77,19 @@ def test_erase_shreds_one_entry_and_keeps_the_rest(tmp_path: Path) -> None:
         assert store.erase_many([5, 6], compact=False) == 1
         with pytest.raises(TerminalError):
             store.erase(99)
-    raw = (tmp_path / "store" / "openings.duckdb").read_bytes()
-    assert rows[5].opening not in raw  # nothing to decrypt with, even with the master key
+        # The destroyed data key is gone from the keys file, not just unlinked from a row.
+        assert bytes(wrapped) not in keys_file.read_bytes()
+
+
+def test_a_lost_keys_file_is_not_mistaken_for_erasure(tmp_path: Path) -> None:
+    with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
+        store.put(_rows(store, 3))
+    (tmp_path / "store" / "openings-keys.duckdb").unlink()
+    with (
+        OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store,
+        pytest.raises(VerificationError, match="missing"),
+    ):
+        store.get(1)
 
 
 def test_truncate_drops_openings_beyond_a_size(tmp_path: Path) -> None:
