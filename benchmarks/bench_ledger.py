@@ -63,7 +63,9 @@ def bench_log(root: Path, total: int, batch: int) -> None:
         append_s += t1 - t0
         sign_s += t2 - t1
         previous = size
-        print(f"  batch ending at {size:>9,}: append {t1 - t0:6.2f} s, checkpoint {1000 * (t2 - t1):5.1f} ms")
+        print(
+            f"  batch ending at {size:>9,}: append {t1 - t0:6.2f} s, checkpoint {1000 * (t2 - t1):5.1f} ms"
+        )
     log.close()
     files = sum(len(f) for _, _, f in os.walk(ledger_dir / "tile"))
     print(
@@ -75,7 +77,9 @@ def bench_log(root: Path, total: int, batch: int) -> None:
     t0 = time.perf_counter()
     report = verify_log(ledger_dir, signer.vkey, ORIGIN)
     t1 = time.perf_counter()
-    print(f"verify_log: {report.entries:,} entries, {report.tiles_checked:,} tiles in {t1 - t0:.2f} s")
+    print(
+        f"verify_log: {report.entries:,} entries, {report.tiles_checked:,} tiles in {t1 - t0:.2f} s"
+    )
     t0 = time.perf_counter()
     audit = audit_log(ledger_dir, signer.vkey, 2, ORIGIN)
     t1 = time.perf_counter()
@@ -88,7 +92,9 @@ def bench_log(root: Path, total: int, batch: int) -> None:
     for _ in range(1000):
         inclusion_proof(reader, rng.randrange(cp.size), cp.size)
     t1 = time.perf_counter()
-    print(f"inclusion proofs from disk: {1000 * (t1 - t0) / 1000:.2f} ms each (1000 random, cached reader)")
+    print(
+        f"inclusion proofs from disk: {1000 * (t1 - t0) / 1000:.2f} ms each (1000 random, cached reader)"
+    )
 
 
 def bench_api(root: Path, total: int, batch: int) -> None:
@@ -97,13 +103,32 @@ def bench_api(root: Path, total: int, batch: int) -> None:
     store = OpeningsStore.open(root / "private" / "openings", keys)
     prepared: list[PreparedEntry] = []
     for i in range(total // 4):
-        base = {"msisdn": f"+86138{i:08d}", "tenure_start": dt.date(2020, 1, 1), "tenure_end": dt.date(2025, 1, 2)}
-        prepared.append(PreparedEntry(f"{i}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD")))
+        base = {
+            "msisdn": f"+86138{i:08d}",
+            "tenure_start": dt.date(2020, 1, 1),
+            "tenure_end": dt.date(2025, 1, 2),
+        }
+        prepared.append(
+            PreparedEntry(
+                f"{i}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD")
+            )
+        )
         for r in range(2):
-            v = CanonicalValue.build(base, reminder_id=f"{i}-{r}", channel="sms", delivered_at=dt.datetime(2025, 1, 2 + r, tzinfo=dt.UTC))
-            prepared.append(PreparedEntry(f"{i}:eff{r}", EntryType.REMINDER_EFFECTIVE, v, tenure_key=f"{i}:closed"))
+            v = CanonicalValue.build(
+                base,
+                reminder_id=f"{i}-{r}",
+                channel="sms",
+                delivered_at=dt.datetime(2025, 1, 2 + r, tzinfo=dt.UTC),
+            )
+            prepared.append(
+                PreparedEntry(
+                    f"{i}:eff{r}", EntryType.REMINDER_EFFECTIVE, v, tenure_key=f"{i}:closed"
+                )
+            )
         v = CanonicalValue.build(base, released_on=dt.date(2025, 4, 2), effective_reminders=2)
-        prepared.append(PreparedEntry(f"{i}:released", EntryType.RELEASED, v, tenure_key=f"{i}:closed"))
+        prepared.append(
+            PreparedEntry(f"{i}:released", EntryType.RELEASED, v, tenure_key=f"{i}:closed")
+        )
     with Ledger.open(root / "api-ledger", signer, ORIGIN, store) as ledger:
         t0 = time.perf_counter()
         for start in range(0, len(prepared), batch):
@@ -124,11 +149,15 @@ def bench_api(root: Path, total: int, batch: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--entries", type=int, default=2_000_000)
     parser.add_argument("--batch", type=int, default=200_000)
     parser.add_argument("--api-entries", type=int, default=200_000)
-    parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir, removed)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="work directory (default: a temp dir, removed)"
+    )
     args = parser.parse_args()
     root = args.dir or Path(tempfile.mkdtemp(prefix="bench-ledger-"))
     try:

@@ -124,3 +124,15 @@ def test_an_openings_store_out_of_step_with_the_ledger_is_refused(
         pytest.raises(TerminalError, match="different backups"),
     ):
         Ledger.open(env.ledger_dir, env.signer, ORIGIN, empty)
+
+
+def test_an_empty_ledger_can_be_checkpointed_and_verified(env: LedgerEnv) -> None:
+    from pipelines.ledger import verify_log
+    from pipelines.ledger.merkle import EMPTY_ROOT
+
+    with env.open() as ledger:
+        cp = ledger.publish_checkpoint()
+        assert (cp.size, cp.root) == (0, EMPTY_ROOT)
+        ledger.append(tenure_entries(1))
+        ledger.publish_checkpoint()  # from the empty tree: consistent by definition
+    assert verify_log(env.ledger_dir, env.signer.vkey, ORIGIN).entries == 4
