@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
+import os
+import queue
 import re
 import secrets
 import sqlite3
@@ -21,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError, TerminalError
+from pipelines.numbers import mask
+
+log = logging.getLogger(__name__)
 
 SCOPES = ("check", "bulk", "feeds")
 DEFAULT_RATE = 50.0  # requests per second, refilled continuously
@@ -76,6 +82,10 @@ class TokenStore:
         self._lock = threading.Lock()
         self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA busy_timeout = 5000")
+        self._con.execute("PRAGMA journal_mode = DELETE")  # the change counter below needs it
+        self._cache: dict[str, Platform | None] = {}
+        self._cache_counter = b""
+        self._fd: int | None = None
         self._con.execute(
             """
             CREATE TABLE IF NOT EXISTS platforms (
@@ -96,6 +106,16 @@ class TokenStore:
 
     def close(self) -> None:
         self._con.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _change_counter(self) -> bytes:
+        """SQLite's file change counter (header bytes 24..27): bumped by every committed write,
+        from any process, so a cached answer is dropped the moment a token is added or revoked."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return os.pread(self._fd, 4, 24)
 
     def add(self, name: str, scopes: Iterable[str], rate: float = DEFAULT_RATE,
             burst: int = DEFAULT_BURST) -> str:
@@ -141,16 +161,26 @@ class TokenStore:
 
     def authenticate(self, token: str) -> Platform | None:
         """The active platform owning ``token``, or None (unknown or revoked)."""
+        digest = token_hash(token)
         with self._lock:
+            counter = self._change_counter()
+            if counter != self._cache_counter:
+                self._cache.clear()
+                self._cache_counter = counter
+            elif digest in self._cache:
+                return self._cache[digest]
             row = self._con.execute(
                 "SELECT name, scopes, rate, burst, created_at, revoked_at FROM platforms "
                 "WHERE token_sha256 = ?",
-                (token_hash(token),),
+                (digest,),
             ).fetchone()
-        if row is None:
-            return None
-        platform = self._platform(row)
-        return platform if platform.active else None
+            platform = None if row is None else self._platform(row)
+            if platform is not None and not platform.active:
+                platform = None
+            if len(self._cache) > 100_000:  # unknown tokens are cached too; bound the memory
+                self._cache.clear()
+            self._cache[digest] = platform
+        return platform
 
     @staticmethod
     def _platform(row: tuple[Any, ...]) -> Platform:
@@ -160,41 +190,72 @@ class TokenStore:
 class AuditLog:
     """Append-only JSONL, one file per UTC day: who downloaded or asked what, and when.
 
-    Callers pass numbers already masked (``pipelines.numbers.mask``); nothing here unmasks.
+    ``record`` only queues the event (the time is taken then); a writer thread masks the
+    number (``pipelines.numbers.mask``), serialises and appends it, so a query's latency does
+    not include the disk. ``flush`` waits until everything queued is written; ``close`` flushes.
+    A number passed as ``number=`` is written only masked, as ``phone``.
     """
 
     def __init__(self, directory: Path, clock: Clock = utc_now) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory
         self._clock = clock
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[dt.datetime, str | None, str, str | None, dict[str, Any]] | None] = (
+            queue.Queue()
+        )
         self._day: dt.date | None = None
         self._fh: Any = None
+        self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._writer.start()
 
     @classmethod
     def open(cls, data_dir: Path, clock: Clock = utc_now) -> AuditLog:
         return cls(server_dir(data_dir) / "audit", clock)
 
-    def record(self, platform: str | None, action: str, **fields: Any) -> None:
-        now = self._clock()
+    def record(self, platform: str | None, action: str, *, number: str | None = None, **fields: Any) -> None:
+        self._queue.put((self._clock(), platform, action, number, fields))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._write(*item)
+            except Exception:  # an audit line must never take the server down; say so loudly
+                log.exception("audit log: could not write an entry")
+            finally:
+                self._queue.task_done()
+
+    def _write(self, at: dt.datetime, platform: str | None, action: str, number: str | None,
+               fields: dict[str, Any]) -> None:
+        if number is not None:
+            fields = {**fields, "phone": mask(number)}
         line = json.dumps(
-            {"at": now.isoformat(timespec="milliseconds"), "platform": platform, "action": action, **fields},
+            {"at": at.isoformat(timespec="milliseconds"), "platform": platform, "action": action, **fields},
             sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
         )
-        with self._lock:
-            if self._day != now.date():
-                if self._fh is not None:
-                    self._fh.close()
-                self._day = now.date()
-                self._fh = open(self.dir / f"{now.date().isoformat()}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-            self._fh.write(line + "\n")
+        if self._day != at.date():
+            if self._fh is not None:
+                self._fh.close()
+            self._day = at.date()
+            self._fh = open(self.dir / f"{at.date().isoformat()}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._fh.write(line + "\n")
+        if self._queue.empty():  # a burst is written with one flush
+            self._fh.flush()
+
+    def flush(self) -> None:
+        self._queue.join()
+        if self._fh is not None:
             self._fh.flush()
 
     def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 class RateLimiter:

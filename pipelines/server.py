@@ -44,7 +44,6 @@ from pipelines.layout import Layout
 from pipelines.ledger.signer import FileSigner
 from pipelines.ledger.tiles import Tile
 from pipelines.metadata import ROLE_RECEIPT, Envelope, QueryReceipt, sha256_hex
-from pipelines.numbers import mask
 from pipelines.platforms import AuditLog, Platform, RateLimiter, TokenStore, utc_now
 from pipelines.snapshot import BULK_ANSWERS, SnapshotHolder, SnapshotIndex, day_number
 
@@ -398,6 +397,7 @@ def create_app(
         platform = authorize(request, "check", "check")
         corr = request.headers.get("x-correlator")
         fields: dict[str, Any] = {"correlator": corr}
+        number: str | None = None  # masked by the audit writer
         try:
             body = await request.body()
             if len(body) > MAX_CHECK_BODY:
@@ -419,7 +419,7 @@ def create_app(
             phone = doc["phoneNumber"]
             if not isinstance(phone, str) or not _PHONE.match(phone):
                 raise ApiError(400, "INVALID_ARGUMENT", f"phoneNumber must be E.164 matching {PHONE_PATTERN}")
-            fields["phone"] = mask(phone)
+            number = phone
             index = snapshot()
             if day < index.meta.data_from:
                 raise ApiError(400, "OUT_OF_RANGE", f"specifiedDate is before {index.meta.data_from}, "
@@ -430,9 +430,9 @@ def create_app(
             if recycled is None:
                 raise ApiError(404, "IDENTIFIER_NOT_FOUND", "Phone number not found.")
         except ApiError as exc:
-            audit.record(platform.name, "check", status=exc.status, code=exc.code, **fields)
+            audit.record(platform.name, "check", number=number, status=exc.status, code=exc.code, **fields)
             raise
-        audit.record(platform.name, "check", status=200, recycled=recycled,
+        audit.record(platform.name, "check", number=number, status=200, recycled=recycled,
                      snapshot=index.meta.as_of.isoformat(), **fields)
         return Response(b'{"phoneNumberRecycled":true}' if recycled else b'{"phoneNumberRecycled":false}',
                         media_type="application/json")

@@ -360,6 +360,7 @@ def test_path_traversal_is_impossible(world: World, path: str) -> None:
 def test_audit_log_records_everything_without_full_numbers(world: World) -> None:
     check(world, REISSUED, "2023-12-22", headers={"x-correlator": "audit-1"})
     httpx.get(world.url + "/feeds/timestamp.json", headers={"Authorization": f"Bearer {world.tokens['bank']}"})
+    world.app_holder.state.audit.flush()  # type: ignore[attr-defined]
     audit_dir = world.settings.data_dir / "server" / "audit"
     text = "".join(p.read_text() for p in audit_dir.glob("*.jsonl"))
     entries = [json.loads(line) for line in text.splitlines()]
