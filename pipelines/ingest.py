@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,23 @@ GX_SAMPLE_ROWS = 200_000  # a bigger file's accepted rows meet GX as a sample fi
 _QUARANTINE_SCHEMA = pa.schema([
     ("line_no", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("original_line", pa.string()),
 ])
+
+
+class _Steps:
+    """Wall and CPU time per step of one file, for the DEBUG log (where a slow night went)."""
+
+    def __init__(self) -> None:
+        self._last = (time.perf_counter(), time.process_time())
+        self.spent: dict[str, tuple[float, float]] = {}
+
+    def done(self, step: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        wall, cpu = self.spent.get(step, (0.0, 0.0))
+        self.spent[step] = (wall + now[0] - self._last[0], cpu + now[1] - self._last[1])
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {w:.2f}s (cpu {c:.2f}s)" for k, (w, c) in self.spent.items())
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,7 @@ def _ingest_file(
     name = path.name
     spec = spec_for_file(name)
     kind = spec.kind if spec else "unknown"
+    steps = _Steps()
     try:
         facts = ingest_read.sniff(path)
     except OSError as exc:
@@ -191,7 +210,8 @@ def _ingest_file(
                 staged = ingest_read.stage_parquet(con, path, spec)
             else:
                 staged = ingest_read.stage_csv(con, path, facts, spec, work_dir)
-            return _load(settings, layout, day, con, name, spec, facts.sha256, staged, regions)
+            steps.done("read")
+            return _load(settings, layout, day, con, name, spec, facts.sha256, staged, regions, steps)
     except DataContractError as exc:
         return _fail(con, day, name, kind, facts.sha256, exc)
 
@@ -218,6 +238,7 @@ def _load(
     sha256: str,
     staged: ingest_read.Staged,
     regions: list[str],
+    steps: _Steps,
 ) -> FileReport:
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS "
@@ -230,11 +251,14 @@ def _load(
         ingest_numbers.resolve_numbers(con, _STAGED, number_columns(spec), settings.default_region)
         if spec.number_columns else (0, 0)
     )
+    steps.done("split")
     params = day_param(day)
     _run(con, checks_sql(spec, _STAGED, regions, settings.default_region), params)
+    steps.done("rules")
 
     accepted_cols = accepted_select(spec)
     gx = _gx_gate(con, layout, day, name, spec, accepted_cols, regions)
+    steps.done("gx")
     con.register(f"{_GX_FAILED}_arrow", pa.table({
         "line_no": pa.array(list(gx.failed_rows), pa.int64()),
         "detail": pa.array(list(gx.failed_rows.values()), pa.string()),
@@ -257,15 +281,19 @@ def _load(
     quarantine = _arrow(con, f"SELECT * FROM ({quarantine_sql}) ORDER BY line_no", params)
     quarantine = quarantine.cast(_QUARANTINE_SCHEMA)
     by_reason = _reason_counts(quarantine)
+    steps.done("quarantine")
 
     con.execute("BEGIN TRANSACTION")
     try:
         cols = ", ".join(f'"{c}"' for c in spec.names)
+        gx_filter = (
+            f"AND NOT EXISTS (SELECT 1 FROM {_GX_FAILED} g WHERE g.line_no = c.line_no)"
+            if gx.failed_rows else ""  # the usual case: GX agreed, no anti-join over a million rows
+        )
         accepted = _count(con, f"""
             INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
             SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_cols}
-            FROM {CHECKED_TABLE} c
-            WHERE reason_key IS NULL AND NOT EXISTS (SELECT 1 FROM {_GX_FAILED} g WHERE g.line_no = c.line_no)
+            FROM {CHECKED_TABLE} c WHERE reason_key IS NULL {gx_filter}
             ORDER BY line_no
         """, params)
         con.register("_ingest_quarantine_arrow", quarantine)
@@ -290,6 +318,8 @@ def _load(
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    steps.done("commit")
+    log.debug("ingest %s %s: %s", day, name, steps)
 
     report = FileReport(
         name=name, kind=spec.kind, sha256=sha256, status="ingested", rows_in=staged.rows_in,

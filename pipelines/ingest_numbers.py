@@ -28,12 +28,13 @@ from pipelines.numbers import normalise
 
 _CN = "CN"
 
-# Per shape: the regex a cleaned candidate must fully match, the slice of it that names the
-# class (SQL 1-based, inclusive) and how the member's E.164 form is built from the candidate.
-_SHAPES: dict[str, tuple[str, int, int, str]] = {
-    "p": (r"\+861\d{10}", 2, 8, "{c}"),
-    "c": (r"861\d{10}", 1, 7, "'+' || {c}"),
-    "n": (r"1\d{10}", 1, 5, "'+86' || {c}"),
+# Per shape: the length and prefix an all-digit candidate (``+`` first for "p") must have, the
+# slice of it that names the class (SQL 1-based, inclusive), and how a member's E.164 form is
+# built from the candidate.
+_SHAPES: dict[str, tuple[int, str, int, int, str]] = {
+    "p": (14, "+861", 2, 8, "{c}"),
+    "c": (13, "861", 1, 7, "'+' || {c}"),
+    "n": (11, "1", 1, 5, "'+86' || {c}"),
 }
 
 CLASS_TABLE = "_ingest_num_class"
@@ -58,13 +59,15 @@ def clean_sql(expr: str) -> str:
 def class_key_sql(cleaned: str, default_region: str) -> str:
     """SQL giving the class key of a cleaned candidate, or NULL when it has no proven shape."""
     whens = []
-    for shape, (regex, start, end, _) in _SHAPES.items():
+    for shape, (length, prefix, start, end, _) in _SHAPES.items():
         if shape != "p" and default_region != _CN:
             continue
         whens.append(
-            f"WHEN regexp_full_match({cleaned}, '{regex}') THEN '{shape}' || {cleaned}[{start}:{end}]"
+            f"WHEN length({cleaned}) = {length} AND starts_with({cleaned}, '{prefix}') "
+            f"THEN '{shape}' || {cleaned}[{start}:{end}]"
         )
-    return f"CASE {' '.join(whens)} END"
+    # One regex per value: the shapes differ only in length and prefix once all are digits.
+    return f"CASE WHEN regexp_full_match({cleaned}, '\\+?\\d{{11,13}}') THEN (CASE {' '.join(whens)} END) END"
 
 
 def e164_sql(raw: str, cleaned: str, key: str, cls_alias: str, fb_alias: str) -> str:
@@ -75,7 +78,7 @@ def e164_sql(raw: str, cleaned: str, key: str, cls_alias: str, fb_alias: str) ->
     """
     build = " ".join(
         f"WHEN '{shape}' THEN {template.format(c=cleaned)}"
-        for shape, (_, _, _, template) in _SHAPES.items()
+        for shape, (_, _, _, _, template) in _SHAPES.items()
     )
     return (
         f"CASE WHEN {raw} IS NULL THEN NULL "
