@@ -78,6 +78,16 @@ def build_state(con: duckdb.DuckDBPyConnection, tenures: int) -> int:
     return numbers
 
 
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
@@ -128,6 +138,7 @@ def main() -> None:
                     raise SystemExit("the server exited")
                 time.sleep(0.2)
             out["server_start_and_load_s"] = round(time.perf_counter() - t0, 2)
+            out["server_rss_mb"] = rss_mb(server.pid)
 
             rng = random.Random(7)
 
