@@ -185,7 +185,7 @@ def check_columns(names: list[str], spec: DropSpec, file_name: str) -> None:
     if missing:
         problems.append(f"missing required column(s) {', '.join(missing)}")
     if unknown:
-        problems.append(f"unknown column(s) {', '.join(unknown)}")
+        problems.append(f"unknown column(s) {', '.join(repr(n) for n in unknown)}")
     if repeated:
         problems.append(f"repeated column(s) {', '.join(repeated)}")
     if problems:
