@@ -147,6 +147,6 @@ def register(app: typer.Typer) -> None:
         if row is not None:
             _out.print(f"  {row['event']} (seq {row['seq']}): disconnected_on {row['disconnected_on']}, "
                        f"released_on {row['released_on']}, reissued_on {row['reissued_on']}")
-        if answer.covered_from is not None and _date(since, "--since") < answer.covered_from:
+        if _date(since, "--since") < answer.covered_from:
             _err.print(f"note: the pulled feed starts on {answer.covered_from}; earlier disconnections "
                        "are not in it")

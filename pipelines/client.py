@@ -197,7 +197,7 @@ class PullReport:
 class LocalAnswer:
     recycled: bool
     row: dict[str, Any] | None  # the feed row that says why (the first disconnection since)
-    covered_from: dt.date | None  # first feed day stored; answers are only about events since
+    covered_from: dt.date  # first feed day stored; answers are only about events since
 
 
 # --------------------------------------------------------------------------- local store
@@ -571,7 +571,10 @@ class LocalFeed:
         self._con = _connect(state_dir, read_only=True)
         self._region = default_region
         first = self._con.execute("SELECT min(feed_date) FROM manifests").fetchone()
-        self.covered_from: dt.date | None = None if first is None else first[0]
+        if first is None or first[0] is None:
+            self._con.close()
+            raise TerminalError(f"{state_dir} holds no verified feed yet; run `recycle pull` first")
+        self.covered_from: dt.date = first[0]
 
     def __enter__(self) -> LocalFeed:
         return self
