@@ -389,7 +389,7 @@ lives = st.lists(
 )
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lives=lives)
 def test_client_answers_equal_server_answers(
     switch: tuple[Switch, str], tmp_path_factory: pytest.TempPathFactory, lives: list[tuple[int, list[str]]]
