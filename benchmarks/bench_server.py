@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,14 @@ def main() -> None:
     args = ap.parse_args()
 
     data = args.data or Path(tempfile.mkdtemp(prefix="bench-server-"))
+    try:
+        run(args, data)
+    finally:
+        if args.data is None:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, data: Path) -> None:
     settings = load_settings(env={}, data_dir=data)
     out: dict[str, object] = {"tenures": args.tenures}
 
