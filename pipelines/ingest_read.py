@@ -242,6 +242,8 @@ def stage_csv(
                     lines = _arrow_lines(tmp)
             finally:
                 tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    work_dir.rmdir()  # only if empty: another file may be using it
     if lines is None:
         lines, encoding = _python_lines(path, strip_bom=facts.bom)
         if encoding == "utf-8":
