@@ -152,12 +152,16 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _write_temp(path: str, data: bytes, fsync: bool) -> None:
-    with open(path, "wb") as fh:
+def _write_temp(final: str, tmp: str, data: bytes, fsync: bool) -> bool:
+    """Write ``tmp`` unless ``final`` exists (a tile's content never changes); True if written."""
+    if os.path.exists(final):
+        return False
+    with open(tmp, "wb") as fh:
         fh.write(data)
         if fsync:
             fh.flush()
             os.fsync(fh.fileno())
+    return True
 
 
 class _TileBatch:
@@ -166,15 +170,12 @@ class _TileBatch:
     def __init__(self, root: Path, pool: ThreadPoolExecutor) -> None:
         self.root = str(root)
         self.pool = pool
-        self.futures: list[Future[None]] = []
-        self.renames: list[tuple[str, str]] = []
+        self.writes: list[tuple[Future[bool], str, str]] = []
         self.new_dirs: set[str] = set()
         self.seen_dirs: set[str] = set()
 
     def add(self, tile: Tile, data: bytes) -> None:
         path = os.path.join(self.root, tile.path)
-        if os.path.exists(path):
-            return
         directory = os.path.dirname(path)
         if directory not in self.seen_dirs:
             self.seen_dirs.add(directory)
@@ -185,17 +186,19 @@ class _TileBatch:
             self.new_dirs.add(missing)  # its entries change
             os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp")
-        self.futures.append(self.pool.submit(_write_temp, tmp, data, _SYNCFS is None))
-        self.renames.append((tmp, path))
+        # Even the existence check runs in the worker: a syscall in this (hashing) thread
+        # hands the GIL to the writers and can wait a whole switch interval to get it back.
+        self.writes.append(
+            (self.pool.submit(_write_temp, path, tmp, data, _SYNCFS is None), tmp, path)
+        )
 
     def commit(self) -> None:
-        for fut in self.futures:
-            fut.result()
-        if not self.renames:
+        renames = [(tmp, path) for fut, tmp, path in self.writes if fut.result()]
+        if not renames:
             return
         if _SYNCFS is not None:
             _sync_filesystem(self.root)
-        for tmp, path in self.renames:
+        for tmp, path in renames:
             os.replace(tmp, path)
         if _SYNCFS is not None:
             _sync_filesystem(self.root)
