@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipelines.errors import DataContractError
+from pipelines.errors import DataContractError, TerminalError
 from pipelines.ingest_spec import DropSpec, raw_col, sql_str
 
 _CHUNK = 16 << 20
@@ -40,10 +40,11 @@ QUOTED_VIEW = "_ingest_quoted"
 
 @dataclass(frozen=True)
 class FileFacts:
-    """What one streaming pass over the bytes learns: identity and what reader can take it."""
+    """What one streaming pass over the bytes learns: identity, line count, what can read it."""
 
     sha256: str
     size: int
+    lines: int  # physical lines (\n, \r\n or \r ends one; a last line without an end counts)
     bom: bool
     has_nul: bool
     has_unit_sep: bool
@@ -51,9 +52,13 @@ class FileFacts:
 
 
 def sniff(path: Path) -> FileFacts:
-    """Hash the file and look for bytes that decide how to read it (OSError propagates)."""
+    """Hash the file, count its lines and look for bytes that decide how to read it.
+
+    Line ends are ASCII bytes that never occur inside a UTF-8 or GBK character, so the count
+    holds whatever the encoding. OSError propagates.
+    """
     digest = hashlib.sha256()
-    size = 0
+    size = breaks = 0
     has_nul = has_unit_sep = bom = False
     last = b""
     with open(path, "rb") as fh:
@@ -64,10 +69,14 @@ def sniff(path: Path) -> FileFacts:
             digest.update(chunk)
             has_nul = has_nul or b"\x00" in chunk
             has_unit_sep = has_unit_sep or _UNIT_SEP in chunk
+            breaks += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            if last == b"\r" and chunk.startswith(b"\n"):
+                breaks -= 1  # a \r\n split across two chunks
             last = chunk[-1:]
+    ends_with_newline = last in (b"\n", b"\r")
     return FileFacts(
-        sha256=digest.hexdigest(), size=size, bom=bom, has_nul=has_nul,
-        has_unit_sep=has_unit_sep, ends_with_newline=last in (b"\n", b"\r"),
+        sha256=digest.hexdigest(), size=size, lines=breaks + (0 if ends_with_newline or size == 0 else 1),
+        bom=bom, has_nul=has_nul, has_unit_sep=has_unit_sep, ends_with_newline=ends_with_newline,
     )
 
 
@@ -244,11 +253,17 @@ def stage_csv(
                 tmp.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     work_dir.rmdir()  # only if empty: another file may be using it
+    if lines is not None and lines.num_rows != facts.lines:
+        lines = None  # Arrow saw other line ends than the byte count: take the line-by-line reader
     if lines is None:
         lines, encoding = _python_lines(path, strip_bom=facts.bom)
         if encoding == "utf-8":
             encoding = utf8_name
     n = lines.num_rows
+    if n != facts.lines:
+        raise TerminalError(
+            f"{name}: read {n} lines but the file has {facts.lines}; this is a bug, keep the file and report it"
+        )
     if n == 0:
         raise DataContractError(f"{name}: no header line; deliver the export again")
     delim, names = _header(str(lines.column("line")[0].as_py()), spec, name)

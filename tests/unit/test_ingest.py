@@ -19,7 +19,7 @@ import phonenumbers
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import ingest, ingest_gx
+from pipelines import ingest, ingest_gx, ingest_read
 from pipelines.config import Settings, load_settings
 from pipelines.ingest import IngestReport, ingest_day
 from pipelines.ingest_numbers import normalise_many
@@ -198,6 +198,18 @@ def test_parquet_rows_are_numbered_and_rendered_as_json(settings: Settings) -> N
     assert {n: r[0] for n, r in q.items()} == {2: "bad_number", 3: "future_date", 4: "duplicate_row", 5: "missing_field"}
     assert json.loads(q[2][2]) == {"msisdn": "1381234", "reissue_date": "2026-01-05", "region": "GD", "subscriber_ref": "N2"}
     assert q[4][1] == "exact duplicate of line 1"
+
+
+@pytest.mark.parametrize("chunk", [3, 4, 1 << 20])
+def test_line_count_of_the_bytes_is_what_the_reader_must_find(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    # rows_in is checked against this count: \n, \r\n and a lone \r end a line, also across chunks.
+    monkeypatch.setattr(ingest_read, "_CHUNK", chunk)
+    for data in [b"", b"a", b"a\n", b"a\nb", b"ab\r\ncd\r\n", b"a\rb\r", b"\n\n", b"a\r\n\r\nb", b"a\r\r\n\n"]:
+        path = tmp_path / "x.csv"
+        path.write_bytes(data)
+        assert ingest_read.sniff(path).lines == len(data.splitlines()), data
 
 
 # --------------------------------------------------------------------------- whole-file outcomes
