@@ -117,6 +117,9 @@ def state_through(con: Con) -> dt.date | None:
 
 def arrow_query(con: Con, sql: str, params: Any = None) -> pa.Table:
     """The result of ``sql`` as an Arrow table (columnar: no per-row Python objects)."""
+    # DuckDB 2 refuses con.sql() while an execute() result is unread (a fetchone() leaves it
+    # open); run that to its end first, rather than paying an extra copy of the rows.
+    con.complete()
     return con.sql(sql, params=params).to_arrow_table()
 
 
