@@ -204,7 +204,20 @@ def build(path: Path, tenures: int, events: int) -> dict[str, float]:
             "reminders_on_record": int(n_rem[0]) if n_rem else 0}
 
 
-def measure(path: Path, memory_limit: str) -> dict[str, object]:
+class _NullChannel:
+    """Accepts everything at once: measures the send step's own cost, not a gateway's."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def send_batch(self, reminders: object) -> object:
+        from pipelines.channels import BatchOutcome, SendResult
+
+        at = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+        return BatchOutcome(tuple(SendResult(r.reminder_id, r.channel, "x", at) for r in reminders), ())  # type: ignore[attr-defined]
+
+
+def measure(path: Path, memory_limit: str, send: bool = False) -> dict[str, object]:
     import duckdb
 
     import pipelines.lifecycle as lc
@@ -262,6 +275,11 @@ def measure(path: Path, memory_limit: str) -> dict[str, object]:
     out["schedule_report"] = repr(step("schedule_reminders", rm.schedule_reminders))
     out["night_s"] = round(time.perf_counter() - t_all, 2)
     out["rerun_report"] = repr(step("apply_events_rerun", lc.apply_events))
+    if send:
+        t0 = time.perf_counter()
+        channels = {n: _NullChannel(n) for n in ("sms", "email", "letter")}
+        out["send_report"] = repr(rm.send_reminders(con, settings, D, channels))  # type: ignore[arg-type]
+        out["send_reminders_s"] = round(time.perf_counter() - t0, 2)
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     ev = float(out["apply_events_s"])  # type: ignore[arg-type]
     out["apply_events_vs_scan_count"] = round(ev / max(float(out["scan_count_s"]), 1e-3))  # type: ignore[arg-type]
@@ -276,10 +294,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--memory-limit", default="3GB", help="DuckDB memory_limit of the measured process")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed)")
+    ap.add_argument("--build-only", action="store_true", help="build the state in --dir and stop")
+    ap.add_argument("--send", action="store_true", help="also time send_reminders with a null channel")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.memory_limit)))
+        print(json.dumps(measure(args.measure, args.memory_limit, args.send)))
         return
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-lifecycle-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -289,8 +309,11 @@ def main() -> None:
         figures: dict[str, object] = {"tenures_built": args.tenures, "events": args.events}
         figures.update(build(db, args.tenures, args.events))
         print(f"built: {figures}", flush=True)
+        if args.build_only:
+            return
         proc = subprocess.run(
-            [sys.executable, __file__, "--measure", str(db), "--memory-limit", args.memory_limit],
+            [sys.executable, __file__, "--measure", str(db), "--memory-limit", args.memory_limit,
+             *(["--send"] if args.send else [])],
             check=True, capture_output=True, text=True,
         )
         if proc.stderr.strip():

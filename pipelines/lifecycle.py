@@ -310,13 +310,18 @@ _TYPE_RANK = "CASE n.type " + " ".join(
 ) + " END"
 
 
-def queue_ledger(con: Con, day: dt.date, source: str) -> int:
+def queue_ledger(con: Con, day: dt.date, source: str, *, dedupe: bool = False) -> int:
     """Append ledger-worthy events from ``source`` (a table or SELECT) to ``ledger_events``.
 
     ``source`` has columns idempotency_key, on_date, type, msisdn, tenure_id, tenure_start,
     tenure_end, fields. Keys already queued today are skipped, so a rerun adds nothing; seq
-    continues the table's numbering in a deterministic order.
+    continues the table's numbering in a deterministic order. ``dedupe`` keeps one row per key
+    when ``source`` itself may repeat a key (one tenure closing twice in a day).
     """
+    once = (
+        "QUALIFY row_number() OVER (PARTITION BY q.idempotency_key ORDER BY q.on_date) = 1"
+        if dedupe else ""
+    )
     row = run_sql(con,
         f"""
         INSERT INTO ledger_events
@@ -327,7 +332,7 @@ def queue_ledger(con: Con, day: dt.date, source: str) -> int:
         FROM (
             SELECT * FROM ({source}) q(idempotency_key, on_date, type, msisdn, tenure_id,
                                        tenure_start, tenure_end, fields)
-            QUALIFY row_number() OVER (PARTITION BY q.idempotency_key ORDER BY q.on_date) = 1
+            {once}
         ) n
         WHERE n.idempotency_key NOT IN (
             SELECT idempotency_key FROM ledger_events WHERE logical_date = $d)
@@ -468,7 +473,7 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
         ).fetchone()
         cancel_unsent_reminders(con, "SELECT tenure_id FROM _ends")
         _retime_reminders(con, day)
-        queue_ledger(con, day, "SELECT * FROM _led")
+        queue_ledger(con, day, "SELECT * FROM _led", dedupe=True)
     _flush_quarantine(con, day)
     reasons = dict(
         run_sql(con, "SELECT reason, count(*) FROM _q GROUP BY reason ORDER BY reason").fetchall()

@@ -272,32 +272,35 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         WITH cand AS (
             SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause,
                    t.contact_phone, t.contact_email, t.subscriber_ref,
-                   coalesce(t.language, 'zh-CN') AS language, {best} AS channel,
-                   unnest({offsets}) AS off
+                   coalesce(t.language, 'zh-CN') AS language, {best} AS channel, {offsets} AS offs
             FROM number_state s JOIN tenures t ON t.tenure_id = s.tenure_id
             WHERE s.state IN ('suspended', 'frozen') AND s.changed_logical = $d
               AND s.disconnected_on IS NOT NULL
-        ), slots AS (
-            SELECT cand.*, CASE WHEN off >= 0 THEN disconnected_on + off
-                                ELSE freeze_ends + off END AS raw_due
+        ), dues AS (
+            SELECT cand.* EXCLUDE (offs), list_sort(list_transform(offs, lambda o: struct_pack(
+                       due := CASE WHEN o >= 0 THEN disconnected_on + o ELSE freeze_ends + o END,
+                       off := o))) AS plan
             FROM cand WHERE channel IS NOT NULL
-        ), dedup AS (
-            -- Slots a late event pushes onto the same day are one reminder, not several.
-            SELECT slots.*, greatest(raw_due, $d) AS due_on FROM slots
-            QUALIFY row_number() OVER (PARTITION BY msisdn, greatest(raw_due, $d)
-                                       ORDER BY raw_due DESC, off DESC) = 1
+        ), kept AS (
+            -- Slots a late event pushes onto the same day are one reminder (the later slot).
+            -- List functions per number rather than window functions over all of them.
+            SELECT dues.* EXCLUDE (plan), list_filter(plan, lambda x, i: i = len(plan)
+                       OR greatest(x.due, $d) < greatest(plan[i + 1].due, $d)) AS slots
+            FROM dues
         ), x AS (
-            SELECT dedup.*, concat('offset:', off) AS slot,
-                   CAST(row_number() OVER (PARTITION BY msisdn ORDER BY raw_due, off) AS INTEGER)
-                       AS reminder_no,
-                   count(*) OVER (PARTITION BY msisdn) AS n
-            FROM dedup
+            SELECT kept.* EXCLUDE (slots), unnest(list_transform(slots, lambda x, i: struct_pack(
+                       slot := 'offset:' || x.off, due := greatest(x.due, $d), no := i,
+                       n := len(slots)))) AS u
+            FROM kept
+        ), y AS (
+            SELECT x.*, x.u.slot AS slot FROM x
         )
         SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
-               x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
-               x.reminder_no = x.n AS final, x.channel, {_ADDRESS} AS address, x.language,
-               x.due_on, CAST(NULL AS VARCHAR) AS origin_id, x.freeze_ends AS release_on, x.cause
-        FROM x
+               x.tenure_id, x.msisdn, x.disconnected_on, x.slot,
+               CAST(x.u.no AS INTEGER) AS reminder_no, x.u.no = x.u.n AS final, x.channel,
+               {_ADDRESS} AS address, x.language, x.u.due AS due_on,
+               CAST(NULL AS VARCHAR) AS origin_id, x.freeze_ends AS release_on, x.cause
+        FROM y AS x
         """,
         p,
     )
@@ -583,7 +586,7 @@ def send_reminders(
     day: dt.date,
     channels: Mapping[str, Channel],
     *,
-    batch_size: int = 500,
+    batch_size: int = 1000,
     attempts: int = 3,
     backoff_s: float = 0.5,
     give_up_after_nights: int = 3,
@@ -603,10 +606,11 @@ def send_reminders(
     run_sql(con,
         """
         CREATE OR REPLACE TEMP TABLE _send AS
-        SELECT reminder_id, channel,
+        SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts,
                row_number() OVER (PARTITION BY channel ORDER BY reminder_id) AS rn
         FROM outbox
         WHERE status = 'pending' AND due_on <= $d AND (last_attempt_on IS NULL OR last_attempt_on < $d)
+        ORDER BY channel, rn
         """,
         p,
     )
@@ -624,10 +628,8 @@ def send_reminders(
         for start in range(1, total + 1, batch_size):
             rows = run_sql(con,
                 """
-                SELECT o.reminder_id, o.channel, o.address, o.language, o.subject, o.text, o.due_on,
-                       o.html, o.attempts
-                FROM outbox o JOIN _send s USING (reminder_id)
-                WHERE s.channel = $ch AND s.rn BETWEEN $a AND $b ORDER BY s.rn
+                SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts
+                FROM _send WHERE channel = $ch AND rn BETWEEN $a AND $b ORDER BY rn
                 """,
                 {"ch": name, "a": start, "b": start + batch_size - 1},
             ).fetchall()
