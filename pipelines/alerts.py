@@ -293,13 +293,14 @@ def has_ack_table(con: Con) -> bool:
     return bool(row and row[0])
 
 
-def list_acks(con: Con) -> list[Ack]:
-    """Every acknowledgement on record, oldest first."""
+def list_acks(con: Con, msisdn: str | None = None) -> list[Ack]:
+    """Every acknowledgement on record (of ``msisdn`` only, if given), oldest first."""
     if not has_ack_table(con):
         return []
     rows = con.execute(
         "SELECT msisdn, on_date, kind, reason, acked_by, acked_at FROM alert_acks "
-        "ORDER BY acked_at, msisdn, on_date, kind"
+        "WHERE $m IS NULL OR msisdn = $m ORDER BY acked_at, msisdn, on_date, kind",
+        {"m": msisdn},
     ).fetchall()
     return [Ack(str(m), o, str(k), str(r), str(b), a) for m, o, k, r, b, a in rows]
 
