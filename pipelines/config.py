@@ -73,7 +73,8 @@ class LetterSettings:
 @dataclass(frozen=True)
 class LedgerSettings:
     origin: str = "carrier.example/number-recycling/ledger"
-    key_name: str = "carrier.example/number-recycling"
+    # C2SP tlog-checkpoint: the checkpoint key's name SHOULD be the log's origin.
+    key_name: str = "carrier.example/number-recycling/ledger"
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,11 @@ class Layout:
         return self.root / "keys"
 
     @property
+    def private_dir(self) -> Path:
+        """Never published: encrypted ledger openings and other carrier-only material."""
+        return self.root / "private"
+
+    @property
     def snapshot_dir(self) -> Path:
         """Immutable query snapshots published for the server."""
         return self.root / "snapshot"

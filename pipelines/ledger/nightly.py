@@ -11,6 +11,8 @@ idempotency keys, so a rerun appends nothing twice. Every entry of a tenure name
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +35,18 @@ class LedgerStepReport:
     tree_size: int
 
 
-def open_ledger(settings: Settings) -> Ledger:
-    """The writer of ``<data>/ledger`` with the dev keys under ``<data>/keys`` (made on first use)."""
+@contextmanager
+def open_ledger(settings: Settings) -> Iterator[Ledger]:
+    """The writer of ``<data>/ledger`` with the dev keys under ``<data>/keys`` (made on first
+    use) and the openings store under ``<data>/private``; both are closed on exit."""
     layout = Layout(settings.data_dir)
     signer = load_or_create_signer(layout.keys_dir, settings.ledger.key_name)
-    openings = OpeningsStore.open(layout.root / "private" / "openings", layout.keys_dir)
-    return Ledger.open(layout.ledger_dir, signer, settings.ledger.origin, openings)
+    with OpeningsStore.open(layout.private_dir / "openings", layout.keys_dir) as openings:
+        ledger = Ledger.open(layout.ledger_dir, signer, settings.ledger.origin, openings)
+        try:
+            yield ledger
+        finally:
+            ledger.close()
 
 
 def _text(value: Any) -> Any:
