@@ -144,7 +144,7 @@ def render_evidence_summary(
     reminders = []
     for r in history["reminders"]:
         receipts = "<br>".join(
-            f"{_e(rc['status'])} at {_e(rc['at'])} UTC (ref {_e(rc['provider_ref'])}; drop of "
+            f"{_e(rc['status'])} at {_e(str(rc['at']).replace('T', ' '))} UTC (ref {_e(rc['provider_ref'])}; drop of "
             f"{_e(rc['logical_date'])}, line {_e(rc['line_no'])})"
             for rc in r["receipts"]
         )
