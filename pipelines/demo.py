@@ -11,12 +11,14 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -82,14 +84,22 @@ def prepare_airflow(airflow_home: Path, dags_folder: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("var/demo"))
-    parser.add_argument("--start", default="2026-09-01")
+    parser.add_argument(
+        "--start", default=None,
+        help="first logical date (default: so that the last night is yesterday, keeping the "
+        "signed feed fresh for the platform client's expiry check)",
+    )
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rows-per-day", type=int, default=120)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
 
     data: Path = args.data.resolve()
-    start = dt.date.fromisoformat(args.start)
+    start = (
+        dt.date.fromisoformat(args.start)
+        if args.start
+        else dt.date.today() - dt.timedelta(days=args.days)  # demo UI only; runs use logical dates
+    )
     if data.exists():
         shutil.rmtree(data)  # the demo always starts from an empty embedded default
     data.mkdir(parents=True)
@@ -133,9 +143,110 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(config)
     print_summary(settings, start, args.days)
+
+    console.rule("[bold]4. auditor: verify the signed ledger from public files alone")
+    failures += _cli("verify", str(data / "ledger"))
+    failures += _cli("audit-log", "--config", str(config))
+
+    console.rule("[bold]5. platform: serve, pull and verify the signed feed, ask about a number")
+    failures += platform_epilogue(data, config, start)
     console.print(f"\ndemo finished in {time.monotonic() - t0:.0f}s; data in {data}")
     console.print(f"Airflow logs: {data / 'airflow' / 'dag-test.log'}")
     return 1 if failures else 0
+
+
+def _recycle() -> str:
+    return str(Path(sys.executable).with_name("recycle"))
+
+
+_E164 = re.compile(r"\+\d{8,15}")
+_TOKEN = re.compile(r"(nrp_)[A-Za-z0-9_-]+")
+
+
+def _masked(text: str) -> str:
+    """Numbers masked as in every log; platform tokens are secrets and never shown."""
+    from pipelines.numbers import mask
+
+    return _TOKEN.sub(r"\1…", _E164.sub(lambda m: mask(m.group(0)), text))
+
+
+def _cli(*args: str) -> int:
+    """Run a ``recycle`` command as a newcomer would type it; show it (numbers masked) and its output."""
+    console.print(f"[dim]$ recycle {_masked(' '.join(args))}[/dim]")
+    done = subprocess.run([_recycle(), *args], capture_output=True, text=True, check=False)
+    for line in (done.stdout + done.stderr).splitlines():
+        if not line.startswith("20"):  # third-party log lines start with a timestamp
+            console.print(f"  {_masked(line)}", highlight=False)
+    return 1 if done.returncode else 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
+    """`recycle serve` on loopback; a platform gets a token, pulls and verifies, then checks."""
+    import duckdb
+    import httpx
+
+    env = {**os.environ, "RECYCLE_CONFIG": str(config)}
+    token = subprocess.run(
+        [_recycle(), "platform", "add", "demo-bank", "--scope", "check,bulk,feeds"],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout.strip().splitlines()[-1]
+    console.print("[dim]$ recycle platform add demo-bank[/dim]  (token printed once, stored hashed)")
+    port = _free_port()
+    server = subprocess.Popen(
+        [_recycle(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/status", timeout=1.0)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    console.print("[red]the server did not start[/red]")
+                    return 1
+                time.sleep(0.3)
+        console.print(f"[dim]$ recycle serve --port {port}[/dim]  (running)")
+        failures = _cli(
+            "pull", "--from", url, "--token", token, "--state", str(data / "platform-demo-bank"),
+            "--root", str(data / "feeds" / "root.json"),
+        )
+        con = duckdb.connect(str(data / "state.duckdb"), read_only=True)
+        try:
+            row = con.execute(
+                "SELECT msisdn FROM reissues WHERE NOT violation ORDER BY reissue_date, msisdn LIMIT 1"
+            ).fetchone()
+        finally:
+            con.close()
+        if row is not None:
+            # an account bound at go-live, while the prior owner still held the number
+            msisdn, bound_on = row[0], go_live
+            console.print("was a number recycled since an account was bound to it at go-live?")
+            failures += _cli("check", msisdn, "--since", str(bound_on), "--state",
+                             str(data / "platform-demo-bank"))
+            answer = httpx.post(
+                f"{url}/number-recycling/v0.2/check",
+                json={"phoneNumber": msisdn, "specifiedDate": str(bound_on)},
+                headers={"Authorization": f"Bearer {token}", "x-correlator": "demo-1"},
+            )
+            console.print(
+                f"  CAMARA POST /number-recycling/v0.2/check -> {answer.status_code} {answer.text}",
+                highlight=False,
+            )
+        return failures
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def print_summary(settings: object, start: dt.date, days: int) -> None:
@@ -158,8 +269,34 @@ def print_summary(settings: object, start: dt.date, days: int) -> None:
             str(sum(f["quarantined"] for f in files)),
         )
     console.print(table)
-    if "lifecycle" in last:
-        console.print(last["lifecycle"])
+    life = last.get("lifecycle")
+    if isinstance(life, dict):
+        print_lifecycle(life)
+
+
+def print_lifecycle(life: dict[str, Any]) -> None:
+    states = Table(title="numbers by state (last night)")
+    for state in ("active", "suspended", "frozen", "held", "available", "ported_out"):
+        states.add_column(state, justify="right")
+    by_state = life["numbers"]["by_state"]
+    states.add_row(*(str(by_state.get(s, 0)) for s in ("active", "suspended", "frozen", "held",
+                                                        "available", "ported_out")))
+    console.print(states)
+    gate = Table(title="release gate and reissues (all nights)")
+    for col in ("released", "of which with exception", "held now", "reissued", "reissue violations"):
+        gate.add_column(col, justify="right")
+    rel, reis = life["releases"]["all_time"], life["reissues"]["all_time"]
+    gate.add_row(str(rel["total"]), str(rel["with_exception"]), str(life["held"]["now"]),
+                 str(reis["total"]), str(reis["violations"]))
+    console.print(gate)
+    statuses = ("scheduled", "sent", "delivered", "acknowledged", "failed", "expired", "cancelled")
+    rem = Table(title="reminders by channel and status")
+    rem.add_column("channel")
+    for st in statuses:
+        rem.add_column(st, justify="right")
+    for channel, figures in sorted(life["reminders"]["by_channel"].items()):
+        rem.add_row(channel, *(str(figures["by_status"].get(st, 0)) for st in statuses))
+    console.print(rem)
 
 
 if __name__ == "__main__":
