@@ -301,8 +301,8 @@ def export_fcc_disconnects(
         chunk = table.slice(start, max_rows)
         batch_id = f"{first:%Y%m}-{part:03d}"
         body = pa.table({
-            "company_id": pa.array([company_id] * chunk.num_rows, pa.string()),
-            "batch_id": pa.array([batch_id] * chunk.num_rows, pa.string()),
+            "company_id": pa.repeat(pa.scalar(company_id, pa.string()), chunk.num_rows),
+            "batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), chunk.num_rows),
             "telephone_number": chunk.column("telephone_number"),
             "disconnect_date": chunk.column("disconnect_date"),
         })

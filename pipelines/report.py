@@ -293,8 +293,14 @@ def _daily_chart(daily: pa.Table, first: dt.date, last: dt.date) -> go.Figure:
                 row=p_i + 1, col=1,
             )
     fig.update_layout(barmode="stack", legend_title_text="region")
-    for p_i in range(len(_DAILY_PANELS)):
-        fig.update_yaxes(title_text="numbers", rangemode="tozero", row=p_i + 1, col=1)
+    for p_i, (key, _) in enumerate(_DAILY_PANELS):
+        per_day: dict[dt.date, int] = {}
+        for r in rows:
+            per_day[r["day"]] = per_day.get(r["day"], 0) + int(r[key])
+        # Counts are whole numbers: no 0.2-step ticks on a panel whose tallest bar is 1.
+        small = max(per_day.values(), default=0) <= 5
+        fig.update_yaxes(title_text="numbers", rangemode="tozero", dtick=1 if small else None,
+                         row=p_i + 1, col=1)
     fig.update_xaxes(title_text="date", tickformat="%Y-%m-%d", row=len(_DAILY_PANELS), col=1)
     _layout(fig, "Daily activity per region (stacked)", 260 * len(_DAILY_PANELS))
     if not rows:
