@@ -206,6 +206,9 @@ def test_nightly_step_reads_the_state_file_and_raises(tmp_path: Path) -> None:
     ctx = RunContext(extras={"exception_rate_window_days": 1})
     with pytest.raises(ComplianceViolationError):
         step_alerts(settings, D + dt.timedelta(days=3), ctx)
+    recorded = step_alerts(settings, D, RunContext(extras={"alerts_mode": "record"}))
+    assert recorded["alerts"]["passed"] is False and recorded["alerts"]["violations"] == 1
+    assert recorded["alerts"]["open_violations"] == [f"{mask(num(2))} (BJ, {D})"]
 
 
 def test_cli_ack_then_check(tmp_path: Path) -> None:
