@@ -1,4 +1,5 @@
-"""`recycle serve | platform add/revoke/list | pull | check`: the platform-facing commands.
+"""`recycle serve | platform add/scopes/revoke/list | pull | check | acks import | notifications |
+new-owner | root rotate`: the platform-facing commands.
 
 ``pipelines.cli`` calls :func:`register` to add them to the ``recycle`` app.
 """
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.config import Settings, load_settings
-from pipelines.numbers import mask
+from pipelines.numbers import mask, normalise
 
 _err = Console(stderr=True)
 _out = Console()
@@ -38,10 +39,24 @@ def _date(value: str, option: str) -> dt.date:
         raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
 
 
+def _e164(number: str, settings: Settings) -> str:
+    e164 = normalise(number, settings.default_region)
+    if e164 is None:
+        raise typer.BadParameter(f"not a valid phone number for region {settings.default_region}",
+                                 param_hint="NUMBER")
+    return e164
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``serve``, ``platform`` (add/revoke/list), ``pull`` and ``check`` to ``app``."""
+    """Add ``serve``, ``platform`` (add/scopes/revoke/list), ``pull``, ``check``, ``acks import``,
+    ``notifications``, ``new-owner`` and ``root rotate`` to ``app``."""
     platform_app = typer.Typer(help="Platform tokens for the server.", no_args_is_help=True)
     app.add_typer(platform_app, name="platform")
+    acks_app = typer.Typer(help="Platforms' acknowledgements (unbound / no_account / step_up_enabled).",
+                           no_args_is_help=True)
+    app.add_typer(acks_app, name="acks")
+    root_app = typer.Typer(help="The feed's root of trust (root.json).", no_args_is_help=True)
+    app.add_typer(root_app, name="root")
 
     @app.command()
     def serve(
@@ -58,7 +73,7 @@ def register(app: typer.Typer) -> None:
     @platform_app.command("add")
     def platform_add(
         name: Annotated[str, typer.Argument(help="platform name, e.g. bank-a")],
-        scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds")] = "check,bulk,feeds",
+        scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")] = "check,bulk,feeds,ack",
         rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
         burst: Annotated[int, typer.Option(help="requests allowed at once")] = 100,
         config: ConfigOpt = None,
@@ -74,6 +89,23 @@ def register(app: typer.Typer) -> None:
             store.close()
         _err.print(f"platform {name} added with scopes {scope}; its token (shown only now):")
         _out.print(token, highlight=False, soft_wrap=True)
+
+    @platform_app.command("scopes")
+    def platform_scopes(
+        name: Annotated[str, typer.Argument(help="platform name")],
+        scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")],
+        config: ConfigOpt = None,
+        data: DataOpt = None,
+    ) -> None:
+        """Replace an active platform's scopes (e.g. grant ack); the token stays the same."""
+        from pipelines.platforms import TokenStore, parse_scopes
+
+        store = TokenStore.open(_settings(config, data).data_dir)
+        try:
+            store.set_scopes(name, parse_scopes(scope))
+        finally:
+            store.close()
+        _err.print(f"platform {name} now has scopes {scope}")
 
     @platform_app.command("revoke")
     def platform_revoke(
@@ -150,3 +182,122 @@ def register(app: typer.Typer) -> None:
         if _date(since, "--since") < answer.covered_from:
             _err.print(f"note: the pulled feed starts on {answer.covered_from}; earlier disconnections "
                        "are not in it")
+
+    @acks_app.command("import")
+    def acks_import(
+        file: Annotated[Path, typer.Argument(help="CSV with header phone_number,status,feed_date,observed_at",
+                                             exists=True, dir_okay=False)],
+        platform: Annotated[str, typer.Option("--platform", help="the platform that sent the file")],
+        config: ConfigOpt = None,
+        data: DataOpt = None,
+    ) -> None:
+        """Import a platform's acknowledgements CSV: every line checked, all stored or none."""
+        from pipelines.errors import DataContractError
+        from pipelines.feeds import FeedPaths
+        from pipelines.notifications import (
+            AckStore,
+            read_acknowledgements,
+            validate_acknowledgements,
+        )
+        from pipelines.platforms import TokenStore, utc_now
+
+        settings = _settings(config, data)
+        tokens = TokenStore.open(settings.data_dir)
+        try:
+            known = {p.name for p in tokens.list()}
+        finally:
+            tokens.close()
+        if platform not in known:
+            raise typer.BadParameter(f"no platform named {platform!r}; see `recycle platform list`",
+                                     param_hint="--platform")
+        received = utc_now()
+        try:
+            valid = validate_acknowledgements(
+                read_acknowledgements(file.read_bytes(), "text/csv"),
+                published=FeedPaths.of(settings).published_days(), now=received,
+            )
+        except DataContractError as exc:
+            _err.print(f"[red]{file}:[/red] {exc}")
+            raise typer.Exit(1) from None
+        store = AckStore.open(settings.data_dir)
+        try:
+            receipt = store.add(platform, valid, received, f"import:{file.name}")
+        finally:
+            store.close()
+        _err.print(f"imported {receipt.accepted} acknowledgement(s) from {platform}: {receipt.stored} new, "
+                   f"{receipt.accepted - receipt.stored} already stored (batch {receipt.batch_id})")
+
+    @app.command()
+    def notifications(
+        number: Annotated[str, typer.Argument(help="the number, national or E.164")],
+        as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+        config: ConfigOpt = None,
+        data: DataOpt = None,
+    ) -> None:
+        """Proof of notification: feed days that listed NUMBER, which platforms downloaded them
+        and when, and what each acknowledged (number masked)."""
+        from pipelines.notifications import evidence_lines, notification_evidence
+
+        settings = _settings(config, data)
+        evidence = notification_evidence(settings, _e164(number, settings))
+        if as_json:
+            _out.print_json(json.dumps({**evidence, "msisdn": mask(evidence["msisdn"])}))
+            return
+        for line in evidence_lines(evidence):
+            _out.print(line, highlight=False, soft_wrap=True)
+
+    @app.command("new-owner")
+    def new_owner(
+        number: Annotated[str, typer.Argument(help="the number, national or E.164")],
+        as_of: Annotated[str | None, typer.Option("--as-of", help="date YYYY-MM-DD (default: today, UTC)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+        config: ConfigOpt = None,
+        data: DataOpt = None,
+    ) -> None:
+        """What the number's current holder may see: how many platforms were notified and
+        confirmed unbinding since the number was recycled. Counts only."""
+        from pipelines.notifications import new_owner_view
+        from pipelines.platforms import utc_now
+
+        settings = _settings(config, data)
+        day = utc_now().date() if as_of is None else _date(as_of, "--as-of")
+        view = new_owner_view(settings, _e164(number, settings), day)
+        if as_json:
+            _out.print_json(json.dumps(view))
+            return
+        if not view["recycled"]:
+            _out.print(f"{view['number']}: held since {view['holder_since']}; the number was not "
+                       "recycled to this holder, so no platform had to be told")
+            return
+        _out.print(f"{view['number']}, held since {view['holder_since']}, as of {view['as_of']}: "
+                   f"{view['platforms_notified']} platform(s) notified, "
+                   f"{view['unbound']} confirmed unbinding, {view['no_account']} had no account, "
+                   f"{view['step_up_enabled']} enabled stronger verification", highlight=False)
+
+    @root_app.command("rotate")
+    def root_rotate(
+        date: Annotated[str | None, typer.Option("--date", help="logical date YYYY-MM-DD (default: "
+                                                 "the newest published feed day)")] = None,
+        keep_online_key: Annotated[bool, typer.Option("--keep-online-key", help="rotate only the root "
+                                                      "key; keep the online (manifest/timestamp/receipt) key")] = False,
+        config: ConfigOpt = None,
+        data: DataOpt = None,
+    ) -> None:
+        """Replace the root key: root version N+1 signed by the old and the new root key."""
+        from pipelines.feeds import newest_manifest, rotate_root
+
+        settings = _settings(config, data)
+        if date is not None:
+            day = _date(date, "--date")
+        else:
+            newest = newest_manifest(settings)
+            if newest is None:
+                raise typer.BadParameter("no feed is published yet; give the logical date", param_hint="--date")
+            day = newest.signed.feed_date
+        env = rotate_root(settings, day, rotate_online=not keep_online_key)
+        _err.print(f"root rotated to version {env.signed.version} (expires {env.signed.expires:%Y-%m-%d}); "
+                   f"keys under {settings.data_dir / 'keys'}")
+        if not keep_online_key:
+            _err.print("[yellow]the online key changed: clients verify the published timestamp and "
+                       "manifests against the new root only after the next nightly run re-signs them; "
+                       "rotate just before a run[/yellow]")

@@ -28,7 +28,11 @@ from pipelines.numbers import mask
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("check", "bulk", "feeds")
+SCOPES = ("check", "bulk", "feeds", "ack")
+# What `recycle platform add` grants unless told otherwise: everything, acknowledgements
+# included, because a platform that reads the feed is the one expected to report back.
+DEFAULT_SCOPES = "check,bulk,feeds,ack"
+PHONE_PATTERN = r"^\+[1-9][0-9]{4,14}$"  # E.164 as CAMARA writes it; numbers on the wire match this
 DEFAULT_RATE = 50.0  # requests per second, refilled continuously
 DEFAULT_BURST = 100  # bucket size
 TOKEN_PREFIX = "nrp_"  # noqa: S105 - a visible prefix so leaked tokens are easy to scan for, not a secret
@@ -142,6 +146,18 @@ class TokenStore:
                 (name, token_hash(token), ",".join(sorted(scope_set)), float(rate), int(burst), now),
             )
         return token
+
+    def set_scopes(self, name: str, scopes: Iterable[str]) -> None:
+        """Replace an active platform's scopes; its token stays the same and the change applies
+        to the next request (the server notices the store's change counter)."""
+        scope_set = parse_scopes(scopes)
+        with self._lock:
+            cur = self._con.execute(
+                "UPDATE platforms SET scopes = ? WHERE name = ? AND revoked_at IS NULL",
+                (",".join(sorted(scope_set)), name),
+            )
+        if cur.rowcount == 0:
+            raise TerminalError(f"no active platform named {name!r}; see `recycle platform list`")
 
     def revoke(self, name: str) -> None:
         now = self._clock().isoformat(timespec="seconds")

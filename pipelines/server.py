@@ -1,9 +1,11 @@
-"""The platform server: static feeds and ledger tiles, CAMARA check, bulk check with receipts.
+"""The platform server: static feeds and ledger tiles, CAMARA check, bulk check with receipts,
+and platforms' acknowledgements.
 
 ``create_app(settings)`` builds the FastAPI app; ``recycle serve`` runs it under uvicorn. The
 server never opens the nightly DuckDB file: it answers from the query snapshot
 (``pipelines.snapshot``), reads tokens from ``<data>/server/platforms.sqlite``, and appends
-every download and query to ``<data>/server/audit/<UTC day>.jsonl`` with numbers masked.
+every download and query to ``<data>/server/audit/<UTC day>.jsonl`` with numbers masked, and
+keeps acknowledgements in ``<data>/server/acknowledgements.sqlite`` (``pipelines.notifications``).
 
 Regenerate the committed OpenAPI document after changing an endpoint::
 
@@ -38,13 +40,22 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.config import Settings
-from pipelines.errors import RecycleError
-from pipelines.feeds import load_root, role_signers
+from pipelines.errors import DataContractError, RecycleError
+from pipelines.feeds import FeedPaths, load_root, role_signers
 from pipelines.layout import Layout
 from pipelines.ledger.signer import FileSigner
 from pipelines.ledger.tiles import Tile
 from pipelines.metadata import ROLE_RECEIPT, Envelope, QueryReceipt, sha256_hex
-from pipelines.platforms import AuditLog, Platform, RateLimiter, TokenStore, utc_now
+from pipelines.notifications import (
+    CSV_HEADER,
+    JSON_FIELDS,
+    MAX_ACK_ITEMS,
+    STATUSES,
+    AckStore,
+    read_acknowledgements,
+    validate_acknowledgements,
+)
+from pipelines.platforms import PHONE_PATTERN, AuditLog, Platform, RateLimiter, TokenStore, utc_now
 from pipelines.snapshot import BULK_ANSWERS, SnapshotHolder, SnapshotIndex, day_number
 
 log = logging.getLogger(__name__)
@@ -53,7 +64,7 @@ API = "/number-recycling/v0.2"
 MAX_BULK_PAIRS = 250_000
 MAX_CHECK_BODY = 16 * 1024  # bytes
 MAX_BULK_BODY = 40 * 1024 * 1024  # 250,000 JSON pairs are about 15 MB
-PHONE_PATTERN = r"^\+[1-9][0-9]{4,14}$"
+MAX_ACK_BODY = 32 * 1024 * 1024  # 100,000 JSON acknowledgements with every field are about 13 MB
 _PHONE = re.compile(PHONE_PATTERN)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CORRELATOR = re.compile(rb"[a-zA-Z0-9\-_:;./<>{}]{0,256}")
@@ -311,6 +322,7 @@ def create_app(
     ledger_root = layout.ledger_dir
     tokens = TokenStore.open(settings.data_dir, clock)
     audit = AuditLog.open(settings.data_dir, clock)
+    acks = AckStore.open(settings.data_dir)
     limiter = RateLimiter(monotonic)
     holder = SnapshotHolder(layout.snapshot_dir, snapshot_check_s)
     receipts = _Receipts(settings)
@@ -325,6 +337,7 @@ def create_app(
         yield
         audit.close()
         tokens.close()
+        acks.close()
 
     app = FastAPI(
         title="Number recycling: feeds, CAMARA check and bulk check",
@@ -337,6 +350,7 @@ def create_app(
     app.add_middleware(CorrelatorMiddleware)
     app.state.tokens = tokens
     app.state.audit = audit
+    app.state.acks = acks
     app.state.snapshot = holder
 
     @app.exception_handler(ApiError)
@@ -481,6 +495,52 @@ def create_app(
 
     app.add_route(f"{API}/bulk-check", bulk_check, methods=["POST"], name="bulkCheckNumberRecycling")
 
+    # ----------------------------------------------------------------- acknowledgements
+
+    async def acknowledgements(request: Request) -> Response:
+        platform = authorize(request, "ack", "acknowledge")
+        corr = request.headers.get("x-correlator")
+        received = clock()
+        try:
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > MAX_ACK_BODY:  # refuse before reading it
+                raise ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_ACK_BODY} bytes")
+            body = await request.body()
+            if len(body) > MAX_ACK_BODY:
+                raise ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_ACK_BODY} bytes")
+            content_type = request.headers.get("content-type", "application/json")
+
+            def work() -> tuple[dict[str, Any], dict[str, Any]]:
+                try:
+                    upload = read_acknowledgements(body, content_type)
+                    if upload.rows.num_rows > MAX_ACK_ITEMS:
+                        raise ApiError(400, "OUT_OF_RANGE", f"{upload.rows.num_rows} acknowledgements; "
+                                       f"at most {MAX_ACK_ITEMS} per request")
+                    valid = validate_acknowledgements(
+                        upload, published=FeedPaths.of(settings).published_days(), now=received)
+                except DataContractError as exc:
+                    raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
+                receipt = acks.add(platform.name, valid, received, "api")
+                statuses = valid.column("status").to_pylist()
+                fields: dict[str, Any] = {
+                    "items": receipt.accepted, "stored": receipt.stored, "batch": receipt.batch_id,
+                    "request_sha256": receipt.request_sha256,
+                    "counts": {s: statuses.count(s) for s in STATUSES},
+                }
+                if receipt.accepted == 1:
+                    fields["number"] = valid.column("msisdn")[0].as_py()  # masked by the audit writer
+                return receipt.to_dict(), fields
+
+            answer, fields = await run_in_threadpool(work)
+        except ApiError as exc:
+            audit.record(platform.name, "acknowledge", status=exc.status, code=exc.code, correlator=corr)
+            raise
+        audit.record(platform.name, "acknowledge", status=200, correlator=corr, **fields)
+        return JSONResponse(answer)
+
+    app.add_route(f"{API}/acknowledgements", acknowledgements, methods=["POST"],
+                  name="acknowledgeNumbers")
+
     # ----------------------------------------------------------------- static files
 
     def serve_file(request: Request, base: Path, rel: str, cache: str, platform: str | None) -> Response:
@@ -495,10 +555,13 @@ def create_app(
         etag = etags.of(resolved, st)
         headers = {"ETag": etag, "Cache-Control": cache}
         inm = request.headers.get("if-none-match")
+        # The SHA-256 names the exact content handed over: the rolling snapshot is rewritten
+        # daily, and notification evidence ties a download to a manifest by this digest.
+        sha = etag.strip('"')
         if inm is not None and (inm.strip() == "*" or etag in [t.strip() for t in inm.split(",")]):
-            audit.record(platform, "download", path=request.url.path, status=304)
+            audit.record(platform, "download", path=request.url.path, status=304, sha256=sha)
             return Response(status_code=304, headers=headers)
-        audit.record(platform, "download", path=request.url.path, status=200, bytes=st.st_size)
+        audit.record(platform, "download", path=request.url.path, status=200, bytes=st.st_size, sha256=sha)
         return FileResponse(resolved, headers=headers, stat_result=st)
 
     @app.get("/feeds/{rel:path}", operation_id="getFeedFile")
@@ -539,7 +602,9 @@ _DESCRIPTION = (
     "Carrier-side service for platforms. `POST /number-recycling/v0.2/check` implements CAMARA "
     "NumberRecycling v0.2 (two-legged tokens: phoneNumber is required). `POST "
     "/number-recycling/v0.2/bulk-check` answers up to 250,000 (number, date) pairs with FCC "
-    "Reassigned Numbers Database semantics and a signed query receipt. `/feeds/...` serves the "
+    "Reassigned Numbers Database semantics and a signed query receipt. `POST "
+    "/number-recycling/v0.2/acknowledgements` takes platforms' reports of what they did per "
+    "number (unbound, no_account, step_up_enabled). `/feeds/...` serves the "
     "signed daily recycled-number feed (see docs/feeds.md), `/ledger/...` the public "
     "transparency log (C2SP tlog-tiles). Every call needs `Authorization: Bearer <platform "
     "token>` except `/ledger/...` and `/status`."
@@ -639,6 +704,39 @@ _SCHEMAS: dict[str, Any] = {
             "receipt": {"$ref": "#/components/schemas/SignedQueryReceipt"},
         },
     },
+    "AcknowledgementsRequest": {
+        "type": "object",
+        "required": ["acknowledgements"],
+        "additionalProperties": False,
+        "properties": {"acknowledgements": {
+            "type": "array", "minItems": 1, "maxItems": MAX_ACK_ITEMS,
+            "items": {
+                "type": "object", "required": ["phoneNumber", "status"], "additionalProperties": False,
+                "properties": {
+                    "phoneNumber": {"$ref": "#/components/schemas/PhoneNumber"},
+                    "status": {"type": "string", "enum": list(STATUSES),
+                               "description": "unbound: accounts bound to the number were unbound; "
+                               "no_account: none was bound; step_up_enabled: stronger verification "
+                               "now guards them."},
+                    "feedDate": {"type": ["string", "null"], "format": "date",
+                                 "description": "The published feed day that told the platform."},
+                    "observedAt": {"type": ["string", "null"], "format": "date-time",
+                                   "description": "RFC 3339 with a zone offset: when the platform "
+                                   "acted; not in the future."},
+                },
+            },
+        }},
+    },
+    "AcknowledgementReceipt": {
+        "type": "object",
+        "required": ["accepted", "alreadyStored", "receivedAt"],
+        "properties": {
+            "accepted": {"type": "integer", "description": "Items in the request, all valid."},
+            "alreadyStored": {"type": "integer", "description": "Items already stored by an "
+                              "earlier request (same platform, number, status and feed day)."},
+            "receivedAt": {"type": "string", "format": "date-time", "description": "Server time (UTC)."},
+        },
+    },
     "SignedQueryReceipt": {
         "type": "object",
         "required": ["signed", "signatures"],
@@ -698,6 +796,30 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                     "headers": {"x-correlator": {"$ref": "#/components/headers/x-correlator"}},
                     "content": {"application/json": {"schema": {
                         "$ref": "#/components/schemas/BulkCheckResponse"}}}},
+            **_std({"400": "Generic400", "401": "Generic401", "403": "Generic403",
+                    "429": "Generic429", "503": "Generic503"}),
+        },
+    },
+    (f"{API}/acknowledgements", "post"): {
+        "tags": ["Acknowledgements"],
+        "summary": "Report what the platform did per number: unbound, no_account or step_up_enabled.",
+        "description": f"Scope `ack`. Up to {MAX_ACK_ITEMS:,} items as JSON, or CSV with the header "
+        f"`{','.join(CSV_HEADER)}` (JSON names: {', '.join(JSON_FIELDS)}). Every item is checked; "
+        "one bad item fails the request with 400 naming it (`item N`, or `line N` of the CSV) and "
+        "nothing is stored. Resending the same (number, status, feed day) is harmless: it is "
+        "stored once.",
+        "operationId": "acknowledgeNumbers",
+        "security": [{"bearer": []}],
+        "parameters": [_CORR_PARAM],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/AcknowledgementsRequest"}},
+            "text/csv": {"schema": {"type": "string"}},
+        }},
+        "responses": {
+            "200": {"description": "Stored; a receipt",
+                    "headers": {"x-correlator": {"$ref": "#/components/headers/x-correlator"}},
+                    "content": {"application/json": {"schema": {
+                        "$ref": "#/components/schemas/AcknowledgementReceipt"}}}},
             **_std({"400": "Generic400", "401": "Generic401", "403": "Generic403",
                     "429": "Generic429", "503": "Generic503"}),
         },
