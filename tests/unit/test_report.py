@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -328,3 +329,41 @@ def test_cli_report(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (out / "report.html").exists() and (out / "violations.csv").exists()
     assert re.search(r"Reissue violations\s*│\s*2", result.output)
+
+
+def chart_traces(page: str, div_id: str) -> list[dict[str, Any]]:
+    """The traces plotly draws in ``div_id``: the first argument after the id of Plotly.newPlot."""
+    match = re.search(r'Plotly\.newPlot\(\s*"' + div_id + r'",\s*', page)
+    assert match, f"no chart {div_id}"
+    traces, _ = json.JSONDecoder().raw_decode(page, match.end())
+    return list(traces)
+
+
+def test_charts_draw_the_hand_counted_figures(built: Any) -> None:
+    page = built.html.read_text(encoding="utf-8")
+    days = {t["name"]: dict(zip(t["x"], t["y"], strict=True)) for t in chart_traces(page, "chart-days")}
+    assert days == {"released": {10: 1, 12: 1, 17: 0, 18: 0},
+                    "released with exception": {10: 0, 12: 0, 17: 1, 18: 1}}
+    eff = {t["name"]: t["y"] for t in chart_traces(page, "chart-effective")}
+    assert eff == {"released": [0, 0, 1, 1], "released with exception": [1, 1, 0, 0]}
+    funnel = chart_traces(page, "chart-funnel")
+    bars = {t["name"]: t["y"] for t in funnel if t["type"] == "bar"}
+    assert bars == {"email": [2, 2, 0, 0], "letter": [2, 1, 1, 0], "sms": [2, 2, 2, 1]}
+    (heat,) = [t for t in funnel if t["type"] == "heatmap"]
+    assert heat["y"] == ["BJ", "GD"]
+    assert heat["z"] == [[1.0, 1.0, 0.5, 0.0], [1.0, 0.75, 0.5, 0.25]]
+    # Daily panels: one bar trace per region and panel (axes y, y2, y3, y4), one bar per day.
+    daily = chart_traces(page, "chart-daily")
+    totals: dict[str, dict[str, int]] = {}
+    for t in daily:
+        panel = totals.setdefault(t.get("yaxis", "y"), {})
+        for x, y in zip(t["x"], t["y"], strict=True):
+            panel[x] = panel.get(x, 0) + y
+    nonzero = {axis: {day: n for day, n in per.items() if n} for axis, per in totals.items()}
+    assert nonzero == {
+        "y": {"2026-03-02": 2, "2026-03-05": 1, "2026-03-06": 1},  # disconnections
+        "y2": {"2026-03-04": 2, "2026-03-08": 2},  # releases
+        "y3": {"2026-03-05": 1, "2026-03-09": 1},  # holds
+        "y4": {"2026-03-06": 2, "2026-03-07": 1},  # reissues
+    }
+    assert {t["name"] for t in daily} == {"BJ", "GD"}
