@@ -79,12 +79,14 @@ def gen(
     seed: Annotated[int, typer.Option("--seed")] = 1,
     defect_rate: Annotated[float, typer.Option("--defect-rate", min=0.0, max=1.0)] = 0.02,
     freeze_days: Annotated[int, typer.Option("--freeze-days", min=1)] = 90,
+    suspend_days: Annotated[int, typer.Option("--suspend-days", min=1)] = 60,
 ) -> None:
     """Write synthetic nightly drops that play out realistic lives (same seed, same bytes)."""
     from pipelines.synth import generate
 
     summary = generate(
-        out_dir, _date(start, "--start"), days, rows_per_day, seed, defect_rate, freeze_days=freeze_days
+        out_dir, _date(start, "--start"), days, rows_per_day, seed, defect_rate,
+        freeze_days=freeze_days, suspend_days=suspend_days,
     )
     console.print(f"wrote {summary}")
 

@@ -777,9 +777,9 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> None:
         INSERT INTO _led
         SELECT concat('tenure_closed:', new_tenure, ':', disconnected_on), effective_date,
                'tenure_closed', msisdn, new_tenure, new_start, disconnected_on,
-               json_object('end_reason', 'cancel', 'cause', cause, 'disconnected_on', disconnected_on,
+               json_object('end_reason', event, 'cause', cause, 'disconnected_on', disconnected_on,
                            'freeze_ends', freeze_ends, 'region', new_region)
-        FROM _ok WHERE event = 'cancel'
+        FROM _ok WHERE event IN ('cancel', 'suspend')
         UNION ALL
         SELECT concat('tenure_closed:', cur_tenure, ':', effective_date), effective_date,
                'tenure_closed', msisdn, cur_tenure, cur_start, effective_date,
@@ -878,19 +878,9 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
         p,
     )
     expired = _count(con, "_exp")
-    if expired:  # queued first: a tenure closes before the gate can release its number
-        queue_ledger(
-            con,
-            day,
-            """
-            SELECT concat('tenure_closed:', e.tenure_id, ':', e.suspended_on), e.frozen_on,
-                   'tenure_closed', e.msisdn, e.tenure_id, t.tenure_start, e.suspended_on,
-                   json_object('end_reason', 'suspend', 'cause', 'suspend', 'disconnected_on',
-                               e.suspended_on, 'freeze_ends', e.freeze_ends, 'region', e.region)
-            FROM _exp e JOIN (SELECT tenure_id, tenure_start FROM tenures SEMI JOIN _exp USING (tenure_id)) t
-                 ON t.tenure_id = e.tenure_id
-            """,
-        )
+    # No ledger entry here: a 双停 tenure's ``tenure_closed`` entry was queued on the day of the
+    # suspension (its disconnection date), so the reminders sent during the suspension already
+    # share its public tenure ref; a restore within the suspension logs ``restored``.
     min_eff = policy_sql(settings, "min_effective_reminders", "d.region")
     max_hold = policy_sql(settings, "max_hold_days", "d.region")
     run_sql(con,

@@ -72,9 +72,11 @@ def prepared_entries(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[Pr
     ).fetchall()
     seqs: list[int] = []
     entries: list[PreparedEntry] = []
+    seen: set[str] = set()
     for seq, key, kind, msisdn, start, end, fields, tenure_key, appended in rows:
-        if appended:
-            continue
+        if appended or key in seen:
+            continue  # the same fact queued twice (e.g. a cancel during a 双停) is logged once
+        seen.add(key)
         try:
             entry_type = EntryType[str(kind).upper()]
         except KeyError:

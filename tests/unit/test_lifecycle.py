@@ -310,7 +310,10 @@ def test_suspension_becomes_a_disconnection_after_suspend_days(world: World) -> 
     assert (s["state"], s["suspended_on"], s["disconnected_on"], s["freeze_ends"]) == (
         "suspended", day(1), day(1), day(16))
     assert world.tenure(s["tenure_id"])["tenure_end"] is None  # may still be restored
-    assert world.ledger("tenure_closed") == []
+    # The ledger logs the disconnection on the suspension day, so the reminders sent during the
+    # suspension share its public tenure ref (a restore would log ``restored`` after it).
+    (closed,) = world.ledger("tenure_closed")
+    assert closed["tenure_end"] == day(1) and closed["on_date"] == day(1)
     world.run_days(2, 5)
     assert world.state(A)["state"] == "suspended"
     report = world.run(day(6))["advance"]
@@ -452,7 +455,10 @@ def test_port_out_closes_the_tenure_and_is_never_recycled(world: World) -> None:
     world.run(day(40))
     assert world.one("SELECT count(*) FROM releases") == 0
     assert world.state(A)["state"] == world.state(B)["state"] == "ported_out"
-    assert not [e for e in world.ledger() if e["type"] in ("tenure_closed", "released")]
+    assert not [e for e in world.ledger() if e["type"] == "released"]
+    # only B's 双停 suspension was logged as a disconnection (it began before the port); the
+    # port itself never enters the recycling path
+    assert [e["msisdn"] for e in world.ledger() if e["type"] == "tenure_closed"] == [B]
 
 
 def test_port_in_opens_a_new_active_tenure(world: World) -> None:
