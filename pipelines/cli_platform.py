@@ -217,7 +217,7 @@ def register(app: typer.Typer) -> None:
                 published=FeedPaths.of(settings).published_days(), now=received,
             )
         except DataContractError as exc:
-            _err.print(f"[red]{file}:[/red] {exc}")
+            _err.print(f"[red]{file}:[/red] {exc}", soft_wrap=True)
             raise typer.Exit(1) from None
         store = AckStore.open(settings.data_dir)
         try:
@@ -267,12 +267,12 @@ def register(app: typer.Typer) -> None:
             return
         if not view["recycled"]:
             _out.print(f"{view['number']}: held since {view['holder_since']}; the number was not "
-                       "recycled to this holder, so no platform had to be told")
+                       "recycled to this holder, so no platform had to be told", soft_wrap=True)
             return
         _out.print(f"{view['number']}, held since {view['holder_since']}, as of {view['as_of']}: "
                    f"{view['platforms_notified']} platform(s) notified, "
                    f"{view['unbound']} confirmed unbinding, {view['no_account']} had no account, "
-                   f"{view['step_up_enabled']} enabled stronger verification", highlight=False)
+                   f"{view['step_up_enabled']} enabled stronger verification", highlight=False, soft_wrap=True)
 
     @root_app.command("rotate")
     def root_rotate(

@@ -651,7 +651,8 @@ def evidence_lines(evidence: dict[str, Any]) -> Iterable[str]:
         yield "  no published feed day lists this number"
     for row in evidence["listings"]:
         yield (f"  listed {row['feed_date']}: {row['event']} (seq {row['seq']}), disconnected_on "
-               f"{row['disconnected_on']}, released_on {row['released_on']}, reissued_on {row['reissued_on']}")
+               f"{row['disconnected_on']}, released_on {row['released_on'] or '-'}, reissued_on "
+               f"{row['reissued_on'] or '-'}")
     if not evidence["platforms"]:
         yield "  no platform downloaded a file listing it or acknowledged it"
     for p in evidence["platforms"]:
