@@ -102,6 +102,9 @@ def run(
         bool,
         typer.Option(help="start loopback SMTP/SMS simulators and write the next day's receipts"),
     ] = False,
+    alerts: Annotated[
+        str, typer.Option(help="raise: a compliance alert fails the night; record: log it and go on")
+    ] = "raise",
 ) -> None:
     """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
     from rich.progress import Progress
@@ -110,7 +113,7 @@ def run(
 
     settings = _settings(config, data)
     days = _days(date, start, end)
-    ctx = RunContext(simulate_gateways=simulate_gateways)
+    ctx = RunContext(simulate_gateways=simulate_gateways, extras={"alerts_mode": alerts})
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("nightly run", total=len(days) * len(step_names()))
         for day in days:
@@ -302,9 +305,10 @@ def erase(
 
 
 def _register_plugins() -> None:
-    from pipelines import cli_platform
+    from pipelines import cli_audit, cli_platform
 
     cli_platform.register(app)
+    cli_audit.register(app)
 
 
 _register_plugins()

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         with _quiet(data / "airflow" / "dag-test.log"):
             run = dag.test(
                 logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
-                run_conf={"simulate_gateways": True},
+                # the synthetic drops carry early reissues on purpose: record the alerts, show them below
+                run_conf={"simulate_gateways": True, "alerts_mode": "record"},
             )
         state = str(getattr(run, "state", "?"))
         failures += state != "success"
@@ -144,11 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(config)
     print_summary(settings, start, args.days)
 
-    console.rule("[bold]4. auditor: verify the signed ledger from public files alone")
+    console.rule("[bold]4. compliance alerts (a production night fails loudly on these)")
+    _cli("alerts", "check", "--config", str(config), "--date", str(start + dt.timedelta(days=args.days - 1)))
+    report_dir = data / "report"
+    failures += _cli("report", "--from", str(start), "--to", str(start + dt.timedelta(days=args.days - 1)),
+                     "--out", str(report_dir), "--config", str(config))
+
+    console.rule("[bold]5. auditor: verify the signed ledger from public files alone")
     failures += _cli("verify", str(data / "ledger"))
     failures += _cli("audit-log", "--config", str(config))
 
-    console.rule("[bold]5. platform: serve, pull and verify the signed feed, ask about a number")
+    console.rule("[bold]6. platform: serve, pull and verify the signed feed, ask about a number")
     failures += platform_epilogue(data, config, start)
     console.print(f"\ndemo finished in {time.monotonic() - t0:.0f}s; data in {data}")
     console.print(f"Airflow logs: {data / 'airflow' / 'dag-test.log'}")

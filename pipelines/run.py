@@ -168,6 +168,13 @@ def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
         return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
 
 
+def step_alerts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """Last: the feed is out before a compliance stop fails the night loudly."""
+    from pipelines.alerts import step_alerts as check
+
+    return check(settings, day, ctx)
+
+
 STEPS: tuple[Step, ...] = (
     Step("ingest", step_ingest, doc="drop files -> accepted rows and quarantine"),
     Step("receipts", step_receipts, doc="delivery receipts and acknowledgements -> reminders"),
@@ -178,6 +185,7 @@ STEPS: tuple[Step, ...] = (
     Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
     Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
     Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
+    Step("alerts", step_alerts, doc="compliance: reissue violations, release exception rate"),
 )
 
 

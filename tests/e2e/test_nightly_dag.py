@@ -42,7 +42,7 @@ def _load_dag() -> Any:
 def _run(dag: Any, day: dt.date) -> str:
     run = dag.test(
         logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
-        run_conf={"simulate_gateways": True},
+        run_conf={"simulate_gateways": True, "alerts_mode": "record"},
     )
     return str(run.state)
 
