@@ -150,6 +150,10 @@ def status(
             str(f["quarantined"]), reasons,
         )
     out.print(table)
+    if "lifecycle" in report:
+        from pipelines.status import render_lifecycle
+
+        render_lifecycle(report["lifecycle"], out)
     out.print(f"outcome: {report['outcome']}")
 
 

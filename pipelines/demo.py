@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -278,32 +277,9 @@ def print_summary(settings: object, start: dt.date, days: int) -> None:
     console.print(table)
     life = last.get("lifecycle")
     if isinstance(life, dict):
-        print_lifecycle(life)
+        from pipelines.status import render_lifecycle
 
-
-def print_lifecycle(life: dict[str, Any]) -> None:
-    states = Table(title="numbers by state (last night)")
-    for state in ("active", "suspended", "frozen", "held", "available", "ported_out"):
-        states.add_column(state, justify="right")
-    by_state = life["numbers"]["by_state"]
-    states.add_row(*(str(by_state.get(s, 0)) for s in ("active", "suspended", "frozen", "held",
-                                                        "available", "ported_out")))
-    console.print(states)
-    gate = Table(title="release gate and reissues (all nights)")
-    for col in ("released", "of which with exception", "held now", "reissued", "reissue violations"):
-        gate.add_column(col, justify="right")
-    rel, reis = life["releases"]["all_time"], life["reissues"]["all_time"]
-    gate.add_row(str(rel["total"]), str(rel["with_exception"]), str(life["held"]["now"]),
-                 str(reis["total"]), str(reis["violations"]))
-    console.print(gate)
-    statuses = ("scheduled", "sent", "delivered", "acknowledged", "failed", "expired", "cancelled")
-    rem = Table(title="reminders by channel and status")
-    rem.add_column("channel")
-    for st in statuses:
-        rem.add_column(st, justify="right")
-    for channel, figures in sorted(life["reminders"]["by_channel"].items()):
-        rem.add_row(channel, *(str(figures["by_status"].get(st, 0)) for st in statuses))
-    console.print(rem)
+        render_lifecycle(life, console)
 
 
 if __name__ == "__main__":

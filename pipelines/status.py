@@ -6,6 +6,9 @@ import datetime as dt
 import json
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from pipelines.config import Settings
 from pipelines.layout import Layout
 from pipelines.run import step_names
@@ -79,3 +82,29 @@ def _lifecycle_figures(con: Any, day: dt.date) -> dict[str, Any]:
     if "number_state" not in tables:
         return {}
     return {"lifecycle": lifecycle_status(con, day)}
+
+
+def render_lifecycle(life: dict[str, Any], console: Console) -> None:
+    """Operator tables: numbers by state, the release gate and reissues, reminders by channel."""
+    states = Table(title="numbers by state (last night)")
+    for state in ("active", "suspended", "frozen", "held", "available", "ported_out"):
+        states.add_column(state, justify="right")
+    by_state = life["numbers"]["by_state"]
+    states.add_row(*(str(by_state.get(s, 0)) for s in ("active", "suspended", "frozen", "held",
+                                                        "available", "ported_out")))
+    console.print(states)
+    gate = Table(title="release gate and reissues (all nights)")
+    for col in ("released", "of which with exception", "held now", "reissued", "reissue violations"):
+        gate.add_column(col, justify="right")
+    rel, reis = life["releases"]["all_time"], life["reissues"]["all_time"]
+    gate.add_row(str(rel["total"]), str(rel["with_exception"]), str(life["held"]["now"]),
+                 str(reis["total"]), str(reis["violations"]))
+    console.print(gate)
+    statuses = ("scheduled", "sent", "delivered", "acknowledged", "failed", "expired", "cancelled")
+    rem = Table(title="reminders by channel and status")
+    rem.add_column("channel")
+    for st in statuses:
+        rem.add_column(st, justify="right")
+    for channel, figures in sorted(life["reminders"]["by_channel"].items()):
+        rem.add_row(channel, *(str(figures["by_status"].get(st, 0)) for st in statuses))
+    console.print(rem)
