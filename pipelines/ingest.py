@@ -20,6 +20,7 @@ import io
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +33,17 @@ import pyarrow.parquet as pq
 from pipelines import ingest_gx, ingest_numbers, ingest_read
 from pipelines.config import Settings
 from pipelines.errors import DataContractError, DuplicateFileNameError, TerminalError
+from pipelines.ingest_numbers import NumberLookup
 from pipelines.ingest_spec import (
     CHECKED_TABLE,
+    DUPLICATES_TABLE,
     GX_REASON,
     DropSpec,
     accepted_select,
     checks_sql,
     day_param,
     drop_specs,
+    duplicates_sql,
     number_columns,
     province_codes,
     spec_for_file,
@@ -53,9 +57,8 @@ from pipelines.state import open_state
 log = logging.getLogger(__name__)
 
 FileStatus = Literal["ingested", "skipped_duplicate", "failed"]
-_STAGED = "_ingest_staged"
 _GX_FAILED = "_ingest_gx_failed"
-GX_SAMPLE_ROWS = 200_000  # a bigger file's accepted rows meet GX as a sample first (_gx_gate)
+GX_SAMPLE_ROWS = 200_000  # a bigger file's accepted rows meet GX as a sample first (_gx_sample)
 _QUARANTINE_SCHEMA = pa.schema([
     ("line_no", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("original_line", pa.string()),
 ])
@@ -167,53 +170,64 @@ def _ingest_file(
     spec = spec_for_file(name)
     kind = spec.kind if spec else "unknown"
     steps = _Steps()
-    try:
-        facts = ingest_read.sniff(path)
-    except OSError as exc:
-        report = FileReport(
-            name=name, kind=kind, sha256="", status="failed",
-            error=f"{name}: cannot read the file ({exc.strerror or exc}); fix its permissions or deliver it again",
-        )
-        _log_file(day, report)
-        return report
-    if spec is None:
-        prefixes = ", ".join(s.file_prefix for s in drop_specs().values())
-        return _fail(con, day, name, kind, facts.sha256, DataContractError(
-            f"{name}: unknown kind of drop file; names start with {prefixes}. Rename it, or "
-            "remove it from the inbox if it is not a drop"
-        ))
+    # One helper thread per file for the Python-bound work (hashing, phonenumbers, GX) that
+    # can run while DuckDB, which lets go of the GIL, works on the other core.
+    with _staging(con), ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as helper:
+        sniffing = helper.submit(ingest_read.sniff, path)
+        # The lines are read while the file is hashed; if the hash says "skip", they are dropped.
+        ahead = ingest_read.read_ahead(con, path) if spec is not None and _is_csv(name) else None
+        try:
+            facts = sniffing.result()
+        except OSError as exc:
+            report = FileReport(
+                name=name, kind=kind, sha256="", status="failed",
+                error=f"{name}: cannot read the file ({exc.strerror or exc}); fix its permissions or deliver it again",
+            )
+            _log_file(day, report)
+            return report
+        if spec is None:
+            prefixes = ", ".join(s.file_prefix for s in drop_specs().values())
+            return _fail(con, day, name, kind, facts.sha256, DataContractError(
+                f"{name}: unknown kind of drop file; names start with {prefixes}. Rename it, or "
+                "remove it from the inbox if it is not a drop"
+            ))
 
-    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and blocks the connection.
-    earlier = next(iter(con.execute(
-        "SELECT file_name, logical_date FROM files WHERE sha256 = ? AND status = 'ingested' "
-        "ORDER BY logical_date, file_name LIMIT 1", [facts.sha256],
-    ).fetchall()), None)
-    if earlier is not None:
-        report = FileReport(name=name, kind=kind, sha256=facts.sha256, status="skipped_duplicate")
-        log.info("ingest %s %s: skipped, same content already ingested as %s on %s", day, name, earlier[0], earlier[1])
-        return report
-    clash = next(iter(con.execute(
-        "SELECT sha256, logical_date FROM files WHERE file_name = ? AND status = 'ingested' LIMIT 1", [name],
-    ).fetchall()), None)
-    if clash is not None:
-        stem, dot, suffix = name.partition(".")
-        return _fail(con, day, name, kind, facts.sha256, DuplicateFileNameError(
-            f"{name}: a different file of this name was already ingested (logical date {clash[1]}, "
-            f"sha256 {clash[0][:12]}…, this one {facts.sha256[:12]}…). Rename the corrected file, "
-            f"e.g. {stem}_v2{dot}{suffix}, or use `recycle replay` to replace the earlier drop"
-        ))
+        # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and blocks the connection.
+        earlier = next(iter(con.execute(
+            "SELECT file_name, logical_date FROM files WHERE sha256 = ? AND status = 'ingested' "
+            "ORDER BY logical_date, file_name LIMIT 1", [facts.sha256],
+        ).fetchall()), None)
+        if earlier is not None:
+            report = FileReport(name=name, kind=kind, sha256=facts.sha256, status="skipped_duplicate")
+            log.info("ingest %s %s: skipped, same content already ingested as %s on %s", day, name, earlier[0], earlier[1])
+            return report
+        clash = next(iter(con.execute(
+            "SELECT sha256, logical_date FROM files WHERE file_name = ? AND status = 'ingested' LIMIT 1", [name],
+        ).fetchall()), None)
+        if clash is not None:
+            stem, dot, suffix = name.partition(".")
+            return _fail(con, day, name, kind, facts.sha256, DuplicateFileNameError(
+                f"{name}: a different file of this name was already ingested (logical date {clash[1]}, "
+                f"sha256 {clash[0][:12]}…, this one {facts.sha256[:12]}…). An ingested file is never "
+                f"replaced: the rows of the earlier file stay as ingested. To ingest this one as well, "
+                f"rename it in {path.parent}, e.g. to {stem}_v2{dot}{suffix}, and rerun the "
+                f"day (`recycle run --date {day}`)"
+            ))
 
-    work_dir = layout.run_dir(day) / "ingest-tmp"
-    try:
-        with _staging(con):
-            if name.lower().endswith(".parquet"):
-                staged = ingest_read.stage_parquet(con, path, spec)
+        work_dir = layout.run_dir(day) / "ingest-tmp"
+        try:
+            if _is_csv(name):
+                staged = ingest_read.stage_csv(con, path, facts, spec, work_dir, ahead)
             else:
-                staged = ingest_read.stage_csv(con, path, facts, spec, work_dir)
+                staged = ingest_read.stage_parquet(con, path, spec)
             steps.done("read")
-            return _load(settings, layout, day, con, name, spec, facts.sha256, staged, regions, steps)
-    except DataContractError as exc:
-        return _fail(con, day, name, kind, facts.sha256, exc)
+            return _load(settings, layout, day, con, helper, name, spec, facts.sha256, staged, regions, steps)
+        except DataContractError as exc:
+            return _fail(con, day, name, kind, facts.sha256, exc)
+
+
+def _is_csv(name: str) -> bool:
+    return not name.lower().endswith(".parquet")
 
 
 @contextmanager
@@ -223,7 +237,7 @@ def _staging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         ingest_read.release(con)
-        for table in (_STAGED, CHECKED_TABLE, _GX_FAILED):
+        for table in (CHECKED_TABLE, DUPLICATES_TABLE, _GX_FAILED):
             con.execute(f"DROP TABLE IF EXISTS {table}")
         ingest_numbers.drop_tables(con)
 
@@ -233,6 +247,7 @@ def _load(
     layout: Layout,
     day: dt.date,
     con: duckdb.DuckDBPyConnection,
+    helper: ThreadPoolExecutor,
     name: str,
     spec: DropSpec,
     sha256: str,
@@ -240,62 +255,61 @@ def _load(
     regions: list[str],
     steps: _Steps,
 ) -> FileReport:
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {_STAGED} AS "
-        f"{staged_select(spec, settings.default_region, staged.select_sql)}"
-    )
-    staged_rows = _count(con, f"SELECT count(*) FROM {_STAGED}")
-    if staged_rows != staged.rows_in:
-        raise TerminalError(f"{name}: read {staged_rows} rows of {staged.rows_in} data lines; this is a bug, keep the file")
-    classes, singles = (
-        ingest_numbers.resolve_numbers(con, _STAGED, number_columns(spec), settings.default_region)
-        if spec.number_columns else (0, 0)
-    )
-    steps.done("split")
     params = day_param(day)
-    _run(con, checks_sql(spec, _STAGED, regions, settings.default_region), params)
+    # Nothing between the lines and the checked table is materialised: the fields are split
+    # twice (numbers, then rules), which costs less than writing them to a table once.
+    staged_sql = staged_select(spec, settings.default_region, staged.select_sql)
+    numbers = NumberLookup(classes=0, singles=0, fallback_classes=())
+    if spec.number_columns:
+        source, columns = f"({staged_sql})", number_columns(spec)
+        found = ingest_numbers.find_numbers(con, source, columns)
+        deciding = helper.submit(ingest_numbers.decide_numbers, found, settings.default_region)
+        con.execute(duplicates_sql(staged.lines_sql))
+        numbers = ingest_numbers.write_lookup(con, source, columns, deciding.result(), settings.default_region)
+    else:
+        con.execute(duplicates_sql(staged.lines_sql))
+    steps.done("numbers+duplicates")
+    _run(con, checks_sql(spec, staged_sql, regions, settings.default_region, numbers), params)
     steps.done("rules")
 
-    accepted_cols = accepted_select(spec)
-    gx = _gx_gate(con, layout, day, name, spec, accepted_cols, regions)
-    steps.done("gx")
-    con.register(f"{_GX_FAILED}_arrow", pa.table({
-        "line_no": pa.array(list(gx.failed_rows), pa.int64()),
-        "detail": pa.array(list(gx.failed_rows.values()), pa.string()),
-    }))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {_GX_FAILED} AS SELECT * FROM {_GX_FAILED}_arrow")
-    con.unregister(f"{_GX_FAILED}_arrow")
-
     warn_names = [w for w, _ in warnings_sql(spec)]
-    warn_sql = ", ".join(f'count(*) FILTER (WHERE reason_key IS NULL AND "w_{w}")' for w in warn_names)
-    warn_counts = con.execute(f"SELECT {warn_sql} FROM {CHECKED_TABLE}").fetchall()[0] if warn_names else ()
-    warnings = {w: int(n) for w, n in zip(warn_names, warn_counts, strict=True) if n}
+    counts = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE reason_key IS NULL)"
+        + "".join(f', count(*) FILTER (WHERE reason_key IS NULL AND "w_{w}")' for w in warn_names)
+        + f" FROM {CHECKED_TABLE}"
+    ).fetchall()[0]
+    if counts[0] != staged.rows_in:
+        raise TerminalError(f"{name}: checked {counts[0]} rows of {staged.rows_in} data lines; this is a bug, keep the file")
+    rule_accepted = int(counts[1])
+    warnings = {w: int(n) for w, n in zip(warn_names, counts[2:], strict=True) if n}
 
-    quarantine_sql = f"""
-        SELECT line_no, split_part(reason_key, ':', 1) AS reason, detail, original_line
-        FROM {CHECKED_TABLE} WHERE reason_key IS NOT NULL
-        UNION ALL
-        SELECT c.line_no, '{GX_REASON}', g.detail, s.original_line
-        FROM {CHECKED_TABLE} c JOIN {_GX_FAILED} g USING (line_no) JOIN {_STAGED} s USING (line_no)
-    """
-    quarantine = _arrow(con, f"SELECT * FROM ({quarantine_sql}) ORDER BY line_no", params)
-    quarantine = quarantine.cast(_QUARANTINE_SCHEMA)
-    by_reason = _reason_counts(quarantine)
-    steps.done("quarantine")
-
+    accepted_cols = accepted_select(spec)
+    gx_note = {"file": name, "accepted_rows": rule_accepted}
+    every = max(1, -(-rule_accepted // GX_SAMPLE_ROWS))  # ceil; 1 means every row
+    sample = _gx_rows(con, accepted_cols, every)
+    result_path = layout.run_dir(day) / "gx" / f"{name}.json"
+    # GX is Python (pandas) and the insert is DuckDB: the sample is judged while the rows are
+    # written. Rows GX refuses are taken out again before the commit, so they are never seen.
+    pending = helper.submit(_gx_validate, spec.kind, sample, every, regions, result_path, name, gx_note)
     con.execute("BEGIN TRANSACTION")
     try:
         cols = ", ".join(f'"{c}"' for c in spec.names)
-        gx_filter = (
-            f"AND NOT EXISTS (SELECT 1 FROM {_GX_FAILED} g WHERE g.line_no = c.line_no)"
-            if gx.failed_rows else ""  # the usual case: GX agreed, no anti-join over a million rows
-        )
         accepted = _count(con, f"""
             INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
             SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_cols}
-            FROM {CHECKED_TABLE} c WHERE reason_key IS NULL {gx_filter}
-            ORDER BY line_no
+            FROM {CHECKED_TABLE} WHERE reason_key IS NULL
         """, params)
+        steps.done("insert")
+        gx = pending.result()
+        if gx.failed_rows and every > 1:  # the sample found a bad row: GX judges every row
+            gx = _gx_validate(
+                spec.kind, _gx_rows(con, accepted_cols, 1), 1, regions, result_path, name, gx_note
+            )
+        steps.done("gx")
+        if gx.failed_rows:
+            accepted -= _remove_gx_failed(con, spec, sha256, gx)
+        quarantine = _quarantine_rows(con, staged, params, bool(gx.failed_rows))
+        by_reason = _reason_counts(quarantine)
         con.register("_ingest_quarantine_arrow", quarantine)
         try:
             quarantined = _count(con, f"""
@@ -327,44 +341,76 @@ def _load(
         encoding=staged.encoding, delimiter=staged.delimiter, gx_success=gx.success, gx_rows=gx.validated_rows,
         warnings=warnings,
     )
-    _log_file(day, report, f"number classes {classes}, single numbers {singles}")
+    _log_file(day, report, f"number classes {numbers.classes}, single numbers {numbers.singles}")
     return report
 
 
-def _gx_gate(
-    con: duckdb.DuckDBPyConnection,
-    layout: Layout,
-    day: dt.date,
-    name: str,
-    spec: DropSpec,
-    accepted_cols: str,
-    regions: list[str],
-) -> ingest_gx.GxOutcome:
-    """Run the GX suite on the accepted rows: all of them, or an even sample of a big file.
+def _gx_rows(con: duckdb.DuckDBPyConnection, accepted_cols: str, every: int) -> pa.Table:
+    """The accepted rows GX is shown: every ``every``-th line, an even, deterministic sample."""
+    return con.sql(
+        f"SELECT line_no, {accepted_cols} FROM {CHECKED_TABLE} "
+        f"WHERE reason_key IS NULL AND line_no % {every} = 0 ORDER BY line_no"
+    ).to_arrow_table()
 
-    GX costs seconds per million rows in pandas; a big file shows it an evenly spread,
-    deterministic sample of about GX_SAMPLE_ROWS rows first, and only if the sample has a
-    failing row does GX see every row, so that each failing row is quarantined.
+
+def _gx_validate(
+    kind: str,
+    rows: pa.Table,
+    every: int,
+    regions: list[str],
+    result_path: Path,
+    name: str,
+    note: Mapping[str, object],
+) -> ingest_gx.GxOutcome:
+    """Run the GX suite on ``rows`` (from :func:`_gx_rows`); safe to call off the main thread.
+
+    GX costs seconds per million rows in pandas; a big file shows it an evenly spread sample
+    of about GX_SAMPLE_ROWS rows first, and only if the sample has a failing row does GX see
+    every row, so that each failing row is quarantined.
     """
-    accepted = _count(con, f"SELECT count(*) FROM {CHECKED_TABLE} WHERE reason_key IS NULL")
-    step = -(-accepted // GX_SAMPLE_ROWS)  # ceil: 1 means every row
-    result_path = layout.run_dir(day) / "gx" / f"{name}.json"
-    outcome: ingest_gx.GxOutcome | None = None
-    for every in ([step, 1] if step > 1 else [1]):
-        frame = con.sql(
-            f"SELECT line_no, {accepted_cols} FROM {CHECKED_TABLE} "
-            f"WHERE reason_key IS NULL AND line_no % {every} = 0 ORDER BY line_no"
-        ).to_arrow_table().to_pandas(date_as_object=False).set_index("line_no")
-        frame.index.name = None  # GX then reports failing rows as bare index values
-        note = {
-            "file": name, "accepted_rows": accepted, "validated_rows": len(frame),
-            "sample": f"line_no % {every} = 0" if every > 1 else "all accepted rows",
-        }
-        outcome = ingest_gx.run_gate(spec.kind, frame, {"regions": regions}, result_path, name, note)
-        if not outcome.failed_rows:
-            break
-    assert outcome is not None
-    return outcome
+    frame = rows.to_pandas(date_as_object=False).set_index("line_no")
+    frame.index.name = None  # GX then reports failing rows as bare index values
+    note = {
+        **note, "validated_rows": len(frame),
+        "sample": f"line_no % {every} = 0" if every > 1 else "all accepted rows",
+    }
+    return ingest_gx.run_gate(kind, frame, {"regions": regions}, result_path, name, note)
+
+
+def _remove_gx_failed(
+    con: duckdb.DuckDBPyConnection, spec: DropSpec, sha256: str, gx: ingest_gx.GxOutcome
+) -> int:
+    """Take the rows GX refused out of the kind's table again (same transaction); how many."""
+    con.register(f"{_GX_FAILED}_arrow", pa.table({
+        "line_no": pa.array(list(gx.failed_rows), pa.int64()),
+        "detail": pa.array(list(gx.failed_rows.values()), pa.string()),
+    }))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_GX_FAILED} AS SELECT * FROM {_GX_FAILED}_arrow")
+    finally:
+        con.unregister(f"{_GX_FAILED}_arrow")
+    return _count(
+        con,
+        f"DELETE FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)} "
+        f"AND line_no IN (SELECT line_no FROM {_GX_FAILED})",
+    )
+
+
+def _quarantine_rows(
+    con: duckdb.DuckDBPyConnection, staged: ingest_read.Staged, params: Mapping[str, object], gx_failed: bool
+) -> pa.Table:
+    """Every refused line of the file, in line order: the SQL rules' and then GX's."""
+    sql = f"""
+        SELECT line_no, split_part(reason_key, ':', 1) AS reason, detail, original_line
+        FROM {CHECKED_TABLE} WHERE reason_key IS NOT NULL
+    """
+    if gx_failed:
+        sql += f"""
+            UNION ALL
+            SELECT g.line_no, '{GX_REASON}', g.detail, s.original_line
+            FROM {_GX_FAILED} g JOIN ({staged.lines_sql}) s USING (line_no)
+        """
+    return _arrow(con, f"SELECT * FROM ({sql}) ORDER BY line_no", params).cast(_QUARANTINE_SCHEMA)
 
 
 def _run(

@@ -12,14 +12,21 @@ a large random sample. Anything outside the shapes (other countries, odd formatt
 whose representative does not map as expected) falls back to ``normalise`` once per distinct
 value, so the shortcut is never the reason a number is accepted or refused.
 
-Shapes (``k_*`` column, first letter): ``p`` = ``+861`` + 10 digits (any default region);
+Shapes (first letter of a class key): ``p`` = ``+861`` + 10 digits (any default region);
 ``c`` = ``861`` + 10 digits and ``n`` = ``1`` + 10 digits (only when the default region is CN,
-because they are read in the default region's national plan).
+because they are read in the default region's national plan). Every member of a valid class
+has the E.164 form ``+86`` + its last 11 digits.
+
+Use: :func:`number_columns_sql` adds the cleaned candidate and class key of each number
+column to a SELECT; :func:`resolve_numbers` decides the classes and odd values found there
+and writes :data:`LOOKUP_TABLE`; :func:`lookup_key_sql` and :func:`e164_sql` then give each
+row its E.164 form (or NULL) through one join per column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -28,17 +35,23 @@ from pipelines.numbers import normalise
 
 _CN = "CN"
 
-# Per shape: the length and prefix an all-digit candidate (``+`` first for "p") must have, the
-# slice of it that names the class (SQL 1-based, inclusive), and how a member's E.164 form is
-# built from the candidate.
-_SHAPES: dict[str, tuple[int, str, int, int, str]] = {
-    "p": (14, "+861", 2, 8, "{c}"),
-    "c": (13, "861", 1, 7, "'+' || {c}"),
-    "n": (11, "1", 1, 5, "'+86' || {c}"),
-}
+# A value that is already a bare candidate of one of the shapes (nearly every row of a BSS
+# export) needs no cleaning: one regex decides it, and its length names the shape.
+_PLAIN_CN = r"(?:\+86|0086|86)?1\d{10}"
+_PLAIN_OTHER = r"(?:\+86|0086)1\d{10}"
+_SHAPE_BY_LENGTH = "CASE length({v}) WHEN 11 THEN 'n' WHEN 13 THEN 'c' ELSE 'p' END"
 
-CLASS_TABLE = "_ingest_num_class"
-FALLBACK_TABLE = "_ingest_num_value"
+LOOKUP_TABLE = "_ingest_num_lookup"
+_VALUE_MARK = "="  # lookup keys of single values start with it; class keys never do
+
+
+@dataclass(frozen=True)
+class NumberLookup:
+    """What :func:`resolve_numbers` decided, for the SQL that reads :data:`LOOKUP_TABLE`."""
+
+    classes: int  # classes decided by one phonenumbers call each
+    singles: int  # distinct values decided one by one
+    fallback_classes: tuple[str, ...]  # classes whose members are looked up one by one
 
 
 def clean_sql(expr: str) -> str:
@@ -47,7 +60,7 @@ def clean_sql(expr: str) -> str:
     ``normalise`` translates full-width digits, strips, and turns a leading ``00`` into ``+``
     before anything else, so the ``00`` test happens on the trimmed text, not after removing
     inner separators. ``phonenumbers`` ignores spaces, dashes and parentheses in a number.
-    Values of plain ASCII digits and ``+`` (nearly all) take a cheap branch with the same result.
+    Values of plain ASCII digits and ``+`` take a cheap branch with the same result.
     """
     text = f"trim(translate({expr}, '０１２３４５６７８９＋', '0123456789+'))"
     plus = f"CASE WHEN starts_with({text}, '00') THEN '+' || {text}[3:] ELSE {text} END"
@@ -56,103 +69,175 @@ def clean_sql(expr: str) -> str:
     return f"CASE WHEN NOT regexp_matches({expr}, '[^0-9+]') THEN {simple} ELSE {full} END"
 
 
+def _national_prefix(candidate: str) -> str:
+    # Candidates are ASCII here, so character positions are byte positions.
+    return f"substr({candidate}, length({candidate}) - 10, 5)"
+
+
 def class_key_sql(cleaned: str, default_region: str) -> str:
     """SQL giving the class key of a cleaned candidate, or NULL when it has no proven shape."""
-    whens = []
-    for shape, (length, prefix, start, end, _) in _SHAPES.items():
-        if shape != "p" and default_region != _CN:
-            continue
-        whens.append(
-            f"WHEN length({cleaned}) = {length} AND starts_with({cleaned}, '{prefix}') "
-            f"THEN '{shape}' || {cleaned}[{start}:{end}]"
-        )
+    whens = [f"WHEN length({cleaned}) = 14 AND starts_with({cleaned}, '+861') THEN 'p'"]
+    if default_region == _CN:
+        whens.append(f"WHEN length({cleaned}) = 13 AND starts_with({cleaned}, '861') THEN 'c'")
+        whens.append(f"WHEN length({cleaned}) = 11 AND starts_with({cleaned}, '1') THEN 'n'")
     # One regex per value: the shapes differ only in length and prefix once all are digits.
-    return f"CASE WHEN regexp_full_match({cleaned}, '\\+?\\d{{11,13}}') THEN (CASE {' '.join(whens)} END) END"
-
-
-def e164_sql(raw: str, cleaned: str, key: str, cls_alias: str, fb_alias: str) -> str:
-    """SQL giving the E.164 form (or NULL) of one row, after :func:`resolve_numbers` ran.
-
-    ``cls_alias``/``fb_alias`` are the joined :data:`CLASS_TABLE` (on ``k = key``) and
-    :data:`FALLBACK_TABLE` (on ``raw = raw``).
-    """
-    build = " ".join(
-        f"WHEN '{shape}' THEN {template.format(c=cleaned)}"
-        for shape, (_, _, _, _, template) in _SHAPES.items()
-    )
     return (
-        f"CASE WHEN {raw} IS NULL THEN NULL "
-        f"WHEN {cls_alias}.status = 'valid' THEN (CASE left({key}, 1) {build} END) "
-        f"WHEN {cls_alias}.status = 'invalid' THEN NULL "
-        f"ELSE {fb_alias}.e164 END"
+        f"CASE WHEN regexp_full_match({cleaned}, '\\+?\\d{{11,13}}') "
+        f"THEN (CASE {' '.join(whens)} END) || {_national_prefix(cleaned)} END"
     )
 
 
-def _expected(shape: str, candidate: str) -> str:
-    if shape == "p":
-        return candidate
-    if shape == "c":
-        return "+" + candidate
-    return "+86" + candidate
+def number_columns_sql(source_sql: str, columns: Sequence[tuple[str, str, str]], default_region: str) -> str:
+    """``source_sql`` plus, per (raw, cleaned, key) column names, the cleaned candidate and key.
+
+    A raw value that is a bare candidate takes the cheap branch: it is its own candidate (a
+    leading ``00`` left in place: only its last 11 digits and its length are ever used).
+    Only the few other values go through :func:`clean_sql` (CASE evaluates a branch only
+    for the rows that take it).
+    """
+    plain = _PLAIN_CN if default_region == _CN else _PLAIN_OTHER
+    flags = ", ".join(f"regexp_full_match({raw}, '{plain}') AS \"x_{i}\"" for i, (raw, _, _) in enumerate(columns))
+    derived = []
+    for i, (raw, cleaned, key) in enumerate(columns):
+        flag = f'"x_{i}"'
+        derived.append(f"CASE WHEN {flag} THEN {raw} ELSE {clean_sql(raw)} END AS {cleaned}")
+        derived.append(
+            f"CASE WHEN {flag} THEN ({_SHAPE_BY_LENGTH.format(v=raw)}) || {_national_prefix(raw)} "
+            f"ELSE {class_key_sql(clean_sql(raw), default_region)} END AS {key}"
+        )
+    drop = ", ".join(f'"x_{i}"' for i in range(len(columns)))
+    return f"SELECT * EXCLUDE ({drop}), {', '.join(derived)} FROM (SELECT *, {flags} FROM ({source_sql}))"
+
+
+def lookup_key_sql(raw: str, key: str, found: NumberLookup) -> str:
+    """SQL giving the :data:`LOOKUP_TABLE` key of a row's value (NULL when the value is)."""
+    single = f"'{_VALUE_MARK}' || {raw}"
+    if not found.fallback_classes:
+        return f"coalesce({key}, {single})"
+    listed = ", ".join(f"'{k}'" for k in found.fallback_classes)
+    return f"CASE WHEN {key} IS NULL OR {key} IN ({listed}) THEN {single} ELSE {key} END"
+
+
+def e164_sql(cleaned: str, alias: str) -> str:
+    """SQL giving the E.164 form (or NULL) of a row joined to :data:`LOOKUP_TABLE` as ``alias``."""
+    return (
+        f"CASE WHEN {alias}.class_valid THEN '+86' || substr({cleaned}, length({cleaned}) - 10) "
+        f"ELSE {alias}.e164 END"
+    )
+
+
+def _representative(key: str) -> tuple[str, str]:
+    """A member of class ``key`` written in the class's shape, and the E.164 form it must get.
+
+    Any member decides the class (validity rests on the first five national digits and the
+    length), so the member is made up rather than looked for: no aggregate over the rows.
+    """
+    national = key[1:] + "000000"
+    return {"p": "+86", "c": "86", "n": ""}[key[0]] + national, "+86" + national
+
+
+@dataclass(frozen=True)
+class FoundNumbers:
+    """The classes and the odd values (outside any class) that occur in some number column."""
+
+    classes: frozenset[str]
+    singles: frozenset[str]
+
+
+@dataclass(frozen=True)
+class NumberDecisions:
+    """What ``phonenumbers`` said about :class:`FoundNumbers`."""
+
+    class_valid: Mapping[str, bool]
+    fallback_classes: tuple[str, ...]  # classes that do not map like their shape says
+    singles: Mapping[str, str | None]  # odd value -> E.164 form or None
+
+
+def find_numbers(
+    con: duckdb.DuckDBPyConnection, source: str, columns: Sequence[tuple[str, str, str]]
+) -> FoundNumbers:
+    """The classes and odd values of ``source``: one scan, one small hash table per column.
+
+    ``source`` is a table name or a parenthesised SELECT (e.g. of :func:`number_columns_sql`)
+    and ``columns`` its (raw, cleaned, key) column names holding numbers.
+    """
+    odd = [f"CASE WHEN {key} IS NULL THEN {raw} END" for raw, _, key in columns]
+    groups = ", ".join(f"({key}, {o})" for (_, _, key), o in zip(columns, odd, strict=True))
+    picked = ", ".join(f"{key}, {o}" for (_, _, key), o in zip(columns, odd, strict=True))
+    # A row of the grouping set of column i has NULL in the other columns' group expressions.
+    rows = con.execute(f"SELECT {picked} FROM {source} GROUP BY GROUPING SETS ({groups})").fetchall()
+    classes: set[str] = set()
+    singles: set[str] = set()
+    for row in rows:
+        for key, value in zip(row[::2], row[1::2], strict=True):
+            if key is not None:
+                classes.add(key)
+            elif value is not None:
+                singles.add(value)
+    return FoundNumbers(classes=frozenset(classes), singles=frozenset(singles))
+
+
+def decide_numbers(found: FoundNumbers, default_region: str) -> NumberDecisions:
+    """One ``phonenumbers`` call per class and per odd value. Pure Python: fine off the main thread."""
+    class_valid: dict[str, bool] = {}
+    fallback: list[str] = []
+    for key in sorted(found.classes):
+        member, expected = _representative(key)
+        got = normalise(member, default_region)
+        if got is not None and got != expected:
+            fallback.append(key)
+        else:
+            class_valid[key] = got is not None
+    singles = {value: normalise(value, default_region) for value in sorted(found.singles)}
+    return NumberDecisions(class_valid=class_valid, fallback_classes=tuple(fallback), singles=singles)
+
+
+def write_lookup(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    columns: Sequence[tuple[str, str, str]],
+    decisions: NumberDecisions,
+    default_region: str,
+) -> NumberLookup:
+    """Write :data:`LOOKUP_TABLE`; members of fallback classes are decided one by one here."""
+    singles = dict(decisions.singles)
+    if decisions.fallback_classes:
+        listed = ", ".join(f"'{k}'" for k in decisions.fallback_classes)
+        union = " UNION ".join(f"SELECT {raw} FROM {source} WHERE {key} IN ({listed})" for raw, _, key in columns)
+        for (value,) in con.execute(union).fetchall():
+            if value not in singles:
+                singles[value] = normalise(value, default_region)
+    classes = sorted(decisions.class_valid)
+    values = sorted(singles)
+    view = f"{LOOKUP_TABLE}_arrow"
+    con.register(view, pa.table({
+        "k": pa.array([*classes, *(_VALUE_MARK + v for v in values)], pa.string()),
+        "class_valid": pa.array([*(decisions.class_valid[k] for k in classes), *([None] * len(values))], pa.bool_()),
+        "e164": pa.array([*([None] * len(classes)), *(singles[v] for v in values)], pa.string()),
+    }))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {LOOKUP_TABLE} AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+    return NumberLookup(
+        classes=len(classes) + len(decisions.fallback_classes), singles=len(values),
+        fallback_classes=decisions.fallback_classes,
+    )
 
 
 def resolve_numbers(
     con: duckdb.DuckDBPyConnection,
-    table: str,
+    source: str,
     columns: Sequence[tuple[str, str, str]],
     default_region: str,
-) -> tuple[int, int]:
-    """Build :data:`CLASS_TABLE` and :data:`FALLBACK_TABLE` for ``table``.
-
-    ``columns`` are (raw, cleaned, key) column names of ``table`` holding numbers. Returns
-    (classes decided, distinct values sent to the per-value fallback) for the logs.
-    """
-    union_ck = " UNION ALL ".join(f"SELECT {k} AS k, {c} AS c FROM {table}" for _, c, k in columns)
-    reps = con.execute(
-        f"SELECT k, min(c) FROM ({union_ck}) WHERE k IS NOT NULL GROUP BY k ORDER BY k"
-    ).fetchall()
-    keys: list[str] = []
-    status: list[str] = []
-    for key, rep in reps:
-        got = normalise(rep, default_region)
-        keys.append(key)
-        if got is None:
-            status.append("invalid")
-        elif got == _expected(key[0], rep):
-            status.append("valid")
-        else:  # a class that does not map like its shape says: decide its members one by one
-            status.append("fallback")
-    _replace_temp_table(
-        con, CLASS_TABLE,
-        pa.table({"k": pa.array(keys, pa.string()), "status": pa.array(status, pa.string())}),
-    )
-
-    union_vk = " UNION ALL ".join(f"SELECT {r} AS v, {k} AS k FROM {table}" for r, _, k in columns)
-    values = con.execute(
-        f"SELECT DISTINCT x.v FROM ({union_vk}) x LEFT JOIN {CLASS_TABLE} c ON c.k = x.k "
-        "WHERE x.v IS NOT NULL AND (c.status IS NULL OR c.status = 'fallback') ORDER BY x.v"
-    ).fetchall()
-    raws = [v for (v,) in values]
-    e164 = [normalise(v, default_region) for v in raws]
-    _replace_temp_table(
-        con, FALLBACK_TABLE,
-        pa.table({"raw": pa.array(raws, pa.string()), "e164": pa.array(e164, pa.string())}),
-    )
-    return len(keys), len(raws)
-
-
-def _replace_temp_table(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
-    view = f"{name}_arrow"
-    con.register(view, data)
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {view}")
-    finally:
-        con.unregister(view)
+) -> NumberLookup:
+    """:func:`find_numbers`, :func:`decide_numbers` and :func:`write_lookup` in one go."""
+    decisions = decide_numbers(find_numbers(con, source, columns), default_region)
+    return write_lookup(con, source, columns, decisions, default_region)
 
 
 def drop_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"DROP TABLE IF EXISTS {CLASS_TABLE}")
-    con.execute(f"DROP TABLE IF EXISTS {FALLBACK_TABLE}")
+    con.execute(f"DROP TABLE IF EXISTS {LOOKUP_TABLE}")
 
 
 def normalise_many(
@@ -168,6 +253,7 @@ def normalise_many(
     own = con is None
     db = duckdb.connect() if con is None else con
     src = "_ingest_num_input"
+    columns = [('"v"', '"c"', '"k"')]
     try:
         db.register(
             f"{src}_arrow",
@@ -177,15 +263,14 @@ def normalise_many(
             }),
         )
         db.execute(
-            f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT i, v, c, {class_key_sql('c', default_region)} AS k "
-            f"FROM (SELECT i, v, {clean_sql('v')} AS c FROM (SELECT i, nullif(trim(v), '') AS v FROM {src}_arrow))"
+            f"CREATE OR REPLACE TEMP TABLE {src} AS "
+            + number_columns_sql(f"SELECT i, nullif(trim(v), '') AS v FROM {src}_arrow", columns, default_region)
         )
         db.unregister(f"{src}_arrow")
-        resolve_numbers(db, src, [("v", "c", "k")], default_region)
+        found = resolve_numbers(db, src, columns, default_region)
         rows = db.execute(
-            f"SELECT {e164_sql('s.v', 's.c', 's.k', 'cls', 'fb')} FROM {src} s "
-            f"LEFT JOIN {CLASS_TABLE} cls ON cls.k = s.k LEFT JOIN {FALLBACK_TABLE} fb ON fb.raw = s.v "
-            "ORDER BY s.i"
+            f"SELECT {e164_sql('s.c', 'lk')} FROM {src} s "
+            f"LEFT JOIN {LOOKUP_TABLE} lk ON lk.k = {lookup_key_sql('s.v', 's.k', found)} ORDER BY s.i"
         ).fetchall()
         return [r[0] for r in rows]
     finally:

@@ -5,13 +5,18 @@ CSV files are split into lines first (header = line 1; lines end at ``\\n``, ``\
 count, unterminated quote, cut-off last line, undecodable bytes) is one quarantine row with
 its exact text and line number and never swallows its neighbours. DuckDB's own ``read_csv``
 rejects do not give that: it silently skips blank lines, numbers records rather than physical
-lines, and an unterminated quote eats the rest of the file as one rejected "line".
+lines, an unterminated quote eats the rest of the file as one rejected "line", and it takes a
+line with one delimiter too many at the end for a good one.
 
-Lines are read by Arrow's multithreaded CSV reader with quoting off and a delimiter that
-cannot occur (checked), then split in SQL; the rare lines holding a quote are parsed with
-Python's ``csv`` module (strict: an unterminated quote is an error, not a join with the next
-line). Encoding: strict UTF-8 (BOM allowed), else GBK, transcoded to UTF-8 in a streaming
-pass; a file that is neither is read line by line and its undecodable lines quarantined.
+Lines are read by DuckDB's parallel CSV reader as ONE column (quoting off, a delimiter that
+cannot occur): then every physical line is one record, a blank one included (as NULL), in
+file order, so line_no is the row's position. The count is held to the physical lines counted
+from the bytes; when DuckDB refuses the file (mixed line ends, a line over its size limit,
+not UTF-8) or counts otherwise, Arrow's reader and then a line-by-line Python reader take
+over. Lines are then split in SQL; the rare lines holding a quote are parsed with Python's
+``csv`` module (strict: an unterminated quote is an error, not a join with the next line).
+Encoding: strict UTF-8 (BOM allowed), else GBK, transcoded to UTF-8 in a streaming pass; a
+file that is neither is read line by line and its undecodable lines quarantined.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import codecs
 import contextlib
 import csv
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +41,8 @@ from pipelines.ingest_spec import DropSpec, raw_col, sql_str
 _CHUNK = 16 << 20
 _BOM = codecs.BOM_UTF8
 _UNIT_SEP = b"\x1f"  # Arrow's field delimiter while reading whole lines; must not occur in the file
-LINES_VIEW = "_ingest_lines"
+LINES_VIEW = "_ingest_lines"  # line_no, line, err: a view over LINES_TABLE or an Arrow table
+LINES_TABLE = "_ingest_line_text"
 QUOTED_VIEW = "_ingest_quoted"
 
 
@@ -94,9 +102,13 @@ def _is_utf8(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class Staged:
-    """A drop file made readable: ``select_sql`` yields line_no, original_line, malformed, v_*."""
+    """A drop file made readable: ``select_sql`` yields line_no, original_line, malformed, v_*.
+
+    ``lines_sql`` yields only line_no and original_line of the same rows, cheaply.
+    """
 
     select_sql: str
+    lines_sql: str
     rows_in: int
     encoding: str | None
     delimiter: str | None
@@ -115,6 +127,70 @@ def _transcode_gbk(path: Path, out: Path) -> bool:
         out.unlink(missing_ok=True)
         return False
     return True
+
+
+@dataclass(frozen=True)
+class ReadAhead:
+    """The lines of a CSV drop as DuckDB read them into LINES_TABLE, before the facts were known."""
+
+    path: Path
+    rows: int | None  # None: DuckDB refused the file and LINES_TABLE does not exist
+
+
+def read_ahead(con: duckdb.DuckDBPyConnection, path: Path) -> ReadAhead:
+    """Read every line of a UTF-8 file into LINES_TABLE (BOM dropped) as far as DuckDB can.
+
+    One VARCHAR column and no quoting make each physical line one record (a blank one NULL);
+    insertion order is kept, so ``rowid + 1`` is the line number. :func:`stage_csv` uses the
+    table only if the row count equals the physical lines counted from the bytes.
+    """
+    try:
+        with duckdb_options(con, preserve_insertion_order=True):
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} AS SELECT line FROM read_csv({sql_str(str(path))}, "
+                f"header = false, columns = {{'line': 'VARCHAR'}}, delim = {sql_str(_UNIT_SEP.decode())}, "
+                "quote = '', escape = '', auto_detect = false)"
+            )
+        rows = con.execute(f"SELECT count(*) FROM {LINES_TABLE}").fetchall()
+    except duckdb.Error:  # not UTF-8, mixed line ends, a line over DuckDB's size limit...
+        con.execute(f"DROP TABLE IF EXISTS {LINES_TABLE}")
+        return ReadAhead(path=path, rows=None)
+    return ReadAhead(path=path, rows=int(rows[0][0]))
+
+
+def _duckdb_lines(con: duckdb.DuckDBPyConnection, ahead: ReadAhead, lines: int) -> bool:
+    """Make LINES_VIEW over what DuckDB read, if it holds exactly the ``lines`` of the file."""
+    if ahead.rows != lines:  # DuckDB saw other line ends than the bytes have (or none)
+        con.execute(f"DROP TABLE IF EXISTS {LINES_TABLE}")
+        return False
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {LINES_VIEW} AS "
+        f"SELECT rowid + 1 AS line_no, coalesce(line, '') AS line, NULL::VARCHAR AS err FROM {LINES_TABLE}"
+    )
+    return True
+
+
+@contextmanager
+def duckdb_options(con: duckdb.DuckDBPyConnection, **values: bool | int | str) -> Iterator[None]:
+    """Set DuckDB options for a block and put the caller's values back after it."""
+    before = {
+        name: con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0] for name in values
+    }
+    try:
+        for name, value in values.items():
+            con.execute(f"SET {name} = {_setting_sql(value)}")
+        yield
+    finally:
+        for name, value in before.items():
+            con.execute(f"SET {name} = {_setting_sql(value)}")
+
+
+def _setting_sql(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return sql_str(str(value))
 
 
 def _arrow_lines(path: Path) -> pa.Table | None:
@@ -226,9 +302,17 @@ def _parse_quoted(rows: list[tuple[int, str]], delim: str) -> pa.Table:
 
 
 def stage_csv(
-    con: duckdb.DuckDBPyConnection, path: Path, facts: FileFacts, spec: DropSpec, work_dir: Path
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    facts: FileFacts,
+    spec: DropSpec,
+    work_dir: Path,
+    ahead: ReadAhead | None = None,
 ) -> Staged:
-    """Register the lines of a CSV drop and return the SELECT that splits them into fields."""
+    """Register the lines of a CSV drop and return the SELECT that splits them into fields.
+
+    ``ahead`` is what :func:`read_ahead` made of ``path`` already, if it was called.
+    """
     name = path.name
     if facts.size == 0:
         raise DataContractError(f"{name}: empty file (0 bytes); deliver the export again")
@@ -237,40 +321,47 @@ def stage_csv(
             f"{name}: binary content (NUL bytes), not a CSV drop (UTF-16 exports look like this "
             "too); re-export as UTF-8 or GBK CSV"
         )
-    lines: pa.Table | None = None
     utf8_name = "utf-8-sig" if facts.bom else "utf-8"
     encoding = utf8_name
+    in_duckdb = False
+    lines: pa.Table | None = None
     if not facts.has_unit_sep:
-        # Arrow checks UTF-8 itself; only when it refuses the file is the encoding examined.
-        lines = _arrow_lines(path)
-        if lines is None and not _is_utf8(path):
+        in_duckdb = _duckdb_lines(con, ahead if ahead and ahead.path == path else read_ahead(con, path), facts.lines)
+        if not in_duckdb:
+            # Arrow checks UTF-8 itself; only when it refuses the file is the encoding examined.
+            lines = _arrow_lines(path)
+        if not in_duckdb and lines is None and not _is_utf8(path):
             tmp = work_dir / f"{name}.utf8"
             try:
                 if _transcode_gbk(path, tmp):
                     encoding = "gbk"
-                    lines = _arrow_lines(tmp)
+                    in_duckdb = _duckdb_lines(con, read_ahead(con, tmp), facts.lines)
+                    lines = None if in_duckdb else _arrow_lines(tmp)
             finally:
                 tmp.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     work_dir.rmdir()  # only if empty: another file may be using it
     if lines is not None and lines.num_rows != facts.lines:
         lines = None  # Arrow saw other line ends than the byte count: take the line-by-line reader
-    if lines is None:
+    if not in_duckdb and lines is None:
         lines, encoding = _python_lines(path, strip_bom=facts.bom)
         if encoding == "utf-8":
             encoding = utf8_name
-    n = lines.num_rows
-    if n != facts.lines:
-        raise TerminalError(
-            f"{name}: read {n} lines but the file has {facts.lines}; this is a bug, keep the file and report it"
-        )
+    if lines is not None:
+        if lines.num_rows != facts.lines:
+            raise TerminalError(
+                f"{name}: read {lines.num_rows} lines but the file has {facts.lines}; this is a bug, keep the file "
+                "and report it"
+            )
+        if "err" not in lines.column_names:
+            lines = lines.append_column("err", pa.nulls(lines.num_rows, pa.string()))
+        lines = lines.append_column("line_no", pa.array(np.arange(1, lines.num_rows + 1, dtype=np.int64)))
+        con.register(LINES_VIEW, lines)
+    n = facts.lines
     if n == 0:
         raise DataContractError(f"{name}: no header line; deliver the export again")
-    delim, names = _header(str(lines.column("line")[0].as_py()), spec, name)
-    if "err" not in lines.column_names:
-        lines = lines.append_column("err", pa.nulls(n, pa.string()))
-    lines = lines.append_column("line_no", pa.array(np.arange(1, n + 1, dtype=np.int64)))
-    con.register(LINES_VIEW, lines)
+    header = con.execute(f"SELECT line FROM {LINES_VIEW} WHERE line_no = 1").fetchall()[0][0]
+    delim, names = _header(str(header), spec, name)
 
     quoted = con.execute(
         f"SELECT line_no, line FROM {LINES_VIEW} WHERE line_no > 1 AND err IS NULL AND contains(line, '\"') "
@@ -313,7 +404,10 @@ def stage_csv(
         ) l
         {join}
     """
-    return Staged(select_sql=select, rows_in=n - 1, encoding=encoding, delimiter=delim)
+    return Staged(
+        select_sql=select, lines_sql=f"SELECT line_no, line AS original_line FROM {LINES_VIEW} WHERE line_no > 1",
+        rows_in=n - 1, encoding=encoding, delimiter=delim,
+    )
 
 
 def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, spec: DropSpec) -> Staged:
@@ -342,11 +436,14 @@ def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, spec: DropSpec) ->
             {", ".join(values)}
         FROM {src}
     """
-    return Staged(select_sql=select, rows_in=rows_in, encoding=None, delimiter=None)
+    lines = f"SELECT file_row_number + 1 AS line_no, {line} AS original_line FROM {src}"
+    return Staged(select_sql=select, lines_sql=lines, rows_in=rows_in, encoding=None, delimiter=None)
 
 
 def release(con: duckdb.DuckDBPyConnection) -> None:
-    """Unregister the Arrow views a staging registered (safe to call when there are none)."""
+    """Drop the views and tables a staging made (safe to call when there are none)."""
     for view in (LINES_VIEW, QUOTED_VIEW):
         with contextlib.suppress(duckdb.Error):
             con.unregister(view)
+    con.execute(f"DROP VIEW IF EXISTS {LINES_VIEW}")
+    con.execute(f"DROP TABLE IF EXISTS {LINES_TABLE}")

@@ -25,6 +25,9 @@ def register_ddl(*statements: str) -> None:
 
 # Ingest-owned tables. `logical_date` is the day whose inbox carried the row; `line_no` is the
 # 1-based physical line in the file (header = line 1) or the 1-based Parquet row number.
+# The row tables have no PRIMARY KEY on (file_sha256, line_no) although it is unique: the file
+# registry admits a file once, and a key would cost an index insert per row plus an index,
+# held in memory, that grows with every night's million rows. The ingest tests check it.
 register_ddl(
     """
     CREATE TABLE IF NOT EXISTS files (
@@ -55,8 +58,7 @@ register_ddl(
         tenure_start DATE,
         contact_email VARCHAR,
         contact_phone VARCHAR,            -- E.164, another number of the same owner
-        language VARCHAR NOT NULL,        -- zh-CN | en
-        PRIMARY KEY (file_sha256, line_no)
+        language VARCHAR NOT NULL        -- zh-CN | en
     )
     """,
     """
@@ -67,8 +69,7 @@ register_ddl(
         msisdn VARCHAR NOT NULL,
         reissue_date DATE NOT NULL,
         region VARCHAR NOT NULL,
-        subscriber_ref VARCHAR NOT NULL,
-        PRIMARY KEY (file_sha256, line_no)
+        subscriber_ref VARCHAR NOT NULL
     )
     """,
     """
@@ -82,8 +83,7 @@ register_ddl(
         subscriber_ref VARCHAR NOT NULL,
         contact_email VARCHAR,
         contact_phone VARCHAR,
-        language VARCHAR NOT NULL,
-        PRIMARY KEY (file_sha256, line_no)
+        language VARCHAR NOT NULL
     )
     """,
     """
@@ -95,8 +95,7 @@ register_ddl(
         channel VARCHAR NOT NULL,         -- email | sms | letter
         status VARCHAR NOT NULL,          -- delivered | failed | expired | acknowledged
         "at" TIMESTAMP NOT NULL,          -- UTC; quoted: AT is a keyword in DuckDB 2
-        provider_ref VARCHAR,
-        PRIMARY KEY (file_sha256, line_no)
+        provider_ref VARCHAR
     )
     """,
     """

@@ -268,11 +268,26 @@ def test_same_content_is_skipped_and_a_changed_file_under_an_old_name_fails(sett
     assert files["receipts_resent.csv"].status == "skipped_duplicate"
     clash = files["receipts_2026-01-05.csv"]
     assert clash.status == "failed" and clash.error is not None
-    assert "receipts_2026-01-05_v2.csv" in clash.error and "recycle replay" in clash.error
+    # The message names only what exists: rename and rerun the day; the old rows stay.
+    assert "receipts_2026-01-05_v2.csv" in clash.error and "recycle replay" not in clash.error
+    assert "stay as ingested" in clash.error and f"recycle run --date {day2}" in clash.error
     assert files["lifecycle_2026-01-06.csv"].status == "ingested"
     after = _dump(settings)
     assert after["receipt_rows"] == before["receipt_rows"]
     assert set(before["quarantine"]) <= set(after["quarantine"])
+
+    # Doing what it says works: a corrected file, renamed, is ingested; the earlier rows stay.
+    day3 = day2 + dt.timedelta(days=1)
+    inbox = Layout(settings.data_dir).inbox(day3)
+    inbox.mkdir(parents=True)
+    corrected = (VECTORS / "receipts_every_reason.csv").read_bytes().replace(b",p1\n", b",p1-fixed\n")
+    (inbox / "receipts_2026-01-05.csv").write_bytes(corrected)
+    assert _by_name(ingest_day(settings, day3))["receipts_2026-01-05.csv"].status == "failed"
+    (inbox / "receipts_2026-01-05.csv").rename(inbox / "receipts_2026-01-05_v2.csv")
+    renamed = _by_name(ingest_day(settings, day3))["receipts_2026-01-05_v2.csv"]
+    assert (renamed.status, renamed.rows_in) == ("ingested", 10) and renamed.accepted >= 4
+    rows = _dump(settings)["receipt_rows"]
+    assert set(before["receipt_rows"]) <= set(rows) and len(rows) == len(before["receipt_rows"]) + renamed.accepted
 
 
 # --------------------------------------------------------------------------- idempotence, crash safety
