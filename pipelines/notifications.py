@@ -39,7 +39,7 @@ from pipelines.errors import DataContractError, TerminalError, TransientError
 from pipelines.feeds import DAILY_CSV, DAILY_PARQUET, SNAPSHOT_DAYS, FeedPaths
 from pipelines.metadata import Envelope, Manifest, sha256_hex
 from pipelines.numbers import mask
-from pipelines.platforms import PHONE_PATTERN, server_dir
+from pipelines.platforms import FEED_DOWNLOADS, PHONE_PATTERN, server_dir
 from pipelines.snapshot import TENURES, current_snapshot_dir
 
 STATUSES = ("unbound", "no_account", "step_up_enabled")
@@ -435,15 +435,17 @@ _SNAPSHOT_PATHS = [f"/feeds/snapshot/{name}" for name in (DAILY_PARQUET, DAILY_C
 def _downloads(con: duckdb.DuckDBPyConnection, audit_dir: Path, wanted: list[str],
                since: dt.date, until: dt.date | None) -> list[tuple[str, dt.datetime, str, int, str | None]]:
     """Successful feed downloads (200, or 304: the platform proved it holds the file) of the
-    ``wanted`` paths, from the audit files of UTC days ``since - 1`` .. ``until + 1``."""
+    ``wanted`` paths, from the audit of UTC days ``since - 1`` .. ``until + 1``: each day's
+    feed-download copy where the audit log kept one, else the whole day's file."""
     if not audit_dir.is_dir():
         return []
     lo = (since - dt.timedelta(days=1)).isoformat()
     hi = None if until is None else (until + dt.timedelta(days=1)).isoformat()
-    files = sorted(
-        str(p) for p in audit_dir.iterdir()
-        if _DAY_FILE.fullmatch(p.name) and p.stem >= lo and (hi is None or p.stem <= hi)
-    )
+    files = []
+    for p in sorted(audit_dir.iterdir()):
+        if _DAY_FILE.fullmatch(p.name) and p.stem >= lo and (hi is None or p.stem <= hi):
+            copy = audit_dir / FEED_DOWNLOADS / p.name
+            files.append(str(copy if copy.exists() else p))
     if not files:
         return []
     # ignore_errors: the server may be half-way through appending the last line of today's file
@@ -498,7 +500,8 @@ def _notices(settings: Settings, con: duckdb.DuckDBPyConnection, listings: list[
     paths = FeedPaths.of(settings)
     wanted = [p for day in listed for p in _daily_paths(day)] + _SNAPSHOT_PATHS
     rows = _downloads(con, server_dir(settings.data_dir) / "audit", wanted, listed[0], until)
-    versions = _snapshot_versions(paths, listed, {sha for *_, sha in rows if sha is not None})
+    shas = {sha for _, _, path, _, sha in rows if path in _SNAPSHOT_PATHS and sha is not None}
+    versions = _snapshot_versions(paths, listed, shas)
     notices = []
     for platform, at, path, status, sha in rows:
         if path in _SNAPSHOT_PATHS:

@@ -37,6 +37,9 @@ DEFAULT_RATE = 50.0  # requests per second, refilled continuously
 DEFAULT_BURST = 100  # bucket size
 TOKEN_PREFIX = "nrp_"  # noqa: S105 - a visible prefix so leaked tokens are easy to scan for, not a secret
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Feed files that list numbers; successful downloads of these are what notification evidence needs.
+FEED_DATA_PATH = re.compile(r"/feeds/(?:daily/\d{4}-\d{2}-\d{2}|snapshot)/recycled\.(?:parquet|csv)")
+FEED_DOWNLOADS = "feed-downloads"  # audit/<this>/<UTC day>.jsonl
 
 Clock = Callable[[], dt.datetime]
 
@@ -210,6 +213,12 @@ class AuditLog:
     number (``pipelines.numbers.mask``), serialises and appends it, so a query's latency does
     not include the disk. ``flush`` waits until everything queued is written; ``close`` flushes.
     A number passed as ``number=`` is written only masked, as ``phone``.
+
+    Successful downloads (200/304) of feed files that list numbers (``FEED_DATA_PATH``) are
+    also copied, line for line, to ``feed-downloads/<UTC day>.jsonl``: notification evidence
+    reads those few lines instead of a day of checks. That copy is started only together with
+    the day's main file, so an existing copy is complete for its day; a day without one (logged
+    before this copy existed) is read from the main file.
     """
 
     def __init__(self, directory: Path, clock: Clock = utc_now) -> None:
@@ -221,6 +230,7 @@ class AuditLog:
         )
         self._day: dt.date | None = None
         self._fh: Any = None
+        self._feed_fh: Any = None
         self._writer = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._writer.start()
 
@@ -252,26 +262,42 @@ class AuditLog:
             sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
         )
         if self._day != at.date():
-            if self._fh is not None:
-                self._fh.close()
+            self._close_files()
             self._day = at.date()
-            self._fh = open(self.dir / f"{at.date().isoformat()}.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            main = self.dir / f"{at.date().isoformat()}.jsonl"
+            copy = self.dir / FEED_DOWNLOADS / main.name
+            complete = not main.exists() or copy.exists()
+            self._fh = open(main, "a", encoding="utf-8")  # noqa: SIM115
+            if complete:
+                copy.parent.mkdir(exist_ok=True)
+                self._feed_fh = open(copy, "a", encoding="utf-8")  # noqa: SIM115
         self._fh.write(line + "\n")
+        if (self._feed_fh is not None and action == "download" and fields.get("status") in (200, 304)
+                and FEED_DATA_PATH.fullmatch(str(fields.get("path", "")))):
+            self._feed_fh.write(line + "\n")
         if self._queue.empty():  # a burst is written with one flush
-            self._fh.flush()
+            self._flush_files()
+
+    def _flush_files(self) -> None:
+        for fh in (self._fh, self._feed_fh):
+            if fh is not None:
+                fh.flush()
+
+    def _close_files(self) -> None:
+        for fh in (self._fh, self._feed_fh):
+            if fh is not None:
+                fh.close()
+        self._fh = self._feed_fh = None
 
     def flush(self) -> None:
         self._queue.join()
-        if self._fh is not None:
-            self._fh.flush()
+        self._flush_files()
 
     def close(self) -> None:
         if self._writer.is_alive():
             self._queue.put(None)
             self._writer.join()
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        self._close_files()
 
 
 class RateLimiter:

@@ -270,7 +270,7 @@ def write_history(settings: Settings, store: AckStore) -> None:
     download(4, 13, None, f"/feeds/daily/{day(4)}/recycled.parquet", status=401)
     download(6, 10, "p_new", f"/feeds/daily/{day(4)}/recycled.parquet", status=304)
     audit.close()
-    with open(settings.data_dir / "server" / "audit" / f"{day(6)}.jsonl", "a") as fh:
+    with open(settings.data_dir / "server" / "audit" / "feed-downloads" / f"{day(6)}.jsonl", "a") as fh:
         fh.write('{"action":"download","at":"2026-09-06T1')  # the server is half-way through a line
 
     def add(platform: str, received: dt.datetime, *items: dict[str, str]) -> None:
@@ -413,3 +413,31 @@ def test_cli_root_rotate_and_platform_scopes(settings: Settings) -> None:
         tokens.close()
     with pytest.raises(Exception, match="scopes must be"):
         run(settings, "platform", "scopes", "p_old", "--scope", "admin")
+
+
+def test_audit_copies_feed_downloads_and_evidence_reads_older_days_whole(settings: Settings) -> None:
+    audit_dir = settings.data_dir / "server" / "audit"
+    when = [at(4)]
+    log = AuditLog.open(settings.data_dir, clock=lambda: when[0])
+    log.record("p_new", "check", number=N, status=200)
+    log.record("p_new", "download", path=f"/feeds/daily/{day(4)}/recycled.parquet", status=200, sha256="1" * 64)
+    log.record("p_new", "download", path=f"/feeds/daily/{day(4)}/recycled.parquet", status=404)
+    log.record("p_new", "download", path="/feeds/timestamp.json", status=200, sha256="2" * 64)
+    log.close()
+    copied = (audit_dir / "feed-downloads" / f"{day(4)}.jsonl").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in copied] == [200]
+    assert len((audit_dir / f"{day(4)}.jsonl").read_text().splitlines()) == 4
+
+    # a day logged before the copy existed is read whole, and gets no partial copy later
+    legacy = {"action": "download", "at": "2026-09-05T08:00:00.000+00:00", "path": f"/feeds/daily/{day(3)}/recycled.csv",
+              "platform": "p_old", "status": 200}
+    (audit_dir / f"{day(5)}.jsonl").write_text(json.dumps(legacy) + "\n")
+    when[0] = at(5, 9)
+    log = AuditLog.open(settings.data_dir, clock=lambda: when[0])
+    log.record("p_snap", "download", path=f"/feeds/daily/{day(4)}/recycled.csv", status=200, sha256="3" * 64)
+    log.close()
+    assert not (audit_dir / "feed-downloads" / f"{day(5)}.jsonl").exists()
+    by = {p["platform"]: p for p in notification_evidence(settings, N)["platforms"]}
+    assert [n["first_at"] for n in by["p_old"]["notified"]] == ["2026-09-05T08:00:00.000000Z"]
+    assert [n["feed_date"] for n in by["p_snap"]["notified"]] == ["2026-09-04"]
+    assert [n["feed_date"] for n in by["p_new"]["notified"]] == ["2026-09-04"]
