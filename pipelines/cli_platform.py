@@ -17,6 +17,7 @@ from rich.table import Table
 
 from pipelines.config import Settings, load_settings
 from pipelines.numbers import mask, normalise
+from pipelines.platforms import DEFAULT_SCOPES
 
 _err = Console(stderr=True)
 _out = Console()
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> None:
     @platform_app.command("add")
     def platform_add(
         name: Annotated[str, typer.Argument(help="platform name, e.g. bank-a")],
-        scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")] = "check,bulk,feeds,ack",
+        scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")] = DEFAULT_SCOPES,
         rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
         burst: Annotated[int, typer.Option(help="requests allowed at once")] = 100,
         config: ConfigOpt = None,
@@ -234,8 +235,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         data: DataOpt = None,
     ) -> None:
-        """Proof of notification: feed days that listed NUMBER, which platforms downloaded them
-        and when, and what each acknowledged (number masked)."""
+        """Proof of notification: feed days listing NUMBER, downloads, acknowledgements.
+
+        Which feed days listed the number, which platforms downloaded a file listing it and
+        when, and what each acknowledged. The number is masked in both forms."""
         from pipelines.notifications import evidence_lines, notification_evidence
 
         settings = _settings(config, data)
@@ -254,8 +257,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         data: DataOpt = None,
     ) -> None:
-        """What the number's current holder may see: how many platforms were notified and
-        confirmed unbinding since the number was recycled. Counts only."""
+        """The current holder's view of NUMBER: counts of platforms notified and unbound.
+
+        Since the number was recycled to its holder: how many platforms were notified, and how
+        many confirmed unbinding, had no account or enabled stronger verification. Counts only."""
         from pipelines.notifications import new_owner_view
         from pipelines.platforms import utc_now
 
