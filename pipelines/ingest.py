@@ -8,9 +8,14 @@ leaves nothing of the file and a rerun ingests it; a file already ingested (same
 skipped, which makes rerunning a day a no-op. ``rows_in == accepted + quarantined`` is checked
 for every file before it is committed.
 
-Row rules are set-based SQL (``pipelines/ingest_spec.py``), numbers are normalised by class
-(``pipelines/ingest_numbers.py``), and a Great Expectations suite re-checks the accepted rows
-(``pipelines/ingest_gx.py``). Logs carry counts, never a number or contact.
+A file goes through DuckDB as: its lines (``pipelines/ingest_read.py``) -> one scan for the
+number classes (``pipelines/ingest_numbers.py``) and one for repeated lines -> one pass
+that splits, types and judges every row by the set-based rules (``pipelines/ingest_spec.py``)
+into a temp table -> the insert of the accepted rows. Nothing in between is materialised.
+Python-bound work runs in a helper thread beside DuckDB's: hashing the file while its lines
+are read, ``phonenumbers`` while repeated lines are looked for, and the Great Expectations
+suite (``pipelines/ingest_gx.py``, a second judge of the accepted rows) while they are
+written. Logs carry counts, never a number or contact.
 """
 
 from __future__ import annotations

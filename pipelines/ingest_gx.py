@@ -3,7 +3,8 @@
 The suites live in ``schemas/gx/<kind>.json`` (GX's own serialisation). A row that a
 column-level expectation rejects goes to quarantine as ``gx_failed``; an expectation about
 the table as a whole (columns) cannot name rows, so its failure fails the file. GX runs on an
-ephemeral context: nothing is written outside the run folder.
+ephemeral context: nothing is written outside the run folder. :func:`run_gate` touches no
+DuckDB connection, so ingest runs it in a helper thread while the accepted rows are written.
 """
 
 from __future__ import annotations
@@ -38,6 +39,23 @@ def suite_doc(kind: str) -> Mapping[str, Any]:
     return doc
 
 
+def _quiet_gx_logs() -> None:
+    """Keep Great Expectations to warnings and errors in our logs.
+
+    GX sets some of its module loggers to INFO itself (``data_context.types.base`` announces a
+    temporary docs folder for every ephemeral context), which would print through any handler
+    the operator configured; its modules load lazily, so this runs around every validation.
+    """
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if (
+            name.startswith("great_expectations.")
+            and isinstance(logger, logging.Logger)
+            and logging.NOTSET < logger.level < logging.WARNING
+        ):
+            logger.setLevel(logging.WARNING)
+
+
 def _describe(config: Any) -> str:
     kwargs = {k: v for k, v in config.kwargs.items() if k in {"column", "column_A", "column_B"}}
     where = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
@@ -61,6 +79,7 @@ def run_gate(
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    _quiet_gx_logs()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     batch = (
@@ -80,6 +99,7 @@ def run_gate(
         expectation_parameters={k: list(v) for k, v in parameters.items()},
         result_format="COMPLETE",
     )
+    _quiet_gx_logs()
     atomic_write_bytes(
         result_path,
         json.dumps(

@@ -149,7 +149,7 @@ def read_ahead(con: duckdb.DuckDBPyConnection, path: Path) -> ReadAhead:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} AS SELECT line FROM read_csv({sql_str(str(path))}, "
                 f"header = false, columns = {{'line': 'VARCHAR'}}, delim = {sql_str(_UNIT_SEP.decode())}, "
-                "quote = '', escape = '', auto_detect = false)"
+                "quote = '', escape = '', auto_detect = false, compression = 'none')"
             )
         rows = con.execute(f"SELECT count(*) FROM {LINES_TABLE}").fetchall()
     except duckdb.Error:  # not UTF-8, mixed line ends, a line over DuckDB's size limit...

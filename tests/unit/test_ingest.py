@@ -65,6 +65,16 @@ def _dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
         return {t: con.execute(f"SELECT * FROM {t} ORDER BY {order}").fetchall() for t, order in TABLES.items()}
 
 
+def _assert_row_keys_unique(settings: Settings) -> None:
+    """(file_sha256, line_no) names one row: the tables have no key constraint to say so."""
+    with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:
+        for table in ("lifecycle_events", "reissue_events", "subscriber_rows", "receipt_rows"):
+            repeated = con.execute(
+                f"SELECT file_sha256, line_no FROM {table} GROUP BY ALL HAVING count(*) > 1"
+            ).fetchall()
+            assert repeated == [], table
+
+
 def _quarantine(settings: Settings, file_name: str) -> dict[int, tuple[str, str, str]]:
     with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:
         rows = con.execute(
@@ -212,6 +222,72 @@ def test_line_count_of_the_bytes_is_what_the_reader_must_find(
         assert ingest_read.sniff(path).lines == len(data.splitlines()), data
 
 
+# Every way a line can go wrong next to good ones: a blank line, a line of spaces, padded
+# fields, quoting (good, with the delimiter inside, unterminated), a repeat, a cut-off end.
+_AWKWARD_LINES = [
+    "msisdn,event,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language",
+    "13812345678,cancel,2026-01-05,GD,S1,2019-03-01,li.wei@example.cn,13912345678,zh-CN",
+    "",
+    "   ",
+    " 13812345679 , cancel ,2026-01-05, gd ,S2,,,,en",
+    '"13812345680",cancel,2026-01-05,GD,"S,3",,,,en',
+    '13812345681,"cancel,2026-01-05,GD,S4,,,,en',
+    "13812345678,cancel,2026-01-05,GD,S1,2019-03-01,li.wei@example.cn,13912345678,zh-CN",
+    "+86 138-1234-5682,suspend,2026-01-04,SD,S5,,,,",
+    "13812345683,cancel,2026-01-05,GD,S6,2020-01-0",
+]
+
+
+def _ingest_lines(tmp_path: Path, name: str, data: bytes) -> tuple[ingest.FileReport, dict[str, list[tuple[Any, ...]]]]:
+    settings = _settings(tmp_path / name)
+    inbox = Layout(settings.data_dir).inbox(DAY)
+    inbox.mkdir(parents=True)
+    (inbox / "lifecycle_2026-01-05.csv").write_bytes(data)
+    (f,) = ingest_day(settings, DAY).files
+    return f, _dump(settings)
+
+
+@pytest.mark.parametrize(("newline", "duckdb_reads_it"), [("\n", True), ("\r\n", True), ("mixed", False)])
+def test_duckdb_line_reader_and_the_fallback_readers_give_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str, duckdb_reads_it: bool
+) -> None:
+    # DuckDB reads the lines when it can (blank ones included); it refuses mixed line ends,
+    # and then Arrow reads them. Either way every physical line is one row with its number.
+    if newline == "mixed":
+        text = "".join(line + ("\r\n" if i % 2 else "\n") for i, line in enumerate(_AWKWARD_LINES[:-1]))
+        text += _AWKWARD_LINES[-1]
+    else:
+        text = newline.join(_AWKWARD_LINES)
+    data = b"\xef\xbb\xbf" + text.encode()
+    used: list[bool] = []
+    real = ingest_read._duckdb_lines
+
+    def spy(con: Any, ahead: Any, lines: int) -> bool:
+        used.append(real(con, ahead, lines))
+        return used[-1]
+
+    monkeypatch.setattr(ingest_read, "_duckdb_lines", spy)
+    fast, fast_tables = _ingest_lines(tmp_path, "fast", data)
+    assert used == [duckdb_reads_it]
+
+    monkeypatch.setattr(ingest_read, "read_ahead", lambda con, path: ingest_read.ReadAhead(path=path, rows=None))
+    slow, slow_tables = _ingest_lines(tmp_path, "slow", data)
+    assert used[1:] == [False]
+    assert fast_tables == slow_tables
+    assert (fast.rows_in, fast.accepted, fast.encoding) == (slow.rows_in, slow.accepted, slow.encoding) == (9, 4, "utf-8-sig")
+    quarantine = {r[4]: (r[6], r[7]) for r in fast_tables["quarantine"]}  # line_no -> (reason, detail)
+    assert {n: q[0] for n, q in quarantine.items()} == {
+        3: "malformed_line", 4: "malformed_line", 7: "malformed_line", 8: "duplicate_row", 10: "malformed_line",
+    }
+    assert quarantine[3][1] == "empty line" and quarantine[4][1] == "expected 9 fields, found 1"
+    assert "bad quoting" in quarantine[7][1] and "truncated last line" in quarantine[10][1]
+    kept = [(r[1], r[3], r[6], r[7]) for r in fast_tables["lifecycle_events"]]  # line_no, msisdn, region, ref
+    assert kept == [
+        (2, "+8613812345678", "GD", "S1"), (5, "+8613812345679", "GD", "S2"),
+        (6, "+8613812345680", "GD", "S,3"), (9, "+8613812345682", "SD", "S5"),
+    ]
+
+
 # --------------------------------------------------------------------------- whole-file outcomes
 
 
@@ -314,6 +390,7 @@ def test_rerunning_a_day_changes_nothing(settings: Settings) -> None:
     second = ingest_day(settings, DAY)
     assert [f.status for f in second.files] == ["skipped_duplicate"] * len(first.files)
     assert _dump(settings) == tables
+    _assert_row_keys_unique(settings)
     assert {p.name: p.read_bytes() for p in Layout(settings.data_dir).quarantine_dir(DAY).iterdir()} == parquet
 
 
@@ -346,6 +423,7 @@ def test_a_crash_mid_file_leaves_nothing_of_it_and_the_rerun_completes(
     rerun = ingest_day(crashed, DAY)
     assert [f.status for f in rerun.files] == ["skipped_duplicate", "ingested", "ingested"]
     assert _dump(crashed) == _dump(clean)
+    _assert_row_keys_unique(crashed)
 
 
 # --------------------------------------------------------------------------- GX as a second gate
@@ -387,6 +465,23 @@ def test_gx_sample_of_a_clean_big_file_is_not_escalated(settings: Settings, monk
     assert f.gx_success is True and f.gx_rows == 2 and f.accepted == 6
     note = json.loads((Layout(settings.data_dir).run_dir(DAY) / "gx" / f"{f.name}.json").read_text())
     assert (note["sample"], note["validated_rows"], note["accepted_rows"]) == ("line_no % 3 = 0", 2, 6)
+
+
+def test_gx_failing_the_file_as_a_whole_keeps_nothing_of_it(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GX judges while the rows are written (helper thread); its verdict still undoes them all.
+    original = ingest_gx.suite_doc
+    broken = json.loads(json.dumps(original("lifecycle")))
+    broken["expectations"][0]["kwargs"]["column_set"] = ["msisdn", "colour"]
+    monkeypatch.setattr(ingest_gx, "suite_doc", lambda kind: broken if kind == "lifecycle" else original(kind))
+    _drop(settings, DAY, "lifecycle_every_reason.csv", "lifecycle_2026-01-05.csv")
+    _drop(settings, DAY, "receipts_every_reason.csv", "receipts_2026-01-05.csv")
+    files = _by_name(ingest_day(settings, DAY))
+    failed = files["lifecycle_2026-01-05.csv"]
+    assert failed.status == "failed" and "failed for the file as a whole" in (failed.error or "")
+    assert files["receipts_2026-01-05.csv"].status == "ingested"
+    tables = _dump(settings)
+    assert tables["lifecycle_events"] == []
+    assert {r[0] for r in tables["quarantine"]} == {"receipts_2026-01-05.csv"}
 
 
 # --------------------------------------------------------------------------- numbers by class
@@ -460,6 +555,8 @@ def test_logs_carry_counts_but_never_a_number_or_contact(settings: Settings, cap
     text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("pipelines"))
     assert "rows in 22, accepted 6, quarantined 16" in text
     assert not re.search(r"1[3-9]\d{9}|\+\d{7,}|@example", text)
+    # Great Expectations sets some of its loggers to INFO itself; ingest keeps it to warnings.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING] == []
 
 
 # --------------------------------------------------------------------------- against synth's truth
@@ -490,3 +587,4 @@ def test_synthetic_days_match_the_generators_truth(settings: Settings) -> None:
             ), f.name
             checked += 1
     assert checked >= 6  # the rest are empty reissue files, skipped as repeats
+    _assert_row_keys_unique(settings)
