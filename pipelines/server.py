@@ -559,7 +559,9 @@ def create_app(
         # daily, and notification evidence ties a download to a manifest by this digest.
         sha = etag.strip('"')
         if inm is not None and (inm.strip() == "*" or etag in [t.strip() for t in inm.split(",")]):
-            audit.record(platform, "download", path=request.url.path, status=304, sha256=sha)
+            # only a matching ETag proves which content the platform holds ("*" proves none)
+            audit.record(platform, "download", path=request.url.path, status=304,
+                         sha256=None if inm.strip() == "*" else sha)
             return Response(status_code=304, headers=headers)
         audit.record(platform, "download", path=request.url.path, status=200, bytes=st.st_size, sha256=sha)
         return FileResponse(resolved, headers=headers, stat_result=st)
