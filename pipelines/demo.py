@@ -201,7 +201,7 @@ def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
 
     env = {**os.environ, "RECYCLE_CONFIG": str(config)}
     token = subprocess.run(
-        [_recycle(), "platform", "add", "demo-bank", "--scope", "check,bulk,feeds"],
+        [_recycle(), "platform", "add", "demo-bank", "--scope", "check,bulk,feeds,ack"],
         capture_output=True, text=True, check=True, env=env,
     ).stdout.strip().splitlines()[-1]
     console.print("[dim]$ recycle platform add demo-bank[/dim]  (token printed once, stored hashed)")
@@ -249,6 +249,21 @@ def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
                 f"  CAMARA POST /number-recycling/v0.2/check -> {answer.status_code} {answer.text}",
                 highlight=False,
             )
+            # the platform closes the loop: it unbound the prior owner's account
+            ack = httpx.post(
+                f"{url}/number-recycling/v0.2/acknowledgements",
+                json={"acknowledgements": [{"phoneNumber": msisdn, "status": "unbound"}]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            console.print(
+                f"  POST /number-recycling/v0.2/acknowledgements (unbound) -> {ack.status_code} {ack.text}",
+                highlight=False,
+            )
+            failures += ack.status_code != 200
+            console.print("what a court asks — was the platform told, when, and what did it do:")
+            failures += _cli("notifications", msisdn, "--config", str(config))
+            console.print("the new holder's view (counts only, nothing of the prior owner):")
+            failures += _cli("new-owner", msisdn, "--config", str(config))
         return failures
     finally:
         server.terminate()
