@@ -346,7 +346,10 @@ def _load(
         encoding=staged.encoding, delimiter=staged.delimiter, gx_success=gx.success, gx_rows=gx.validated_rows,
         warnings=warnings,
     )
-    _log_file(day, report, f"number classes {numbers.classes}, single numbers {numbers.singles}")
+    _log_file(
+        day, report,
+        f"read by {staged.reader}, number classes {numbers.classes}, single numbers {numbers.singles}",
+    )
     return report
 
 

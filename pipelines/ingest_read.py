@@ -112,6 +112,7 @@ class Staged:
     rows_in: int
     encoding: str | None
     delimiter: str | None
+    reader: str  # duckdb | arrow | python (line by line) | parquet: for the logs
 
 
 def _transcode_gbk(path: Path, out: Path) -> bool:
@@ -343,7 +344,9 @@ def stage_csv(
                     work_dir.rmdir()  # only if empty: another file may be using it
     if lines is not None and lines.num_rows != facts.lines:
         lines = None  # Arrow saw other line ends than the byte count: take the line-by-line reader
+    reader = "duckdb" if in_duckdb else "arrow"
     if not in_duckdb and lines is None:
+        reader = "python"
         lines, encoding = _python_lines(path, strip_bom=facts.bom)
         if encoding == "utf-8":
             encoding = utf8_name
@@ -406,7 +409,7 @@ def stage_csv(
     """
     return Staged(
         select_sql=select, lines_sql=f"SELECT line_no, line AS original_line FROM {LINES_VIEW} WHERE line_no > 1",
-        rows_in=n - 1, encoding=encoding, delimiter=delim,
+        rows_in=n - 1, encoding=encoding, delimiter=delim, reader=reader,
     )
 
 
@@ -437,7 +440,9 @@ def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, spec: DropSpec) ->
         FROM {src}
     """
     lines = f"SELECT file_row_number + 1 AS line_no, {line} AS original_line FROM {src}"
-    return Staged(select_sql=select, lines_sql=lines, rows_in=rows_in, encoding=None, delimiter=None)
+    return Staged(
+        select_sql=select, lines_sql=lines, rows_in=rows_in, encoding=None, delimiter=None, reader="parquet"
+    )
 
 
 def release(con: duckdb.DuckDBPyConnection) -> None:

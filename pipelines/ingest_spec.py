@@ -227,12 +227,15 @@ def duplicates_sql(lines_sql: str) -> str:
     ``lines_sql`` yields (line_no, original_line) of the data lines. Lines are grouped by a
     64-bit hash first, so only the few lines sharing a hash are compared as text.
     """
+    # No CTE for the lines: DuckDB would materialise one read twice; the lines scan cheaply.
     return f"""
         CREATE OR REPLACE TEMP TABLE {DUPLICATES_TABLE} AS
-        WITH lines AS (SELECT line_no, original_line, hash(original_line) AS h FROM ({lines_sql}))
         SELECT line_no, first_line FROM (
             SELECT line_no, min(line_no) OVER (PARTITION BY original_line) AS first_line
-            FROM lines WHERE h IN (SELECT h FROM lines GROUP BY h HAVING count(*) > 1)
+            FROM ({lines_sql})
+            WHERE hash(original_line) IN (
+                SELECT hash(original_line) FROM ({lines_sql}) GROUP BY 1 HAVING count(*) > 1
+            )
         ) WHERE first_line < line_no
     """
 
