@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         help="first logical date (default: so that the last night is yesterday, keeping the "
         "signed feed fresh for the platform client's expiry check)",
     )
-    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--days", type=int, default=21)
     parser.add_argument("--rows-per-day", type=int, default=120)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
