@@ -92,21 +92,25 @@ def number_columns_sql(source_sql: str, columns: Sequence[tuple[str, str, str]],
 
     A raw value that is a bare candidate takes the cheap branch: it is its own candidate (a
     leading ``00`` left in place: only its last 11 digits and its length are ever used).
-    Only the few other values go through :func:`clean_sql` (CASE evaluates a branch only
-    for the rows that take it).
+    Only the few other values go through :func:`clean_sql`. One projection per step, so
+    that each big expression appears once: CASE runs a branch only on the rows that take
+    it, but a large expression tree costs something per batch of rows even when few do.
     """
     plain = _PLAIN_CN if default_region == _CN else _PLAIN_OTHER
-    flags = ", ".join(f"regexp_full_match({raw}, '{plain}') AS \"x_{i}\"" for i, (raw, _, _) in enumerate(columns))
-    derived = []
-    for i, (raw, cleaned, key) in enumerate(columns):
-        flag = f'"x_{i}"'
-        derived.append(f"CASE WHEN {flag} THEN {raw} ELSE {clean_sql(raw)} END AS {cleaned}")
-        derived.append(
-            f"CASE WHEN {flag} THEN ({_SHAPE_BY_LENGTH.format(v=raw)}) || {_national_prefix(raw)} "
-            f"ELSE {class_key_sql(clean_sql(raw), default_region)} END AS {key}"
-        )
-    drop = ", ".join(f'"x_{i}"' for i in range(len(columns)))
-    return f"SELECT * EXCLUDE ({drop}), {', '.join(derived)} FROM (SELECT *, {flags} FROM ({source_sql}))"
+    flags = [f'"x_{i}"' for i in range(len(columns))]
+    flagged = ", ".join(f"regexp_full_match({raw}, '{plain}') AS {x}" for (raw, _, _), x in zip(columns, flags, strict=True))
+    cleaned = ", ".join(
+        f"CASE WHEN {x} THEN {raw} ELSE {clean_sql(raw)} END AS {c}" for (raw, c, _), x in zip(columns, flags, strict=True)
+    )
+    keys = ", ".join(
+        f"CASE WHEN {x} THEN ({_SHAPE_BY_LENGTH.format(v=raw)}) || {_national_prefix(raw)} "
+        f"ELSE {class_key_sql(c, default_region)} END AS {k}"
+        for (raw, c, k), x in zip(columns, flags, strict=True)
+    )
+    return (
+        f"SELECT * EXCLUDE ({', '.join(flags)}), {keys} FROM ("
+        f"SELECT *, {cleaned} FROM (SELECT *, {flagged} FROM ({source_sql})))"
+    )
 
 
 def lookup_key_sql(raw: str, key: str, found: NumberLookup) -> str:
