@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 FileStatus = Literal["ingested", "skipped_duplicate", "failed"]
 _GX_FAILED = "_ingest_gx_failed"
-GX_SAMPLE_ROWS = 200_000  # a bigger file's accepted rows meet GX as a sample first (_gx_sample)
+GX_SAMPLE_ROWS = 200_000  # a bigger file's accepted rows meet GX as a sample first (_gx_validate)
 _QUARANTINE_SCHEMA = pa.schema([
     ("line_no", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("original_line", pa.string()),
 ])

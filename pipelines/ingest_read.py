@@ -40,7 +40,7 @@ from pipelines.ingest_spec import DropSpec, raw_col, sql_str
 
 _CHUNK = 16 << 20
 _BOM = codecs.BOM_UTF8
-_UNIT_SEP = b"\x1f"  # Arrow's field delimiter while reading whole lines; must not occur in the file
+_UNIT_SEP = b"\x1f"  # the field delimiter while reading whole lines; must not occur in the file
 LINES_VIEW = "_ingest_lines"  # line_no, line, err: a view over LINES_TABLE or an Arrow table
 LINES_TABLE = "_ingest_line_text"
 QUOTED_VIEW = "_ingest_quoted"
@@ -146,7 +146,7 @@ def read_ahead(con: duckdb.DuckDBPyConnection, path: Path) -> ReadAhead:
     table only if the row count equals the physical lines counted from the bytes.
     """
     try:
-        with duckdb_options(con, preserve_insertion_order=True):
+        with _duckdb_options(con, preserve_insertion_order=True):
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} AS SELECT line FROM read_csv({sql_str(str(path))}, "
                 f"header = false, columns = {{'line': 'VARCHAR'}}, delim = {sql_str(_UNIT_SEP.decode())}, "
@@ -172,7 +172,7 @@ def _duckdb_lines(con: duckdb.DuckDBPyConnection, ahead: ReadAhead, lines: int) 
 
 
 @contextmanager
-def duckdb_options(con: duckdb.DuckDBPyConnection, **values: bool | int | str) -> Iterator[None]:
+def _duckdb_options(con: duckdb.DuckDBPyConnection, **values: bool | int | str) -> Iterator[None]:
     """Set DuckDB options for a block and put the caller's values back after it."""
     before = {
         name: con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0] for name in values

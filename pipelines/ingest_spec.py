@@ -249,7 +249,7 @@ def checks_sql(
     ('reason:column', NULL when accepted); ``detail`` and ``original_line`` (quarantined rows
     only); ``t_<column>`` typed values; ``w_<warning>`` flags (see :func:`warnings_sql`).
     Parameter ``$day`` is the logical date. Needs :data:`DUPLICATES_TABLE` and, for a kind
-    with number columns, the lookup that :func:`pipelines.ingest_numbers.resolve_numbers` wrote.
+    with number columns, the lookup table of :func:`pipelines.ingest_numbers.write_lookup`.
     """
     typed, joins = [], []
     for i, c in enumerate(spec.columns):
