@@ -65,6 +65,8 @@ MAX_BULK_PAIRS = 250_000
 MAX_CHECK_BODY = 16 * 1024  # bytes
 MAX_BULK_BODY = 40 * 1024 * 1024  # 250,000 JSON pairs are about 15 MB
 MAX_ACK_BODY = 32 * 1024 * 1024  # 100,000 JSON acknowledgements with every field are about 13 MB
+# Always fullmatch: PHONE_PATTERN ends in "$", which in Python also matches before a final
+# newline, while JSON Schema (ECMA-262) reads it as the end of input.
 _PHONE = re.compile(PHONE_PATTERN)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CORRELATOR = re.compile(rb"[a-zA-Z0-9\-_:;./<>{}]{0,256}")
@@ -289,7 +291,7 @@ def bulk_answer(
         raise ApiError(400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber and specifiedDate must be strings") from None
     phone_ok = pc.match_substring_regex(phone_arr, PHONE_PATTERN)
     if not pc.all(phone_ok).as_py():
-        bad = _first_bad(phones, lambda p: bool(_PHONE.match(p)))
+        bad = _first_bad(phones, lambda p: bool(_PHONE.fullmatch(p)))
         raise ApiError(400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber must match {PHONE_PATTERN}")
     try:
         if not pc.all(pc.match_substring_regex(date_arr, r"^\d{4}-\d{2}-\d{2}$")).as_py():
@@ -431,7 +433,7 @@ def create_app(
                 raise ApiError(422, "MISSING_IDENTIFIER", "The phone number cannot be identified: "
                                "send phoneNumber (a platform token does not identify a subscriber)")
             phone = doc["phoneNumber"]
-            if not isinstance(phone, str) or not _PHONE.match(phone):
+            if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
                 raise ApiError(400, "INVALID_ARGUMENT", f"phoneNumber must be E.164 matching {PHONE_PATTERN}")
             number = phone
             index = snapshot()
@@ -637,8 +639,10 @@ _RESPONSES: dict[str, Any] = {
     "Generic400": _error_response(400, ["INVALID_ARGUMENT", "OUT_OF_RANGE"], "Problem with the client request"),
     "Generic401": _error_response(401, ["UNAUTHENTICATED"], "Authentication problem with the client request"),
     "Generic403": _error_response(403, ["PERMISSION_DENIED"], "Client does not have sufficient permission"),
-    "Generic404": _error_response(404, ["IDENTIFIER_NOT_FOUND", "NOT_FOUND"], "Resource Not Found "
+    # CAMARA lists only IDENTIFIER_NOT_FOUND for the check's 404; files answer NOT_FOUND.
+    "Generic404": _error_response(404, ["IDENTIFIER_NOT_FOUND"], "Resource Not Found "
                                   "(a number that is not ours: never was, or ported away)"),
+    "FileNotFound404": _error_response(404, ["NOT_FOUND"], "No such feed file, tile or checkpoint"),
     "Generic422": _error_response(422, ["MISSING_IDENTIFIER"], "Unprocessable Content"),
     "Generic429": _error_response(429, ["TOO_MANY_REQUESTS"], "Rate limit exceeded; see Retry-After"),
     "Generic503": _error_response(503, ["UNAVAILABLE"], "No snapshot or feed keys published yet"),
@@ -838,7 +842,7 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {
             "200": {"description": "The file", "content": {"application/octet-stream": {}}},
             "304": {"description": "Not modified"},
-            **_std({"401": "Generic401", "403": "Generic403", "404": "Generic404", "429": "Generic429"}),
+            **_std({"401": "Generic401", "403": "Generic403", "404": "FileNotFound404", "429": "Generic429"}),
         },
     },
     ("/ledger/{rel}", "get"): {
@@ -851,7 +855,7 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {
             "200": {"description": "The file", "content": {"application/octet-stream": {}}},
             "304": {"description": "Not modified"},
-            **_std({"404": "Generic404"}),
+            **_std({"404": "FileNotFound404"}),
         },
     },
     ("/status", "get"): {
