@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from pipelines.channels import BatchOutcome, Channel, OutgoingReminder, send_with_retry
 from pipelines.config import Settings
-from pipelines.lifecycle import REMINDING_STATES, policy_sql, queue_ledger, run_sql
+from pipelines.lifecycle import REMINDING_STATES, policy_sql, queue_ledger, run_sql, working_copy
 from pipelines.templates import ReminderContext, RenderedReminder, render_reminder
 
 __all__ = [
@@ -168,6 +168,9 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
         """,
         p,
     )
+    working_copy(con, "_rt", "tenures", "tenure_id",
+                 "SELECT tenure_id FROM _upd WHERE new_status IN ('delivered', 'acknowledged')",
+                 "t.tenure_id, t.tenure_start, t.tenure_end")
     queue_ledger(
         con,
         day,
@@ -177,7 +180,7 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
                json_object('reminder_id', u.reminder_id, 'channel', u.channel, 'slot', u.slot,
                            'status', u.new_status, 'effective_on', u.new_effective_on,
                            'receipt_sha256', u.effective_digest, 'disconnected_on', u.disconnected_on)
-        FROM _upd u JOIN tenures t ON t.tenure_id = u.tenure_id
+        FROM _upd u JOIN _rt t ON t.tenure_id = u.tenure_id
         WHERE u.old_status NOT IN ('delivered', 'acknowledged')
           AND u.new_status IN ('delivered', 'acknowledged')
         UNION ALL
@@ -186,7 +189,7 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
                json_object('reminder_id', u.reminder_id, 'channel', u.channel,
                            'acknowledged_at', strftime(u.ack_at, '%Y-%m-%dT%H:%M:%SZ'),
                            'receipt_sha256', u.ack_digest, 'disconnected_on', u.disconnected_on)
-        FROM _upd u JOIN tenures t ON t.tenure_id = u.tenure_id
+        FROM _upd u JOIN _rt t ON t.tenure_id = u.tenure_id
         WHERE u.old_status <> 'acknowledged' AND u.new_status = 'acknowledged'
         """,
     )
@@ -203,8 +206,8 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
         """
     ).fetchone()
     assert row is not None
-    run_sql(con, "DROP TABLE IF EXISTS _rc")
-    run_sql(con, "DROP TABLE IF EXISTS _upd")
+    for name in ("_rc", "_upd", "_rt"):
+        run_sql(con, f"DROP TABLE IF EXISTS {name}")
     return ReceiptsReport(day, *(int(v) for v in row))
 
 
@@ -267,15 +270,51 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
     best, after = _channel_sql(settings)
     offsets = policy_sql(settings, "reminder_offsets", "s.region")
     run_sql(con,
+        """
+        CREATE OR REPLACE TEMP TABLE _failed AS
+        SELECT * FROM reminders
+        WHERE status IN ('failed', 'expired') AND NOT fallback_handled AND fallback_due <= $d
+        """,
+        p,
+    )
+    # The numbers this step acts on: numbers that entered a disconnection today, numbers held
+    # today (each found by equalities the scan applies before decoding the other columns; an
+    # IN or OR would decode ten million rows), and the numbers of the failed reminders while
+    # their disconnection is live.
+    cols = "s.msisdn, s.state, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause, s.region"
+    run_sql(con,
         f"""
-        CREATE OR REPLACE TEMP TABLE _new AS
+        CREATE OR REPLACE TEMP TABLE _sn AS
+        SELECT {cols}, 'new' AS why FROM number_state s
+        WHERE s.state = 'suspended' AND s.changed_logical = $d AND s.disconnected_on IS NOT NULL
+        UNION ALL
+        SELECT {cols}, 'new' FROM number_state s
+        WHERE s.state = 'frozen' AND s.changed_logical = $d AND s.disconnected_on IS NOT NULL
+        UNION ALL
+        SELECT {cols}, 'hold' FROM number_state s WHERE s.state = 'held' AND s.hold_started = $d
+        UNION ALL
+        SELECT * FROM (
+            SELECT {cols}, 'fallback' AS why FROM number_state s
+            WHERE s.msisdn IN (SELECT msisdn FROM _failed)
+        ) s SEMI JOIN _failed f ON f.msisdn = s.msisdn AND f.tenure_id = s.tenure_id
+            AND f.disconnected_on = s.disconnected_on
+        WHERE s.state IN {_REMINDING}
+        """,
+        p,
+    )
+    # Their owners' contacts, read from the ten-million-row tenures once for all three.
+    working_copy(con, "_tc", "tenures", "tenure_id",
+                 "SELECT tenure_id FROM _sn UNION ALL SELECT tenure_id FROM _failed",
+                 "t.tenure_id, t.contact_phone, t.contact_email, t.subscriber_ref, t.language")
+    inserted = run_sql(con,
+        f"""
+        INSERT INTO reminders
         WITH cand AS (
             SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause,
                    t.contact_phone, t.contact_email, t.subscriber_ref,
                    coalesce(t.language, 'zh-CN') AS language, {best} AS channel, {offsets} AS offs
-            FROM number_state s JOIN tenures t ON t.tenure_id = s.tenure_id
-            WHERE s.state IN ('suspended', 'frozen') AND s.changed_logical = $d
-              AND s.disconnected_on IS NOT NULL
+            FROM _sn s JOIN _tc t ON t.tenure_id = s.tenure_id
+            WHERE s.why = 'new'
         ), dues AS (
             SELECT cand.* EXCLUDE (offs), list_sort(list_transform(offs, lambda o: struct_pack(
                        due := CASE WHEN o >= 0 THEN disconnected_on + o ELSE freeze_ends + o END,
@@ -294,17 +333,26 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
             FROM kept
         ), y AS (
             SELECT x.*, x.u.slot AS slot FROM x
+        ), new AS (
+            SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
+                   x.tenure_id, x.msisdn, x.disconnected_on, x.slot,
+                   CAST(x.u.no AS INTEGER) AS reminder_no, x.u.no = x.u.n AS final, x.channel,
+                   {_ADDRESS} AS address, x.language, x.u.due AS due_on,
+                   x.freeze_ends AS release_on, x.cause
+            FROM y AS x
         )
-        SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
-               x.tenure_id, x.msisdn, x.disconnected_on, x.slot,
-               CAST(x.u.no AS INTEGER) AS reminder_no, x.u.no = x.u.n AS final, x.channel,
-               {_ADDRESS} AS address, x.language, x.u.due AS due_on,
-               CAST(NULL AS VARCHAR) AS origin_id, x.freeze_ends AS release_on, x.cause
-        FROM y AS x
+        SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
+               x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
+               NULL, $d, NULL, false, NULL, x.release_on, x.cause
+        FROM new x
+        -- NOT IN, not an anti join: the planner would build its hash table on the new rows.
+        WHERE x.reminder_id NOT IN (
+            SELECT reminder_id FROM reminders
+            SEMI JOIN (SELECT tenure_id FROM _sn WHERE why = 'new') c USING (tenure_id))
         """,
         p,
-    )
-    scheduled = _insert_new_reminders(con, day, "_new")
+    ).fetchone()
+    scheduled = int(inserted[0]) if inserted else 0
 
     letter_on = "true" if settings.letter.enabled else "false"
     run_sql(con,
@@ -314,8 +362,8 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
             SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.cause, t.contact_phone,
                    t.contact_email, t.subscriber_ref, coalesce(t.language, 'zh-CN') AS language,
                    {best} AS best
-            FROM number_state s JOIN tenures t ON t.tenure_id = s.tenure_id
-            WHERE s.state = 'held' AND s.hold_started = $d
+            FROM _sn s JOIN _tc t ON t.tenure_id = s.tenure_id
+            WHERE s.why = 'hold'
         ), has AS (
             SELECT h.*, 'sms' AS channel FROM h WHERE contact_phone IS NOT NULL
             UNION ALL SELECT h.*, 'email' FROM h WHERE contact_email IS NOT NULL
@@ -349,14 +397,6 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
     hold = _insert_new_reminders(con, day, "_hold")
 
     run_sql(con,
-        """
-        CREATE OR REPLACE TEMP TABLE _failed AS
-        SELECT * FROM reminders
-        WHERE status IN ('failed', 'expired') AND NOT fallback_handled AND fallback_due <= $d
-        """,
-        p,
-    )
-    run_sql(con,
         f"""
         CREATE OR REPLACE TEMP TABLE _fb AS
         WITH f AS (
@@ -365,9 +405,9 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
                    CASE WHEN s.state = 'held' THEN $d + 1 ELSE s.freeze_ends END AS release_on,
                    s.cause
             FROM _failed f
-            JOIN number_state s ON s.msisdn = f.msisdn AND s.tenure_id = f.tenure_id
-                 AND s.disconnected_on = f.disconnected_on AND s.state IN {_REMINDING}
-            JOIN tenures t ON t.tenure_id = f.tenure_id
+            JOIN _sn s ON s.msisdn = f.msisdn AND s.tenure_id = f.tenure_id
+                 AND s.disconnected_on = f.disconnected_on AND s.why = 'fallback'
+            JOIN _tc t ON t.tenure_id = f.tenure_id
         ), x AS (
             SELECT f.* EXCLUDE (channel, slot), f.next_channel AS channel,
                    concat('fallback:', regexp_replace(f.slot, '^fallback:', '')) AS slot,
@@ -397,7 +437,7 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
             """
         )
     rendered, one_by_one = _render_due(con, settings, day)
-    for name in ("_new", "_hold", "_failed", "_fb"):
+    for name in ("_sn", "_tc", "_hold", "_failed", "_fb"):
         run_sql(con, f"DROP TABLE IF EXISTS {name}")
     return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one)
 
@@ -465,10 +505,7 @@ def _render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
         )
         SELECT m.*, concat_ws('|', channel, language, cause, reminder_no, final, disconnected_on,
                               release_on, substr(msisdn, 1, 1 + nr_cc_len(msisdn)), length(masked))
-                        AS gkey,
-               row_number() OVER (PARTITION BY concat_ws('|', channel, language, cause, reminder_no,
-                   final, disconnected_on, release_on, substr(msisdn, 1, 1 + nr_cc_len(msisdn)),
-                   length(masked)) ORDER BY reminder_id) AS gi
+                        AS gkey
         FROM m
         """,
         p,
@@ -476,8 +513,15 @@ def _render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
     if not _scalar_count(con, "SELECT count(*) FROM _todo"):
         run_sql(con, "DROP TABLE IF EXISTS _todo")
         return 0, 0
+    # The two members with the smallest ids of every group: an aggregate, not a window, which
+    # would sort every row of the day's outbox.
     samples = run_sql(con,
-        f"SELECT {_CTX_COLUMNS}, gi FROM _todo WHERE gi <= 2 ORDER BY gkey, gi"
+        f"""
+        SELECT {_CTX_COLUMNS}, s.gi FROM _todo JOIN (
+            SELECT unnest(ids) AS reminder_id, unnest(range(1, len(ids) + 1)) AS gi
+            FROM (SELECT min(reminder_id, 2) AS ids FROM _todo GROUP BY gkey)) s USING (reminder_id)
+        ORDER BY gkey, s.gi
+        """
     ).fetchall()
     templates: list[dict[str, Any]] = []
     exemplars: dict[str, tuple[Sequence[Any], RenderedReminder]] = {}
