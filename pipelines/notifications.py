@@ -244,7 +244,7 @@ def _problems(upload: AckUpload, item: dict[str, Any], days: set[str], now: dt.d
     phone, status, feed, observed = (item[name] for name in CSV_HEADER)
     if phone is None:
         out.append(f"{upload.field('phone_number')} is missing")
-    elif not _PHONE_RE.match(phone):
+    elif not _PHONE_RE.fullmatch(phone):
         # the number is not echoed: error messages end up in logs
         out.append(f"{upload.field('phone_number')} must be E.164 matching {PHONE_PATTERN}")
     if status is None:
@@ -611,7 +611,7 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> dict[str,
     about the prior holder is returned: no dates of the prior tenure and no platform names.
     Raises :class:`TerminalError` when nobody holds the number on ``as_of``.
     """
-    if not _PHONE_RE.match(msisdn):
+    if not _PHONE_RE.fullmatch(msisdn):
         raise TerminalError("the number must be E.164 (+86...); normalise it first")
     tenures = _tenures(settings, msisdn)
     holder = [i for i, (start, end, _) in enumerate(tenures)
