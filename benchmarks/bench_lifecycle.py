@@ -7,12 +7,16 @@ The state (tenures, number state, history, reminders of the numbers in their fre
 directly in DuckDB, set-based. Day D then carries ``--events`` lifecycle rows (cancel 60%,
 suspend 15%, restore 10%, port_out 5%, port_in 3%, illegal ones 4%, a second event of an
 already-cancelled number 2%, unknown numbers 1%), ``--events / 50`` reissues and
-``--events / 5`` receipts. A fresh subprocess opens the file (threads=2, memory_limit as given)
-and runs the night's state steps, each in its own transaction, in the integrator's order:
-apply_receipts, advance_time, apply_events, schedule_reminders (renders every reminder due
-today into the outbox); then apply_events once more (the idempotent rerun). It reports wall
-time per step, peak RSS (getrusage of that subprocess) and the ratio to a raw DuckDB scan of
-the same input (count(*), and a hash over every column).
+``--events / 5`` receipts. A fresh subprocess opens the file with ``pipelines.state.connect``
+(the nightly run's DuckDB settings: memory_limit, threads, temp_directory; the benchmark sets
+none of its own) and runs the night's state steps, each in its own transaction, in the
+integrator's order: apply_receipts, advance_time, apply_events, schedule_reminders (renders
+every reminder due today into the outbox), then a CHECKPOINT (what the commits left to write);
+then apply_events once more (the idempotent rerun). It reports wall and CPU time per step, the
+night's total, peak RSS (getrusage of that subprocess), the load average around the run (the
+machine may be shared: CPU time is the steadier figure) and the ratio to a raw DuckDB scan of
+the same input (count(*), and a hash over every column). ``--repeat N`` measures N times,
+each on a fresh copy of the built state.
 """
 
 from __future__ import annotations
@@ -47,7 +51,6 @@ def build(path: Path, tenures: int, events: int) -> dict[str, float]:
 
     t0 = time.perf_counter()
     con = state.connect(path)
-    con.execute("SET threads = 2")
     regions = "[" + ", ".join(f"'{r}'" for r in REGIONS) + "]"
     p = {"d": D}
     # i % 100: 0-84 active, 85-89 frozen, 90-91 suspended, 92 held, 93-97 available, 98-99 ported_out
@@ -217,11 +220,17 @@ class _NullChannel:
         return BatchOutcome(tuple(SendResult(r.reminder_id, r.channel, "x", at) for r in reminders), ())  # type: ignore[attr-defined]
 
 
-def measure(path: Path, memory_limit: str, send: bool = False) -> dict[str, object]:
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(path: Path, send: bool = False) -> dict[str, object]:
     import duckdb
 
     import pipelines.lifecycle as lc
     import pipelines.reminders as rm
+    from pipelines import state
     from pipelines.config import Settings
 
     settings = Settings()  # CN defaults: 90-day freeze, 60-day 双停, reminders 0/30/-14
@@ -236,14 +245,19 @@ def measure(path: Path, memory_limit: str, send: bool = False) -> dict[str, obje
             return res
 
         lc.run_sql = timed  # type: ignore[assignment]
-        rm.run_sql = timed  # type: ignore[assignment]
+        rm.run_sql = timed  # type: ignore[assignment,attr-defined]
         import atexit
 
         atexit.register(lambda: [print(f"{d:7.2f}s {q}", file=sys.stderr) for d, q in sorted(slow)[-25:]])
-    con = duckdb.connect(str(path))
-    con.execute("SET threads = 2")
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    out: dict[str, object] = {}
+    out: dict[str, object] = {"load_before": [round(x, 2) for x in os.getloadavg()]}
+    con = state.connect(path)  # the nightly run's settings, nothing of the benchmark's own
+    out["duckdb_settings"] = dict(con.execute(
+        """
+        SELECT name, value FROM duckdb_settings()
+        WHERE name IN ('memory_limit', 'threads', 'temp_directory', 'preserve_insertion_order')
+        ORDER BY name
+        """
+    ).fetchall())
     t = time.perf_counter()
     n = con.execute("SELECT count(*) FROM lifecycle_events WHERE logical_date = ?", [D]).fetchone()
     out["scan_count_s"] = round(time.perf_counter() - t, 3)
@@ -261,19 +275,27 @@ def measure(path: Path, memory_limit: str, send: bool = False) -> dict[str, obje
     out["tenures"] = int((con.execute("SELECT count(*) FROM tenures").fetchone() or (0,))[0])
 
     def step(name: str, fn: object) -> object:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         con.execute("BEGIN TRANSACTION")
         report = fn(con, settings, D)  # type: ignore[operator]
+        t1 = time.perf_counter()
         con.execute("COMMIT")
         out[f"{name}_s"] = round(time.perf_counter() - t0, 2)
+        out[f"{name}_commit_s"] = round(time.perf_counter() - t1, 2)
+        out[f"{name}_cpu_s"] = round(_cpu_s() - c0, 2)
         return report
 
-    t_all = time.perf_counter()
+    t_all, c_all = time.perf_counter(), _cpu_s()
     out["receipts_report"] = repr(step("apply_receipts", rm.apply_receipts))
     out["advance_report"] = repr(step("advance_time", lc.advance_time))
     out["events_report"] = repr(step("apply_events", lc.apply_events))
     out["schedule_report"] = repr(step("schedule_reminders", rm.schedule_reminders))
+    t = time.perf_counter()
+    con.execute("CHECKPOINT")  # whatever the commits' automatic checkpoints left to write
+    out["checkpoint_s"] = round(time.perf_counter() - t, 2)
     out["night_s"] = round(time.perf_counter() - t_all, 2)
+    out["night_cpu_s"] = round(_cpu_s() - c_all, 2)
+    out["load_after"] = [round(x, 2) for x in os.getloadavg()]
     out["rerun_report"] = repr(step("apply_events_rerun", lc.apply_events))
     if send:
         t0 = time.perf_counter()
@@ -281,46 +303,81 @@ def measure(path: Path, memory_limit: str, send: bool = False) -> dict[str, obje
         out["send_report"] = repr(rm.send_reminders(con, settings, D, channels))  # type: ignore[arg-type]
         out["send_reminders_s"] = round(time.perf_counter() - t0, 2)
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    ev = float(out["apply_events_s"])  # type: ignore[arg-type]
-    out["apply_events_vs_scan_count"] = round(ev / max(float(out["scan_count_s"]), 1e-3))  # type: ignore[arg-type]
-    out["apply_events_vs_scan_all_columns"] = round(ev / max(float(out["scan_all_columns_s"]), 1e-3))  # type: ignore[arg-type]
+    scan_all = max(float(out["scan_all_columns_s"]), 1e-3)  # type: ignore[arg-type]
+    scan_count = max(float(out["scan_count_s"]), 1e-3)  # type: ignore[arg-type]
+    for key in ("apply_events", "night"):
+        took = float(out[f"{key}_s"])  # type: ignore[arg-type]
+        out[f"{key}_vs_scan_count"] = round(took / scan_count)
+        out[f"{key}_vs_scan_all_columns"] = round(took / scan_all)
     con.close()
     return out
+
+
+_SUMMARY = ("apply_receipts", "advance_time", "apply_events", "schedule_reminders")
+
+
+def _summary(figures: dict[str, object]) -> str:
+    rows = [f"{'step':<22}{'wall s':>9}{'cpu s':>9}{'commit s':>10}"]
+    for name in _SUMMARY:
+        rows.append(f"{name:<22}{figures[f'{name}_s']:>9}{figures[f'{name}_cpu_s']:>9}"
+                    f"{figures[f'{name}_commit_s']:>10}")
+    rows.append(f"{'checkpoint':<22}{figures['checkpoint_s']:>9}")
+    rows.append(f"{'night':<22}{figures['night_s']:>9}{figures['night_cpu_s']:>9}")
+    rows.append(f"peak RSS {figures['peak_rss_mib']} MiB (limit {figures.get('duckdb_settings', {})}); "  # type: ignore[union-attr]
+                f"load {figures['load_before']} -> {figures['load_after']}")
+    rows.append(f"night = {figures['night_vs_scan_all_columns']}x a hash over every column of the day's "
+                f"lifecycle rows ({figures['scan_all_columns_s']} s), "
+                f"{figures['night_vs_scan_count']}x count(*) ({figures['scan_count_s']} s); "
+                f"apply_events = {figures['apply_events_vs_scan_all_columns']}x the hash scan")
+    return "\n".join(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tenures", type=int, default=10_000_000)
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--memory-limit", default="3GB", help="DuckDB memory_limit of the measured process")
+    ap.add_argument("--memory-limit", help="run with RECYCLE_DUCKDB_MEMORY_LIMIT set to this "
+                    "(default: pipelines.state.connect's own default)")
+    ap.add_argument("--repeat", type=int, default=1, help="measure this many times, each on a fresh copy")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed)")
     ap.add_argument("--build-only", action="store_true", help="build the state in --dir and stop")
     ap.add_argument("--send", action="store_true", help="also time send_reminders with a null channel")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.memory_limit, args.send)))
+        print(json.dumps(measure(args.measure, args.send)))
         return
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-lifecycle-"))
     work.mkdir(parents=True, exist_ok=True)
-    db = work / "state.duckdb"
-    db.unlink(missing_ok=True)
+    built = work / "built.duckdb"
+    built.unlink(missing_ok=True)
+    env = dict(os.environ)
+    if args.memory_limit:
+        env["RECYCLE_DUCKDB_MEMORY_LIMIT"] = args.memory_limit
     try:
         figures: dict[str, object] = {"tenures_built": args.tenures, "events": args.events}
-        figures.update(build(db, args.tenures, args.events))
+        figures.update(build(built, args.tenures, args.events))
         print(f"built: {figures}", flush=True)
         if args.build_only:
             return
-        proc = subprocess.run(
-            [sys.executable, __file__, "--measure", str(db), "--memory-limit", args.memory_limit,
-             *(["--send"] if args.send else [])],
-            check=True, capture_output=True, text=True,
-        )
-        if proc.stderr.strip():
-            print(proc.stderr, file=sys.stderr)
-        figures.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-        figures["db_size_mib"] = round(db.stat().st_size / 2**20)
-        print(json.dumps(figures, indent=2))
+        for i in range(args.repeat):
+            db = work / "state.duckdb"
+            shutil.copyfile(built, db)
+            shutil.rmtree(work / "state.duckdb.tmp", ignore_errors=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--measure", str(db), *(["--send"] if args.send else [])],
+                check=True, capture_output=True, text=True, env=env,
+            )
+            if proc.stderr.strip():
+                print(proc.stderr, file=sys.stderr)
+            run = dict(figures)
+            run.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+            # The measuring subprocess's peak as its parent sees it (includes nothing else).
+            run["children_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+            run["db_size_mib"] = round(db.stat().st_size / 2**20)
+            print(json.dumps(run, indent=2))
+            print(f"--- run {i + 1} of {args.repeat}\n{_summary(run)}", flush=True)
+            db.unlink()
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

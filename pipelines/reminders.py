@@ -23,7 +23,14 @@ import pyarrow as pa
 
 from pipelines.channels import BatchOutcome, Channel, OutgoingReminder, send_with_retry
 from pipelines.config import Settings
-from pipelines.lifecycle import REMINDING_STATES, policy_sql, queue_ledger, run_sql, working_copy
+from pipelines.lifecycle import (
+    REMINDING_STATES,
+    policy_sql,
+    queue_ledger,
+    run_sql,
+    unordered_step,
+    working_copy,
+)
 from pipelines.templates import ReminderContext, RenderedReminder, render_reminder
 
 __all__ = [
@@ -82,6 +89,7 @@ class SendReport:
 # --------------------------------------------------------------------------- receipts
 
 
+@unordered_step
 def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport:
     """Apply the receipts of inbox day ``day`` to their reminders.
 
@@ -253,6 +261,7 @@ def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
     return int(row[0]) if row else 0
 
 
+@unordered_step
 def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleReport:
     """Schedule the reminders that ``day`` calls for and render the due ones into the outbox.
 

@@ -7,11 +7,14 @@ file (DuckDB allows one writer process); the server reads published snapshots in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+
+from pipelines.errors import ConfigError
 
 _DDL: list[str] = []
 
@@ -115,10 +118,50 @@ register_ddl(
 )
 
 
-def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the state file (creating tables when writable)."""
+ENV_MEMORY_LIMIT = "RECYCLE_DUCKDB_MEMORY_LIMIT"
+# A province's night (10M tenures, 1M lifecycle rows) runs in it with a peak RSS under 4 GiB;
+# what does not fit spills to the temp directory instead of failing.
+DEFAULT_MEMORY_LIMIT = "3GB"
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # CPUs this process may run on (cgroups, taskset)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def connect(
+    path: Path,
+    *,
+    read_only: bool = False,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the state file (creating tables when writable) with the nightly run's settings.
+
+    ``memory_limit`` (DuckDB syntax, e.g. ``"3GB"``) defaults to ``$RECYCLE_DUCKDB_MEMORY_LIMIT``,
+    else 3GB; ``threads`` to the CPUs this process may use. DuckDB spills what exceeds the limit
+    to ``<state file>.tmp`` beside the state file, on the data volume.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    limit = memory_limit or os.environ.get(ENV_MEMORY_LIMIT) or DEFAULT_MEMORY_LIMIT
+    n_threads = threads or _usable_cpus()
     con = duckdb.connect(str(path), read_only=read_only)
+    # SET, not connect(config=...): a second connection to the same file in this process (a
+    # plain duckdb.connect, say) would otherwise be refused for a different configuration.
+    try:
+        con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
+        con.execute(f"SET threads = {int(n_threads)}")
+    except (duckdb.Error, ValueError) as exc:
+        con.close()
+        raise ConfigError(
+            f"DuckDB memory limit {limit!r} or threads {n_threads!r} rejected ({exc}); set "
+            f"{ENV_MEMORY_LIMIT} to a size such as 3GB or 1500MB"
+        ) from exc
+    temp_dir = str(path.with_name(path.name + ".tmp"))
+    if con.execute("SELECT current_setting('temp_directory')").fetchone() != (temp_dir,):
+        con.execute(f"SET temp_directory = '{temp_dir.replace(chr(39), chr(39) * 2)}'")
     if not read_only:
         for stmt in _DDL:
             con.execute(stmt)
