@@ -358,6 +358,17 @@ def queue_ledger(con: Con, day: dt.date, source: str, *, dedupe: bool = False) -
         "QUALIFY row_number() OVER (PARTITION BY q.idempotency_key ORDER BY q.on_date) = 1"
         if dedupe else ""
     )
+    run_sql(con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _lq AS
+        SELECT * FROM ({source}) q(idempotency_key, on_date, type, msisdn, tenure_id,
+                                   tenure_start, tenure_end, fields)
+        {once}
+        """,
+        {"d": day} if "$d" in source else None,
+    )
+    # Today's keys are looked up for the source's keys only: the send step queues a thousand
+    # events at a time against a day that already holds a million.
     row = run_sql(con,
         f"""
         INSERT INTO ledger_events
@@ -365,17 +376,15 @@ def queue_ledger(con: Con, day: dt.date, source: str, *, dedupe: bool = False) -
                  + row_number() OVER (ORDER BY n.on_date, n.msisdn, {_TYPE_RANK}, n.idempotency_key),
                n.idempotency_key, $d, n.on_date, n.type, n.msisdn, n.tenure_id, n.tenure_start,
                n.tenure_end, n.fields, false
-        FROM (
-            SELECT * FROM ({source}) q(idempotency_key, on_date, type, msisdn, tenure_id,
-                                       tenure_start, tenure_end, fields)
-            {once}
-        ) n
+        FROM _lq n
         WHERE n.idempotency_key NOT IN (
-            SELECT idempotency_key FROM ledger_events WHERE logical_date = $d)
+            SELECT idempotency_key FROM ledger_events
+            WHERE logical_date = $d AND idempotency_key IN (SELECT idempotency_key FROM _lq))
         ORDER BY 1
         """,
         {"d": day},
     ).fetchone()
+    run_sql(con, "DROP TABLE _lq")
     return int(row[0]) if row else 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import pipelines.reminders as rm
 from pipelines import state
 from pipelines.channels import BatchOutcome, OutgoingReminder, SendFailure, SendResult
 from pipelines.config import Policy, Settings
+from pipelines.errors import ConfigError
 from pipelines.numbers import mask
 
 D0 = dt.date(2026, 3, 1)
@@ -499,6 +501,19 @@ def test_several_events_of_one_number_in_one_day_apply_in_rounds(world: World) -
         (None, "active"), ("active", "frozen"), ("frozen", "active")]
 
 
+def test_a_tenure_closed_twice_in_one_day_is_queued_once_from_its_first_event(world: World) -> None:
+    seeded(world, A)
+    # Suspended and cancelled the same day: both events close the tenure on the suspension
+    # date (one ledger key); the entry is the first event's, on every run of the day.
+    world.event(day(1), A, "suspend")
+    world.event(day(1), A, "cancel")
+    report = world.run(day(1))["events"]
+    assert report.rounds == 2 and report.applied == 2
+    (closed,) = world.ledger("tenure_closed")
+    assert closed["tenure_end"] == day(1)
+    assert json.loads(closed["fields"])["end_reason"] == "suspend"
+    assert world.state(A)["state"] == "frozen"
+
 def test_cancel_during_a_suspension_moves_the_final_reminder(world: World) -> None:
     seeded(world, A)
     world.event(day(1), A, "suspend")
@@ -730,3 +745,106 @@ def test_lifecycle_status_adds_up(world: World) -> None:
     assert s["releases"]["day"] == {"total": 1, "released": 0, "with_exception": 1}
     assert s["releases"]["all_time"]["total"] == world.one("SELECT count(*) FROM releases")
     assert s["held"]["now"] == s["numbers"]["by_state"]["held"]
+
+
+# =========================================================================== the night's machinery
+
+
+def test_advance_time_rewrites_only_the_numbers_whose_time_has_come(world: World) -> None:
+    seeded(world, A, B, C)
+    world.event(day(1), A, "cancel")  # frozen until day 11
+    world.event(day(1), B, "suspend")  # the suspension runs out on day 6
+    world.run(day(1))
+    con = world.con
+
+    def rowids() -> dict[str, int]:
+        rows = con.execute(
+            "SELECT msisdn, rowid FROM number_state UNION ALL SELECT tenure_id, rowid FROM tenures"
+        ).fetchall()
+        return {str(k): int(v) for k, v in rows}
+
+    # Rowids are stable within a transaction (a checkpoint may renumber them).
+    con.execute("BEGIN TRANSACTION")
+    before = rowids()
+    report = lc.advance_time(con, SETTINGS, day(6))
+    after = rowids()
+    con.execute("COMMIT")
+    assert report.suspensions_expired == 1
+    untouched = [A, C, world.state(A)["tenure_id"], world.state(C)["tenure_id"]]
+    assert {k: after[k] for k in untouched} == {k: before[k] for k in untouched}
+    assert world.state(B)["state"] == "frozen"
+
+
+def test_steps_put_insertion_order_back_even_when_they_fail(world: World) -> None:
+    def order(con: duckdb.DuckDBPyConnection) -> bool:
+        return bool(con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()[0])  # type: ignore[index]
+
+    seen: list[bool] = []
+
+    def failing(con: duckdb.DuckDBPyConnection, settings: Settings, d: dt.date) -> None:
+        seen.append(order(con))
+        raise ValueError("step failed")
+
+    with pytest.raises(ValueError, match="step failed"):
+        lc.unordered_step(failing)(world.con, SETTINGS, day(0))
+    assert seen == [False] and order(world.con)
+    world.run(day(0))
+    assert order(world.con)
+
+    def aborting(con: duckdb.DuckDBPyConnection, settings: Settings, d: dt.date) -> None:
+        con.execute("SELECT * FROM no_such_table")
+
+    # DuckDB refuses the restore inside the aborted transaction: the step's own error surfaces.
+    world.con.execute("BEGIN TRANSACTION")
+    with pytest.raises(duckdb.CatalogException):
+        lc.unordered_step(aborting)(world.con, SETTINGS, day(0))
+    world.con.execute("ROLLBACK")
+
+
+def test_working_copy_holds_exactly_the_keyed_rows_and_their_rowids(world: World) -> None:
+    seeded(world, A, B, C)
+    lc.working_copy(world.con, "_wc", "number_state", "msisdn", f"SELECT '{A}' UNION ALL SELECT '{C}'")
+    got = world.rows("SELECT * FROM _wc ORDER BY msisdn")
+    assert [r["msisdn"] for r in got] == [A, C]
+    for r in got:
+        assert world.one("SELECT msisdn FROM number_state WHERE rowid = ?", [r["_rid"]]) == r["msisdn"]
+        assert r["state"] == world.state(r["msisdn"])["state"]
+
+
+def _setting(con: duckdb.DuckDBPyConnection, name: str) -> Any:
+    row = con.execute("SELECT current_setting(?)", [name]).fetchone()
+    return row[0] if row else None
+
+
+def _rendered(limit: str) -> str:
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{limit}'")
+    return str(_setting(con, "memory_limit"))
+
+
+def test_connect_applies_the_nightly_duckdb_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(state.ENV_MEMORY_LIMIT, raising=False)
+    db = tmp_path / "data" / "state.duckdb"
+    con = state.connect(db)
+    assert _setting(con, "memory_limit") == _rendered("3GB")
+    assert _setting(con, "threads") == len(os.sched_getaffinity(0))
+    # Spills stay on the data volume, beside the state file.
+    assert Path(_setting(con, "temp_directory")) == tmp_path / "data" / "state.duckdb.tmp"
+    # A plain second connection to the same file is not refused for another configuration.
+    other = duckdb.connect(str(db))
+    assert _setting(other, "memory_limit") == _rendered("3GB")
+    other.close()
+    con.close()
+
+    monkeypatch.setenv(state.ENV_MEMORY_LIMIT, "1500MB")
+    with state.open_state(db) as con:
+        assert _setting(con, "memory_limit") == _rendered("1500MB")
+    with state.open_state(db, read_only=True) as con:
+        assert _setting(con, "memory_limit") == _rendered("1500MB")
+    con = state.connect(db, memory_limit="2GB", threads=1)
+    assert (_setting(con, "memory_limit"), _setting(con, "threads")) == (_rendered("2GB"), 1)
+    con.close()
+
+    monkeypatch.setenv(state.ENV_MEMORY_LIMIT, "lots")
+    with pytest.raises(ConfigError, match=state.ENV_MEMORY_LIMIT):
+        state.connect(db)
