@@ -229,35 +229,55 @@ class AdvanceReport:
 _Report = TypeVar("_Report")
 
 
-def unordered_step(
+def _in_transaction(con: Con) -> bool:
+    # Outside a transaction every statement gets its own transaction id.
+    first = con.execute("SELECT txid_current()").fetchone()
+    return first == con.execute("SELECT txid_current()").fetchone()
+
+
+def _set_insertion_order(con: Con, value: str, *, quiet: bool = False) -> None:
+    try:
+        con.execute(f"SET preserve_insertion_order = {value}")
+    except duckdb.Error:
+        if not quiet:
+            raise
+
+
+def nightly_step(
     step: Callable[[Con, Settings, dt.date], _Report],
 ) -> Callable[[Con, Settings, dt.date], _Report]:
-    """Run a step with DuckDB's ``preserve_insertion_order`` off, then put it back.
+    """Run a step of the night in a transaction, with DuckDB's ``preserve_insertion_order`` off.
+
+    A step works on rows it found by rowid, and rowids hold only within a transaction (a
+    checkpoint may renumber them): called outside one, the step runs in its own, committed
+    when it returns and rolled back when it raises.
 
     The steps take every order they need from columns (ORDER BY, window orderings, keys),
     never from the physical order of rows, so DuckDB may insert and build tables on all
     threads (apply_events about a quarter faster on two cores). The setting is global to the
-    database; it is restored when the step returns or raises, except inside a transaction the
-    error aborted (DuckDB refuses any statement there): the run then fails, and its
-    connection with it.
+    database and is put back afterwards, except when the caller's transaction was aborted by
+    the error (DuckDB refuses any statement there until ROLLBACK): the run fails then anyway.
     """
 
     @functools.wraps(step)
     def run(con: Con, settings: Settings, day: dt.date) -> _Report:
+        own = not _in_transaction(con)
+        if own:
+            con.execute("BEGIN TRANSACTION")
         row = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
         before = "true" if row is None or row[0] else "false"
-        con.execute("SET preserve_insertion_order = false")
-        failed = True
+        _set_insertion_order(con, "false")
         try:
             report = step(con, settings, day)
-            failed = False
-            return report
-        finally:
-            try:
-                con.execute(f"SET preserve_insertion_order = {before}")
-            except duckdb.Error:
-                if not failed:
-                    raise
+        except BaseException:
+            if own:
+                con.execute("ROLLBACK")
+            _set_insertion_order(con, before, quiet=True)
+            raise
+        _set_insertion_order(con, before)
+        if own:
+            con.execute("COMMIT")
+        return report
 
     return run
 
@@ -465,7 +485,7 @@ _LED_COLUMNS = """
 """
 
 
-@unordered_step
+@nightly_step
 def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
     """Apply the subscriber snapshot, lifecycle and reissue rows of inbox day ``day``.
 
@@ -955,7 +975,7 @@ def _retime_reminders(con: Con, day: dt.date) -> None:
 # --------------------------------------------------------------------------- advance_time
 
 
-@unordered_step
+@nightly_step
 def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
     """Move numbers whose time has come: 双停 suspensions become disconnections, freezes end
     at the release gate, held numbers are re-checked, and max_hold_days forces an exception.

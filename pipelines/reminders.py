@@ -25,10 +25,10 @@ from pipelines.channels import BatchOutcome, Channel, OutgoingReminder, send_wit
 from pipelines.config import Settings
 from pipelines.lifecycle import (
     REMINDING_STATES,
+    nightly_step,
     policy_sql,
     queue_ledger,
     run_sql,
-    unordered_step,
     working_copy,
 )
 from pipelines.templates import ReminderContext, RenderedReminder, render_reminder
@@ -89,7 +89,7 @@ class SendReport:
 # --------------------------------------------------------------------------- receipts
 
 
-@unordered_step
+@nightly_step
 def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport:
     """Apply the receipts of inbox day ``day`` to their reminders.
 
@@ -261,7 +261,7 @@ def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
     return int(row[0]) if row else 0
 
 
-@unordered_step
+@nightly_step
 def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleReport:
     """Schedule the reminders that ``day`` calls for and render the due ones into the outbox.
 

@@ -785,8 +785,10 @@ def test_steps_put_insertion_order_back_even_when_they_fail(world: World) -> Non
         seen.append(order(con))
         raise ValueError("step failed")
 
+    world.con.execute("BEGIN TRANSACTION")
     with pytest.raises(ValueError, match="step failed"):
-        lc.unordered_step(failing)(world.con, SETTINGS, day(0))
+        lc.nightly_step(failing)(world.con, SETTINGS, day(0))
+    world.con.execute("ROLLBACK")
     assert seen == [False] and order(world.con)
     world.run(day(0))
     assert order(world.con)
@@ -797,8 +799,28 @@ def test_steps_put_insertion_order_back_even_when_they_fail(world: World) -> Non
     # DuckDB refuses the restore inside the aborted transaction: the step's own error surfaces.
     world.con.execute("BEGIN TRANSACTION")
     with pytest.raises(duckdb.CatalogException):
-        lc.unordered_step(aborting)(world.con, SETTINGS, day(0))
+        lc.nightly_step(aborting)(world.con, SETTINGS, day(0))
     world.con.execute("ROLLBACK")
+
+
+def test_a_step_called_outside_a_transaction_runs_in_its_own(world: World) -> None:
+    seeded(world, A, B)
+    world.event(day(1), A, "cancel")
+    world.event(day(1), B, "suspend")
+
+    def half_then_fail(con: duckdb.DuckDBPyConnection, settings: Settings, d: dt.date) -> None:
+        lc.apply_events(con, settings, d)  # joins the step's transaction
+        raise ValueError("step failed")
+
+    with pytest.raises(ValueError, match="step failed"):
+        lc.nightly_step(half_then_fail)(world.con, SETTINGS, day(1))
+    assert world.state(A)["state"] == "active"  # rolled back as a whole
+    assert world.one("SELECT current_setting('preserve_insertion_order')") is True
+    report = lc.apply_events(world.con, SETTINGS, day(1))  # no BEGIN: committed by the step
+    assert report.applied == 2
+    world.con.execute("BEGIN TRANSACTION")
+    world.con.execute("ROLLBACK")  # nothing of the step was left open
+    assert (world.state(A)["state"], world.state(B)["state"]) == ("frozen", "suspended")
 
 
 def test_working_copy_holds_exactly_the_keyed_rows_and_their_rowids(world: World) -> None:
