@@ -7,13 +7,16 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import Settings, load_settings
+from pipelines.cli_common import ConfigOpt, DataOpt, parse_number
+from pipelines.cli_common import parse_date as _date
+from pipelines.cli_common import settings_from as _settings
+from pipelines.config import Settings
 from pipelines.errors import RecycleError
 
 app = typer.Typer(
@@ -22,27 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
 console = Console(stderr=True)
 out = Console()
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: $RECYCLE_CONFIG or built-in)")
-]
-DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory (overrides data_dir)")]
-
-
-def _settings(config: Path | None, data: Path | None) -> Settings:
-    overrides: dict[str, Any] = {}
-    if data is not None:
-        overrides["data_dir"] = data
-    return load_settings(config, **overrides)
-
-
-def _date(value: str, option: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
 
 
 def _days(date: str | None, start: str | None, end: str | None) -> list[dt.date]:
@@ -158,12 +143,7 @@ def status(
 
 
 def _e164(number: str, settings: Settings) -> str:
-    from pipelines.numbers import normalise
-
-    e164 = normalise(number, settings.default_region)
-    if e164 is None:
-        raise typer.BadParameter(f"not a valid phone number for region {settings.default_region}")
-    return e164
+    return parse_number(number, settings)
 
 
 @app.command()

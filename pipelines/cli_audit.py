@@ -10,47 +10,28 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import duckdb
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import Settings, load_settings
+from pipelines.cli_common import ConfigOpt, DataOpt, parse_number
+from pipelines.cli_common import parse_date as _date
+from pipelines.cli_common import settings_from as _settings
+from pipelines.config import Settings
 from pipelines.errors import TransientError
 from pipelines.layout import Layout
-from pipelines.numbers import mask, normalise
+from pipelines.numbers import mask
 
 _err = Console(stderr=True)
 _out = Console()
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: $RECYCLE_CONFIG or built-in)")
-]
-DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory (overrides data_dir)")]
 MonthOpt = Annotated[str, typer.Option("--month", help="report month YYYY-MM")]
 
 
-def _settings(config: Path | None, data: Path | None) -> Settings:
-    overrides: dict[str, Any] = {} if data is None else {"data_dir": data}
-    return load_settings(config, **overrides)
 
-
-def _date(value: str, option: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
-
-
-def _e164(number: str, settings: Settings) -> str:
-    e164 = normalise(number, settings.default_region)
-    if e164 is None:
-        raise typer.BadParameter(
-            f"not a valid phone number for region {settings.default_region}", param_hint="--number"
-        )
-    return e164
 
 
 @contextmanager
@@ -236,3 +217,7 @@ def register(app: typer.Typer) -> None:
             table.add_row(mask(a.msisdn), a.kind, str(a.on_date), a.reason, a.acked_by,
                           f"{a.acked_at:%Y-%m-%d %H:%M:%S}")
         _out.print(table)
+
+
+def _e164(number: str, settings: Settings) -> str:
+    return parse_number(number, settings, "--number")

@@ -6,47 +6,23 @@ new-owner | root rotate`: the platform-facing commands.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.config import Settings, load_settings
-from pipelines.numbers import mask, normalise
+from pipelines.cli_common import ConfigOpt, DataOpt
+from pipelines.cli_common import parse_date as _date
+from pipelines.cli_common import parse_number as _e164
+from pipelines.cli_common import settings_from as _settings
+from pipelines.numbers import mask
 from pipelines.platforms import DEFAULT_SCOPES
 
 _err = Console(stderr=True)
 _out = Console()
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: $RECYCLE_CONFIG or built-in)")
-]
-DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory (overrides data_dir)")]
-
-
-def _settings(config: Path | None, data: Path | None) -> Settings:
-    overrides: dict[str, Any] = {} if data is None else {"data_dir": data}
-    return load_settings(config, **overrides)
-
-
-def _date(value: str, option: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
-
-
-def _e164(number: str, settings: Settings) -> str:
-    e164 = normalise(number, settings.default_region)
-    if e164 is None:
-        raise typer.BadParameter(f"not a valid phone number for region {settings.default_region}",
-                                 param_hint="NUMBER")
-    return e164
-
 
 def register(app: typer.Typer) -> None:
     """Add ``serve``, ``platform`` (add/scopes/revoke/list), ``pull``, ``check``, ``acks import``,

@@ -1,0 +1,40 @@
+"""Options and argument parsing shared by every `recycle` command module (one place for each rule)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from pipelines.config import Settings, load_settings
+from pipelines.numbers import normalise
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file (default: $RECYCLE_CONFIG or built-in)")
+]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory (overrides data_dir)")]
+
+
+def settings_from(config: Path | None, data: Path | None) -> Settings:
+    """The settings of a command: config file (or $RECYCLE_CONFIG), env, then ``--data``."""
+    overrides: dict[str, Any] = {} if data is None else {"data_dir": data}
+    return load_settings(config, **overrides)
+
+
+def parse_date(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date YYYY-MM-DD", param_hint=option) from None
+
+
+def parse_number(number: str, settings: Settings, param_hint: str = "NUMBER") -> str:
+    """E.164 of a number typed national or international (region: ``settings.default_region``)."""
+    e164 = normalise(number, settings.default_region)
+    if e164 is None:
+        raise typer.BadParameter(
+            f"not a valid phone number for region {settings.default_region}", param_hint=param_hint
+        )
+    return e164
