@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
-import uvicorn
 
 import pipelines.lifecycle  # noqa: F401 - registers the lifecycle tables
 from pipelines.config import Settings, load_settings
@@ -35,6 +31,8 @@ from pipelines.server import create_app
 from pipelines.snapshot import publish_snapshot
 from pipelines.state import open_state
 
+from .test_server_http import serving
+
 OPENAPI = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
 ACKS = "/number-recycling/v0.2/acknowledgements"
 D1 = dt.date(2026, 11, 26)  # N released (feed day 1)
@@ -44,26 +42,6 @@ N = "+8613800000002"  # prior holder 2023-10-09 .. 2026-08-01, released D1, new 
 OTHER = "+8613800000007"  # released D1 too: the same files list it
 KEPT = "+8613800000001"  # one holder all along, never in a feed
 PRIOR_DATES = ("2023-10-09", "2026-08-01", "2026-11-26")  # the prior tenure and its release
-
-
-@contextmanager
-def serving(app: object) -> Iterator[str]:
-    """uvicorn on 127.0.0.1, an ephemeral port, in a thread (as tests/e2e/test_server_http.py)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",  # type: ignore[arg-type]
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def tenure(con: duckdb.DuckDBPyConnection, tid: str, msisdn: str, start: str,
