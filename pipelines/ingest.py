@@ -49,6 +49,7 @@ from pipelines.ingest_spec import (
     day_param,
     drop_specs,
     duplicates_sql,
+    fast_insert_sql,
     number_columns,
     province_codes,
     spec_for_file,
@@ -63,7 +64,10 @@ log = logging.getLogger(__name__)
 
 FileStatus = Literal["ingested", "skipped_duplicate", "failed"]
 _GX_FAILED = "_ingest_gx_failed"
-GX_SAMPLE_ROWS = 200_000  # a bigger file's accepted rows meet GX as a sample first (_gx_validate)
+GX_SAMPLE_ROWS = 20_000  # a bigger file's accepted rows meet GX as a sample first (_gx_validate)
+FAST_PATH = True  # plain lines that pass every rule go straight to the table (tests switch it off)
+_FAST_OFF = "filter_pushdown,build_side_probe_side"  # DuckDB optimisers that slow the fast insert
+_REST = "_ingest_rest"  # the lines the fast path left to the full checks
 _QUARANTINE_SCHEMA = pa.schema([
     ("line_no", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("original_line", pa.string()),
 ])
@@ -242,7 +246,7 @@ def _staging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         ingest_read.release(con)
-        for table in (CHECKED_TABLE, DUPLICATES_TABLE, _GX_FAILED):
+        for table in (CHECKED_TABLE, DUPLICATES_TABLE, _GX_FAILED, _REST):
             con.execute(f"DROP TABLE IF EXISTS {table}")
         ingest_numbers.drop_tables(con)
 
@@ -261,55 +265,68 @@ def _load(
     steps: _Steps,
 ) -> FileReport:
     params = day_param(day)
-    # Nothing between the lines and the checked table is materialised: the fields are split
-    # twice (numbers, then rules), which costs less than writing them to a table once.
-    staged_sql = staged_select(spec, settings.default_region, staged.select_sql)
     numbers = NumberLookup(classes=0, singles=0, fallback_classes=())
     if spec.number_columns:
-        source, columns = f"({staged_sql})", number_columns(spec)
-        found = ingest_numbers.find_numbers(con, source, columns)
-        deciding = helper.submit(ingest_numbers.decide_numbers, found, settings.default_region)
-        con.execute(duplicates_sql(staged.lines_sql))
-        numbers = ingest_numbers.write_lookup(con, source, columns, deciding.result(), settings.default_region)
-    else:
-        con.execute(duplicates_sql(staged.lines_sql))
-    steps.done("numbers+duplicates")
-    _run(con, checks_sql(spec, staged_sql, regions, settings.default_region, numbers), params)
-    steps.done("rules")
+        classes = ingest_numbers.class_table(settings.default_region, layout.cache_dir)
+        numbers = ingest_numbers.load_classes(con, classes)
+    con.execute(duplicates_sql(staged.lines_sql))
+    steps.done("duplicates")
 
-    warn_names = [w for w, _ in warnings_sql(spec)]
-    counts = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE reason_key IS NULL)"
-        + "".join(f', count(*) FILTER (WHERE reason_key IS NULL AND "w_{w}")' for w in warn_names)
-        + f" FROM {CHECKED_TABLE}"
-    ).fetchall()[0]
-    if counts[0] != staged.rows_in:
-        raise TerminalError(f"{name}: checked {counts[0]} rows of {staged.rows_in} data lines; this is a bug, keep the file")
-    rule_accepted = int(counts[1])
-    warnings = {w: int(n) for w, n in zip(warn_names, counts[2:], strict=True) if n}
-
-    accepted_cols = accepted_select(spec)
-    gx_note = {"file": name, "accepted_rows": rule_accepted}
-    every = max(1, -(-rule_accepted // GX_SAMPLE_ROWS))  # ceil; 1 means every row
-    sample = _gx_rows(con, accepted_cols, every)
-    result_path = layout.run_dir(day) / "gx" / f"{name}.json"
-    # GX is Python (pandas) and the insert is DuckDB: the sample is judged while the rows are
-    # written. Rows GX refuses are taken out again before the commit, so they are never seen.
-    pending = helper.submit(_gx_validate, spec.kind, sample, every, regions, result_path, name, gx_note)
     con.execute("BEGIN TRANSACTION")
     try:
+        # The plain lines that pass every rule go straight into the table; the full checks
+        # then judge only the rest, found as the lines of the file missing from the table.
+        fast_sql = staged.fast_sql(DUPLICATES_TABLE) if FAST_PATH else None
+        fast = 0
+        rest_sql = staged.select_sql
+        if fast_sql is not None:
+            with ingest_read.duckdb_options(con, preserve_insertion_order=False, disabled_optimizers=_FAST_OFF):
+                fast = _count(con, fast_insert_sql(
+                    spec, staged_select(spec, settings.default_region, fast_sql), regions,
+                    settings.default_region, numbers, sha256,
+                ), params)
+            # A copy of those lines (a few per cent), so that no filter of the checks is
+            # pushed down onto a scan of every line.
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE {_REST} AS
+                SELECT line_no, line, err FROM {ingest_read.LINES_VIEW}
+                WHERE line_no > 1
+                  AND line_no NOT IN (SELECT line_no FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)})
+            """)
+            rest_sql = staged.subset_sql(_REST)
+        steps.done("fast insert")
+
+        rest = staged_select(spec, settings.default_region, rest_sql)
+        if spec.number_columns:
+            numbers = ingest_numbers.add_singles(con, f"({rest})", number_columns(spec), numbers, settings.default_region)
+        _run(con, checks_sql(spec, rest, regions, settings.default_region, numbers), params)
+        warn_names = [w for w, _ in warnings_sql(spec)]
+        counts = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE reason_key IS NULL)"
+            + "".join(f', count(*) FILTER (WHERE reason_key IS NULL AND "w_{w}")' for w in warn_names)
+            + f" FROM {CHECKED_TABLE}"
+        ).fetchall()[0]
+        if fast + counts[0] != staged.rows_in:
+            raise TerminalError(
+                f"{name}: checked {fast} + {counts[0]} rows of {staged.rows_in} data lines; this is a bug, keep the file"
+            )
+        warnings = {w: int(n) for w, n in zip(warn_names, counts[2:], strict=True) if n}
         cols = ", ".join(f'"{c}"' for c in spec.names)
-        accepted = _count(con, f"""
+        accepted = fast + _count(con, f"""
             INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
-            SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_cols}
+            SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_select(spec)}
             FROM {CHECKED_TABLE} WHERE reason_key IS NULL
         """, params)
-        steps.done("insert")
-        gx = pending.result()
-        if gx.failed_rows and every > 1:  # the sample found a bad row: GX judges every row
-            gx = _gx_validate(
-                spec.kind, _gx_rows(con, accepted_cols, 1), 1, regions, result_path, name, gx_note
-            )
+        steps.done("checks")
+
+        # GX judges what was stored: an even sample of a big file first, every row if it
+        # finds a bad one; the rows it refuses are taken out again before the commit.
+        gx_note = {"file": name, "accepted_rows": accepted}
+        every = max(1, -(-accepted // GX_SAMPLE_ROWS))  # ceil; 1 means every row
+        result_path = layout.run_dir(day) / "gx" / f"{name}.json"
+        gx = _gx_validate(spec.kind, _gx_rows(con, spec, sha256, every), every, regions, result_path, name, gx_note)
+        if gx.failed_rows and every > 1:
+            gx = _gx_validate(spec.kind, _gx_rows(con, spec, sha256, 1), 1, regions, result_path, name, gx_note)
         steps.done("gx")
         if gx.failed_rows:
             accepted -= _remove_gx_failed(con, spec, sha256, gx)
@@ -348,16 +365,18 @@ def _load(
     )
     _log_file(
         day, report,
-        f"read by {staged.reader}, number classes {numbers.classes}, single numbers {numbers.singles}",
+        f"read by {staged.reader}, {fast} row(s) by the fast path, number classes {numbers.classes}, "
+        f"single numbers {numbers.singles}",
     )
     return report
 
 
-def _gx_rows(con: duckdb.DuckDBPyConnection, accepted_cols: str, every: int) -> pa.Table:
-    """The accepted rows GX is shown: every ``every``-th line, an even, deterministic sample."""
+def _gx_rows(con: duckdb.DuckDBPyConnection, spec: DropSpec, sha256: str, every: int) -> pa.Table:
+    """The stored rows of the file GX is shown: every ``every``-th line, an even, deterministic sample."""
+    cols = ", ".join(f'"{c}"' for c in spec.names)
     return con.sql(
-        f"SELECT line_no, {accepted_cols} FROM {CHECKED_TABLE} "
-        f"WHERE reason_key IS NULL AND line_no % {every} = 0 ORDER BY line_no"
+        f"SELECT line_no, {cols} FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)} "
+        f"AND line_no % {every} = 0 ORDER BY line_no"
     ).to_arrow_table()
 
 

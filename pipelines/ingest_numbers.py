@@ -17,20 +17,30 @@ Shapes (first letter of a class key): ``p`` = ``+861`` + 10 digits (any default 
 because they are read in the default region's national plan). Every member of a valid class
 has the E.164 form ``+86`` + its last 11 digits.
 
+Every class of the shapes is decided once (:func:`class_table`, about 30,000 ``phonenumbers``
+calls, kept per process and in a cache file named for the ``phonenumbers`` version), so a
+file needs no pass to find its classes first.
+
 Use: :func:`number_columns_sql` adds the cleaned candidate and class key of each number
-column to a SELECT; :func:`resolve_numbers` decides the classes and odd values found there
-and writes :data:`LOOKUP_TABLE`; :func:`lookup_key_sql` and :func:`e164_sql` then give each
-row its E.164 form (or NULL) through one join per column.
+column to a SELECT; :func:`load_classes` writes the decided classes to :data:`LOOKUP_TABLE`
+and :func:`add_singles` decides the odd values of a SELECT and adds them; :func:`lookup_key_sql`
+and :func:`e164_sql` then give each row its E.164 form (or NULL) through one join per column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
+import phonenumbers
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from pipelines.layout import atomic_write_bytes
 from pipelines.numbers import normalise
 
 _CN = "CN"
@@ -47,9 +57,9 @@ _VALUE_MARK = "="  # lookup keys of single values start with it; class keys neve
 
 @dataclass(frozen=True)
 class NumberLookup:
-    """What :func:`resolve_numbers` decided, for the SQL that reads :data:`LOOKUP_TABLE`."""
+    """What :data:`LOOKUP_TABLE` holds, for the SQL that reads it."""
 
-    classes: int  # classes decided by one phonenumbers call each
+    classes: int  # classes decided by one phonenumbers call each (:func:`class_table`)
     singles: int  # distinct values decided one by one
     fallback_classes: tuple[str, ...]  # classes whose members are looked up one by one
 
@@ -140,92 +150,106 @@ def _representative(key: str) -> tuple[str, str]:
     return {"p": "+86", "c": "86", "n": ""}[key[0]] + national, "+86" + national
 
 
-@dataclass(frozen=True)
-class FoundNumbers:
-    """The classes and the odd values (outside any class) that occur in some number column."""
-
-    classes: frozenset[str]
-    singles: frozenset[str]
+_CLASS_SCHEMA = pa.schema([("k", pa.string()), ("class_valid", pa.bool_())])
 
 
-@dataclass(frozen=True)
-class NumberDecisions:
-    """What ``phonenumbers`` said about :class:`FoundNumbers`."""
-
-    class_valid: Mapping[str, bool]
-    fallback_classes: tuple[str, ...]  # classes that do not map like their shape says
-    singles: Mapping[str, str | None]  # odd value -> E.164 form or None
+def _shapes(default_region: str) -> str:
+    return "cnp" if default_region == _CN else "p"
 
 
-def find_numbers(
-    con: duckdb.DuckDBPyConnection, source: str, columns: Sequence[tuple[str, str, str]]
-) -> FoundNumbers:
-    """The classes and odd values of ``source``: one scan, one small hash table per column.
+@functools.cache
+def _decide_classes(default_region: str) -> pa.Table:
+    """Every class key of the shapes ``default_region`` admits, decided by ``phonenumbers``.
 
-    ``source`` is a table name or a parenthesised SELECT (e.g. of :func:`number_columns_sql`)
-    and ``columns`` its (raw, cleaned, key) column names holding numbers.
+    About 30,000 calls (two seconds) for CN: a file's rows then need no pass to find their
+    classes first. ``class_valid`` is NULL for a class whose representative does not map as
+    its shape says: its members are decided one by one, as odd values are.
     """
-    odd = [f"CASE WHEN {key} IS NULL THEN {raw} END" for raw, _, key in columns]
-    groups = ", ".join(f"({key}, {o})" for (_, _, key), o in zip(columns, odd, strict=True))
-    picked = ", ".join(f"{key}, {o}" for (_, _, key), o in zip(columns, odd, strict=True))
-    # A row of the grouping set of column i has NULL in the other columns' group expressions.
-    rows = con.execute(f"SELECT {picked} FROM {source} GROUP BY GROUPING SETS ({groups})").fetchall()
-    classes: set[str] = set()
-    singles: set[str] = set()
-    for row in rows:
-        for key, value in zip(row[::2], row[1::2], strict=True):
-            if key is not None:
-                classes.add(key)
-            elif value is not None:
-                singles.add(value)
-    return FoundNumbers(classes=frozenset(classes), singles=frozenset(singles))
+    keys: list[str] = []
+    valid: list[bool | None] = []
+    for shape in _shapes(default_region):
+        for prefix in range(10_000, 20_000):  # national numbers of the shapes start with 1
+            key = f"{shape}{prefix}"
+            member, expected = _representative(key)
+            got = normalise(member, default_region)
+            keys.append(key)
+            valid.append(None if got is not None and got != expected else got is not None)
+    return pa.table({"k": keys, "class_valid": valid}, schema=_CLASS_SCHEMA)
 
 
-def decide_numbers(found: FoundNumbers, default_region: str) -> NumberDecisions:
-    """One ``phonenumbers`` call per class and per odd value. Pure Python: fine off the main thread."""
-    class_valid: dict[str, bool] = {}
-    fallback: list[str] = []
-    for key in sorted(found.classes):
-        member, expected = _representative(key)
-        got = normalise(member, default_region)
-        if got is not None and got != expected:
-            fallback.append(key)
-        else:
-            class_valid[key] = got is not None
-    singles = {value: normalise(value, default_region) for value in sorted(found.singles)}
-    return NumberDecisions(class_valid=class_valid, fallback_classes=tuple(fallback), singles=singles)
+def class_table(default_region: str, cache_dir: Path | None = None) -> pa.Table:
+    """The decided classes (``k``, ``class_valid``) of ``default_region``, computed once.
+
+    Kept per process and, when ``cache_dir`` is given, in a Parquet file there named for the
+    ``phonenumbers`` version (a new version, with new number ranges, decides them afresh). A
+    cache file that cannot be read is decided again and rewritten.
+    """
+    if cache_dir is None:
+        return _decide_classes(default_region)
+    path = cache_dir / f"phone-classes-{phonenumbers.__version__}-{default_region}.parquet"
+    try:
+        table = pq.read_table(path)
+        if table.schema.equals(_CLASS_SCHEMA) and table.num_rows == 10_000 * len(_shapes(default_region)):
+            return table
+    except (OSError, pa.ArrowException):
+        pass
+    table = _decide_classes(default_region)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return table
 
 
-def write_lookup(
+def load_classes(con: duckdb.DuckDBPyConnection, classes: pa.Table) -> NumberLookup:
+    """(Re)create :data:`LOOKUP_TABLE` with the decided classes of :func:`class_table`."""
+    view = f"{LOOKUP_TABLE}_arrow"
+    con.register(view, classes)
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {LOOKUP_TABLE} AS "
+            f"SELECT k, class_valid, NULL::VARCHAR AS e164 FROM {view} WHERE class_valid IS NOT NULL"
+        )
+    finally:
+        con.unregister(view)
+    fallback = tuple(k for k, v in zip(classes.column("k").to_pylist(), classes.column("class_valid").to_pylist(), strict=True) if v is None)
+    return NumberLookup(classes=classes.num_rows - len(fallback), singles=0, fallback_classes=fallback)
+
+
+def add_singles(
     con: duckdb.DuckDBPyConnection,
     source: str,
     columns: Sequence[tuple[str, str, str]],
-    decisions: NumberDecisions,
+    found: NumberLookup,
     default_region: str,
 ) -> NumberLookup:
-    """Write :data:`LOOKUP_TABLE`; members of fallback classes are decided one by one here."""
-    singles = dict(decisions.singles)
-    if decisions.fallback_classes:
-        listed = ", ".join(f"'{k}'" for k in decisions.fallback_classes)
-        union = " UNION ".join(f"SELECT {raw} FROM {source} WHERE {key} IN ({listed})" for raw, _, key in columns)
-        for (value,) in con.execute(union).fetchall():
-            if value not in singles:
-                singles[value] = normalise(value, default_region)
-    classes = sorted(decisions.class_valid)
-    values = sorted(singles)
-    view = f"{LOOKUP_TABLE}_arrow"
-    con.register(view, pa.table({
-        "k": pa.array([*classes, *(_VALUE_MARK + v for v in values)], pa.string()),
-        "class_valid": pa.array([*(decisions.class_valid[k] for k in classes), *([None] * len(values))], pa.bool_()),
-        "e164": pa.array([*([None] * len(classes)), *(singles[v] for v in values)], pa.string()),
-    }))
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {LOOKUP_TABLE} AS SELECT * FROM {view}")
-    finally:
-        con.unregister(view)
+    """Decide the odd values of ``source`` one by one and add them to :data:`LOOKUP_TABLE`.
+
+    Odd values are those without a class key and the members of fallback classes; values
+    already in the table (from an earlier call on another part of the file) are skipped.
+    ``source`` is a table name or a parenthesised SELECT (e.g. of :func:`number_columns_sql`)
+    and ``columns`` its (raw, cleaned, key) column names holding numbers.
+    """
+    listed = ", ".join(f"'{k}'" for k in found.fallback_classes)
+    odd = [f"{key} IS NULL" + (f" OR {key} IN ({listed})" if listed else "") for _, _, key in columns]
+    union = " UNION ".join(
+        f"SELECT {raw} AS v FROM {source} WHERE {raw} IS NOT NULL AND ({cond})"
+        for (raw, _, _), cond in zip(columns, odd, strict=True)
+    )
+    values = [v for (v,) in con.execute(
+        f"SELECT v FROM ({union}) WHERE '{_VALUE_MARK}' || v NOT IN (SELECT k FROM {LOOKUP_TABLE}) ORDER BY v"
+    ).fetchall()]
+    if values:
+        view = f"{LOOKUP_TABLE}_arrow"
+        con.register(view, pa.table({
+            "k": pa.array([_VALUE_MARK + v for v in values], pa.string()),
+            "e164": pa.array([normalise(v, default_region) for v in values], pa.string()),
+        }))
+        try:
+            con.execute(f"INSERT INTO {LOOKUP_TABLE} SELECT k, NULL, e164 FROM {view}")
+        finally:
+            con.unregister(view)
     return NumberLookup(
-        classes=len(classes) + len(decisions.fallback_classes), singles=len(values),
-        fallback_classes=decisions.fallback_classes,
+        classes=found.classes, singles=found.singles + len(values), fallback_classes=found.fallback_classes
     )
 
 
@@ -235,9 +259,9 @@ def resolve_numbers(
     columns: Sequence[tuple[str, str, str]],
     default_region: str,
 ) -> NumberLookup:
-    """:func:`find_numbers`, :func:`decide_numbers` and :func:`write_lookup` in one go."""
-    decisions = decide_numbers(find_numbers(con, source, columns), default_region)
-    return write_lookup(con, source, columns, decisions, default_region)
+    """:func:`load_classes` and :func:`add_singles` in one go (no cache file)."""
+    found = load_classes(con, class_table(default_region))
+    return add_singles(con, source, columns, found, default_region)
 
 
 def drop_tables(con: duckdb.DuckDBPyConnection) -> None:

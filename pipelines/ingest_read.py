@@ -105,6 +105,10 @@ class Staged:
     """A drop file made readable: ``select_sql`` yields line_no, original_line, malformed, v_*.
 
     ``lines_sql`` yields only line_no and original_line of the same rows, cheaply.
+    ``subset_sql(table)`` is ``select_sql`` for the lines copied to ``table``, and
+    ``fast_sql(table)`` (CSV only) the same columns for the plain lines not in ``table``: no
+    quote, no space, no undecodable bytes and the header's number of fields, so they are split
+    without trimming or quote parsing; None for a Parquet drop.
     """
 
     select_sql: str
@@ -113,6 +117,21 @@ class Staged:
     encoding: str | None
     delimiter: str | None
     reader: str  # duckdb | arrow | python (line by line) | parquet: for the logs
+    subset_template: str = ""  # select_sql with {lines} for the lines relation to split
+    fast_template: str | None = None
+
+    def subset_sql(self, table: str) -> str:
+        """``select_sql`` for the lines held in ``table`` (line_no, line, err: a part of LINES_VIEW)."""
+        if self.subset_template:
+            return self.subset_template.format(lines=table)
+        return f"SELECT * FROM ({self.select_sql}) WHERE line_no IN (SELECT line_no FROM {table})"
+
+    def fast_sql(self, exclude: str) -> str | None:
+        if self.fast_template is None:
+            return None
+        return self.fast_template.format(
+            lines=f"(SELECT * FROM {LINES_VIEW} WHERE line_no NOT IN (SELECT line_no FROM {exclude}))"
+        )
 
 
 def _transcode_gbk(path: Path, out: Path) -> bool:
@@ -146,7 +165,7 @@ def read_ahead(con: duckdb.DuckDBPyConnection, path: Path) -> ReadAhead:
     table only if the row count equals the physical lines counted from the bytes.
     """
     try:
-        with _duckdb_options(con, preserve_insertion_order=True):
+        with duckdb_options(con, preserve_insertion_order=True):
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} AS SELECT line FROM read_csv({sql_str(str(path))}, "
                 f"header = false, columns = {{'line': 'VARCHAR'}}, delim = {sql_str(_UNIT_SEP.decode())}, "
@@ -172,7 +191,7 @@ def _duckdb_lines(con: duckdb.DuckDBPyConnection, ahead: ReadAhead, lines: int) 
 
 
 @contextmanager
-def _duckdb_options(con: duckdb.DuckDBPyConnection, **values: bool | int | str) -> Iterator[None]:
+def duckdb_options(con: duckdb.DuckDBPyConnection, **values: bool | int | str) -> Iterator[None]:
     """Set DuckDB options for a block and put the caller's values back after it."""
     before = {
         name: con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0] for name in values
@@ -380,17 +399,21 @@ def stage_csv(
     last_cut = "" if facts.ends_with_newline else (
         f" || CASE WHEN l.line_no = {n} THEN ' (truncated last line: the file does not end with a newline)' ELSE '' END"
     )
-    values = []
-    for col in spec.columns:
-        if col.name in names:
-            field = f"{fields}[{names.index(col.name) + 1}]"
-            # trim() is costly on a million rows; only lines holding a space can need it.
-            values.append(
-                f"nullif(CASE WHEN l.spaced THEN trim({field}) ELSE {field} END, '') AS {raw_col(col.name)}"
-            )
-        else:
-            values.append(f"NULL::VARCHAR AS {raw_col(col.name)}")
-    select = f"""
+
+    def split(fields: str, trim: bool) -> list[str]:
+        values = []
+        for col in spec.columns:
+            if col.name in names:
+                field = f"{fields}[{names.index(col.name) + 1}]"
+                # trim() is costly on a million rows; only lines holding a space can need it.
+                value = f"CASE WHEN l.spaced THEN trim({field}) ELSE {field} END" if trim else field
+                values.append(f"nullif({value}, '') AS {raw_col(col.name)}")
+            else:
+                values.append(f"NULL::VARCHAR AS {raw_col(col.name)}")
+        return values
+
+    # {lines} is the lines relation (LINES_VIEW or a part of it); braces of the SQL are doubled.
+    template = f"""
         SELECT l.line_no, l.line AS original_line,
             CASE
                 WHEN l.err IS NOT NULL THEN l.err
@@ -399,17 +422,29 @@ def stage_csv(
                 WHEN len({fields}) <> {width}
                     THEN 'expected {width} fields, found ' || len({fields}){last_cut}
             END AS malformed,
-            {", ".join(values)}
+            {", ".join(split(fields, trim=True))}
         FROM (
             SELECT line_no, line, err, contains(line, ' ') AS spaced,
                 CASE WHEN contains(line, '"') THEN NULL ELSE string_split(line, {sql_str(delim)}) END AS f
-            FROM {LINES_VIEW} WHERE line_no > 1
+            FROM {{lines}} WHERE line_no > 1
         ) l
         {join}
     """
+    # The plain lines: what the template would make of them, without its costly branches.
+    fast = f"""
+        SELECT l.line_no, l.line AS original_line, NULL::VARCHAR AS malformed, {", ".join(split("l.f", trim=False))}
+        FROM (
+            SELECT line_no, line, string_split(line, {sql_str(delim)}) AS f
+            FROM {{lines}}
+            WHERE line_no > 1 AND err IS NULL AND NOT contains(line, '"') AND NOT contains(line, ' ')
+        ) l
+        WHERE len(l.f) = {width}
+    """
     return Staged(
-        select_sql=select, lines_sql=f"SELECT line_no, line AS original_line FROM {LINES_VIEW} WHERE line_no > 1",
+        select_sql=template.format(lines=LINES_VIEW),
+        lines_sql=f"SELECT line_no, line AS original_line FROM {LINES_VIEW} WHERE line_no > 1",
         rows_in=n - 1, encoding=encoding, delimiter=delim, reader=reader,
+        subset_template=template, fast_template=fast,
     )
 
 

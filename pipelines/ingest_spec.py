@@ -222,34 +222,34 @@ DUPLICATES_TABLE = "_ingest_duplicates"
 
 
 def duplicates_sql(lines_sql: str) -> str:
-    """CREATE the table (line_no, first_line) of the lines that repeat an earlier line exactly.
+    """CREATE the table (line_no, first_line) of every line that occurs more than once.
 
-    ``lines_sql`` yields (line_no, original_line) of the data lines. Lines are grouped by a
-    64-bit hash first, so only the few lines sharing a hash are compared as text.
+    ``lines_sql`` yields (line_no, original_line) of the data lines. ``first_line`` is the
+    first line of the same text (its own line_no for the first one); the rules refuse the later
+    ones, and the fast path (:func:`fast_insert_sql`) leaves them all to the full checks. Lines
+    are grouped by a 64-bit hash first, so only the few lines sharing a hash are compared as text.
     """
     # No CTE for the lines: DuckDB would materialise one read twice; the lines scan cheaply.
     return f"""
         CREATE OR REPLACE TEMP TABLE {DUPLICATES_TABLE} AS
-        SELECT line_no, first_line FROM (
-            SELECT line_no, min(line_no) OVER (PARTITION BY original_line) AS first_line
-            FROM ({lines_sql})
-            WHERE hash(original_line) IN (
-                SELECT hash(original_line) FROM ({lines_sql}) GROUP BY 1 HAVING count(*) > 1
-            )
-        ) WHERE first_line < line_no
+        SELECT line_no, min(line_no) OVER (PARTITION BY original_line) AS first_line
+        FROM ({lines_sql})
+        WHERE hash(original_line) IN (
+            SELECT hash(original_line) FROM ({lines_sql}) GROUP BY 1 HAVING count(*) > 1
+        )
     """
 
 
-def checks_sql(
+def checked_select(
     spec: DropSpec, staged_sql: str, regions: Sequence[str], default_region: str, numbers: NumberLookup
 ) -> str:
-    """CREATE the checked table, one row per data line of the file.
+    """SELECT judging every row of ``staged_sql`` (:func:`staged_select`'s SELECT).
 
-    ``staged_sql`` is :func:`staged_select`'s SELECT. Columns: line_no; ``reason_key``
-    ('reason:column', NULL when accepted); ``detail`` and ``original_line`` (quarantined rows
-    only); ``t_<column>`` typed values; ``w_<warning>`` flags (see :func:`warnings_sql`).
-    Parameter ``$day`` is the logical date. Needs :data:`DUPLICATES_TABLE` and, for a kind
-    with number columns, the lookup table of :func:`pipelines.ingest_numbers.write_lookup`.
+    Columns: line_no; ``reason_key`` ('reason:column', NULL when accepted); ``detail`` and
+    ``original_line`` (refused rows only); ``t_<column>`` typed values; ``w_<warning>`` flags
+    (see :func:`warnings_sql`). Parameter ``$day`` is the logical date. Needs
+    :data:`DUPLICATES_TABLE` and, for a kind with number columns, the lookup table of
+    :mod:`pipelines.ingest_numbers`.
     """
     typed, joins = [], []
     for i, c in enumerate(spec.columns):
@@ -264,7 +264,6 @@ def checks_sql(
     typed_names = ", ".join(typed_col(c.name) for c in spec.columns)
     flags = "".join(f', ({cond}) AS "w_{name}"' for name, cond in warnings_sql(spec))
     return f"""
-        CREATE OR REPLACE TEMP TABLE {CHECKED_TABLE} AS
         SELECT line_no, reason_key,
                CASE WHEN reason_key IS NOT NULL THEN {_detail_sql(spec, default_region)} END AS detail,
                CASE WHEN reason_key IS NOT NULL THEN original_line END AS original_line,
@@ -278,6 +277,35 @@ def checks_sql(
                 LEFT JOIN {DUPLICATES_TABLE} d ON d.line_no = r.line_no
             )
         )
+    """
+
+
+def checks_sql(
+    spec: DropSpec, staged_sql: str, regions: Sequence[str], default_region: str, numbers: NumberLookup
+) -> str:
+    """CREATE the checked table: :func:`checked_select` of every row of ``staged_sql``."""
+    return f"CREATE OR REPLACE TEMP TABLE {CHECKED_TABLE} AS {checked_select(spec, staged_sql, regions, default_region, numbers)}"
+
+
+def fast_insert_sql(
+    spec: DropSpec, staged_sql: str, regions: Sequence[str], default_region: str, numbers: NumberLookup, sha256: str
+) -> str:
+    """INSERT into the kind's table the rows of ``staged_sql`` that pass every rule with no warning.
+
+    The same judgement as :func:`checked_select`, written straight to the table: nothing is
+    materialised on the way. Rows it does not take (refused, warned about, or holding a number
+    that only a single-value lookup decides) are left for the full checks, which find them as
+    the file's lines missing from the table.
+    """
+    clean = " AND ".join(
+        ["reason_key IS NULL", *(f'NOT coalesce("w_{name}", false)' for name, _ in warnings_sql(spec))]
+    )
+    cols = ", ".join(f'"{c}"' for c in spec.names)
+    return f"""
+        INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
+        SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_select(spec)}
+        FROM ({checked_select(spec, staged_sql, regions, default_region, numbers)})
+        WHERE {clean}
     """
 
 

@@ -57,6 +57,11 @@ class Layout:
         """Immutable query snapshots published for the server."""
         return self.root / "snapshot"
 
+    @property
+    def cache_dir(self) -> Path:
+        """Derived data kept between runs to save time (e.g. decided phone-number classes); safe to delete."""
+        return self.root / "cache"
+
 
 def _read_umask() -> int:
     mask = os.umask(0)

@@ -31,6 +31,9 @@ def register_ddl(*statements: str) -> None:
 # The row tables have no PRIMARY KEY on (file_sha256, line_no) although it is unique: the file
 # registry admits a file once, and a key would cost an index insert per row plus an index,
 # held in memory, that grows with every night's million rows. The ingest tests check it.
+# Columns of (nearly) unique strings are zstd-compressed: DuckDB's default analyses every
+# method and picks FSST, which takes twice the time to write a night's rows and thrice the
+# space; zstd reads as fast (benchmarks/bench_ingest.py, docs/architecture.md).
 register_ddl(
     """
     CREATE TABLE IF NOT EXISTS files (
@@ -53,14 +56,14 @@ register_ddl(
         file_sha256 VARCHAR NOT NULL,
         line_no BIGINT NOT NULL,
         logical_date DATE NOT NULL,
-        msisdn VARCHAR NOT NULL,          -- E.164
+        msisdn VARCHAR USING COMPRESSION zstd NOT NULL,          -- E.164
         event VARCHAR NOT NULL,           -- cancel | suspend | restore | port_out | port_in
         effective_date DATE NOT NULL,
         region VARCHAR NOT NULL,          -- province code, e.g. GD
-        subscriber_ref VARCHAR NOT NULL,
+        subscriber_ref VARCHAR USING COMPRESSION zstd NOT NULL,
         tenure_start DATE,
-        contact_email VARCHAR,
-        contact_phone VARCHAR,            -- E.164, another number of the same owner
+        contact_email VARCHAR USING COMPRESSION zstd,
+        contact_phone VARCHAR USING COMPRESSION zstd,            -- E.164, another number of the same owner
         language VARCHAR NOT NULL        -- zh-CN | en
     )
     """,
@@ -69,10 +72,10 @@ register_ddl(
         file_sha256 VARCHAR NOT NULL,
         line_no BIGINT NOT NULL,
         logical_date DATE NOT NULL,
-        msisdn VARCHAR NOT NULL,
+        msisdn VARCHAR USING COMPRESSION zstd NOT NULL,
         reissue_date DATE NOT NULL,
         region VARCHAR NOT NULL,
-        subscriber_ref VARCHAR NOT NULL
+        subscriber_ref VARCHAR USING COMPRESSION zstd NOT NULL
     )
     """,
     """
@@ -80,12 +83,12 @@ register_ddl(
         file_sha256 VARCHAR NOT NULL,
         line_no BIGINT NOT NULL,
         logical_date DATE NOT NULL,
-        msisdn VARCHAR NOT NULL,
+        msisdn VARCHAR USING COMPRESSION zstd NOT NULL,
         tenure_start DATE NOT NULL,
         region VARCHAR NOT NULL,
-        subscriber_ref VARCHAR NOT NULL,
-        contact_email VARCHAR,
-        contact_phone VARCHAR,
+        subscriber_ref VARCHAR USING COMPRESSION zstd NOT NULL,
+        contact_email VARCHAR USING COMPRESSION zstd,
+        contact_phone VARCHAR USING COMPRESSION zstd,
         language VARCHAR NOT NULL
     )
     """,
@@ -94,11 +97,11 @@ register_ddl(
         file_sha256 VARCHAR NOT NULL,
         line_no BIGINT NOT NULL,
         logical_date DATE NOT NULL,
-        reminder_id VARCHAR NOT NULL,
+        reminder_id VARCHAR USING COMPRESSION zstd NOT NULL,
         channel VARCHAR NOT NULL,         -- email | sms | letter
         status VARCHAR NOT NULL,          -- delivered | failed | expired | acknowledged
         "at" TIMESTAMP NOT NULL,          -- UTC; quoted: AT is a keyword in DuckDB 2
-        provider_ref VARCHAR
+        provider_ref VARCHAR USING COMPRESSION zstd
     )
     """,
     """

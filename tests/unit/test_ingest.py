@@ -588,3 +588,46 @@ def test_synthetic_days_match_the_generators_truth(settings: Settings) -> None:
             checked += 1
     assert checked >= 6  # the rest are empty reissue files, skipped as repeats
     _assert_row_keys_unique(settings)
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+def _ingest_all(settings: Settings, days: list[dt.date]) -> tuple[list[IngestReport], dict[str, list[tuple[Any, ...]]]]:
+    reports = [ingest_day(settings, day) for day in days]
+    return reports, _dump(settings)
+
+
+def test_fast_path_stores_exactly_what_the_full_checks_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain lines go straight to the table; the rows, quarantine and reports must not change."""
+    from pipelines.synth import generate
+
+    start = dt.date(2026, 3, 1)
+    days = [start + dt.timedelta(days=i) for i in range(3)]
+    results = {}
+    for fast in (True, False):
+        settings = _settings(tmp_path / ("fast" if fast else "full"))
+        generate(settings.data_dir, start, days=3, rows_per_day=400, seed=5, defect_rate=0.1)
+        for vector, name in [
+            ("lifecycle_every_reason.csv", "lifecycle_2026-03-01_v.csv"),
+            ("receipts_every_reason.csv", "receipts_2026-03-01_v.csv"),
+        ]:
+            _drop(settings, start, vector, name)
+        monkeypatch.setattr(ingest, "FAST_PATH", fast)
+        with caplog.at_level(logging.INFO, logger="pipelines.ingest"):
+            caplog.clear()
+            reports, tables = _ingest_all(settings, days)
+        fast_rows = sum(int(m) for m in re.findall(r"(\d+) row\(s\) by the fast path", caplog.text))
+        results[fast] = (
+            [[(f.name, f.status, f.rows_in, f.accepted, f.quarantined, dict(f.quarantined_by_reason),
+               dict(f.warnings), f.gx_rows) for f in r.files] for r in reports],
+            tables,
+            fast_rows,
+        )
+    (fast_reports, fast_tables, fast_rows), (full_reports, full_tables, full_rows) = results[True], results[False]
+    stored = sum(len(fast_tables[t]) for t in ("lifecycle_events", "reissue_events", "subscriber_rows", "receipt_rows"))
+    assert full_rows == 0 and stored * 0.8 < fast_rows < stored  # the fast path took most rows, not all
+    assert fast_reports == full_reports
+    assert fast_tables == full_tables
