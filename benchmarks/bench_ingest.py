@@ -104,6 +104,23 @@ def _child_scan(csv_path: Path) -> None:
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def _child_load(csv_path: Path) -> None:
+    """For context: DuckDB's own load of the file into a table of a DuckDB file, no checks."""
+    import duckdb
+
+    times = []
+    for i in range(2):
+        db = csv_path.parent / f"load-{i}.duckdb"
+        db.unlink(missing_ok=True)
+        con = duckdb.connect(str(db))
+        t0 = time.perf_counter()
+        con.execute("CREATE TABLE t AS SELECT * FROM read_csv(?, ignore_errors = true)", [str(csv_path)])
+        con.close()
+        times.append(time.perf_counter() - t0)
+        db.unlink(missing_ok=True)
+    print(json.dumps({"load_s": min(times)}))
+
+
 def _run_child(*args: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, *args], check=True, capture_output=True, text=True, cwd=ROOT,
@@ -120,7 +137,7 @@ def main() -> None:
     parser.add_argument("--defect-rate", type=float, default=0.01)
     parser.add_argument("--repeat", type=int, default=3, help="ingest runs (fresh process and data dir each)")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp folder, removed)")
-    parser.add_argument("--child", choices=["ingest", "scan", "classes"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["ingest", "scan", "classes", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "ingest":
@@ -131,6 +148,9 @@ def main() -> None:
         return
     if args.child == "classes":
         _child_classes(args.path)
+        return
+    if args.child == "load":
+        _child_load(args.path)
         return
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -163,7 +183,9 @@ def main() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
         scans.append(_run_child("--child", "scan", "--path", str(source)))
         raw = min(float(s["scan_s"]) for s in scans)
+        load = float(_run_child("--child", "load", "--path", str(source))["load_s"])
         print(f"raw scan (DuckDB count(*) read_csv ignore_errors, best of {3 * len(scans)}): {raw:.3f} s")
+        print(f"for context, DuckDB's own load of the file into a table (CREATE TABLE AS read_csv, no checks): {load:.3f} s")
         for i, run in enumerate(runs):
             wall = float(run["ingest_s"])
             print(f"run {i + 1}: ingest_day {wall:.2f} s wall, {float(run['cpu_s']):.1f} s CPU incl. imports "
@@ -178,6 +200,7 @@ def main() -> None:
         print(f"ingest_day best {best:.2f} s ({rows_in / best:,.0f} rows/s), median {median:.2f} s "
               f"({rows_in / median:,.0f} rows/s); peak RSS {peak:,.0f} MiB (target <= 3072)")
         print(f"ratio ingest / raw scan: best {best / raw:.1f}x, median {median / raw:.1f}x (target <= 10x)")
+        print(f"ratio ingest / DuckDB's own load: best {best / load:.1f}x, median {median / load:.1f}x")
         first = runs[0]
         print(f"result: {json.dumps({k: first[k] for k in ('status', 'rows_in', 'accepted', 'quarantined', 'gx_rows', 'gx_success', 'reasons')})}")
         if any(r["accepted"] != first["accepted"] or r["reasons"] != first["reasons"] for r in runs):

@@ -184,8 +184,10 @@ def _typed_expr(col: ColumnSpec, alias: int) -> str:
         return f"CASE WHEN regexp_full_match({v}, '{_EMAIL}') THEN {v} END"
     if col.type == "language":
         lang = f"lower(replace({v}, '_', '-'))"
+        # The two values nearly every row has are settled before the string work.
         return (
-            f"CASE WHEN starts_with({lang}, 'zh') THEN 'zh-CN' "
+            f"CASE WHEN {v} = 'zh-CN' THEN 'zh-CN' WHEN {v} = 'en' THEN 'en' "
+            f"WHEN starts_with({lang}, 'zh') THEN 'zh-CN' "
             f"WHEN {lang} = 'en' OR starts_with({lang}, 'en-') THEN 'en' END"
         )
     return v
