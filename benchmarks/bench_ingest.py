@@ -140,17 +140,9 @@ def main() -> None:
     parser.add_argument("--child", choices=["ingest", "scan", "classes", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child == "ingest":
-        _child_ingest(args.path)
-        return
-    if args.child == "scan":
-        _child_scan(args.path)
-        return
-    if args.child == "classes":
-        _child_classes(args.path)
-        return
-    if args.child == "load":
-        _child_load(args.path)
+    if args.child:
+        children = {"ingest": _child_ingest, "scan": _child_scan, "classes": _child_classes, "load": _child_load}
+        children[args.child](args.path)
         return
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))

@@ -548,6 +548,32 @@ def test_number_classes_with_another_default_region() -> None:
     assert normalise_many(values, "US") == [normalise(v, "US") if v is not None else None for v in values]
 
 
+def test_decided_classes_are_cached_per_phonenumbers_version_and_rebuilt_when_unreadable(tmp_path: Path) -> None:
+    import phonenumbers
+    import pyarrow as pa
+
+    from pipelines.ingest_numbers import class_table
+
+    fresh = class_table("CN")
+    assert fresh.num_rows == 30_000 and fresh.column("class_valid").null_count < 100
+    assert class_table("CN", tmp_path).equals(fresh)
+    cached = tmp_path / f"phone-classes-{phonenumbers.__version__}-CN.parquet"
+    assert pq.read_table(cached).equals(fresh)
+    # What the cache says is used (it is what makes a night's ingest skip 30,000 phonenumbers calls)...
+    doctored = pa.table({"k": fresh.column("k"), "class_valid": pa.array([False] * fresh.num_rows)})
+    pq.write_table(doctored, cached)
+    assert class_table("CN", tmp_path).equals(doctored)
+    # ...and one that cannot be read, or is not a whole table, is decided again and rewritten.
+    for broken in (b"not parquet", None):
+        if broken is None:
+            pq.write_table(fresh.slice(0, 10), cached)
+        else:
+            cached.write_bytes(broken)
+        assert class_table("CN", tmp_path).equals(fresh)
+        assert pq.read_table(cached).equals(fresh)
+    assert class_table("US", tmp_path).num_rows == 10_000  # only +86 numbers have a class elsewhere
+
+
 # --------------------------------------------------------------------------- logs
 
 
