@@ -18,9 +18,9 @@ with the reason of every refusal -> their accepted rows are inserted. Both paths
 SQL judgement over differently prepared lines (``checked_select``); a test holds the tables
 and reports equal with the fast path on and off. A Parquet drop takes the full checks only.
 Numbers: every phone-number class is decided once (``pipelines/ingest_numbers.py``, cached
-in ``<data>/cache``), odd values one by one. Python-bound work runs in a helper thread beside
-DuckDB's: hashing the file while its lines are read, and the Great Expectations suite
-(``pipelines/ingest_gx.py``, a second judge) on an even sample while the fast path writes.
+in ``<data>/cache``), odd values one by one. The file is hashed in a helper thread while
+DuckDB reads its lines. The Great Expectations suite (``pipelines/ingest_gx.py``, a second
+judge) then sees an even sample of the stored rows.
 Logs carry counts, never a number or contact.
 """
 
@@ -51,7 +51,6 @@ from pipelines.ingest_spec import (
     GX_REASON,
     DropSpec,
     accepted_select,
-    checked_select,
     checks_sql,
     day_param,
     drop_specs,
@@ -71,11 +70,10 @@ log = logging.getLogger(__name__)
 
 FileStatus = Literal["ingested", "skipped_duplicate", "failed"]
 _GX_FAILED = "_ingest_gx_failed"
-GX_SAMPLE_ROWS = 20_000  # a bigger file meets GX as a sample of its lines first (_gx_validate)
+GX_SAMPLE_ROWS = 20_000  # a bigger file's stored rows meet GX as a sample first (_gx_validate)
 FAST_PATH = True  # plain lines that pass every rule go straight to the table (tests switch it off)
 _FAST_OFF = "filter_pushdown,build_side_probe_side"  # DuckDB optimisers that slow the fast insert
 _REST = "_ingest_rest"  # the lines the fast path left to the full checks
-_SAMPLE = "_ingest_gx_sample"  # the lines whose accepted rows GX sees first
 _QUARANTINE_SCHEMA = pa.schema([
     ("line_no", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("original_line", pa.string()),
 ])
@@ -187,8 +185,7 @@ def _ingest_file(
     spec = spec_for_file(name)
     kind = spec.kind if spec else "unknown"
     steps = _Steps()
-    # One helper thread per file for the Python-bound work (hashing, phonenumbers, GX) that
-    # can run while DuckDB, which lets go of the GIL, works on the other core.
+    # A helper thread hashes the file (hashlib lets go of the GIL) while DuckDB reads its lines.
     with _staging(con), ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as helper:
         sniffing = helper.submit(ingest_read.sniff, path)
         # The lines are read while the file is hashed; if the hash says "skip", they are dropped.
@@ -238,7 +235,7 @@ def _ingest_file(
             else:
                 staged = ingest_read.stage_parquet(con, path, spec)
             steps.done("read")
-            return _load(settings, layout, day, con, helper, name, spec, facts.sha256, staged, regions, steps)
+            return _load(settings, layout, day, con, name, spec, facts.sha256, staged, regions, steps)
         except DataContractError as exc:
             return _fail(con, day, name, kind, facts.sha256, exc)
 
@@ -254,7 +251,7 @@ def _staging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         ingest_read.release(con)
-        for table in (CHECKED_TABLE, DUPLICATES_TABLE, _GX_FAILED, _REST, _SAMPLE):
+        for table in (CHECKED_TABLE, DUPLICATES_TABLE, _GX_FAILED, _REST):
             con.execute(f"DROP TABLE IF EXISTS {table}")
         ingest_numbers.drop_tables(con)
 
@@ -264,7 +261,6 @@ def _load(
     layout: Layout,
     day: dt.date,
     con: duckdb.DuckDBPyConnection,
-    helper: ThreadPoolExecutor,
     name: str,
     spec: DropSpec,
     sha256: str,
@@ -280,32 +276,12 @@ def _load(
     con.execute(duplicates_sql(staged.lines_sql))
     steps.done("duplicates")
 
-    # GX sees the rows the checks accept among every `every`-th data line (all of a small file).
-    every = max(1, -(-staged.rows_in // GX_SAMPLE_ROWS))  # ceil; 1 means every row
-    gx_note = {"file": name, "data_rows": staged.rows_in}
-    result_path = layout.run_dir(day) / "gx" / f"{name}.json"
     con.execute("BEGIN TRANSACTION")
     try:
         fast_sql = staged.fast_sql(DUPLICATES_TABLE) if FAST_PATH else None
         fast = 0
         rest_sql = staged.select_sql
-        pending = None
         if fast_sql is not None:
-            # The sample is judged by the full checks first, so that GX (Python, in the
-            # helper thread) runs while DuckDB writes the plain lines.
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_SAMPLE} AS SELECT line_no, line, err FROM {ingest_read.LINES_VIEW} "
-                f"WHERE line_no > 1 AND line_no % {every} = 0"
-            )
-            sample = staged_select(spec, settings.default_region, staged.subset_sql(_SAMPLE))
-            if spec.number_columns:
-                numbers = ingest_numbers.add_singles(con, f"({sample})", number_columns(spec), numbers, settings.default_region)
-            sample_rows = _arrow(con, f"""
-                SELECT line_no, {accepted_select(spec)}
-                FROM ({checked_select(spec, sample, regions, settings.default_region, numbers)})
-                WHERE reason_key IS NULL ORDER BY line_no
-            """, params)
-            pending = helper.submit(_gx_validate, spec.kind, sample_rows, every, regions, result_path, name, gx_note)
             # The plain lines that pass every rule go straight into the table; the full checks
             # then judge only the rest, found as the lines of the file missing from the table.
             with ingest_read.duckdb_options(con, preserve_insertion_order=False, disabled_optimizers=_FAST_OFF):
@@ -347,15 +323,14 @@ def _load(
         """, params)
         steps.done("checks")
 
-        if pending is None:  # no fast path: the sample is read back from the table
-            gx = _gx_validate(spec.kind, _gx_rows(con, spec, sha256, every), every, regions, result_path, name, gx_note)
-        else:
-            gx = pending.result()
+        # GX judges what was stored: an even sample of a big file first, every row if it
+        # finds a bad one; the rows it refuses are taken out again before the commit.
+        gx_note = {"file": name, "accepted_rows": accepted}
+        every = max(1, -(-accepted // GX_SAMPLE_ROWS))  # ceil; 1 means every row
+        result_path = layout.run_dir(day) / "gx" / f"{name}.json"
+        gx = _gx_validate(spec.kind, _gx_rows(con, spec, sha256, every), every, regions, result_path, name, gx_note)
         if gx.failed_rows and every > 1:  # the sample found a bad row: GX judges every stored row
-            gx = _gx_validate(
-                spec.kind, _gx_rows(con, spec, sha256, 1), 1, regions, result_path, name,
-                {"file": name, "data_rows": staged.rows_in, "accepted_rows": accepted},
-            )
+            gx = _gx_validate(spec.kind, _gx_rows(con, spec, sha256, 1), 1, regions, result_path, name, gx_note)
         steps.done("gx")
         if gx.failed_rows:
             accepted -= _remove_gx_failed(con, spec, sha256, gx)
@@ -420,15 +395,16 @@ def _gx_validate(
 ) -> ingest_gx.GxOutcome:
     """Run the GX suite on ``rows`` (line_no and the stored columns); safe off the main thread.
 
-    GX costs seconds per million rows in pandas; a big file shows it the accepted rows of an
-    evenly spread sample of about GX_SAMPLE_ROWS data lines first, and only if the sample has
-    a failing row does GX see every stored row, so that each failing row is quarantined.
+    GX costs seconds per million rows in pandas (and half a second to start); a big file
+    shows it an evenly spread sample of about GX_SAMPLE_ROWS of its stored rows first, and
+    only if the sample has a failing row does GX see every stored row, so that each failing
+    row is quarantined.
     """
     frame = rows.to_pandas(date_as_object=False).set_index("line_no")
     frame.index.name = None  # GX then reports failing rows as bare index values
     note = {
         **note, "validated_rows": len(frame),
-        "sample": f"accepted rows of the lines with line_no % {every} = 0" if every > 1 else "all accepted rows",
+        "sample": f"line_no % {every} = 0" if every > 1 else "all accepted rows",
     }
     return ingest_gx.run_gate(kind, frame, {"regions": regions}, result_path, name, note)
 

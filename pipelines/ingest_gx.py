@@ -4,7 +4,7 @@ The suites live in ``schemas/gx/<kind>.json`` (GX's own serialisation). A row th
 column-level expectation rejects goes to quarantine as ``gx_failed``; an expectation about
 the table as a whole (columns) cannot name rows, so its failure fails the file. GX runs on an
 ephemeral context: nothing is written outside the run folder. :func:`run_gate` touches no
-DuckDB connection, so ingest runs it in a helper thread while the accepted rows are written.
+DuckDB connection (it is safe to run off the main thread).
 """
 
 from __future__ import annotations

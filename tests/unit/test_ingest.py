@@ -441,10 +441,9 @@ def test_gx_refusals_go_to_quarantine_and_a_big_file_escalates_from_sample(
         "meta": {},
     })
     monkeypatch.setattr(ingest_gx, "suite_doc", lambda kind: strict if kind == "lifecycle" else original(kind))
-    # Accepted lines are 2, 3, 4, 5, 18, 22 of 22 data lines; a sample of 8 lines means every
-    # 3rd line, of which 3 and 18 are accepted. The sample catches line 3 (S0002), so GX reruns
-    # on all stored rows and also finds line 5 (S0004).
-    monkeypatch.setattr(ingest, "GX_SAMPLE_ROWS", 8)
+    # Accepted lines are 2, 3, 4, 5, 18, 22; two sample rows means every 3rd line: 3 and 18.
+    # The sample catches line 3 (S0002), so GX reruns on all rows and also finds line 5 (S0004).
+    monkeypatch.setattr(ingest, "GX_SAMPLE_ROWS", 2)
     _drop(settings, DAY, "lifecycle_every_reason.csv", "lifecycle_2026-01-05.csv")
     (f,) = ingest_day(settings, DAY).files
     assert f.gx_success is False and f.gx_rows == 6
@@ -460,18 +459,16 @@ def test_gx_refusals_go_to_quarantine_and_a_big_file_escalates_from_sample(
 
 
 def test_gx_sample_of_a_clean_big_file_is_not_escalated(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest, "GX_SAMPLE_ROWS", 8)
+    monkeypatch.setattr(ingest, "GX_SAMPLE_ROWS", 2)
     _drop(settings, DAY, "lifecycle_every_reason.csv", "lifecycle_2026-01-05.csv")
     (f,) = ingest_day(settings, DAY).files
     assert f.gx_success is True and f.gx_rows == 2 and f.accepted == 6
     note = json.loads((Layout(settings.data_dir).run_dir(DAY) / "gx" / f"{f.name}.json").read_text())
-    assert (note["sample"], note["validated_rows"], note["data_rows"]) == (
-        "accepted rows of the lines with line_no % 3 = 0", 2, 22
-    )
+    assert (note["sample"], note["validated_rows"], note["accepted_rows"]) == ("line_no % 3 = 0", 2, 6)
 
 
 def test_gx_failing_the_file_as_a_whole_keeps_nothing_of_it(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    # GX judges while the rows are written (helper thread); its verdict still undoes them all.
+    # GX judges the stored rows inside the file's transaction; its verdict undoes them all.
     original = ingest_gx.suite_doc
     broken = json.loads(json.dumps(original("lifecycle")))
     broken["expectations"][0]["kwargs"]["column_set"] = ["msisdn", "colour"]
