@@ -657,3 +657,13 @@ def test_fast_path_stores_exactly_what_the_full_checks_store(
     assert full_rows == 0 and stored * 0.8 < fast_rows < stored  # the fast path took most rows, not all
     assert fast_reports == full_reports
     assert fast_tables == full_tables
+
+
+def test_fast_path_switches_off_only_optimisers_this_duckdb_has() -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    assert ingest._known_optimizers(con, "filter_pushdown,no_such_optimizer,build_side_probe_side") == (
+        "filter_pushdown,build_side_probe_side"
+    )
+    con.execute(f"SET disabled_optimizers = '{ingest._known_optimizers(con, ingest._FAST_OFF)}'")  # accepted as is
