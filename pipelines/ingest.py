@@ -50,12 +50,12 @@ from pipelines.ingest_spec import (
     DUPLICATES_TABLE,
     GX_REASON,
     DropSpec,
-    accepted_select,
     checks_sql,
     day_param,
     drop_specs,
     duplicates_sql,
     fast_insert_sql,
+    insert_accepted_sql,
     number_columns,
     province_codes,
     spec_for_file,
@@ -276,21 +276,25 @@ def _load(
     con.execute(duplicates_sql(staged.lines_sql))
     steps.done("duplicates")
 
+    fast_sql = staged.fast_sql(DUPLICATES_TABLE) if FAST_PATH else None
+    # Options are not transactional, and an aborted transaction refuses SET until the ROLLBACK:
+    # what the fast insert changes is put back after it, or after the ROLLBACK if it fails.
+    options = ingest_read.current_options(con, "preserve_insertion_order", "disabled_optimizers")
     con.execute("BEGIN TRANSACTION")
     try:
-        fast_sql = staged.fast_sql(DUPLICATES_TABLE) if FAST_PATH else None
         fast = 0
         rest_sql = staged.select_sql
         if fast_sql is not None:
             # The plain lines that pass every rule go straight into the table; the full checks
             # then judge only the rest, found as the lines of the file missing from the table.
-            with ingest_read.duckdb_options(
-                con, preserve_insertion_order=False, disabled_optimizers=_known_optimizers(con, _FAST_OFF)
-            ):
-                fast = _count(con, fast_insert_sql(
-                    spec, staged_select(spec, settings.default_region, fast_sql), regions,
-                    settings.default_region, numbers, sha256,
-                ), params)
+            ingest_read.set_options(
+                con, {"preserve_insertion_order": False, "disabled_optimizers": _known_optimizers(con, _FAST_OFF)}
+            )
+            fast = _count(con, fast_insert_sql(
+                spec, staged_select(spec, settings.default_region, fast_sql), regions,
+                settings.default_region, numbers, sha256,
+            ), params)
+            ingest_read.set_options(con, options)
             # A copy of those lines (a few per cent), so that no filter of the checks is
             # pushed down onto a scan of every line.
             con.execute(f"""
@@ -317,12 +321,7 @@ def _load(
                 f"{name}: checked {fast} + {counts[0]} rows of {staged.rows_in} data lines; this is a bug, keep the file"
             )
         warnings = {w: int(n) for w, n in zip(warn_names, counts[2:], strict=True) if n}
-        cols = ", ".join(f'"{c}"' for c in spec.names)
-        accepted = fast + _count(con, f"""
-            INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
-            SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_select(spec)}
-            FROM {CHECKED_TABLE} WHERE reason_key IS NULL
-        """, params)
+        accepted = fast + _count(con, insert_accepted_sql(spec, sha256, CHECKED_TABLE, "reason_key IS NULL"), params)
         steps.done("checks")
 
         # GX judges what was stored: an even sample of a big file first, every row if it
@@ -359,6 +358,7 @@ def _load(
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
+        ingest_read.set_options(con, options)
         raise
     steps.done("commit")
     log.debug("ingest %s %s: %s", day, name, steps)

@@ -25,7 +25,7 @@ import codecs
 import contextlib
 import csv
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,14 +117,17 @@ class Staged:
     encoding: str | None
     delimiter: str | None
     reader: str  # duckdb | arrow | python (line by line) | parquet: for the logs
-    subset_template: str = ""  # select_sql with {lines} for the lines relation to split
-    fast_template: str | None = None
+    subset_template: str | None = None  # CSV: select_sql with {lines} for the lines relation
+    fast_template: str | None = None  # CSV: the fast path's SELECT, with {lines}
 
     def subset_sql(self, table: str) -> str:
-        """``select_sql`` for the lines held in ``table`` (line_no, line, err: a part of LINES_VIEW)."""
-        if self.subset_template:
-            return self.subset_template.format(lines=table)
-        return f"SELECT * FROM ({self.select_sql}) WHERE line_no IN (SELECT line_no FROM {table})"
+        """``select_sql`` for the lines held in ``table`` (line_no, line, err: a part of LINES_VIEW).
+
+        CSV only: the part of a file left by :meth:`fast_sql`, which a Parquet drop has not.
+        """
+        if self.subset_template is None:
+            raise TerminalError("subset_sql of a drop without a fast path; this is a bug")
+        return self.subset_template.format(lines=table)
 
     def fast_sql(self, exclude: str) -> str | None:
         if self.fast_template is None:
@@ -190,19 +193,31 @@ def _duckdb_lines(con: duckdb.DuckDBPyConnection, ahead: ReadAhead, lines: int) 
     return True
 
 
+def current_options(con: duckdb.DuckDBPyConnection, *names: str) -> dict[str, object]:
+    """The values of DuckDB options ``names``, to give to :func:`set_options` later."""
+    return {name: con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0] for name in names}
+
+
+def set_options(con: duckdb.DuckDBPyConnection, values: Mapping[str, object]) -> None:
+    """SET DuckDB options. They are not transactional: a ROLLBACK does not put them back."""
+    for name, value in values.items():
+        con.execute(f"SET {name} = {_setting_sql(value)}")
+
+
 @contextmanager
 def duckdb_options(con: duckdb.DuckDBPyConnection, **values: bool | int | str) -> Iterator[None]:
-    """Set DuckDB options for a block and put the caller's values back after it."""
-    before = {
-        name: con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0] for name in values
-    }
+    """Set DuckDB options for a block and put the caller's values back after it.
+
+    Not for a block inside a transaction that an error may abort: DuckDB then refuses the SET
+    that puts the values back until the ROLLBACK (use :func:`current_options` and
+    :func:`set_options` around the transaction).
+    """
+    before = current_options(con, *values)
     try:
-        for name, value in values.items():
-            con.execute(f"SET {name} = {_setting_sql(value)}")
+        set_options(con, values)
         yield
     finally:
-        for name, value in before.items():
-            con.execute(f"SET {name} = {_setting_sql(value)}")
+        set_options(con, before)
 
 
 def _setting_sql(value: object) -> str:

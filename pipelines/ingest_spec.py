@@ -289,6 +289,17 @@ def checks_sql(
     return f"CREATE OR REPLACE TEMP TABLE {CHECKED_TABLE} AS {checked_select(spec, staged_sql, regions, default_region, numbers)}"
 
 
+def insert_accepted_sql(spec: DropSpec, sha256: str, checked: str, where: str) -> str:
+    """INSERT into the kind's table the rows of ``checked`` (a checked table, or a parenthesised
+    :func:`checked_select`) that meet ``where``. Parameter ``$day`` is the logical date."""
+    cols = ", ".join(f'"{c}"' for c in spec.names)
+    return f"""
+        INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
+        SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_select(spec)}
+        FROM {checked} WHERE {where}
+    """
+
+
 def fast_insert_sql(
     spec: DropSpec, staged_sql: str, regions: Sequence[str], default_region: str, numbers: NumberLookup, sha256: str
 ) -> str:
@@ -302,13 +313,8 @@ def fast_insert_sql(
     clean = " AND ".join(
         ["reason_key IS NULL", *(f'NOT coalesce("w_{name}", false)' for name, _ in warnings_sql(spec))]
     )
-    cols = ", ".join(f'"{c}"' for c in spec.names)
-    return f"""
-        INSERT INTO {spec.table} (file_sha256, line_no, logical_date, {cols})
-        SELECT {sql_str(sha256)}, line_no, $day::DATE, {accepted_select(spec)}
-        FROM ({checked_select(spec, staged_sql, regions, default_region, numbers)})
-        WHERE {clean}
-    """
+    checked = f"({checked_select(spec, staged_sql, regions, default_region, numbers)})"
+    return insert_accepted_sql(spec, sha256, checked, clean)
 
 
 def _detail_sql(spec: DropSpec, default_region: str) -> str:

@@ -667,3 +667,23 @@ def test_fast_path_switches_off_only_optimisers_this_duckdb_has() -> None:
         "filter_pushdown,build_side_probe_side"
     )
     con.execute(f"SET disabled_optimizers = '{ingest._known_optimizers(con, ingest._FAST_OFF)}'")  # accepted as is
+
+
+def test_a_failing_fast_insert_keeps_its_error_and_leaves_the_connection_as_it_was(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    _drop(settings, DAY, "lifecycle_every_reason.csv", "lifecycle_2026-01-05.csv")
+    real = ingest.fast_insert_sql
+    monkeypatch.setattr(ingest, "fast_insert_sql", lambda *a: real(*a).replace("lifecycle_events", "gone_events", 1))
+    names = ("preserve_insertion_order", "disabled_optimizers")
+    with open_state(Layout(settings.data_dir).state_db) as con:
+        before = [con.execute(f"SELECT current_setting('{n}')").fetchall()[0][0] for n in names]
+        with pytest.raises(duckdb.Error, match="gone_events"):  # not DuckDB's "transaction is aborted"
+            ingest_day(settings, DAY, con)
+        assert [con.execute(f"SELECT current_setting('{n}')").fetchall()[0][0] for n in names] == before
+        assert con.execute("SELECT count(*) FROM lifecycle_events").fetchall() == [(0,)]
+        monkeypatch.setattr(ingest, "fast_insert_sql", real)
+        (f,) = ingest_day(settings, DAY, con).files
+    assert (f.status, f.accepted, f.quarantined) == ("ingested", 6, 16)
