@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml infra/constraints.txt | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.demo --data $(DEMO_DIR)
+	$(BIN)/python -m pipelines.dev.demo --data $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines dags tests benchmarks
+	$(BIN)/ruff format --check pipelines dags tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy pipelines

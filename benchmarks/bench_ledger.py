@@ -64,9 +64,7 @@ def bench_log(root: Path, total: int, batch: int) -> None:
         append_s += t1 - t0
         sign_s += t2 - t1
         previous = size
-        print(
-            f"  batch ending at {size:>9,}: append {t1 - t0:6.2f} s, checkpoint {1000 * (t2 - t1):5.1f} ms"
-        )
+        print(f"  batch ending at {size:>9,}: append {t1 - t0:6.2f} s, checkpoint {1000 * (t2 - t1):5.1f} ms")
     cpu = time.process_time() - cpu0
     log.close()
     files = sum(len(f) for _, _, f in os.walk(ledger_dir / "tile"))
@@ -96,9 +94,7 @@ def bench_log(root: Path, total: int, batch: int) -> None:
     for _ in range(1000):
         inclusion_proof(reader, rng.randrange(cp.size), cp.size)
     t1 = time.perf_counter()
-    print(
-        f"inclusion proofs from disk: {1000 * (t1 - t0) / 1000:.2f} ms each (1000 random, cached reader)"
-    )
+    print(f"inclusion proofs from disk: {1000 * (t1 - t0) / 1000:.2f} ms each (1000 random, cached reader)")
 
 
 def bench_api(root: Path, total: int, batch: int) -> None:
@@ -113,9 +109,7 @@ def bench_api(root: Path, total: int, batch: int) -> None:
             "tenure_end": dt.date(2025, 1, 2),
         }
         prepared.append(
-            PreparedEntry(
-                f"{i}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD")
-            )
+            PreparedEntry(f"{i}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD"))
         )
         for r in range(2):
             v = CanonicalValue.build(
@@ -125,14 +119,10 @@ def bench_api(root: Path, total: int, batch: int) -> None:
                 delivered_at=dt.datetime(2025, 1, 2 + r, tzinfo=dt.UTC),
             )
             prepared.append(
-                PreparedEntry(
-                    f"{i}:eff{r}", EntryType.REMINDER_EFFECTIVE, v, tenure_key=f"{i}:closed"
-                )
+                PreparedEntry(f"{i}:eff{r}", EntryType.REMINDER_EFFECTIVE, v, tenure_key=f"{i}:closed")
             )
         v = CanonicalValue.build(base, released_on=dt.date(2025, 4, 2), effective_reminders=2)
-        prepared.append(
-            PreparedEntry(f"{i}:released", EntryType.RELEASED, v, tenure_key=f"{i}:closed")
-        )
+        prepared.append(PreparedEntry(f"{i}:released", EntryType.RELEASED, v, tenure_key=f"{i}:closed"))
     with Ledger.open(root / "api-ledger", signer, ORIGIN, store) as ledger:
         t0 = time.perf_counter()
         for start in range(0, len(prepared), batch):

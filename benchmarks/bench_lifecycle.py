@@ -7,7 +7,7 @@ The state (tenures, number state, history, reminders of the numbers in their fre
 directly in DuckDB, set-based. Day D then carries ``--events`` lifecycle rows (cancel 60%,
 suspend 15%, restore 10%, port_out 5%, port_in 3%, illegal ones 4%, a second event of an
 already-cancelled number 2%, unknown numbers 1%), ``--events / 50`` reissues and
-``--events / 5`` receipts. A fresh subprocess opens the file with ``pipelines.state.connect``
+``--events / 5`` receipts. A fresh subprocess opens the file with ``pipelines.db.client.connect``
 (the nightly run's DuckDB settings: memory_limit, threads, temp_directory; the benchmark sets
 none of its own) and runs the night's state steps, each in its own transaction, in the
 integrator's order: apply_receipts, advance_time, apply_events, schedule_reminders (renders
@@ -34,8 +34,39 @@ import time
 from pathlib import Path
 
 D = dt.date(2026, 9, 1)
-REGIONS = ["BJ", "TJ", "HE", "SX", "NM", "LN", "JL", "HL", "SH", "JS", "ZJ", "AH", "FJ", "JX", "SD",
-           "HA", "HB", "HN", "GD", "GX", "HI", "CQ", "SC", "GZ", "YN", "XZ", "SN", "GS", "QH", "NX", "XJ"]
+REGIONS = [
+    "BJ",
+    "TJ",
+    "HE",
+    "SX",
+    "NM",
+    "LN",
+    "JL",
+    "HL",
+    "SH",
+    "JS",
+    "ZJ",
+    "AH",
+    "FJ",
+    "JX",
+    "SD",
+    "HA",
+    "HB",
+    "HN",
+    "GD",
+    "GX",
+    "HI",
+    "CQ",
+    "SC",
+    "GZ",
+    "YN",
+    "XZ",
+    "SN",
+    "GS",
+    "QH",
+    "NX",
+    "XJ",
+]
 SHA = "b" * 64  # the day's lifecycle file
 RSHA = "c" * 64  # reissues
 CSHA = "d" * 64  # receipts
@@ -46,18 +77,18 @@ def _msisdn(i: str) -> str:
 
 
 def build(path: Path, tenures: int, events: int) -> dict[str, float]:
-    import pipelines.lifecycle  # noqa: F401  (declares the lifecycle tables)
-    from pipelines import state
+    import pipelines.lifecycle.core  # noqa: F401  (declares the lifecycle tables)
+    from pipelines import db
 
     t0 = time.perf_counter()
-    con = state.connect(path)
+    con = db.connect(path)
     regions = "[" + ", ".join(f"'{r}'" for r in REGIONS) + "]"
     p = {"d": D}
     # i % 100: 0-84 active, 85-89 frozen, 90-91 suspended, 92 held, 93-97 available, 98-99 ported_out
     con.execute(
         f"""
         CREATE TEMP TABLE base AS
-        SELECT i, {_msisdn('i')} AS msisdn, DATE '2010-01-01' + CAST(i % 4000 AS INTEGER) AS tenure_start,
+        SELECT i, {_msisdn("i")} AS msisdn, DATE '2010-01-01' + CAST(i % 4000 AS INTEGER) AS tenure_start,
                {regions}[1 + CAST(i % 31 AS INTEGER)] AS region,
                CASE WHEN i % 100 < 85 THEN 'active' WHEN i % 100 < 90 THEN 'frozen'
                     WHEN i % 100 < 92 THEN 'suspended' WHEN i % 100 < 93 THEN 'held'
@@ -161,7 +192,7 @@ def build(path: Path, tenures: int, events: int) -> dict[str, float]:
                      WHEN m < 97 THEN 'restore' WHEN m < 99 THEN 'restore' ELSE 'cancel' END AS event
             FROM k
         )
-        SELECT '{SHA}', k + 2, $d, {_msisdn('pick.i')}, event, $d,
+        SELECT '{SHA}', k + 2, $d, {_msisdn("pick.i")}, event, $d,
                {regions}[1 + CAST(pick.i % 31 AS INTEGER)], 'S' || pick.i,
                CASE WHEN m >= 90 AND m < 93 THEN NULL WHEN m = 99 THEN NULL
                     ELSE DATE '2010-01-01' + CAST(pick.i % 4000 AS INTEGER) END,
@@ -180,7 +211,7 @@ def build(path: Path, tenures: int, events: int) -> dict[str, float]:
     con.execute(
         f"""
         INSERT INTO reissue_events
-        SELECT '{RSHA}', k + 2, $d, {_msisdn(f'((k * 7873 % {block}) * 100 + 93 + (k // {block}) % 5)')}, $d,
+        SELECT '{RSHA}', k + 2, $d, {_msisdn(f"((k * 7873 % {block}) * 100 + 93 + (k // {block}) % 5)")}, $d,
                'GD', 'N' || k
         FROM range({reissues}) t(k)
         """,
@@ -203,8 +234,11 @@ def build(path: Path, tenures: int, events: int) -> dict[str, float]:
     )
     con.execute("CHECKPOINT")
     con.close()
-    return {"build_state_s": round(t_state, 1), "build_day_s": round(time.perf_counter() - t1, 1),
-            "reminders_on_record": int(n_rem[0]) if n_rem else 0}
+    return {
+        "build_state_s": round(t_state, 1),
+        "build_day_s": round(time.perf_counter() - t1, 1),
+        "reminders_on_record": int(n_rem[0]) if n_rem else 0,
+    }
 
 
 class _NullChannel:
@@ -214,7 +248,7 @@ class _NullChannel:
         self.name = name
 
     def send_batch(self, reminders: object) -> object:
-        from pipelines.channels import BatchOutcome, SendResult
+        from pipelines.reminders.channels import BatchOutcome, SendResult
 
         at = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
         return BatchOutcome(tuple(SendResult(r.reminder_id, r.channel, "x", at) for r in reminders), ())  # type: ignore[attr-defined]
@@ -228,9 +262,9 @@ def _cpu_s() -> float:
 def measure(path: Path, send: bool = False) -> dict[str, object]:
     import duckdb
 
-    import pipelines.lifecycle as lc
-    import pipelines.reminders as rm
-    from pipelines import state
+    import pipelines.lifecycle.core as lc
+    import pipelines.reminders.core as rm
+    from pipelines import db
     from pipelines.config import Settings
 
     settings = Settings()  # CN defaults: 90-day freeze, 60-day 双停, reminders 0/30/-14
@@ -238,7 +272,9 @@ def measure(path: Path, send: bool = False) -> dict[str, object]:
         slow: list[tuple[float, str]] = []
         inner = lc.run_sql
 
-        def timed(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None) -> duckdb.DuckDBPyConnection:
+        def timed(
+            con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None
+        ) -> duckdb.DuckDBPyConnection:
             t0 = time.perf_counter()
             res = inner(con, sql, params)
             slow.append((time.perf_counter() - t0, " ".join(sql.split())[:110]))
@@ -250,14 +286,16 @@ def measure(path: Path, send: bool = False) -> dict[str, object]:
 
         atexit.register(lambda: [print(f"{d:7.2f}s {q}", file=sys.stderr) for d, q in sorted(slow)[-25:]])
     out: dict[str, object] = {"load_before": [round(x, 2) for x in os.getloadavg()]}
-    con = state.connect(path)  # the nightly run's settings, nothing of the benchmark's own
-    out["duckdb_settings"] = dict(con.execute(
-        """
+    con = db.connect(path)  # the nightly run's settings, nothing of the benchmark's own
+    out["duckdb_settings"] = dict(
+        con.execute(
+            """
         SELECT name, value FROM duckdb_settings()
         WHERE name IN ('memory_limit', 'threads', 'temp_directory', 'preserve_insertion_order')
         ORDER BY name
         """
-    ).fetchall())
+        ).fetchall()
+    )
     t = time.perf_counter()
     n = con.execute("SELECT count(*) FROM lifecycle_events WHERE logical_date = ?", [D]).fetchone()
     out["scan_count_s"] = round(time.perf_counter() - t, 3)
@@ -319,16 +357,22 @@ _SUMMARY = ("apply_receipts", "advance_time", "apply_events", "schedule_reminder
 def _summary(figures: dict[str, object]) -> str:
     rows = [f"{'step':<22}{'wall s':>9}{'cpu s':>9}{'commit s':>10}"]
     for name in _SUMMARY:
-        rows.append(f"{name:<22}{figures[f'{name}_s']:>9}{figures[f'{name}_cpu_s']:>9}"
-                    f"{figures[f'{name}_commit_s']:>10}")
+        rows.append(
+            f"{name:<22}{figures[f'{name}_s']:>9}{figures[f'{name}_cpu_s']:>9}"
+            f"{figures[f'{name}_commit_s']:>10}"
+        )
     rows.append(f"{'checkpoint':<22}{figures['checkpoint_s']:>9}")
     rows.append(f"{'night':<22}{figures['night_s']:>9}{figures['night_cpu_s']:>9}")
-    rows.append(f"peak RSS {figures['peak_rss_mib']} MiB (limit {figures.get('duckdb_settings', {})}); "  # type: ignore[union-attr]
-                f"load {figures['load_before']} -> {figures['load_after']}")
-    rows.append(f"night = {figures['night_vs_scan_all_columns']}x a hash over every column of the day's "
-                f"lifecycle rows ({figures['scan_all_columns_s']} s), "
-                f"{figures['night_vs_scan_count']}x count(*) ({figures['scan_count_s']} s); "
-                f"apply_events = {figures['apply_events_vs_scan_all_columns']}x the hash scan")
+    rows.append(
+        f"peak RSS {figures['peak_rss_mib']} MiB (limit {figures.get('duckdb_settings', {})}); "  # type: ignore[union-attr]
+        f"load {figures['load_before']} -> {figures['load_after']}"
+    )
+    rows.append(
+        f"night = {figures['night_vs_scan_all_columns']}x a hash over every column of the day's "
+        f"lifecycle rows ({figures['scan_all_columns_s']} s), "
+        f"{figures['night_vs_scan_count']}x count(*) ({figures['scan_count_s']} s); "
+        f"apply_events = {figures['apply_events_vs_scan_all_columns']}x the hash scan"
+    )
     return "\n".join(rows)
 
 
@@ -336,8 +380,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tenures", type=int, default=10_000_000)
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--memory-limit", help="run with RECYCLE_DUCKDB_MEMORY_LIMIT set to this "
-                    "(default: pipelines.state.connect's own default)")
+    ap.add_argument(
+        "--memory-limit",
+        help="run with RECYCLE_DUCKDB_MEMORY_LIMIT set to this "
+        "(default: pipelines.db.client.connect's own default)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="measure this many times, each on a fresh copy")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed)")
     ap.add_argument("--build-only", action="store_true", help="build the state in --dir and stop")
@@ -366,14 +413,19 @@ def main() -> None:
             shutil.rmtree(work / "state.duckdb.tmp", ignore_errors=True)
             proc = subprocess.run(
                 [sys.executable, __file__, "--measure", str(db), *(["--send"] if args.send else [])],
-                check=True, capture_output=True, text=True, env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
             )
             if proc.stderr.strip():
                 print(proc.stderr, file=sys.stderr)
             run = dict(figures)
             run.update(json.loads(proc.stdout.strip().splitlines()[-1]))
             # The measuring subprocess's peak as its parent sees it (includes nothing else).
-            run["children_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+            run["children_peak_rss_mib"] = round(
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            )
             run["db_size_mib"] = round(db.stat().st_size / 2**20)
             print(json.dumps(run, indent=2))
             print(f"--- run {i + 1} of {args.repeat}\n{_summary(run)}", flush=True)

@@ -32,13 +32,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pipelines.lifecycle  # noqa: E402,F401 - registers the lifecycle tables
+import pipelines.lifecycle.core  # noqa: E402,F401 - registers the lifecycle tables
 from pipelines.config import load_settings  # noqa: E402
-from pipelines.feeds import ensure_root  # noqa: E402
+from pipelines.db import open_state  # noqa: E402
+from pipelines.feeds.publish import ensure_root  # noqa: E402
+from pipelines.feeds.query_snapshot import publish_snapshot  # noqa: E402
 from pipelines.layout import Layout  # noqa: E402
-from pipelines.platforms import TokenStore  # noqa: E402
-from pipelines.snapshot import publish_snapshot  # noqa: E402
-from pipelines.state import open_state  # noqa: E402
+from pipelines.server.platforms import TokenStore  # noqa: E402
 
 DAY = dt.date(2026, 11, 27)
 BASE = 13_000_000_000  # +86 13x xxxx xxxx
@@ -128,10 +128,12 @@ def run(args: argparse.Namespace, data: Path) -> None:
     store.close()
 
     port = 18080 + os.getpid() % 1000
-    code = ("import sys; from pathlib import Path; from pipelines.config import load_settings; "
-            "from pipelines.server import create_app; import uvicorn; "
-            f"uvicorn.run(create_app(load_settings(env={{}}, data_dir=Path({str(data)!r}))), "
-            f"host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
+    code = (
+        "import sys; from pathlib import Path; from pipelines.config import load_settings; "
+        "from pipelines.server.app import create_app; import uvicorn; "
+        f"uvicorn.run(create_app(load_settings(env={{}}, data_dir=Path({str(data)!r}))), "
+        f"host='127.0.0.1', port={port}, log_level='warning', access_log=False)"
+    )
     t0 = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -195,8 +197,11 @@ def run(args: argparse.Namespace, data: Path) -> None:
                 queries.append({"phoneNumber": f"+86{BASE + i * 7}", "specifiedDate": date})
             payload = json.dumps({"queries": queries}).encode()
             t = time.perf_counter()
-            r = client.post("/number-recycling/v0.2/bulk-check", content=payload,
-                            headers={"Content-Type": "application/json"})
+            r = client.post(
+                "/number-recycling/v0.2/bulk-check",
+                content=payload,
+                headers={"Content-Type": "application/json"},
+            )
             doc = r.json()
             elapsed = time.perf_counter() - t
             assert r.status_code == 200, r.text[:300]

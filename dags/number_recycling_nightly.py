@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipelines.run import STEPS
+from pipelines.nightly.steps import STEPS
 
 STATE_POOL = "recycle_state"
 
@@ -31,12 +31,12 @@ def _logical_day(context: dict[str, Any]) -> dt.date:
 def _run(step_name: str, **context: Any) -> dict[str, Any]:
     from pipelines.config import load_settings
     from pipelines.errors import TerminalError
-    from pipelines.run import RunContext, run_step
+    from pipelines.nightly.steps import RunContext, run_step
 
     day = _logical_day(context)
     ctx = RunContext(
         simulate_gateways=bool(context["params"].get("simulate_gateways")),
-        extras={"alerts_mode": context["params"].get("alerts_mode") or "raise"},
+        alerts_mode=context["params"].get("alerts_mode") or "raise",
     )
     try:
         run_step(load_settings(), day, step_name, ctx)

@@ -83,7 +83,9 @@ class Settings:
     default_region: str = "CN"
     carrier_name: str = "Example Mobile"
     unbind_url: str = "https://unbind.carrier.example"  # the carrier's own unbinding service
-    national_unbind_service: str = "一证通查 / 一键解绑 (China Academy of Information and Communications Technology)"
+    national_unbind_service: str = (
+        "一证通查 / 一键解绑 (China Academy of Information and Communications Technology)"
+    )
     policies: Mapping[str, Policy] = field(default_factory=lambda: {"default": Policy()})
     smtp: SmtpSettings = SmtpSettings()
     sms: SmsSettings = SmsSettings()

@@ -40,13 +40,9 @@ NO_TENURE = bytes(TENURE_REF_SIZE)  # feed manifests (and corrections of them) b
 class EntryType(IntEnum):
     """Entry type codes (u8). Never renumber: the codes are in the public log forever."""
 
-    TENURE_CLOSED = (
-        1  # a tenure ended by permanent disconnection (cancel, or suspension turned final)
-    )
+    TENURE_CLOSED = 1  # a tenure ended by permanent disconnection (cancel, or suspension turned final)
     REMINDER_SENT = 2  # a reminder left for a channel (email, sms, letter)
-    REMINDER_EFFECTIVE = (
-        3  # a reminder was delivered or acknowledged: counts toward the release gate
-    )
+    REMINDER_EFFECTIVE = 3  # a reminder was delivered or acknowledged: counts toward the release gate
     ACKNOWLEDGED = 4  # the prior owner acknowledged a reminder
     RESTORED = 5  # the number went back to the same subscriber within the freeze/suspension
     RELEASED = 6  # the gate passed: freeze over with enough effective reminders
@@ -140,9 +136,7 @@ _DATE_FIELDS = frozenset(
         "logical_date",
     }
 )
-_COUNT_FIELDS = frozenset(
-    {"effective_reminders", "min_effective_reminders", "corrects_index", "seq"}
-)
+_COUNT_FIELDS = frozenset({"effective_reminders", "min_effective_reminders", "corrects_index", "seq"})
 _CHANNELS = frozenset({"email", "sms", "letter"})
 _MASKED_FIELDS = frozenset({"msisdn", "contact_phone", "contact_email", "contact", "new_msisdn"})
 MAX_VALUE_SIZE = 64 * 1024
@@ -163,23 +157,17 @@ def _check_field(name: str, value: str) -> None:
         except ValueError:
             ok = False
         if not ok:
-            raise FormatError(
-                f"canonical value: {name} must be an ISO date YYYY-MM-DD, got {value[:32]!r}"
-            )
+            raise FormatError(f"canonical value: {name} must be an ISO date YYYY-MM-DD, got {value[:32]!r}")
     elif name.endswith("_at"):
         if not _TIMESTAMP.fullmatch(value):
-            raise FormatError(
-                f"canonical value: {name} must be a UTC time YYYY-MM-DDTHH:MM:SS[.ffffff]Z"
-            )
+            raise FormatError(f"canonical value: {name} must be a UTC time YYYY-MM-DDTHH:MM:SS[.ffffff]Z")
         try:
             dt.datetime.fromisoformat(value[:-1])
         except ValueError as exc:
             raise FormatError(f"canonical value: {name} is not a real time: {value!r}") from exc
     elif name in _COUNT_FIELDS:
         if not _UINT.fullmatch(value):
-            raise FormatError(
-                f"canonical value: {name} must be a decimal count without leading zeros"
-            )
+            raise FormatError(f"canonical value: {name} must be a decimal count without leading zeros")
     elif name.endswith("_sha256") or name == "receipt_digest":
         if not _SHA256_HEX.fullmatch(value):
             raise FormatError(f"canonical value: {name} must be 64 lower-case hex digits")
@@ -235,9 +223,7 @@ class CanonicalValue:
         object.__setattr__(self, "_encoded", bytes(out))
 
     @classmethod
-    def build(
-        cls, values: Mapping[str, object] | None = None, /, **fields: object
-    ) -> CanonicalValue:
+    def build(cls, values: Mapping[str, object] | None = None, /, **fields: object) -> CanonicalValue:
         """Build from Python values: dates -> ISO, aware datetimes -> UTC ``...Z``, ints -> decimal,
         bytes -> hex, ``None`` -> field left out."""
         merged = {**(values or {}), **fields}
@@ -319,8 +305,7 @@ class PreparedEntry:
         if given > 1:
             raise TerminalError(f"entry {self.key}: give tenure_key or tenure_ref, not both")
         if (
-            self.entry_type
-            not in (EntryType.TENURE_CLOSED, EntryType.FEED_MANIFEST, EntryType.CORRECTION)
+            self.entry_type not in (EntryType.TENURE_CLOSED, EntryType.FEED_MANIFEST, EntryType.CORRECTION)
             and not given
         ):
             raise TerminalError(

@@ -85,10 +85,7 @@ class Ledger:
         try:
             verifier = Verifier(signer.name, signer.key_id, signer.public_key)
             vkey_path = ledger_dir / VKEY_FILE
-            if (
-                vkey_path.exists()
-                and vkey_path.read_text(encoding="utf-8").strip() != verifier.vkey
-            ):
+            if vkey_path.exists() and vkey_path.read_text(encoding="utf-8").strip() != verifier.vkey:
                 raise ConfigError(
                     f"{vkey_path} names key {vkey_path.read_text(encoding='utf-8').strip()!r} but the "
                     f"signer is {verifier.vkey!r}: wrong keys directory for this ledger"
@@ -256,10 +253,7 @@ class Ledger:
         """Decrypt and check the opening of entry ``index`` against its logged commitment."""
         entry = self.entry(index)
         opened = self._openings.get(index)
-        if (
-            commitment(opened.opening, entry.entry_type, opened.value.to_bytes())
-            != entry.commitment
-        ):
+        if commitment(opened.opening, entry.entry_type, opened.value.to_bytes()) != entry.commitment:
             raise CommitmentError(
                 f"the stored opening of entry {index} does not match the logged commitment; the "
                 "openings store is out of step with the ledger - restore both from the same backup"
@@ -274,9 +268,7 @@ class Ledger:
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """Inclusion proof of ``index`` in the tree of ``size`` (default: the published checkpoint)."""
-        return inclusion_proof(
-            self._tiles(), index, self._published_size() if size is None else size
-        )
+        return inclusion_proof(self._tiles(), index, self._published_size() if size is None else size)
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Consistency proof between two tree sizes (default new: the published checkpoint)."""

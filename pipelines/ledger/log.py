@@ -114,9 +114,7 @@ def frontier_root(levels: Sequence[Sequence[bytes]]) -> bytes:
 def is_beyond(tile: Tile, size: int) -> bool:
     """True when ``tile`` could only have been written for a tree larger than ``size``."""
     level = max(tile.level, 0)
-    return (tile.index << (TILE_HEIGHT * (level + 1))) + (
-        tile.width << (TILE_HEIGHT * level)
-    ) > size
+    return (tile.index << (TILE_HEIGHT * (level + 1))) + (tile.width << (TILE_HEIGHT * level)) > size
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -188,9 +186,7 @@ class _TileBatch:
         tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp")
         # Even the existence check runs in the worker: a syscall in this (hashing) thread
         # hands the GIL to the writers and can wait a whole switch interval to get it back.
-        self.writes.append(
-            (self.pool.submit(_write_temp, path, tmp, data, _SYNCFS is None), tmp, path)
-        )
+        self.writes.append((self.pool.submit(_write_temp, path, tmp, data, _SYNCFS is None), tmp, path))
 
     def commit(self) -> None:
         renames = [(tmp, path) for fut, tmp, path in self.writes if fut.result()]
@@ -244,9 +240,7 @@ class TiledLog:
                 tile = Tile(level, size >> (TILE_HEIGHT * (level + 1)), width)
                 hashes = split_hashes(_read_required(ledger_dir, tile, size), tile.path)
                 if len(hashes) != width:
-                    raise LogIntegrityError(
-                        f"{tile.path}: holds {len(hashes)} hashes, expected {width}"
-                    )
+                    raise LogIntegrityError(f"{tile.path}: holds {len(hashes)} hashes, expected {width}")
             levels.append(hashes)
             level += 1
         bundle: list[bytes] = []
@@ -357,9 +351,7 @@ class TiledLog:
         """Publish a signed checkpoint for ``size`` (must be the current size; tiles are on disk)."""
         self._check_usable()
         if size != self._size:
-            raise TerminalError(
-                f"checkpoint for size {size} but the log holds {self._size} entries"
-            )
+            raise TerminalError(f"checkpoint for size {size} but the log holds {self._size} entries")
         atomic_write_bytes(self.dir / CHECKPOINT_FILE, signed_note)
         self._checkpointed = size
         (self.dir / PENDING_FILE).unlink(missing_ok=True)

@@ -184,15 +184,11 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[byte
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise ProofError(
-            f"inclusion proof for entry {index} in size {size} has {len(proof)} hashes: too few"
-        )
+        raise ProofError(f"inclusion proof for entry {index} in size {size} has {len(proof)} hashes: too few")
     return r
 
 
-def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """Raise :class:`ProofError` unless ``proof`` shows leaf ``index`` is in the tree with ``root``."""
     if len(root) != HASH_SIZE:
         raise ProofError(f"root hash is {len(root)} bytes, expected {HASH_SIZE}")
@@ -220,15 +216,11 @@ def verify_consistency(
         if proof:
             raise InconsistentCheckpointError(f"{where}: expected an empty proof for equal sizes")
         if old_root != new_root:
-            raise InconsistentCheckpointError(
-                f"{where}: two different roots for the same size (a fork)"
-            )
+            raise InconsistentCheckpointError(f"{where}: two different roots for the same size (a fork)")
         return
     if old_size == 0:
         if proof:
-            raise InconsistentCheckpointError(
-                f"{where}: expected an empty proof from the empty tree"
-            )
+            raise InconsistentCheckpointError(f"{where}: expected an empty proof from the empty tree")
         return
     if not proof:
         raise InconsistentCheckpointError(f"{where}: the proof is empty")

@@ -112,10 +112,10 @@ def append_queued_events(con: duckdb.DuckDBPyConnection, ledger: Ledger) -> Ledg
     ledger.publish_checkpoint()
     appended = ledger.size - before
     if seqs:
-        con.execute(
-            "UPDATE ledger_events SET appended = true WHERE NOT appended AND seq <= ?", [max(seqs)]
-        )
+        con.execute("UPDATE ledger_events SET appended = true WHERE NOT appended AND seq <= ?", [max(seqs)])
     return LedgerStepReport(
-        queued=len(entries), appended=appended, already_in_log=len(entries) - appended,
+        queued=len(entries),
+        appended=appended,
+        already_in_log=len(entries) - appended,
         tree_size=ledger.size,
     )

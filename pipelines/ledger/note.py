@@ -56,9 +56,7 @@ def key_id(name: str, public_key: bytes, alg: int = ALG_ED25519) -> bytes:
 def format_verifier_key(name: str, public_key: bytes) -> str:
     """``name+hex8(keyID)+base64(0x01 || pubkey)``, the form operators pin and publish."""
     if not is_valid_key_name(name) or len(public_key) != 32:
-        raise FormatError(
-            f"cannot make a verifier key for name {name!r} and a {len(public_key)}-byte key"
-        )
+        raise FormatError(f"cannot make a verifier key for name {name!r} and a {len(public_key)}-byte key")
     return f"{name}+{key_id(name, public_key).hex()}+{b64(bytes([ALG_ED25519]) + public_key)}"
 
 
@@ -111,9 +109,7 @@ class Verifier:
         if raw[0] != ALG_ED25519:
             raise FormatError(f"verifier key for {name}: unknown algorithm {raw[0]:#04x}")
         if len(raw) != 33:
-            raise FormatError(
-                f"verifier key for {name}: Ed25519 keys are 32 bytes, got {len(raw) - 1}"
-            )
+            raise FormatError(f"verifier key for {name}: Ed25519 keys are 32 bytes, got {len(raw) - 1}")
         return cls(name, bytes.fromhex(hash16), raw[1:])
 
     @property
@@ -215,9 +211,7 @@ def open_note(msg: bytes, verifiers: Sequence[Verifier]) -> Note:
         raise FormatError(f"malformed note: more than {MAX_SIGNATURES} signatures")
     for line in lines:
         if not line.startswith(_SIG_PREFIX):
-            raise FormatError(
-                "malformed note: a signature line must start with an em dash and a space"
-            )
+            raise FormatError("malformed note: a signature line must start with an em dash and a space")
         body = line[len(_SIG_PREFIX) :]
         name, _, sig64 = body.partition(" ")
         if not is_valid_key_name(name) or not sig64:
@@ -276,9 +270,7 @@ class Checkpoint:
             )
         origin, size, root64 = lines[:3]
         if not _DECIMAL.fullmatch(size):
-            raise FormatError(
-                f"checkpoint: tree size {size[:24]!r} is not a decimal without leading zeros"
-            )
+            raise FormatError(f"checkpoint: tree size {size[:24]!r} is not a decimal without leading zeros")
         root = b64decode_strict(root64, "checkpoint root")
         if len(root) != 32:
             raise FormatError(f"checkpoint: root hash is {len(root)} bytes, expected 32")

@@ -44,6 +44,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from pipelines.db import sql_str
 from pipelines.errors import ConfigError, OpeningErasedError, TerminalError, VerificationError
 from pipelines.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
 
@@ -128,18 +129,10 @@ def _load_or_create_master_key(keys_dir: Path) -> bytes:
     try:
         key = base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"openings key {path} is malformed; restore it from the key backup"
-        ) from exc
+        raise ConfigError(f"openings key {path} is malformed; restore it from the key backup") from exc
     if len(key) != 32:
-        raise ConfigError(
-            f"openings key {path} must hold 32 bytes (base64); restore it from backup"
-        )
+        raise ConfigError(f"openings key {path} must hold 32 bytes (base64); restore it from backup")
     return key
-
-
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def _aad(index: int, entry_type: int, tenure_ref: bytes) -> bytes:
@@ -175,7 +168,7 @@ class OpeningsStore:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
             con = duckdb.connect(str(self.path))
-            con.execute(f"ATTACH {_quote(self.keys_path)} AS dk")
+            con.execute(f"ATTACH {sql_str(self.keys_path)} AS dk")
         except duckdb.IOException as exc:
             raise TerminalError(
                 f"cannot open the openings store {self.path}: {exc}. Another process (a second "
@@ -331,13 +324,9 @@ class OpeningsStore:
         table = pa.table({"idx": pa.array(wanted, pa.uint64())})
         self._con.register("erase_idx", table)
         try:
-            missing = self._one(
-                "SELECT count(*) FROM erase_idx e ANTI JOIN openings o ON o.idx = e.idx"
-            )
+            missing = self._one("SELECT count(*) FROM erase_idx e ANTI JOIN openings o ON o.idx = e.idx")
             if missing and missing[0]:
-                raise TerminalError(
-                    f"{missing[0]} of the indices to erase are not in the openings store"
-                )
+                raise TerminalError(f"{missing[0]} of the indices to erase are not in the openings store")
             # The key first: once it is gone nothing can open the entry, whatever happens next.
             self._con.execute("DELETE FROM dk.data_keys WHERE idx IN (SELECT idx FROM erase_idx)")
             row = self._one(
@@ -364,7 +353,7 @@ class OpeningsStore:
         """Rewrite the keys file into a fresh one and swap it in, so no freed page keeps a key."""
         fresh = self._dir / (KEYS_DB_FILE + ".compact")
         fresh.unlink(missing_ok=True)
-        self._con.execute(f"ATTACH {_quote(fresh)} AS fresh")
+        self._con.execute(f"ATTACH {sql_str(fresh)} AS fresh")
         try:
             self._con.execute(_KEYS_DDL.replace("dk.data_keys", "fresh.data_keys"))
             self._con.execute("INSERT INTO fresh.data_keys SELECT * FROM dk.data_keys ORDER BY idx")

@@ -65,9 +65,7 @@ class TileReader:
         tile = tile_for(self.size, level, index)
         hashes = split_hashes(self._read(tile), tile.path)
         if len(hashes) != tile.width:
-            raise LogIntegrityError(
-                f"{tile.path}: holds {len(hashes)} hashes, expected {tile.width}"
-            )
+            raise LogIntegrityError(f"{tile.path}: holds {len(hashes)} hashes, expected {tile.width}")
         return hashes
 
     def node(self, height: int, index: int) -> bytes:
@@ -76,9 +74,7 @@ class TileReader:
         first = index << sub  # position among the hashes of ``level``
         count = 1 << sub
         if (first + count) << (TILE_HEIGHT * level) > self.size:
-            raise TerminalError(
-                f"subtree {index} at height {height} is not complete in size {self.size}"
-            )
+            raise TerminalError(f"subtree {index} at height {height} is not complete in size {self.size}")
         hashes = self.tile_hashes(level, first >> TILE_HEIGHT)
         offset = first % TILE_WIDTH
         return perfect_root(hashes[offset : offset + count])
@@ -161,9 +157,7 @@ class TlogProof:
         for i, line in enumerate(lines[pos + 1 :]):
             h = b64decode_strict(line, f"tlog-proof hash {i}")
             if len(h) != HASH_SIZE:
-                raise FormatError(
-                    f"tlog-proof: proof hash {i} is {len(h)} bytes, expected {HASH_SIZE}"
-                )
+                raise FormatError(f"tlog-proof: proof hash {i} is {len(h)} bytes, expected {HASH_SIZE}")
             hashes.append(h)
         proof = cls(int(index_text), tuple(hashes), checkpoint, extra)
         if proof.to_bytes() != data:

@@ -187,9 +187,7 @@ class FileSigner:
                 "note": note.decode("utf-8"),
             }
             # Durable before the signature leaves this method: a crash must not forget it.
-            atomic_write_bytes(
-                self.state_path, json.dumps(state, indent=2, sort_keys=True).encode()
-            )
+            atomic_write_bytes(self.state_path, json.dumps(state, indent=2, sort_keys=True).encode())
         return note
 
 

@@ -88,9 +88,7 @@ class Tile:
                 raise FormatError(f"{path!r}: partial width must be 1..255, got {w!r}")
             width = int(w)
             rest = [*rest[:-2], rest[-2][:-2]]
-        if not _LAST_PART.fullmatch(rest[-1]) or not all(
-            _INDEX_PART.fullmatch(p) for p in rest[:-1]
-        ):
+        if not _LAST_PART.fullmatch(rest[-1]) or not all(_INDEX_PART.fullmatch(p) for p in rest[:-1]):
             raise FormatError(f"{path!r}: bad tile index path")
         index = 0
         for part in rest:

@@ -68,9 +68,7 @@ class VerifiedEntry:
     checkpoint: Checkpoint
 
 
-def verify_proof_file(
-    data: bytes, vkey: str | Verifier, origin: str | None = None
-) -> VerifiedEntry:
+def verify_proof_file(data: bytes, vkey: str | Verifier, origin: str | None = None) -> VerifiedEntry:
     """Verify one ``.tlog-proof`` evidence file offline and return the opened entry.
 
     Checks, in order: the file format; the checkpoint's signature by ``vkey`` (and its origin,
@@ -82,27 +80,19 @@ def verify_proof_file(
     checkpoint = open_checkpoint(proof.checkpoint, vkey, origin)
     extra = proof.extra
     if extra is None or len(extra) < ENTRY_SIZE + OPENING_SIZE:
-        raise FormatError(
-            "tlog-proof: extra must hold the entry, its opening and its canonical value"
-        )
+        raise FormatError("tlog-proof: extra must hold the entry, its opening and its canonical value")
     entry = Entry.from_bytes(extra[:ENTRY_SIZE])
     opening = extra[ENTRY_SIZE : ENTRY_SIZE + OPENING_SIZE]
     value = CanonicalValue.from_bytes(extra[ENTRY_SIZE + OPENING_SIZE :])
     if proof.index >= checkpoint.size:
-        raise ProofError(
-            f"entry {proof.index} is not in the checkpointed tree of size {checkpoint.size}"
-        )
-    verify_inclusion(
-        leaf_hash(entry.to_bytes()), proof.index, checkpoint.size, proof.hashes, checkpoint.root
-    )
+        raise ProofError(f"entry {proof.index} is not in the checkpointed tree of size {checkpoint.size}")
+    verify_inclusion(leaf_hash(entry.to_bytes()), proof.index, checkpoint.size, proof.hashes, checkpoint.root)
     if commitment(opening, entry.entry_type, value.to_bytes()) != entry.commitment:
         raise CommitmentError(
             f"entry {proof.index}: the opening and value in the proof do not match the logged "
             "commitment; the value was altered"
         )
-    if entry.entry_type == EntryType.TENURE_CLOSED and entry.tenure_ref != tenure_ref_for(
-        entry.commitment
-    ):
+    if entry.entry_type == EntryType.TENURE_CLOSED and entry.tenure_ref != tenure_ref_for(entry.commitment):
         raise CommitmentError(f"entry {proof.index}: tenure_ref is not derived from its commitment")
     return VerifiedEntry(proof.index, entry, value, checkpoint)
 
@@ -180,13 +170,9 @@ class _Checker:
             tile = Tile(level, index, width)
             stored = split_hashes(self._read(tile), tile.path)
             if len(stored) != width:
-                raise LogIntegrityError(
-                    f"{tile.path}: holds {len(stored)} hashes, expected {width}"
-                )
+                raise LogIntegrityError(f"{tile.path}: holds {len(stored)} hashes, expected {width}")
             if stored != hashes[:width]:
-                bad = next(
-                    i for i, (a, b) in enumerate(zip(stored, hashes, strict=False)) if a != b
-                )
+                bad = next(i for i, (a, b) in enumerate(zip(stored, hashes, strict=False)) if a != b)
                 what = "entry" if level == 0 else f"level-{level - 1} tile"
                 raise LogIntegrityError(
                     f"{tile.path}: hash {bad} does not match the recomputed hash of {what} "
@@ -208,17 +194,13 @@ class _Checker:
         uniform = len(data) == width * stride
         # Version and type bytes of all entries at once (strided slices), a full parse only if off.
         if not (
-            uniform
-            and set(data[2::stride]) == {ENTRY_VERSION}
-            and set(data[3::stride]) <= KNOWN_TYPE_CODES
+            uniform and set(data[2::stride]) == {ENTRY_VERSION} and set(data[3::stride]) <= KNOWN_TYPE_CODES
         ):
             for i, e in enumerate(entries):
                 try:
                     Entry.from_bytes(e)
                 except FormatError as exc:
-                    raise FormatError(
-                        f"{tile.path}: entry {(index << TILE_HEIGHT) + i}: {exc}"
-                    ) from exc
+                    raise FormatError(f"{tile.path}: entry {(index << TILE_HEIGHT) + i}: {exc}") from exc
         for w in sorted(widths - {width}):
             other = Tile(ENTRIES, index, w)
             if self._read(other) != encode_bundle(entries[:w]):
@@ -287,9 +269,7 @@ def _scan_log(
             f"the entries hash to a different root than the signed checkpoint of size {size}: "
             "entries or tiles were altered after signing"
         )
-    return LogReport(
-        checkpoint, size, checker.tiles_checked, checker.bundles_checked, tuple(files.ignored)
-    )
+    return LogReport(checkpoint, size, checker.tiles_checked, checker.bundles_checked, tuple(files.ignored))
 
 
 def verify_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None = None) -> LogReport:
@@ -347,12 +327,8 @@ class _EntryCollector(_Visitor):
         entries = pa.Array.from_buffers(pa.binary(ENTRY_SIZE), n, [None, pa.py_buffer(blob)])
         return pa.table(
             {
-                "idx": pa.Array.from_buffers(
-                    pa.uint64(), n, [None, pa.py_buffer(array("Q", range(n)))]
-                ),
-                "etype": pa.Array.from_buffers(
-                    pa.uint8(), n, [None, pa.py_buffer(blob[1::ENTRY_SIZE])]
-                ),
+                "idx": pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(array("Q", range(n)))]),
+                "etype": pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(blob[1::ENTRY_SIZE])]),
                 "ref": pc.binary_slice(entries, 2, 2 + TENURE_REF_SIZE),
             }
         )
@@ -397,9 +373,7 @@ def audit_log(
     con = duckdb.connect()
     try:
         con.register("log", collector.table())
-        counts = con.execute(
-            "SELECT etype, count(*) FROM log GROUP BY etype ORDER BY etype"
-        ).fetchall()
+        counts = con.execute("SELECT etype, count(*) FROM log GROUP BY etype ORDER BY etype").fetchall()
         rows = con.execute(_AUDIT_SQL, {"min_effective": min_effective}).fetchall()
     finally:
         con.close()

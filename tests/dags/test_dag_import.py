@@ -7,7 +7,7 @@ from pathlib import Path
 
 from airflow.dag_processing.dagbag import DagBag
 
-from pipelines.run import STEPS
+from pipelines.nightly.steps import STEPS
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 

@@ -21,15 +21,15 @@ import duckdb
 import httpx
 import pytest
 
-import pipelines.lifecycle  # noqa: F401 - registers the lifecycle tables
+import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
+from pipelines.compliance.notifications import AckStore, new_owner_view, notification_evidence
 from pipelines.config import Settings, load_settings
-from pipelines.feeds import publish_feed
+from pipelines.db import open_state
+from pipelines.feeds.publish import publish_feed
+from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
-from pipelines.notifications import AckStore, new_owner_view, notification_evidence
-from pipelines.platforms import DEFAULT_SCOPES, TokenStore
-from pipelines.server import create_app
-from pipelines.snapshot import publish_snapshot
-from pipelines.state import open_state
+from pipelines.server.app import create_app
+from pipelines.server.platforms import DEFAULT_SCOPES, TokenStore
 
 from .test_server_http import serving
 
@@ -44,8 +44,14 @@ KEPT = "+8613800000001"  # one holder all along, never in a feed
 PRIOR_DATES = ("2023-10-09", "2026-08-01", "2026-11-26")  # the prior tenure and its release
 
 
-def tenure(con: duckdb.DuckDBPyConnection, tid: str, msisdn: str, start: str,
-           end: str | None = None, reason: str | None = None) -> None:
+def tenure(
+    con: duckdb.DuckDBPyConnection,
+    tid: str,
+    msisdn: str,
+    start: str,
+    end: str | None = None,
+    reason: str | None = None,
+) -> None:
     con.execute(
         "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
         " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', 'snapshot', ?)",
@@ -73,7 +79,9 @@ class World:
 
     def audit_text(self) -> str:
         self.app.state.audit.flush()  # type: ignore[attr-defined]
-        return "".join(p.read_text() for p in sorted((self.settings.data_dir / "server" / "audit").glob("*.jsonl")))
+        return "".join(
+            p.read_text() for p in sorted((self.settings.data_dir / "server" / "audit").glob("*.jsonl"))
+        )
 
     def stored(self) -> int:
         store = AckStore.open(self.settings.data_dir)
@@ -91,8 +99,10 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("INSERT INTO releases VALUES (?, 'T2a', '2026-08-01', ?, 2, false, ?, 'GD')", [N, D1, D1])
     con.execute("INSERT INTO releases VALUES (?, 'T7', '2026-08-02', ?, 2, false, ?, 'GD')", [OTHER, D1, D1])
     tenure(con, "T2b", N, D2.isoformat())
-    con.execute("INSERT INTO reissues VALUES (?, 'T2a', 'T2b', ?, '2026-08-01', ?, false, ?, 'GD', 'f', 1)",
-                [N, D2, D1, D2])
+    con.execute(
+        "INSERT INTO reissues VALUES (?, 'T2a', 'T2b', ?, '2026-08-01', ?, false, ?, 'GD', 'f', 1)",
+        [N, D2, D1, D2],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +128,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def get(world: World, path: str, token: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.get(world.url + path, headers={"Authorization": f"Bearer {world.tokens[token]}",
-                                                 **(headers or {})}, timeout=30)
+    return httpx.get(
+        world.url + path,
+        headers={"Authorization": f"Bearer {world.tokens[token]}", **(headers or {})},
+        timeout=30,
+    )
 
 
-def ack(world: World, body: object, token: str | None = "bank", csv: bool = False,
-        headers: dict[str, str] | None = None) -> httpx.Response:
+def ack(
+    world: World,
+    body: object,
+    token: str | None = "bank",
+    csv: bool = False,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     h = dict(headers or {})
     if token is not None:
         h["Authorization"] = f"Bearer {world.tokens.get(token, token)}"
@@ -132,10 +150,17 @@ def ack(world: World, body: object, token: str | None = "bank", csv: bool = Fals
     return httpx.post(world.url + ACKS, content=content, headers=h, timeout=30)
 
 
-BANK_ACKS = {"acknowledgements": [
-    {"phoneNumber": N, "status": "unbound", "feedDate": D1.isoformat(), "observedAt": "2026-11-28T09:15:00+08:00"},
-    {"phoneNumber": OTHER, "status": "no_account", "feedDate": D1.isoformat()},
-]}
+BANK_ACKS = {
+    "acknowledgements": [
+        {
+            "phoneNumber": N,
+            "status": "unbound",
+            "feedDate": D1.isoformat(),
+            "observedAt": "2026-11-28T09:15:00+08:00",
+        },
+        {"phoneNumber": OTHER, "status": "no_account", "feedDate": D1.isoformat()},
+    ]
+}
 DRIVE_CSV = (
     "phone_number,status,feed_date,observed_at\n"
     f"{N},unbound,{D2},2026-11-28T03:00:00Z\n"
@@ -148,7 +173,9 @@ def test_1_platforms_download_the_feed(world: World) -> None:
     first = get(world, f"/feeds/daily/{D1}/recycled.parquet", "bank")
     assert first.status_code == 200
     world.clock.at = dt.datetime(2026, 11, 28, 1, 5, tzinfo=dt.UTC)
-    again = get(world, f"/feeds/daily/{D1}/recycled.parquet", "bank", {"If-None-Match": first.headers["etag"]})
+    again = get(
+        world, f"/feeds/daily/{D1}/recycled.parquet", "bank", {"If-None-Match": first.headers["etag"]}
+    )
     assert again.status_code == 304
     world.clock.at = dt.datetime(2026, 11, 28, 2, 0, tzinfo=dt.UTC)
     assert get(world, "/feeds/snapshot/recycled.parquet", "drive").status_code == 200
@@ -172,23 +199,54 @@ def test_2_tokens_and_scopes(world: World) -> None:
 @pytest.mark.parametrize(
     ("body", "csv", "expected"),
     [
-        ({"acknowledgements": [BANK_ACKS["acknowledgements"][0], {"phoneNumber": N, "status": "deleted"}]},
-         False, "item 2: status 'deleted'"),
-        ({"acknowledgements": [*BANK_ACKS["acknowledgements"], {"phoneNumber": "13800000002", "status": "unbound"}]},
-         False, "item 3: phoneNumber must be E.164"),
-        ({"acknowledgements": [{"phoneNumber": N, "status": "unbound", "feedDate": "2026-11-20"}]},
-         False, "item 1: feedDate '2026-11-20' is not a published feed day"),
-        ({"acknowledgements": [{"phoneNumber": N, "status": "unbound", "observedAt": "2026-11-27 10:00"}]},
-         False, "item 1: observedAt"),
-        ({"acknowledgements": [{"phoneNumber": N, "status": "unbound", "observedAt": "2026-12-31T00:00:00Z"}]},
-         False, "is in the future"),
-        ({"acknowledgements": [{"phoneNumber": N, "status": "unbound", "note": "x"}]},
-         False, "item 1: unknown field(s) note"),
+        (
+            {"acknowledgements": [BANK_ACKS["acknowledgements"][0], {"phoneNumber": N, "status": "deleted"}]},
+            False,
+            "item 2: status 'deleted'",
+        ),
+        (
+            {
+                "acknowledgements": [
+                    *BANK_ACKS["acknowledgements"],
+                    {"phoneNumber": "13800000002", "status": "unbound"},
+                ]
+            },
+            False,
+            "item 3: phoneNumber must be E.164",
+        ),
+        (
+            {"acknowledgements": [{"phoneNumber": N, "status": "unbound", "feedDate": "2026-11-20"}]},
+            False,
+            "item 1: feedDate '2026-11-20' is not a published feed day",
+        ),
+        (
+            {"acknowledgements": [{"phoneNumber": N, "status": "unbound", "observedAt": "2026-11-27 10:00"}]},
+            False,
+            "item 1: observedAt",
+        ),
+        (
+            {
+                "acknowledgements": [
+                    {"phoneNumber": N, "status": "unbound", "observedAt": "2026-12-31T00:00:00Z"}
+                ]
+            },
+            False,
+            "is in the future",
+        ),
+        (
+            {"acknowledgements": [{"phoneNumber": N, "status": "unbound", "note": "x"}]},
+            False,
+            "item 1: unknown field(s) note",
+        ),
         ({"acknowledgements": []}, False, "no acknowledgements"),
         ({"queries": []}, False, '{"acknowledgements"'),
         (DRIVE_CSV + f"{N},unbound,2026-02-30,\n", True, "line 4: feed_date '2026-02-30'"),
         (DRIVE_CSV + f"{N},unbound\n", True, "line 4: expected 4 fields"),
-        ("phoneNumber,status\n" + f"{N},unbound\n", True, "header line phone_number,status,feed_date,observed_at"),
+        (
+            "phoneNumber,status\n" + f"{N},unbound\n",
+            True,
+            "header line phone_number,status,feed_date,observed_at",
+        ),
     ],
 )
 def test_3_bad_uploads_store_nothing(world: World, body: object, csv: bool, expected: str) -> None:
@@ -229,18 +287,28 @@ def test_5_notification_evidence_names_who_was_told_when(world: World) -> None:
     ev = notification_evidence(world.settings, N)
     assert ev["msisdn"] == N
     assert [(row["feed_date"], row["event"]) for row in ev["listings"]] == [
-        (D1.isoformat(), "released"), (D2.isoformat(), "reissued")]
+        (D1.isoformat(), "released"),
+        (D2.isoformat(), "reissued"),
+    ]
     platforms = {p["platform"]: p for p in ev["platforms"]}
     assert list(platforms) == ["bank", "drive", "late"]  # sorted; checker never touched N
 
     bank = platforms["bank"]
-    assert bank["notified"] == [{"feed_date": "2026-11-26", "first_at": "2026-11-28T01:00:00.000000Z",
-                                 "path": "/feeds/daily/2026-11-26/recycled.parquet"}]
+    assert bank["notified"] == [
+        {
+            "feed_date": "2026-11-26",
+            "first_at": "2026-11-28T01:00:00.000000Z",
+            "path": "/feeds/daily/2026-11-26/recycled.parquet",
+        }
+    ]
     assert [(d["at"], d["status"]) for d in bank["downloads"]] == [
-        ("2026-11-28T01:00:00.000000Z", 200), ("2026-11-28T01:05:00.000000Z", 304)]
-    assert [(a["status"], a["feed_date"], a["observed_at"], a["received_at"], a["source"])
-            for a in bank["acknowledgements"]] == [
-        ("unbound", "2026-11-26", "2026-11-28T01:15:00.000000Z", "2026-11-29T09:00:00.000000Z", "api")]
+        ("2026-11-28T01:00:00.000000Z", 200),
+        ("2026-11-28T01:05:00.000000Z", 304),
+    ]
+    assert [
+        (a["status"], a["feed_date"], a["observed_at"], a["received_at"], a["source"])
+        for a in bank["acknowledgements"]
+    ] == [("unbound", "2026-11-26", "2026-11-28T01:15:00.000000Z", "2026-11-29T09:00:00.000000Z", "api")]
 
     drive = platforms["drive"]  # the snapshot of D2 holds both feed days
     assert [n["feed_date"] for n in drive["notified"]] == ["2026-11-26", "2026-11-27"]
@@ -249,8 +317,13 @@ def test_5_notification_evidence_names_who_was_told_when(world: World) -> None:
     assert sorted(a["status"] for a in drive["acknowledgements"]) == ["step_up_enabled", "unbound"]
 
     late = platforms["late"]
-    assert late["notified"] == [{"feed_date": "2026-11-27", "first_at": "2026-11-29T08:00:00.000000Z",
-                                 "path": "/feeds/daily/2026-11-27/recycled.csv"}]
+    assert late["notified"] == [
+        {
+            "feed_date": "2026-11-27",
+            "first_at": "2026-11-29T08:00:00.000000Z",
+            "path": "/feeds/daily/2026-11-27/recycled.csv",
+        }
+    ]
     assert late["acknowledgements"] == []
     json.dumps(ev)  # JSON-serialisable
     assert notification_evidence(world.settings, N) == ev  # deterministic
@@ -259,9 +332,15 @@ def test_5_notification_evidence_names_who_was_told_when(world: World) -> None:
 def test_6_new_owner_sees_counts_only(world: World) -> None:
     view = new_owner_view(world.settings, N, dt.date(2026, 11, 30))
     assert view == {
-        "number": "138****0002", "as_of": "2026-11-30", "holder_since": D2.isoformat(), "recycled": True,
-        "platforms_notified": 3, "platforms_acknowledged": 2,
-        "unbound": 2, "no_account": 0, "step_up_enabled": 1,
+        "number": "138****0002",
+        "as_of": "2026-11-30",
+        "holder_since": D2.isoformat(),
+        "recycled": True,
+        "platforms_notified": 3,
+        "platforms_acknowledged": 2,
+        "unbound": 2,
+        "no_account": 0,
+        "step_up_enabled": 1,
     }
     text = json.dumps(view)
     for leak in (*PRIOR_DATES, "bank", "drive", "late", N, N[3:]):

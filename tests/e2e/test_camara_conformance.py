@@ -37,13 +37,13 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-import pipelines.lifecycle  # noqa: F401 - registers the lifecycle tables
+import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
 from pipelines.config import load_settings
+from pipelines.db import open_state
+from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
-from pipelines.platforms import TokenStore
-from pipelines.server import create_app
-from pipelines.snapshot import publish_snapshot
-from pipelines.state import open_state
+from pipelines.server.app import create_app
+from pipelines.server.platforms import TokenStore
 
 from .test_server_http import (
     FROZEN,
@@ -93,7 +93,9 @@ def _ecma_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.ASCII)
 
 
-def _pattern_keyword(validator: Validator, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+def _pattern_keyword(
+    validator: Validator, pattern: str, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
     if isinstance(instance, str) and not _ecma_pattern(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
@@ -134,8 +136,11 @@ class Camara:
     registry: Registry[Any]
 
     def validator(self, pointer: str) -> Validator:
-        validator: Validator = _Validator({"$ref": f"{SPEC_URI}#{pointer}"}, registry=self.registry,
-                                          format_checker=Draft202012Validator.FORMAT_CHECKER)
+        validator: Validator = _Validator(
+            {"$ref": f"{SPEC_URI}#{pointer}"},
+            registry=self.registry,
+            format_checker=Draft202012Validator.FORMAT_CHECKER,
+        )
         return validator
 
     def deref(self, obj: dict[str, Any], pointer: str) -> tuple[dict[str, Any], str]:
@@ -199,8 +204,10 @@ def camara() -> Camara:
 
 
 def schema_errors(validator: Validator, instance: Any) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-            for e in validator.iter_errors(instance)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(instance)
+    ]
 
 
 def request_is_valid(body: Any) -> bool:
@@ -321,8 +328,14 @@ def client(world: World) -> Iterator[httpx.Client]:
         yield c
 
 
-def send(client: httpx.Client, world: World, body: object, *, token: str | None = "checker",
-         correlator: str | None = CORRELATOR) -> httpx.Response:
+def send(
+    client: httpx.Client,
+    world: World,
+    body: object,
+    *,
+    token: str | None = "checker",
+    correlator: str | None = CORRELATOR,
+) -> httpx.Response:
     headers = {"Content-Type": "application/json"}
     if token is not None:
         headers["Authorization"] = f"Bearer {world.tokens.get(token, token)}"
@@ -383,8 +396,9 @@ def body(phone: str | None, date: str) -> dict[str, str]:
         (body(None, "2024-01-01"), "checker", 422, "MISSING_IDENTIFIER"),
     ],
 )
-def test_check_conforms_to_camara(client: httpx.Client, world: World, sent: object, token: str | None,
-                                  status: int, expected: bool | str) -> None:
+def test_check_conforms_to_camara(
+    client: httpx.Client, world: World, sent: object, token: str | None, status: int, expected: bool | str
+) -> None:
     if not isinstance(sent, bytes):
         # the request schema must agree: exactly the INVALID_ARGUMENT bodies are invalid
         assert request_is_valid(sent) == (expected != "INVALID_ARGUMENT"), sent
@@ -401,11 +415,15 @@ def test_check_conforms_to_camara(client: httpx.Client, world: World, sent: obje
 def test_correlator_is_echoed(client: httpx.Client, world: World, correlator: str) -> None:
     assert_conforms(send(client, world, body(SAME, "2024-01-01"), correlator=correlator), correlator)
     assert_conforms(send(client, world, body(NEVER, "2024-01-01"), correlator=correlator), correlator)
-    assert_conforms(send(client, world, body(SAME, "2024-01-01"), token=None, correlator=correlator), correlator)
+    assert_conforms(
+        send(client, world, body(SAME, "2024-01-01"), token=None, correlator=correlator), correlator
+    )
 
 
 @pytest.mark.parametrize("correlator", ["has space", "x" * 257, "a|b"])
-def test_invalid_correlator_gets_invalid_argument(client: httpx.Client, world: World, correlator: str) -> None:
+def test_invalid_correlator_gets_invalid_argument(
+    client: httpx.Client, world: World, correlator: str
+) -> None:
     assert schema_errors(camara().correlator_validator(400), correlator)
     r = send(client, world, body(SAME, "2024-01-01"), correlator=correlator)
     assert r.status_code == 400
@@ -421,21 +439,40 @@ _PHONES = st.one_of(
     st.from_regex(r"\+?[0-9١２]{0,18}\n?", fullmatch=True),
     st.sampled_from([SAME + "\n", " " + SAME, SAME + " ", "+86 138 0000 0001", ""]),
     st.text(max_size=20),
-    st.none(), st.integers(), st.booleans(), st.lists(st.integers(), max_size=2),
+    st.none(),
+    st.integers(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
 )
 _DATES = st.one_of(
     st.dates(min_value=DATA_FROM, max_value=TODAY).map(dt.date.isoformat),
     st.dates().map(dt.date.isoformat),
-    st.sampled_from(["2024-02-30", "2024-1-1", "2024-01-01\n", "２０２４-01-01", "2024-01-01T00:00:00Z",
-                     "20240101", "", "2023-02-29", "2024-02-29"]),
+    st.sampled_from(
+        [
+            "2024-02-30",
+            "2024-1-1",
+            "2024-01-01\n",
+            "２０２４-01-01",
+            "2024-01-01T00:00:00Z",
+            "20240101",
+            "",
+            "2023-02-29",
+            "2024-02-29",
+        ]
+    ),
     st.text(max_size=12),
-    st.none(), st.integers(), st.floats(allow_nan=False),
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=False),
 )
 _BODIES = st.one_of(
-    st.fixed_dictionaries({}, optional={"phoneNumber": _PHONES, "specifiedDate": _DATES,
-                                        "extra": st.text(max_size=5)}),
+    st.fixed_dictionaries(
+        {}, optional={"phoneNumber": _PHONES, "specifiedDate": _DATES, "extra": st.text(max_size=5)}
+    ),
     st.fixed_dictionaries({"phoneNumber": _PHONES, "specifiedDate": _DATES}),
-    st.lists(st.integers(), max_size=2), st.text(max_size=5), st.none(),
+    st.lists(st.integers(), max_size=2),
+    st.text(max_size=5),
+    st.none(),
 )
 
 
@@ -451,7 +488,9 @@ def _in_range(value: str) -> bool:
 @example(sent={"phoneNumber": "+86١٣٨00000001", "specifiedDate": "2024-01-01"})
 @example(sent={"phoneNumber": SAME, "specifiedDate": "２０２４-01-01"})
 @example(sent={"phoneNumber": SAME, "specifiedDate": "2024-01-01\n"})
-def test_generated_bodies_get_what_the_schema_implies(client: httpx.Client, world: World, sent: object) -> None:
+def test_generated_bodies_get_what_the_schema_implies(
+    client: httpx.Client, world: World, sent: object
+) -> None:
     r = send(client, world, sent)
     doc = assert_conforms(r, CORRELATOR)
     outcome = (r.status_code, doc.get("code"))
@@ -501,8 +540,9 @@ def test_our_openapi_check_operation_matches_camara(client: httpx.Client) -> Non
 
     camara_doc = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
     camara_op = camara_doc["paths"]["/check"]["post"]
-    assert _strip_annotations(resolve(ours, op["requestBody"]["content"])) == \
-        _strip_annotations(resolve(camara_doc, camara_op["requestBody"]["content"]))
+    assert _strip_annotations(resolve(ours, op["requestBody"]["content"])) == _strip_annotations(
+        resolve(camara_doc, camara_op["requestBody"]["content"])
+    )
     for status, response in camara_op["responses"].items():
         assert status in op["responses"], f"our document does not declare {status} for {CHECK}"
         theirs_schema = resolve(camara_doc, response)["content"]["application/json"]["schema"]
@@ -510,7 +550,12 @@ def test_our_openapi_check_operation_matches_camara(client: httpx.Client) -> Non
         if status == "200":
             assert _strip_annotations(our_schema) == _strip_annotations(theirs_schema)
             continue
-        our_codes = {c for part in our_schema["allOf"] for c in part.get("properties", {}).get("code", {}).get("enum", [])}
+        our_codes = {
+            c
+            for part in our_schema["allOf"]
+            for c in part.get("properties", {}).get("code", {}).get("enum", [])
+        }
         assert our_codes <= spec.error_codes(int(status)), (
             f"our document promises {status} codes {sorted(our_codes - spec.error_codes(int(status)))} "
-            f"that CAMARA does not list for {CHECK}")
+            f"that CAMARA does not list for {CHECK}"
+        )

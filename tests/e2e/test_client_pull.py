@@ -21,9 +21,10 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pipelines.lifecycle  # noqa: F401 - registers the lifecycle tables
-from pipelines.client import STATE_DB, HttpFetcher, LocalFeed, check_local, pull
+import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
+from pipelines.client.pull import STATE_DB, HttpFetcher, LocalFeed, check_local, pull
 from pipelines.config import Settings, load_settings
+from pipelines.db import open_state
 from pipelines.errors import (
     ExpiredMetadataError,
     FeedGapError,
@@ -34,16 +35,15 @@ from pipelines.errors import (
     TamperedFileError,
     VerificationError,
 )
-from pipelines.feeds import publish_feed, rotate_root
+from pipelines.feeds.publish import publish_feed, rotate_root
+from pipelines.feeds.query_snapshot import publish_snapshot
+from pipelines.feeds.wire import Envelope, Root, Timestamp
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
-from pipelines.metadata import Envelope, Root, Timestamp
-from pipelines.platforms import TokenStore
-from pipelines.server import create_app
-from pipelines.snapshot import publish_snapshot
-from pipelines.state import open_state
+from pipelines.server.app import create_app
+from pipelines.server.platforms import TokenStore
 
 D1 = dt.date(2026, 9, 1)
 
@@ -60,8 +60,14 @@ def at(n: int, hours: float = 12) -> Callable[[], dt.datetime]:
 # ------------------------------------------------------------------ a publishing carrier
 
 
-def tenure(con: duckdb.DuckDBPyConnection, tid: str, msisdn: str, start: dt.date,
-           end: dt.date | None = None, reason: str | None = None) -> None:
+def tenure(
+    con: duckdb.DuckDBPyConnection,
+    tid: str,
+    msisdn: str,
+    start: dt.date,
+    end: dt.date | None = None,
+    reason: str | None = None,
+) -> None:
     con.execute(
         "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
         " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', 'snapshot', ?)",
@@ -69,14 +75,27 @@ def tenure(con: duckdb.DuckDBPyConnection, tid: str, msisdn: str, start: dt.date
     )
 
 
-def release(con: duckdb.DuckDBPyConnection, msisdn: str, tid: str, disconnected: dt.date, on: dt.date) -> None:
-    con.execute("INSERT INTO releases VALUES (?, ?, ?, ?, 2, false, ?, 'GD')", [msisdn, tid, disconnected, on, on])
+def release(
+    con: duckdb.DuckDBPyConnection, msisdn: str, tid: str, disconnected: dt.date, on: dt.date
+) -> None:
+    con.execute(
+        "INSERT INTO releases VALUES (?, ?, ?, ?, 2, false, ?, 'GD')", [msisdn, tid, disconnected, on, on]
+    )
 
 
-def reissue(con: duckdb.DuckDBPyConnection, msisdn: str, prior: str, new: str, on: dt.date,
-            disconnected: dt.date, released: dt.date | None) -> None:
-    con.execute("INSERT INTO reissues VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'GD', 'f', 1)",
-                [msisdn, prior, new, on, disconnected, released, released is None, on])
+def reissue(
+    con: duckdb.DuckDBPyConnection,
+    msisdn: str,
+    prior: str,
+    new: str,
+    on: dt.date,
+    disconnected: dt.date,
+    released: dt.date | None,
+) -> None:
+    con.execute(
+        "INSERT INTO reissues VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'GD', 'f', 1)",
+        [msisdn, prior, new, on, disconnected, released, released is None, on],
+    )
 
 
 @dataclass
@@ -134,8 +153,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @contextmanager
 def serving(app: Any) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           access_log=False, lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -317,8 +337,13 @@ def test_client_follows_a_root_rotation(setup: Setup, tmp_path: Path) -> None:
 
     # a root v3 signed only by a new key (not by v2's root key) is refused
     rogue = load_or_create_signer(tmp_path / "rogue", "rogue/root")
-    doc = Root(3, stored_root.signed.expires, stored_root.signed.keys, stored_root.signed.roles,
-               stored_root.signed.ledger)
+    doc = Root(
+        3,
+        stored_root.signed.expires,
+        stored_root.signed.keys,
+        stored_root.signed.roles,
+        stored_root.signed.ledger,
+    )
     (setup.carrier.feeds / "roots" / "3.root.json").write_bytes(Envelope.create(doc, [rogue]).to_bytes())
     rejected(setup, SignatureError, "root v3", when=3)
 
@@ -356,7 +381,9 @@ def play(con: duckdb.DuckDBPyConnection, k: int, start: int, actions: list[str])
     for n, action in enumerate(actions, start=1):
         d = day(n)
         if action == "cancel" and state == "active":
-            con.execute("UPDATE tenures SET tenure_end = ?, end_reason = 'cancel' WHERE tenure_id = ?", [d, tid])
+            con.execute(
+                "UPDATE tenures SET tenure_end = ?, end_reason = 'cancel' WHERE tenure_id = ?", [d, tid]
+            )
             state, end = "frozen", d
         elif action == "restore" and state == "frozen":
             con.execute("UPDATE tenures SET tenure_end = NULL, end_reason = NULL WHERE tenure_id = ?", [tid])
@@ -373,7 +400,9 @@ def play(con: duckdb.DuckDBPyConnection, k: int, start: int, actions: list[str])
             reissue(con, msisdn, tid, new, d, end, released if state == "available" else None)
             tid, state, end, released = new, "active", None, None
         elif action == "port_out" and state == "active":
-            con.execute("UPDATE tenures SET tenure_end = ?, end_reason = 'port_out' WHERE tenure_id = ?", [d, tid])
+            con.execute(
+                "UPDATE tenures SET tenure_end = ?, end_reason = 'port_out' WHERE tenure_id = ?", [d, tid]
+            )
             state = "gone"
         elif action == "port_in" and state == "gone":
             gen += 1
@@ -383,9 +412,12 @@ def play(con: duckdb.DuckDBPyConnection, k: int, start: int, actions: list[str])
 
 
 lives = st.lists(
-    st.tuples(st.integers(min_value=-40, max_value=0),
-              st.lists(st.sampled_from(ACTIONS), min_size=FEED_DAYS, max_size=FEED_DAYS)),
-    min_size=1, max_size=10,
+    st.tuples(
+        st.integers(min_value=-40, max_value=0),
+        st.lists(st.sampled_from(ACTIONS), min_size=FEED_DAYS, max_size=FEED_DAYS),
+    ),
+    min_size=1,
+    max_size=10,
 )
 
 
@@ -408,9 +440,12 @@ def test_client_answers_equal_server_answers(
     numbers = [f"+861390000{k:04d}" for k in range(len(lives))] + ["+8613999999999"]
     dates = [D1 + dt.timedelta(days=i) for i in range(-41, FEED_DAYS, 3)]
     pairs = [(n, d) for n in numbers for d in dates]
-    r = httpx.post(url + "/number-recycling/v0.2/bulk-check",
-                   json={"queries": [{"phoneNumber": n, "specifiedDate": d.isoformat()} for n, d in pairs]},
-                   headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r = httpx.post(
+        url + "/number-recycling/v0.2/bulk-check",
+        json={"queries": [{"phoneNumber": n, "specifiedDate": d.isoformat()} for n, d in pairs]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert r.status_code == 200, r.text
     with LocalFeed(base / "client") as feed:
         for (number, since), server in zip(pairs, r.json()["results"], strict=True):

@@ -14,11 +14,11 @@ import duckdb
 import pytest
 
 from pipelines.config import load_settings
+from pipelines.dev.synth import generate
 from pipelines.layout import Layout
 from pipelines.ledger import audit_log, verify_log
-from pipelines.run import RunContext, run_day
-from pipelines.status import day_status
-from pipelines.synth import generate
+from pipelines.nightly.status import day_status
+from pipelines.nightly.steps import RunContext, run_day
 
 START = dt.date(2026, 3, 1)
 DAYS = 90
@@ -39,7 +39,7 @@ def ninety_nights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     generate(data, START, DAYS, 12, seed=5, defect_rate=0.03, freeze_days=60, suspend_days=10)
     (data / "recycle.toml").write_text(CONFIG.format(data=data))
     settings = load_settings(data / "recycle.toml", env={})
-    ctx = RunContext(simulate_gateways=True, extras={"alerts_mode": "record"})
+    ctx = RunContext(simulate_gateways=True, alerts_mode="record")
     for i in range(DAYS):
         run_day(settings, START + dt.timedelta(days=i), ctx)
     return {"data": data, "settings": settings}
@@ -94,10 +94,14 @@ def test_the_operator_figures_add_up(ninety_nights: dict[str, Any]) -> None:
         con.close()
     # "released" counts the clean releases; total = clean + with exception
     assert life["releases"]["all_time"] == {
-        "total": released, "released": released - excepted, "with_exception": excepted,
+        "total": released,
+        "released": released - excepted,
+        "with_exception": excepted,
     }
     assert (life["reissues"]["all_time"]["total"], life["reissues"]["all_time"]["violations"]) == (
-        reissued, violations)
+        reissued,
+        violations,
+    )
     assert held is not None and life["held"]["now"] == held[0]
     assert released > 0 and reissued > 0
 

@@ -14,8 +14,8 @@ from typing import Any
 import duckdb
 import pytest
 
+from pipelines.dev.synth import generate
 from pipelines.layout import Layout
-from pipelines.synth import generate
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "number_recycling_nightly.py"
 START = dt.date(2026, 9, 1)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-import pipelines.lifecycle  # noqa: F401  (registers the lifecycle tables)
-from pipelines import state
+import pipelines.lifecycle.core  # noqa: F401  (registers the lifecycle tables)
+from pipelines import db
+from pipelines.compliance.report import build_report
 from pipelines.config import Settings
-from pipelines.report import build_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt install chromium)")
@@ -33,7 +33,7 @@ REGION = "(['GD', 'BJ', 'SH', 'ZJ', 'JS'])[1 + i % 5]"
 
 
 def synthetic_month(path: Path) -> None:
-    with state.open_state(path) as con:
+    with db.open_state(path) as con:
         con.execute(f"""
             INSERT INTO tenures SELECT 'T' || i, {NUMBER}, DATE '2020-01-01',
                    DATE '{D0}' + CAST(i % 31 AS INTEGER),
@@ -57,7 +57,7 @@ def synthetic_month(path: Path) -> None:
                    'held', NULL, NULL
             FROM range(0, 600, 13) t(i)""")
         con.execute(f"""
-            INSERT INTO reminders SELECT 'R' || i, 'T' || (i % 600), {NUMBER.replace('i', '(i % 600)')},
+            INSERT INTO reminders SELECT 'R' || i, 'T' || (i % 600), {NUMBER.replace("i", "(i % 600)")},
                    DATE '{D0}', 'offset:0', 1, false, (['sms', 'email', 'letter'])[1 + i % 3], 'a',
                    'zh-CN', DATE '{D0}' + CAST(i % 31 AS INTEGER),
                    (['delivered', 'delivered', 'acknowledged', 'failed', 'sent', 'cancelled'])[1 + i % 6],
@@ -72,10 +72,22 @@ def synthetic_month(path: Path) -> None:
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[bytes]:
     assert CHROMIUM is not None
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *args],
-        capture_output=True, timeout=180, check=True,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
     )
 
 
@@ -84,8 +96,8 @@ def _png_rows(data: bytes, max_rows: int) -> tuple[int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, width, bpp = 8, bytearray(), 0, 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             width, _, depth, colour = struct.unpack(">IIBB", body[:10])
@@ -97,7 +109,7 @@ def _png_rows(data: bytes, max_rows: int) -> tuple[int, int, list[bytes]]:
     raw = zlib.decompressobj().decompress(bytes(idat), (stride + 1) * max_rows)
     rows, prev = [], bytearray(stride)
     for y in range(len(raw) // (stride + 1)):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for x in range(stride):
             a = line[x - bpp] if x >= bpp else 0
             b, c = prev[x], (prev[x - bpp] if x >= bpp else 0)
@@ -118,7 +130,7 @@ def _png_rows(data: bytes, max_rows: int) -> tuple[int, int, list[bytes]]:
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     synthetic_month(tmp_path / "state.duckdb")
-    with state.open_state(tmp_path / "state.duckdb", read_only=True) as con:
+    with db.open_state(tmp_path / "state.duckdb", read_only=True) as con:
         summary = build_report(con, Settings(), D0, D0 + dt.timedelta(days=30), tmp_path / "report")
     assert summary.headline["released"] == 400
     url = summary.html.resolve().as_uri()
@@ -129,12 +141,13 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert len(data) > 100_000, f"screenshot of {len(data)} bytes: the page did not render"
     width, bpp, rows = _png_rows(data, 900)  # headline cards and the first chart
     assert width == 1400 and len(rows) == 900
-    colours = {row[x:x + 3] for row in rows[::3] for x in range(0, width * bpp, bpp * 3)}
+    colours = {row[x : x + 3] for row in rows[::3] for x in range(0, width * bpp, bpp * 3)}
     assert len(colours) > 40, f"only {len(colours)} colours: a blank or unstyled page"
     assert any(len(set(row)) > 3 for row in rows[600:900]), "no chart drawn below the cards"
 
-    dom = _chromium("--virtual-time-budget=10000", "--dump-dom", url,
-                    profile=tmp_path / "profile2").stdout.decode("utf-8")
+    dom = _chromium(
+        "--virtual-time-budget=10000", "--dump-dom", url, profile=tmp_path / "profile2"
+    ).stdout.decode("utf-8")
     charts = re.findall(r'id="(chart-[a-z]+)"', dom)
     assert charts == ["chart-daily", "chart-funnel", "chart-days", "chart-effective"]
     for chart, body in zip(charts, re.split(r'id="chart-[a-z]+"', dom)[1:], strict=True):

@@ -22,20 +22,20 @@ import httpx
 import pytest
 import uvicorn
 
-import pipelines.lifecycle  # noqa: F401 - registers the lifecycle tables
-from pipelines.client import verify_receipt
+import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
+from pipelines.client.pull import verify_receipt
 from pipelines.config import Settings, load_settings
+from pipelines.db import open_state
 from pipelines.errors import TamperedFileError
-from pipelines.feeds import load_root, publish_feed
+from pipelines.feeds.publish import load_root, publish_feed
+from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
 from pipelines.ledger.entries import CanonicalValue, EntryType, PreparedEntry
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
-from pipelines.platforms import TokenStore
-from pipelines.server import create_app, openapi_bytes
-from pipelines.snapshot import publish_snapshot
-from pipelines.state import open_state
+from pipelines.server.app import create_app, openapi_bytes
+from pipelines.server.platforms import TokenStore
 
 OPENAPI = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
 NOW = dt.datetime(2026, 11, 28, 9, 30, tzinfo=dt.UTC)
@@ -52,8 +52,14 @@ NEVER = "+8613899999999"  # never ours
 ALL_NUMBERS = (SAME, REISSUED, FROZEN, PORTED, SUSPENDED, NEVER)
 
 
-def tenure(con: duckdb.DuckDBPyConnection, tid: str, msisdn: str, start: str,
-           end: str | None = None, reason: str | None = None) -> None:
+def tenure(
+    con: duckdb.DuckDBPyConnection,
+    tid: str,
+    msisdn: str,
+    start: str,
+    end: str | None = None,
+    reason: str | None = None,
+) -> None:
     con.execute(
         "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
         " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', 'snapshot', ?)",
@@ -65,11 +71,16 @@ def build_state(con: duckdb.DuckDBPyConnection) -> None:
     tenure(con, "T0", "+8613800000009", "2020-01-01")  # the earliest data: data_from = 2020-01-01
     tenure(con, "T1", SAME, "2023-10-09")
     tenure(con, "T2a", REISSUED, "2023-10-09", "2024-02-25", "cancel")
-    con.execute("INSERT INTO releases VALUES (?, 'T2a', '2024-02-25', '2024-05-25', 2, false, '2024-05-25', 'GD')",
-                [REISSUED])
+    con.execute(
+        "INSERT INTO releases VALUES (?, 'T2a', '2024-02-25', '2024-05-25', 2, false, '2024-05-25', 'GD')",
+        [REISSUED],
+    )
     tenure(con, "T2b", REISSUED, "2024-09-21")
-    con.execute("INSERT INTO reissues VALUES (?, 'T2a', 'T2b', '2024-09-21', '2024-02-25', '2024-05-25', false,"
-                " '2024-09-21', 'GD', 'f', 1)", [REISSUED])
+    con.execute(
+        "INSERT INTO reissues VALUES (?, 'T2a', 'T2b', '2024-09-21', '2024-02-25', '2024-05-25', false,"
+        " '2024-09-21', 'GD', 'f', 1)",
+        [REISSUED],
+    )
     tenure(con, "T3", FROZEN, "2022-01-01", "2026-10-01", "cancel")
     tenure(con, "T4", PORTED, "2021-01-01", "2025-03-01", "port_out")
     tenure(con, "T5", SUSPENDED, "2021-06-01")
@@ -85,8 +96,15 @@ class World:
 
 @contextmanager
 def serving(app: object) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",  # type: ignore[arg-type]
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",  # type: ignore[arg-type]
+            access_log=False,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -116,8 +134,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with open_state(Layout(settings.data_dir).state_db) as con:
         build_state(con)
         # 300 earlier entries, so the ledger has a full tile and a partial one
-        ledger.append([PreparedEntry(f"earlier:{i}", EntryType.FEED_MANIFEST,
-                                     CanonicalValue.build(seq=i)) for i in range(300)])
+        ledger.append(
+            [
+                PreparedEntry(f"earlier:{i}", EntryType.FEED_MANIFEST, CanonicalValue.build(seq=i))
+                for i in range(300)
+            ]
+        )
         publish_feed(settings, D, con, ledger)
         publish_snapshot(settings, D, con)
     ledger.close()
@@ -135,8 +157,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(settings, url, tokens, app)
 
 
-def post(world: World, path: str, body: object, token: str | None = "bank",
-         headers: dict[str, str] | None = None) -> httpx.Response:
+def post(
+    world: World, path: str, body: object, token: str | None = "bank", headers: dict[str, str] | None = None
+) -> httpx.Response:
     h = dict(headers or {})
     if token is not None:
         h["Authorization"] = f"Bearer {world.tokens.get(token, token)}"
@@ -214,15 +237,22 @@ def test_invalid_correlator_is_refused(world: World) -> None:
 
 def test_tokens_and_scopes(world: World) -> None:
     assert check(world, SAME, "2024-01-01", token=None).json()["code"] == "UNAUTHENTICATED"
-    r = httpx.post(world.url + CHECK, json={"phoneNumber": SAME, "specifiedDate": "2024-01-01"},
-                   headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    r = httpx.post(
+        world.url + CHECK,
+        json={"phoneNumber": SAME, "specifiedDate": "2024-01-01"},
+        headers={"Authorization": "Basic Zm9vOmJhcg=="},
+    )
     assert r.status_code == 401
     r = check(world, SAME, "2024-01-01", token="nrp_wrong-token")
     assert (r.status_code, r.json()["code"]) == (403, "PERMISSION_DENIED")
     assert check(world, SAME, "2024-01-01", token="checker").status_code == 200
-    r = post(world, BULK, {"queries": [{"phoneNumber": SAME, "specifiedDate": "2024-01-01"}]}, token="checker")
+    r = post(
+        world, BULK, {"queries": [{"phoneNumber": SAME, "specifiedDate": "2024-01-01"}]}, token="checker"
+    )
     assert (r.status_code, r.json()["code"]) == (403, "PERMISSION_DENIED")
-    r = httpx.get(world.url + "/feeds/root.json", headers={"Authorization": f"Bearer {world.tokens['checker']}"})
+    r = httpx.get(
+        world.url + "/feeds/root.json", headers={"Authorization": f"Bearer {world.tokens['checker']}"}
+    )
     assert r.status_code == 403
     assert httpx.get(world.url + "/feeds/root.json").status_code == 401
 
@@ -270,14 +300,20 @@ def test_bulk_check_answers_and_signs_a_receipt(world: World) -> None:
     assert doc["counts"] == {"yes": 2, "no": 4, "no_data": 3}
     root = load_root(world.settings)
     assert root is not None
-    receipt = verify_receipt(doc["receipt"], root.signed, [p for p, _ in pairs], [d for _, d in pairs],
-                             doc["results"])
+    receipt = verify_receipt(
+        doc["receipt"], root.signed, [p for p, _ in pairs], [d for _, d in pairs], doc["results"]
+    )
     assert receipt.platform == "bank" and receipt.pairs == 9 and receipt.snapshot_date == D
     assert receipt.feed_seq == 1 and receipt.checkpoint is not None
     assert receipt.checkpoint.startswith(world.settings.ledger.origin + "\n301\n")
     with pytest.raises(TamperedFileError):
-        verify_receipt(doc["receipt"], root.signed, [p for p, _ in pairs], [d for _, d in pairs],
-                       ["no", *doc["results"][1:]])
+        verify_receipt(
+            doc["receipt"],
+            root.signed,
+            [p for p, _ in pairs],
+            [d for _, d in pairs],
+            ["no", *doc["results"][1:]],
+        )
 
     csv = "phoneNumber,specifiedDate\n" + "".join(f"{p},{d}\n" for p, d in pairs)
     r2 = post(world, BULK, csv.encode(), headers={"Content-Type": "text/csv"})
@@ -286,8 +322,12 @@ def test_bulk_check_answers_and_signs_a_receipt(world: World) -> None:
 
 
 def test_bulk_rejects_bad_rows_and_oversize_requests(world: World) -> None:
-    bad = {"queries": [{"phoneNumber": SAME, "specifiedDate": "2024-01-01"},
-                       {"phoneNumber": SAME, "specifiedDate": "2024-02-30"}]}
+    bad = {
+        "queries": [
+            {"phoneNumber": SAME, "specifiedDate": "2024-01-01"},
+            {"phoneNumber": SAME, "specifiedDate": "2024-02-30"},
+        ]
+    }
     r = post(world, BULK, bad)
     assert r.status_code == 400 and "query 2" in r.json()["message"]
     r = post(world, BULK, {"queries": [{"phoneNumber": "138", "specifiedDate": "2024-01-01"}]})
@@ -303,11 +343,16 @@ def test_bulk_rejects_bad_rows_and_oversize_requests(world: World) -> None:
 def test_static_files_have_etags_and_cache_headers(world: World) -> None:
     auth = {"Authorization": f"Bearer {world.tokens['bank']}"}
     r = httpx.get(world.url + "/feeds/root.json", headers=auth)
-    assert r.status_code == 200 and r.content == (Layout(world.settings.data_dir).feeds_dir / "root.json").read_bytes()
+    assert (
+        r.status_code == 200
+        and r.content == (Layout(world.settings.data_dir).feeds_dir / "root.json").read_bytes()
+    )
     etag = r.headers["etag"]
     again = httpx.get(world.url + "/feeds/root.json", headers={**auth, "If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
-    assert "max-age=60" in httpx.get(world.url + "/feeds/timestamp.json", headers=auth).headers["cache-control"]
+    assert (
+        "max-age=60" in httpx.get(world.url + "/feeds/timestamp.json", headers=auth).headers["cache-control"]
+    )
     daily = httpx.get(world.url + f"/feeds/daily/{D}/recycled.parquet", headers=auth)
     assert daily.status_code == 200 and "immutable" in daily.headers["cache-control"]
 
@@ -320,8 +365,12 @@ def test_static_files_have_etags_and_cache_headers(world: World) -> None:
     assert bundle.status_code == 200 and bundle.headers["cache-control"].endswith("immutable")
     partial = httpx.get(world.url + "/ledger/tile/0/001.p/45")
     assert partial.status_code == 200 and partial.headers["cache-control"] == "public, max-age=60"
-    assert httpx.get(world.url + "/ledger/tile/0/000",
-                     headers={"If-None-Match": full.headers["etag"]}).status_code == 304
+    assert (
+        httpx.get(
+            world.url + "/ledger/tile/0/000", headers={"If-None-Match": full.headers["etag"]}
+        ).status_code
+        == 304
+    )
 
 
 def raw_get(world: World, path: str, token: str | None = None) -> int:
@@ -359,7 +408,9 @@ def test_path_traversal_is_impossible(world: World, path: str) -> None:
 
 def test_audit_log_records_everything_without_full_numbers(world: World) -> None:
     check(world, REISSUED, "2023-12-22", headers={"x-correlator": "audit-1"})
-    httpx.get(world.url + "/feeds/timestamp.json", headers={"Authorization": f"Bearer {world.tokens['bank']}"})
+    httpx.get(
+        world.url + "/feeds/timestamp.json", headers={"Authorization": f"Bearer {world.tokens['bank']}"}
+    )
     world.app_holder.state.audit.flush()  # type: ignore[attr-defined]
     audit_dir = world.settings.data_dir / "server" / "audit"
     text = "".join(p.read_text() for p in audit_dir.glob("*.jsonl"))
@@ -376,9 +427,13 @@ def test_audit_log_records_everything_without_full_numbers(world: World) -> None
 def test_server_switches_to_a_new_snapshot(world: World, tmp_path: Path) -> None:
     assert check(world, SAME, "2024-01-01").json() == {"phoneNumberRecycled": False}
     with open_state(Layout(world.settings.data_dir).state_db) as con:
-        con.execute("UPDATE tenures SET tenure_end = '2026-11-20', end_reason = 'cancel' WHERE tenure_id = 'T1'")
-        con.execute("INSERT INTO releases VALUES (?, 'T1', '2026-11-20', '2026-11-28', 0, true, '2026-11-28', 'GD')",
-                    [SAME])
+        con.execute(
+            "UPDATE tenures SET tenure_end = '2026-11-20', end_reason = 'cancel' WHERE tenure_id = 'T1'"
+        )
+        con.execute(
+            "INSERT INTO releases VALUES (?, 'T1', '2026-11-20', '2026-11-28', 0, true, '2026-11-28', 'GD')",
+            [SAME],
+        )
         report = publish_snapshot(world.settings, D + dt.timedelta(days=1), con)
     assert report.switched
     deadline = time.monotonic() + 10
@@ -391,7 +446,7 @@ def test_server_switches_to_a_new_snapshot(world: World, tmp_path: Path) -> None
 def test_committed_openapi_is_current(world: World) -> None:
     current = openapi_bytes(world.app_holder)  # type: ignore[arg-type]
     assert OPENAPI.read_bytes() == current, (
-        "schemas/openapi.json is stale: .venv/bin/python -m pipelines.server --openapi > schemas/openapi.json"
+        "schemas/openapi.json is stale: .venv/bin/python -m pipelines.server.app --openapi > schemas/openapi.json"
     )
     doc = json.loads(current)
     op = doc["paths"]["/number-recycling/v0.2/check"]["post"]

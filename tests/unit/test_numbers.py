@@ -7,8 +7,14 @@ from pipelines.numbers import mask, mask_contact, normalise
 
 @pytest.mark.parametrize(
     "raw",
-    ["13812345678", "+8613812345678", "008613812345678", "138 1234 5678", "138-1234-5678",
-     "１３８１２３４５６７８"],
+    [
+        "13812345678",
+        "+8613812345678",
+        "008613812345678",
+        "138 1234 5678",
+        "138-1234-5678",
+        "１３８１２３４５６７８",
+    ],
 )
 def test_normalise_cn_mobile_forms(raw: str) -> None:
     assert normalise(raw, "CN") == "+8613812345678"

@@ -17,8 +17,6 @@ def env(tmp_path: Path) -> Iterator[LedgerEnv]:
     signer = load_or_create_signer(keys, KEY_NAME)
     store = OpeningsStore.open(tmp_path / "private" / "openings", keys)
     try:
-        yield LedgerEnv(
-            tmp_path, tmp_path / "ledger", keys, tmp_path / "private" / "openings", signer, store
-        )
+        yield LedgerEnv(tmp_path, tmp_path / "ledger", keys, tmp_path / "private" / "openings", signer, store)
     finally:
         store.close()

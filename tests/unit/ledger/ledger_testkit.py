@@ -65,9 +65,7 @@ def tenure_entries(
             "tenure_end": dt.date(2025, 1, 2),
         }
         out.append(
-            PreparedEntry(
-                f"{key}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD")
-            )
+            PreparedEntry(f"{key}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD"))
         )
         for r in range(reminders):
             value = CanonicalValue.build(
@@ -82,12 +80,8 @@ def tenure_entries(
                 )
             )
         if released:
-            value = CanonicalValue.build(
-                base, released_on=dt.date(2025, 4, 2), effective_reminders=reminders
-            )
+            value = CanonicalValue.build(base, released_on=dt.date(2025, 4, 2), effective_reminders=reminders)
             out.append(
-                PreparedEntry(
-                    f"{key}:released", EntryType.RELEASED, value, tenure_key=f"{key}:closed"
-                )
+                PreparedEntry(f"{key}:released", EntryType.RELEASED, value, tenure_key=f"{key}:closed")
             )
     return out

@@ -76,15 +76,11 @@ def test_proofs_and_checkpoints_from_the_api(env: LedgerEnv) -> None:
         cp1 = ledger.publish_checkpoint()
         ledger.append(tenure_entries(50, prefix="u"))
         cp2 = ledger.publish_checkpoint()
-        checkpoint = open_checkpoint(
-            (env.ledger_dir / "checkpoint").read_bytes(), env.signer.vkey, ORIGIN
-        )
+        checkpoint = open_checkpoint((env.ledger_dir / "checkpoint").read_bytes(), env.signer.vkey, ORIGIN)
         assert checkpoint == cp2 == ledger.checkpoint
         for index in (0, 255, 256, cp1.size - 1, cp2.size - 1):
             proof = ledger.inclusion_proof(index)
-            verify_inclusion(
-                leaf_hash(ledger.entry(index).to_bytes()), index, cp2.size, proof, cp2.root
-            )
+            verify_inclusion(leaf_hash(ledger.entry(index).to_bytes()), index, cp2.size, proof, cp2.root)
         old = ledger.inclusion_proof(5, cp1.size)
         verify_inclusion(leaf_hash(ledger.entry(5).to_bytes()), 5, cp1.size, old, cp1.root)
         with pytest.raises(TerminalError, match="publish_checkpoint"):
@@ -113,9 +109,7 @@ def test_a_wiped_ledger_with_a_signer_that_remembers_is_refused(env: LedgerEnv) 
         env.open()
 
 
-def test_an_openings_store_out_of_step_with_the_ledger_is_refused(
-    env: LedgerEnv, tmp_path: Path
-) -> None:
+def test_an_openings_store_out_of_step_with_the_ledger_is_refused(env: LedgerEnv, tmp_path: Path) -> None:
     with env.open() as ledger:
         ledger.append(tenure_entries(2))
         ledger.publish_checkpoint()

@@ -72,17 +72,14 @@ def test_entry_strict_parsing(data: bytes) -> None:
 def test_canonical_value_encoding_is_sorted_length_prefixed_text() -> None:
     v = CanonicalValue.build(msisdn="+8613812345678", channel="sms")
     assert v.to_bytes() == (
-        b"\x00\x00\x00\x07channel\x00\x00\x00\x03sms"
-        b"\x00\x00\x00\x06msisdn\x00\x00\x00\x0e+8613812345678"
+        b"\x00\x00\x00\x07channel\x00\x00\x00\x03sms\x00\x00\x00\x06msisdn\x00\x00\x00\x0e+8613812345678"
     )
     assert VALUE.get("delivered_at") == "2025-01-02T08:30:00Z"
     assert VALUE.get("effective_reminders") == "2"
     assert CanonicalValue.from_bytes(VALUE.to_bytes()) == VALUE
     shanghai = dt.timezone(dt.timedelta(hours=8))
     assert (
-        CanonicalValue.build(sent_at=dt.datetime(2025, 1, 2, 16, 30, 0, 5, tzinfo=shanghai)).get(
-            "sent_at"
-        )
+        CanonicalValue.build(sent_at=dt.datetime(2025, 1, 2, 16, 30, 0, 5, tzinfo=shanghai)).get("sent_at")
         == "2025-01-02T08:30:00.000005Z"
     )
 
@@ -142,8 +139,7 @@ def test_commitment_is_hmac_over_opening_label_and_value() -> None:
     # The label binds the type: the same opening and value under another type differ.
     assert commitment(opening, EntryType.RELEASED_WITH_EXCEPTION, value) != expected
     assert (
-        tenure_ref_for(expected)
-        == hashlib.sha256(b"number-recycling/tenure-ref/v1" + expected).digest()[:16]
+        tenure_ref_for(expected) == hashlib.sha256(b"number-recycling/tenure-ref/v1" + expected).digest()[:16]
     )
     with pytest.raises(TerminalError):
         commitment(bytes(31), EntryType.RELEASED, value)

@@ -28,9 +28,7 @@ def _entries(n: int, start: int = 0) -> list[bytes]:
 
 def _files(ledger_dir: Path) -> set[Tile]:
     root = ledger_dir / "tile"
-    return {
-        Tile.parse(p.relative_to(ledger_dir).as_posix()) for p in root.rglob("*") if p.is_file()
-    }
+    return {Tile.parse(p.relative_to(ledger_dir).as_posix()) for p in root.rglob("*") if p.is_file()}
 
 
 def test_70000_entries_in_batches_match_the_reference_tree(tmp_path: Path) -> None:
@@ -53,9 +51,7 @@ def test_70000_entries_in_batches_match_the_reference_tree(tmp_path: Path) -> No
     for end in batch_ends:
         assert {t for t in tiles_for_size(end, entries=True) if t.is_partial} <= files
     assert (tmp_path / "tile/2/000.p/1").read_bytes() == tree.node(16, 0)
-    assert (tmp_path / "tile/1/001.p/17").read_bytes() == b"".join(
-        tree.node(8, 256 + i) for i in range(17)
-    )
+    assert (tmp_path / "tile/1/001.p/17").read_bytes() == b"".join(tree.node(8, 256 + i) for i in range(17))
     assert decode_bundle((tmp_path / "tile/entries/005").read_bytes(), 256) == entries[1280:1536]
     assert decode_bundle((tmp_path / "tile/entries/273.p/112").read_bytes(), 112) == entries[69888:]
 
@@ -118,11 +114,7 @@ def test_crash_between_tiles_and_checkpoint_then_reopen_and_append(env: LedgerEn
         assert (env.ledger_dir / PENDING_FILE).exists()
         lost_size = ledger.size
     # "Crash": the process ends without publish_checkpoint.
-    stale = {
-        t
-        for t in _files(env.ledger_dir)
-        if t not in set(tiles_for_size(published.size, entries=True))
-    }
+    stale = {t for t in _files(env.ledger_dir) if t not in set(tiles_for_size(published.size, entries=True))}
     assert any(t.width == lost_size % 256 for t in stale)
     with env.open() as ledger:
         assert ledger.size == published.size

@@ -34,9 +34,7 @@ def test_hasher_known_answers() -> None:
     assert leaf_hash(b"").hex() == h["empty_leaf"]
     assert leaf_hash(h["leaf"]["data_ascii"].encode()).hex() == h["leaf"]["hash"]
     node = h["node"]
-    assert (
-        node_hash(node["left_ascii"].encode(), node["right_ascii"].encode()).hex() == node["hash"]
-    )
+    assert node_hash(node["left_ascii"].encode(), node["right_ascii"].encode()).hex() == node["hash"]
 
 
 @pytest.mark.parametrize("size", range(9))
@@ -63,9 +61,7 @@ def test_consistency_vectors_are_built_and_verified(vec: dict[str, int | list[st
     verify_consistency(s1, s2, proof, ROOTS[s1 - 1], ROOTS[s2 - 1])
 
 
-def _corrupt_inclusion(
-    index: int, size: int, proof: list[bytes], root: bytes, leaf: bytes
-) -> list[tuple]:
+def _corrupt_inclusion(index: int, size: int, proof: list[bytes], root: bytes, leaf: bytes) -> list[tuple]:
     """The probes of Go's corruptInclusionProof (verify_test.go)."""
     probes = [
         (index - 1, size, root, leaf, proof),
@@ -214,6 +210,4 @@ def test_generated_proofs_verify_for_every_pair_up_to_70() -> None:
             proof = inclusion_path(tree, index, size)
             assert root_from_inclusion(tree.leaves[index], index, size, proof) == roots[size]
         for old in range(0, size + 1):
-            verify_consistency(
-                old, size, consistency_path(tree, old, size), roots[old], roots[size]
-            )
+            verify_consistency(old, size, consistency_path(tree, old, size), roots[old], roots[size])

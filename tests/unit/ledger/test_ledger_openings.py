@@ -65,9 +65,7 @@ def test_erase_shreds_one_entry_and_keeps_the_rest(tmp_path: Path) -> None:
         store.put(rows)
         store.compact()
         keys_file = tmp_path / "store" / "openings-keys.duckdb"
-        [(wrapped,)] = store._con.execute(
-            "SELECT wrapped_key FROM dk.data_keys WHERE idx = 5"
-        ).fetchall()
+        [(wrapped,)] = store._con.execute("SELECT wrapped_key FROM dk.data_keys WHERE idx = 5").fetchall()
         assert bytes(wrapped) in keys_file.read_bytes()
         store.erase(5)
         with pytest.raises(OpeningErasedError):

@@ -23,11 +23,7 @@ def test_key_files_are_created_once_private_and_in_note_format(tmp_path: Path) -
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert key_file.read_text().startswith(f"PRIVATE+KEY+{KEY_NAME}+{s1.key_id.hex()}+A")
     vkey = (tmp_path / "keys" / "carrier.example_number-recycling.vkey").read_text().strip()
-    assert (
-        Verifier.from_vkey(vkey).public_key
-        == s1.public_key
-        == Verifier.from_vkey(s1.vkey).public_key
-    )
+    assert Verifier.from_vkey(vkey).public_key == s1.public_key == Verifier.from_vkey(s1.vkey).public_key
     s2 = load_or_create_signer(tmp_path / "keys", KEY_NAME)
     assert s2.public_key == s1.public_key
     assert isinstance(s1, Signer)
@@ -75,9 +71,7 @@ def test_guard_accepts_extensions_and_reruns_and_refuses_forks(tmp_path: Path) -
     other = _tree(15)
     other.leaves[3] = other.leaves[4]  # history rewritten below the signed size
     with pytest.raises(InconsistentCheckpointError):
-        s.sign_checkpoint(
-            Checkpoint(ORIGIN, 15, root_of(other.leaves)), consistency_path(other, 12, 15)
-        )
+        s.sign_checkpoint(Checkpoint(ORIGIN, 15, root_of(other.leaves)), consistency_path(other, 12, 15))
     assert s.last_signed(ORIGIN) == note12  # refusals change nothing
     # The state survives a new process (it is on disk beside the key).
     again = load_or_create_signer(tmp_path, KEY_NAME)

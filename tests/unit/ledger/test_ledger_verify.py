@@ -94,9 +94,7 @@ def test_evidence_bundle_verifies_offline_and_every_byte_matters(
             ledger.index_of("b3-0:released"),
         ]
         assert None not in wanted
-        index_json = ledger.write_evidence(
-            [i for i in wanted if i is not None], tmp_path / "evidence"
-        )
+        index_json = ledger.write_evidence([i for i in wanted if i is not None], tmp_path / "evidence")
     doc = json.loads(index_json.read_text())
     assert [e["type"] for e in doc["entries"]] == [
         "tenure_closed",
@@ -147,15 +145,11 @@ def test_audit_from_the_public_log(env: LedgerEnv) -> None:
         *tenure_entries(3, reminders=2),  # compliant
         *tenure_entries(1, reminders=1, prefix="thin"),  # released after one reminder: offending
         PreparedEntry("late:closed", EntryType.TENURE_CLOSED, value),
-        PreparedEntry(
-            "late:exc", EntryType.RELEASED_WITH_EXCEPTION, value, tenure_key="late:closed"
-        ),
+        PreparedEntry("late:exc", EntryType.RELEASED_WITH_EXCEPTION, value, tenure_key="late:closed"),
         PreparedEntry("orphan:released", EntryType.RELEASED, value, tenure_ref=bytes(range(16))),
         PreparedEntry("viol", EntryType.REISSUE_VIOLATION, value, tenure_key="late:closed"),
         # A reminder logged after the release does not count for it.
-        PreparedEntry(
-            "thin0:eff-late", EntryType.REMINDER_EFFECTIVE, value, tenure_key="thin0:closed"
-        ),
+        PreparedEntry("thin0:eff-late", EntryType.REMINDER_EFFECTIVE, value, tenure_key="thin0:closed"),
     ]
     with env.open() as ledger:
         ledger.append(entries)

@@ -1,0 +1,737 @@
+"""Platforms close the loop: acknowledgements, proof of notification, and the new holder's view.
+
+A platform reports per number what it did about accounts bound to it: ``unbound``,
+``no_account`` or ``step_up_enabled``. Reports arrive through ``POST
+/number-recycling/v0.2/acknowledgements`` (JSON or CSV) or as a CSV file the operator imports
+(``recycle acks import``); both go through :func:`read_acknowledgements` and
+:func:`validate_acknowledgements` (all or nothing) and are kept by :class:`AckStore` in
+``<data>/server/acknowledgements.sqlite``, beside the token store and never in the nightly
+state file.
+
+:func:`notification_evidence` answers the court's questions about one number from three
+records: the published daily feed files (which feed days listed it), the server's audit log
+(which platform downloaded a file that listed it, when, and the file's SHA-256), and the
+stored acknowledgements (what each platform said it did, and when). :func:`new_owner_view`
+gives the number's current holder counts only, nothing about the prior holder.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from pipelines.config import Settings
+from pipelines.errors import DataContractError, TerminalError, TransientError
+from pipelines.feeds.publish import DAILY_CSV, DAILY_PARQUET, SNAPSHOT_DAYS, FeedPaths
+from pipelines.feeds.query_snapshot import TENURES, current_snapshot_dir
+from pipelines.feeds.wire import Envelope, Manifest, sha256_hex
+from pipelines.numbers import mask
+from pipelines.server.platforms import FEED_DOWNLOADS, PHONE_PATTERN, server_dir
+
+STATUSES = ("unbound", "no_account", "step_up_enabled")
+MAX_ACK_ITEMS = 100_000  # per HTTP request; an operator import has no limit
+CSV_HEADER = ("phone_number", "status", "feed_date", "observed_at")
+JSON_FIELDS = ("phoneNumber", "status", "feedDate", "observedAt")
+# A platform's clock may run a little ahead of ours; more than this is a wrong observedAt.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+ACK_DB = "acknowledgements.sqlite"
+
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339_RE = re.compile(_RFC3339)
+_PHONE_RE = re.compile(PHONE_PATTERN)
+_DAY_FILE = re.compile(r"\d{4}-\d{2}-\d{2}\.jsonl")
+_UTC_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_BOM = b"\xef\xbb\xbf"
+_STRING_STRUCT = pa.struct([(name, pa.string()) for name in JSON_FIELDS])
+
+
+def utc_text(at: dt.datetime) -> str:
+    """RFC 3339 in UTC with microseconds (``2026-11-28T09:30:00.000000Z``): sorts as text."""
+    return at.astimezone(dt.UTC).strftime(_UTC_FORMAT)
+
+
+# --------------------------------------------------------------------------- reading and validation
+
+
+@dataclass(frozen=True)
+class AckUpload:
+    """Acknowledgements as uploaded, before validation: four nullable string columns
+    (``CSV_HEADER``), and the form they came in, which decides how an item is named in errors."""
+
+    rows: pa.Table
+    form: Literal["json", "csv"]
+
+    def where(self, i: int) -> str:
+        """Item ``i`` (0-based) as the uploader counts: ``item 17`` (JSON) or ``line 18`` (CSV)."""
+        return f"item {i + 1}" if self.form == "json" else f"line {i + 2}"
+
+    def field(self, column: str) -> str:
+        return JSON_FIELDS[CSV_HEADER.index(column)] if self.form == "json" else column
+
+
+def read_acknowledgements(body: bytes, content_type: str) -> AckUpload:
+    """Parse an upload: ``text/csv`` with the header ``phone_number,status,feed_date,observed_at``,
+    otherwise JSON ``{"acknowledgements": [{"phoneNumber", "status", "feedDate"?, "observedAt"?}]}``.
+
+    Raises :class:`DataContractError` naming the item or line that breaks the shape.
+    """
+    if content_type.split(";")[0].strip().lower() == "text/csv":
+        return AckUpload(_read_csv(body), "csv")
+    return AckUpload(_read_json(body), "json")
+
+
+def _read_json(body: bytes) -> pa.Table:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise DataContractError("the request body is not valid JSON") from None
+    if (
+        not isinstance(doc, dict)
+        or set(doc) != {"acknowledgements"}
+        or not isinstance(doc["acknowledgements"], list)
+    ):
+        raise DataContractError(
+            'the body must be {"acknowledgements": [{"phoneNumber", "status", '
+            '"feedDate", "observedAt"}, ...]}'
+        )
+    items: list[Any] = doc["acknowledgements"]
+    not_object = next((i for i, item in enumerate(items) if not isinstance(item, dict)), None)
+    if not_object is not None:
+        raise DataContractError(f"item {not_object + 1}: each acknowledgement must be a JSON object")
+    unknown = set().union(*items) - set(JSON_FIELDS)
+    if unknown:
+        i = next(i for i, item in enumerate(items) if set(item) - set(JSON_FIELDS))
+        names = ", ".join(sorted(str(k) for k in set(items[i]) - set(JSON_FIELDS)))
+        raise DataContractError(f"item {i + 1}: unknown field(s) {names}; allowed: {', '.join(JSON_FIELDS)}")
+    try:
+        array = pa.array(items, type=_STRING_STRUCT)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        i, name = next(
+            (
+                (i, k)
+                for i, item in enumerate(items)
+                for k, v in item.items()
+                if v is not None and not isinstance(v, str)
+            ),
+            (0, "every field"),
+        )
+        raise DataContractError(f"item {i + 1}: {name} must be a string") from None
+    return pa.Table.from_struct_array(array).rename_columns(list(CSV_HEADER))
+
+
+def _read_csv(body: bytes) -> pa.Table:
+    data = body.removeprefix(_BOM)
+    header = data.split(b"\n", 1)[0].rstrip(b"\r").replace(b" ", b"")
+    if header != ",".join(CSV_HEADER).encode():
+        raise DataContractError(f"the CSV must start with the header line {','.join(CSV_HEADER)}")
+    if not data.split(b"\n", 1)[1:] or not data.split(b"\n", 1)[1].strip():
+        return pa.table({name: pa.array([], pa.string()) for name in CSV_HEADER})
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(skip_rows=1, column_names=list(CSV_HEADER)),
+            # Blank lines are kept (and refused) so that row i is always line i + 2.
+            parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(CSV_HEADER, pa.string()),
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise DataContractError(_first_bad_csv_line(data) or f"the CSV cannot be read: {exc}") from None
+    columns = {}
+    for name in CSV_HEADER:
+        trimmed = pc.utf8_trim_whitespace(table.column(name))
+        columns[name] = pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+    return pa.table(columns)
+
+
+def _first_bad_csv_line(data: bytes) -> str | None:
+    """Only on the error path: the first line Arrow refused, told the way an operator fixes it."""
+    lines = data.split(b"\n")
+    for n, raw in enumerate(lines[1:], start=2):
+        line = raw.rstrip(b"\r")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"line {n}: not UTF-8"
+        if not text.strip():
+            if n == len(lines):
+                continue  # after the newline that ends the last line
+            return f"line {n}: blank line; remove it"
+        fields = next(csv.reader([text]))
+        if len(fields) != len(CSV_HEADER):
+            return f"line {n}: expected {len(CSV_HEADER)} fields ({','.join(CSV_HEADER)}), got {len(fields)}"
+    return None
+
+
+def validate_acknowledgements(
+    upload: AckUpload, *, published: Collection[dt.date], now: dt.datetime
+) -> pa.Table:
+    """Check every item; return the acknowledgements normalised, or raise for the first bad one.
+
+    Rules: the number is E.164 (``PHONE_PATTERN``); status is one of :data:`STATUSES`;
+    feed date, when given, is a published feed day; observed at, when given, is an RFC 3339
+    date-time with a zone offset, not later than ``now`` (+ :data:`CLOCK_SKEW`). The result has
+    columns ``msisdn, status, feed_date`` (``YYYY-MM-DD`` or null) ``, observed_at`` (UTC text
+    or null). Raises :class:`DataContractError` naming the item (JSON: ``item N``, 1-based) or
+    line (CSV: ``line N``, header = line 1), what is wrong, and how many items are bad.
+    """
+    rows = upload.rows
+    if rows.num_rows == 0:
+        raise DataContractError("the upload holds no acknowledgements")
+    phone, status, feed, observed = (rows.column(name) for name in CSV_HEADER)
+    days = pa.array(sorted(d.isoformat() for d in published), pa.string())
+    ok_phone = pc.fill_null(pc.match_substring_regex(phone, PHONE_PATTERN), False)
+    ok_status = pc.fill_null(pc.is_in(status, value_set=pa.array(STATUSES)), False)
+    ok_feed = pc.or_kleene(pc.is_null(feed), pc.fill_null(pc.is_in(feed, value_set=days), False))
+    shaped = pc.fill_null(pc.match_substring_regex(observed, _RFC3339), False)
+    utc = pa.timestamp("us", tz="UTC")
+    try:
+        # upper case: Arrow reads only 'T' and 'Z', RFC 3339 allows 't' and 'z' too
+        stamps = pc.utf8_upper(pc.if_else(shaped, observed, pa.scalar(None, pa.string()))).cast(utc)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # a calendar-impossible value (2026-02-30T…) somewhere: the error path, row by row
+        stamps = pa.array([None if v is None else _parse_observed(v) for v in observed.to_pylist()], utc)
+    ok_observed = pc.or_kleene(
+        pc.is_null(observed),
+        pc.fill_null(pc.less_equal(stamps, pa.scalar(now + CLOCK_SKEW, utc)), False),
+    )
+    ok = pc.and_(pc.and_(ok_phone, ok_status), pc.and_(ok_feed, ok_observed))
+    if not pc.all(ok).as_py():
+        bad = pc.invert(ok)
+        first = pc.index(bad, True).as_py()
+        count = pc.sum(bad).as_py()
+        item = {name: rows.column(name)[first].as_py() for name in CSV_HEADER}
+        problems = _problems(upload, item, set(days.to_pylist()), now)
+        others = f"; {count} item(s) in all are invalid" if count > 1 else ""
+        raise DataContractError(
+            f"{upload.where(first)}: {'; '.join(problems)}{others}; "
+            "nothing was stored, fix and resend the whole upload"
+        )
+    return pa.table(
+        {
+            "msisdn": phone,
+            "status": status,
+            "feed_date": feed,
+            "observed_at": pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ"),  # %S carries the microseconds
+        }
+    )
+
+
+def _parse_observed(value: str) -> dt.datetime | None:
+    if not _RFC3339_RE.match(value):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.upper())
+    except ValueError:
+        return None
+
+
+def _observed_problem(value: str, now: dt.datetime) -> str | None:
+    if not _RFC3339_RE.match(value):
+        return "must be an RFC 3339 date-time with a time zone, e.g. 2026-11-27T10:00:00+08:00"
+    at = _parse_observed(value)
+    if at is None:
+        return "is not a real date and time"
+    if at > now + CLOCK_SKEW:
+        return "is in the future"
+    return None
+
+
+def _problems(upload: AckUpload, item: dict[str, Any], days: set[str], now: dt.datetime) -> list[str]:
+    """What is wrong with one item, in words (the error path only)."""
+    out = []
+    phone, status, feed, observed = (item[name] for name in CSV_HEADER)
+    if phone is None:
+        out.append(f"{upload.field('phone_number')} is missing")
+    elif not _PHONE_RE.fullmatch(phone):
+        # the number is not echoed: error messages end up in logs
+        out.append(f"{upload.field('phone_number')} must be E.164 matching {PHONE_PATTERN}")
+    if status is None:
+        out.append(f"status is missing (one of {', '.join(STATUSES)})")
+    elif status not in STATUSES:
+        out.append(f"status {status[:40]!r} is not one of {', '.join(STATUSES)}")
+    if feed is not None and feed not in days:
+        out.append(f"{upload.field('feed_date')} {feed[:40]!r} is not a published feed day (YYYY-MM-DD)")
+    if observed is not None:
+        problem = _observed_problem(observed, now)
+        if problem is not None:
+            out.append(f"{upload.field('observed_at')} {observed[:40]!r} {problem}")
+    return out
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True)
+class AckReceipt:
+    """What one upload did: items accepted, how many were new, when, and which batch holds them."""
+
+    accepted: int
+    stored: int  # new rows; accepted - stored were already stored (an identical resubmission)
+    received_at: dt.datetime
+    batch_id: int
+    request_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "alreadyStored": self.accepted - self.stored,
+            "receivedAt": utc_text(self.received_at),
+        }
+
+
+def acknowledgements_digest(acks: pa.Table) -> str:
+    """SHA-256 of ``msisdn,status,feed_date,observed_at\\n`` per normalised item, in upload order
+    (empty for a missing value): the same for a JSON upload and its CSV twin."""
+    cols = [pc.fill_null(acks.column(name), "") for name in ("msisdn", "status", "feed_date", "observed_at")]
+    lines = pc.binary_join_element_wise(*cols, ",")
+    return sha256_hex("".join(f"{line}\n" for line in lines.to_pylist()).encode("utf-8"))
+
+
+class AckStore:
+    """Acknowledgements in SQLite, one row per (number, platform, status, feed date).
+
+    A resubmission of the same (platform, number, status, feed date) is stored once, keeping
+    the first ``observed_at`` and ``received_at``. Each upload is also a row of ``ack_batches``
+    (platform, source, time, item count, new rows, digest), so what arrived in which call is
+    on record even when everything in it was already known. Its own file, not the token
+    store's: a write there would drop the server's token cache on every upload.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._con.execute("PRAGMA busy_timeout = 10000")
+        self._con.execute("PRAGMA journal_mode = WAL")  # readers (evidence) never wait for an upload
+        self._con.execute(
+            """
+            CREATE TABLE IF NOT EXISTS ack_batches (
+                batch_id INTEGER PRIMARY KEY,
+                platform TEXT NOT NULL,
+                source TEXT NOT NULL,               -- api | import:<file name>
+                received_at TEXT NOT NULL,
+                items INTEGER NOT NULL,
+                stored INTEGER NOT NULL,
+                request_sha256 TEXT NOT NULL
+            )
+            """
+        )
+        self._con.execute(
+            """
+            CREATE TABLE IF NOT EXISTS acknowledgements (
+                msisdn TEXT NOT NULL,
+                platform TEXT NOT NULL,
+                status TEXT NOT NULL,
+                feed_date TEXT NOT NULL,            -- '' when the platform did not name the feed
+                observed_at TEXT,
+                received_at TEXT NOT NULL,
+                batch_id INTEGER NOT NULL,
+                PRIMARY KEY (msisdn, platform, status, feed_date)
+            ) WITHOUT ROWID
+            """
+        )
+
+    @classmethod
+    def open(cls, data_dir: Path) -> AckStore:
+        return cls(server_dir(data_dir) / ACK_DB)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def add(self, platform: str, acks: pa.Table, received_at: dt.datetime, source: str) -> AckReceipt:
+        """Store validated acknowledgements (:func:`validate_acknowledgements`) in one transaction."""
+        digest = acknowledgements_digest(acks)
+        received = utc_text(received_at)
+        values = zip(
+            acks.column("msisdn").to_pylist(),
+            acks.column("status").to_pylist(),
+            pc.fill_null(acks.column("feed_date"), "").to_pylist(),
+            acks.column("observed_at").to_pylist(),
+            strict=True,
+        )
+        with self._lock:
+            try:
+                self._con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise TransientError(f"{self.path} is busy ({exc}); retry the upload") from exc
+            try:
+                cur = self._con.execute(
+                    "INSERT INTO ack_batches (platform, source, received_at, items, stored, request_sha256)"
+                    " VALUES (?, ?, ?, ?, 0, ?)",
+                    (platform, source, received, acks.num_rows, digest),
+                )
+                batch = int(cur.lastrowid or 0)
+                before = self._con.total_changes
+                self._con.executemany(
+                    "INSERT INTO acknowledgements VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    ((m, platform, s, f, o, received, batch) for m, s, f, o in values),
+                )
+                stored = self._con.total_changes - before
+                self._con.execute("UPDATE ack_batches SET stored = ? WHERE batch_id = ?", (stored, batch))
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        return AckReceipt(acks.num_rows, stored, received_at, batch, digest)
+
+    def for_number(self, msisdn: str) -> list[dict[str, Any]]:
+        """Every acknowledgement about ``msisdn``, ordered by platform, time received, status, feed date."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT a.platform, a.status, a.feed_date, a.observed_at, a.received_at, a.batch_id,"
+                " b.source FROM acknowledgements a JOIN ack_batches b USING (batch_id)"
+                " WHERE a.msisdn = ? ORDER BY a.platform, a.received_at, a.status, a.feed_date",
+                (msisdn,),
+            ).fetchall()
+        return [
+            {
+                "platform": p,
+                "status": s,
+                "feed_date": f or None,
+                "observed_at": o,
+                "received_at": r,
+                "batch": b,
+                "source": src,
+            }
+            for p, s, f, o, r, b, src in rows
+        ]
+
+    def count(self) -> int:
+        with self._lock:
+            row = self._con.execute("SELECT count(*) FROM acknowledgements").fetchone()
+        return int(row[0])
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def _listings(
+    con: duckdb.DuckDBPyConnection, paths: FeedPaths, msisdn: str, since: dt.date | None
+) -> list[dict[str, Any]]:
+    """The feed rows about ``msisdn`` on every published day (from ``since``), in seq order."""
+    days = [d for d in paths.published_days() if since is None or d >= since]
+    if not days:
+        return []
+    files = [str(paths.day_dir(d) / DAILY_PARQUET) for d in days]
+    # Within a day rows are sorted by number, so Parquet row-group statistics skip most of each file.
+    rows = con.execute(
+        r"""
+        SELECT CAST(regexp_extract(filename, '(\d{4}-\d{2}-\d{2})[/\\]recycled\.parquet$', 1) AS DATE)
+                   AS feed_date,
+               event, disconnected_on, released_on, reissued_on, region, seq
+        FROM read_parquet($files, filename = true)
+        WHERE msisdn = $msisdn
+        ORDER BY seq
+        """,
+        {"files": files, "msisdn": msisdn},
+    ).fetchall()
+    keys = ("feed_date", "event", "disconnected_on", "released_on", "reissued_on", "region", "seq")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _daily_paths(day: dt.date) -> list[str]:
+    return [f"/feeds/daily/{day.isoformat()}/{name}" for name in (DAILY_PARQUET, DAILY_CSV)]
+
+
+_SNAPSHOT_PATHS = [f"/feeds/snapshot/{name}" for name in (DAILY_PARQUET, DAILY_CSV)]
+
+
+def _downloads(
+    con: duckdb.DuckDBPyConnection, audit_dir: Path, wanted: list[str], since: dt.date, until: dt.date | None
+) -> list[tuple[str, dt.datetime, str, int, str | None]]:
+    """Successful feed downloads (200, or 304: the platform proved it holds the file) of the
+    ``wanted`` paths, from the audit of UTC days ``since - 1`` .. ``until + 1``: each day's
+    feed-download copy where the audit log kept one, else the whole day's file."""
+    if not audit_dir.is_dir():
+        return []
+    lo = (since - dt.timedelta(days=1)).isoformat()
+    hi = None if until is None else (until + dt.timedelta(days=1)).isoformat()
+    files = []
+    for p in sorted(audit_dir.iterdir()):
+        if _DAY_FILE.fullmatch(p.name) and p.stem >= lo and (hi is None or p.stem <= hi):
+            copy = audit_dir / FEED_DOWNLOADS / p.name
+            files.append(str(copy if copy.exists() else p))
+    if not files:
+        return []
+    # ignore_errors: the server may be half-way through appending the last line of today's file
+    rows = con.execute(
+        """
+        SELECT platform, CAST("at" AS TIMESTAMPTZ) AS at_utc, path, status, sha256
+        FROM read_json($files, format = 'newline_delimited', ignore_errors = true,
+                       columns = {'at': 'VARCHAR', 'platform': 'VARCHAR', 'action': 'VARCHAR',
+                                  'path': 'VARCHAR', 'status': 'INTEGER', 'sha256': 'VARCHAR'})
+        WHERE action = 'download' AND status IN (200, 304) AND platform IS NOT NULL
+          AND list_contains($wanted, path)
+        ORDER BY at_utc, platform, path, status
+        """,
+        {"files": files, "wanted": wanted},
+    ).fetchall()
+    return [(p, at, path, int(status), sha) for p, at, path, status, sha in rows]
+
+
+def _snapshot_versions(paths: FeedPaths, listed: list[dt.date], shas: set[str]) -> dict[str, dt.date]:
+    """Snapshot file SHA-256 -> the feed day whose manifest names it, for the snapshots that can
+    hold a listed day (published on a listed day or up to 399 days after it)."""
+    if not shas or not listed:
+        return {}
+    lo, hi = min(listed), max(listed) + dt.timedelta(days=SNAPSHOT_DAYS - 1)
+    versions: dict[str, dt.date] = {}
+    for day in paths.published_days():
+        if lo <= day <= hi:
+            path = paths.manifest(day)
+            manifest = Envelope.from_bytes(path.read_bytes(), Manifest, str(path)).signed
+            for meta in manifest.snapshot:
+                if meta.sha256 in shas:
+                    versions[meta.sha256] = manifest.feed_date
+    return versions
+
+
+@dataclass(frozen=True)
+class _Notice:
+    platform: str
+    at: dt.datetime
+    path: str
+    status: int
+    sha256: str | None
+    snapshot_of: dt.date | None
+    lists: tuple[dt.date, ...]  # the listing days this download put in the platform's hands
+
+
+def _notices(
+    settings: Settings, con: duckdb.DuckDBPyConnection, listings: list[dict[str, Any]], until: dt.date | None
+) -> list[_Notice]:
+    listed = sorted({row["feed_date"] for row in listings})
+    if not listed:
+        return []
+    paths = FeedPaths.of(settings)
+    wanted = [p for day in listed for p in _daily_paths(day)] + _SNAPSHOT_PATHS
+    rows = _downloads(con, server_dir(settings.data_dir) / "audit", wanted, listed[0], until)
+    shas = {sha for _, _, path, _, sha in rows if path in _SNAPSHOT_PATHS and sha is not None}
+    versions = _snapshot_versions(paths, listed, shas)
+    notices = []
+    for platform, at, path, status, sha in rows:
+        if path in _SNAPSHOT_PATHS:
+            # The rolling snapshot is rewritten daily: only its SHA-256 tells which days it held.
+            of = versions.get(sha) if sha is not None else None
+            if of is None:
+                continue
+            lists = tuple(d for d in listed if of - dt.timedelta(days=SNAPSHOT_DAYS - 1) <= d <= of)
+        else:
+            # daily files never change once published: the path alone names the content
+            of = None
+            lists = (dt.date.fromisoformat(path.split("/")[3]),)
+        if lists:
+            notices.append(_Notice(platform, at, path, status, sha, of, lists))
+    return notices
+
+
+def notification_evidence(settings: Settings, msisdn: str) -> dict[str, Any]:
+    """Was each platform told about ``msisdn`` (E.164), when, and what did it say it did?
+
+    Returns a JSON-serialisable dict in a deterministic order:
+
+    - ``listings``: the feed rows about the number (feed day, event, disconnected_on,
+      released_on, reissued_on, region, seq), from the published daily Parquet files;
+    - ``platforms``: per platform (by name) ``notified`` (per listing day, the first download
+      that put a file listing the number in its hands: a daily file of that day, or a rolling
+      snapshot whose SHA-256 a manifest ties to a day within 400 days after it),
+      ``downloads`` (every such download: time, path, status 200/304, SHA-256, the listing
+      days it covers) and ``acknowledgements`` (status, feed day, observed_at, received_at,
+      batch and source). A platform that acknowledged without a recorded download is listed
+      too, with no downloads.
+
+    Snapshot downloads logged before the audit log carried SHA-256s prove nothing and are left
+    out. The number is in the result in full (the evidence is about it): mask it for display.
+    """
+    paths = FeedPaths.of(settings)
+    with _connect() as con:
+        listings = _listings(con, paths, msisdn, None)
+        notices = _notices(settings, con, listings, None)
+    acks = _acks(settings, msisdn)
+    by_platform: dict[str, dict[str, Any]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        return by_platform.setdefault(
+            name, {"platform": name, "notified": {}, "downloads": [], "acknowledgements": []}
+        )
+
+    for n in notices:
+        e = entry(n.platform)
+        at = utc_text(n.at)
+        e["downloads"].append(
+            {
+                "at": at,
+                "path": n.path,
+                "status": n.status,
+                "sha256": n.sha256,
+                "snapshot_of": None if n.snapshot_of is None else n.snapshot_of.isoformat(),
+                "lists": [d.isoformat() for d in n.lists],
+            }
+        )
+        for day in n.lists:
+            e["notified"].setdefault(
+                day.isoformat(), {"feed_date": day.isoformat(), "first_at": at, "path": n.path}
+            )
+    for ack in acks:
+        entry(ack.pop("platform"))["acknowledgements"].append(ack)
+    platforms = []
+    for name in sorted(by_platform):
+        e = by_platform[name]
+        e["notified"] = [e["notified"][d] for d in sorted(e["notified"])]
+        platforms.append(e)
+    return {
+        "msisdn": msisdn,
+        "listings": [
+            {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()} for row in listings
+        ],
+        "platforms": platforms,
+    }
+
+
+def _acks(settings: Settings, msisdn: str) -> list[dict[str, Any]]:
+    path = server_dir(settings.data_dir) / ACK_DB
+    if not path.exists():
+        return []
+    store = AckStore(path)
+    try:
+        return store.for_number(msisdn)
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- the new holder's view
+
+
+def _tenures(settings: Settings, msisdn: str) -> list[tuple[dt.date, dt.date | None, bool]]:
+    directory = current_snapshot_dir(settings)
+    if directory is None:
+        raise TerminalError(
+            "no query snapshot is published yet; the nightly run publishes one "
+            "(recycle run) before a holder's view can be given"
+        )
+    with _connect() as con:
+        rows = con.execute(
+            "SELECT tenure_start, tenure_end, permanently_disconnected FROM read_parquet($file)"
+            " WHERE msisdn_key = $key ORDER BY tenure_start",
+            {"file": str(directory / TENURES), "key": int(msisdn[1:])},
+        ).fetchall()
+    return [(start, end, bool(perm)) for start, end, perm in rows]
+
+
+def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> dict[str, Any]:
+    """The current holder's view of ``msisdn`` on ``as_of`` (二次号码焕新): counts only.
+
+    The holder's tenure is the one open on ``as_of`` in the latest query snapshot. When the
+    tenure before it ended in a permanent disconnection (the number was recycled), counts
+    are taken from that end date up to ``as_of``: distinct platforms notified (downloaded a
+    feed file listing the number on a feed day since), and distinct platforms that reported
+    each status since (an acknowledgement naming an earlier feed day does not count). Nothing
+    about the prior holder is returned: no dates of the prior tenure and no platform names.
+    Raises :class:`TerminalError` when nobody holds the number on ``as_of``.
+    """
+    if not _PHONE_RE.fullmatch(msisdn):
+        raise TerminalError("the number must be E.164 (+86...); normalise it first")
+    tenures = _tenures(settings, msisdn)
+    holder = [
+        i for i, (start, end, _) in enumerate(tenures) if start <= as_of and (end is None or end > as_of)
+    ]
+    if not holder:
+        raise TerminalError(
+            f"{mask(msisdn)} has no holder on {as_of} in the latest snapshot; "
+            "the view is for the number's current subscriber"
+        )
+    i = holder[-1]
+    view: dict[str, Any] = {
+        "number": mask(msisdn),
+        "as_of": as_of.isoformat(),
+        "holder_since": tenures[i][0].isoformat(),
+        "recycled": False,
+        "platforms_notified": 0,
+        "platforms_acknowledged": 0,
+        **dict.fromkeys(STATUSES, 0),
+    }
+    prior_end = tenures[i - 1][1] if i > 0 else None
+    if prior_end is None or not tenures[i - 1][2]:
+        return view  # the first holder, or a port back in: nothing was recycled
+    view["recycled"] = True
+    with _connect() as con:
+        listings = _listings(con, FeedPaths.of(settings), msisdn, prior_end)
+        notices = _notices(settings, con, listings, as_of)
+    view["platforms_notified"] = len({n.platform for n in notices if n.at.date() <= as_of})
+    since, until = prior_end.isoformat(), as_of.isoformat()
+    confirmed: dict[str, set[str]] = {s: set() for s in STATUSES}
+    for ack in _acks(settings, msisdn):
+        if since <= ack["received_at"][:10] <= until and (
+            ack["feed_date"] is None or ack["feed_date"] >= since
+        ):
+            confirmed[ack["status"]].add(ack["platform"])
+    view["platforms_acknowledged"] = len(set().union(*confirmed.values()))
+    view.update({s: len(confirmed[s]) for s in STATUSES})
+    return view
+
+
+def evidence_lines(evidence: dict[str, Any]) -> Iterable[str]:
+    """The evidence as short human lines, the number masked (``recycle notifications``)."""
+    yield f"number {mask(evidence['msisdn'])}"
+    if not evidence["listings"]:
+        yield "  no published feed day lists this number"
+    for row in evidence["listings"]:
+        yield (
+            f"  listed {row['feed_date']}: {row['event']} (seq {row['seq']}), disconnected_on "
+            f"{row['disconnected_on']}, released_on {row['released_on'] or '-'}, reissued_on "
+            f"{row['reissued_on'] or '-'}"
+        )
+    if not evidence["platforms"]:
+        yield "  no platform downloaded a file listing it or acknowledged it"
+    for p in evidence["platforms"]:
+        yield f"platform {p['platform']}: {len(p['downloads'])} download(s)"
+        for n in p["notified"]:
+            yield f"  notified of {n['feed_date']} at {n['first_at']} ({n['path']})"
+        for a in p["acknowledgements"]:
+            feed = f" for feed {a['feed_date']}" if a["feed_date"] else ""
+            seen = f", observed {a['observed_at']}" if a["observed_at"] else ""
+            yield f"  acknowledged {a['status']}{feed} at {a['received_at']}{seen} ({a['source']})"
+
+
+__all__ = [
+    "CSV_HEADER",
+    "JSON_FIELDS",
+    "MAX_ACK_ITEMS",
+    "STATUSES",
+    "AckReceipt",
+    "AckStore",
+    "AckUpload",
+    "acknowledgements_digest",
+    "evidence_lines",
+    "new_owner_view",
+    "notification_evidence",
+    "read_acknowledgements",
+    "utc_text",
+    "validate_acknowledgements",
+]

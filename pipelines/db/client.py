@@ -1,0 +1,211 @@
+"""The one seam between the package and DuckDB, modelled on dlt's ``sql_client``.
+
+Everything that talks to a DuckDB file goes through here: :func:`connect` / :func:`open_state`
+(the nightly settings, tables created from :mod:`pipelines.db.schema`), :func:`transaction`
+and :func:`nightly_step`, option toggles (:func:`current_options`, :func:`set_options`,
+:func:`duckdb_options`) and literal quoting (:func:`sql_str`). Only the nightly run's writing
+tasks open the state file (DuckDB allows one writer process); the server reads published
+query snapshots instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import duckdb
+
+from pipelines.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipelines.config import Settings
+
+Con = duckdb.DuckDBPyConnection
+
+ENV_MEMORY_LIMIT = "RECYCLE_DUCKDB_MEMORY_LIMIT"
+# A province's night (10M tenures, 1M lifecycle rows) runs in it with a peak RSS under 4 GiB;
+# what does not fit spills to the temp directory instead of failing.
+DEFAULT_MEMORY_LIMIT = "3GB"
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # CPUs this process may run on (cgroups, taskset)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def connect(
+    path: Path,
+    *,
+    read_only: bool = False,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the state file (creating tables when writable) with the nightly run's settings.
+
+    ``memory_limit`` (DuckDB syntax, e.g. ``"3GB"``) defaults to ``$RECYCLE_DUCKDB_MEMORY_LIMIT``,
+    else 3GB; ``threads`` to the CPUs this process may use. DuckDB spills what exceeds the limit
+    to ``<state file>.tmp`` beside the state file, on the data volume.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    limit = memory_limit or os.environ.get(ENV_MEMORY_LIMIT) or DEFAULT_MEMORY_LIMIT
+    n_threads = threads or _usable_cpus()
+    con = duckdb.connect(str(path), read_only=read_only)
+    # SET, not connect(config=...): a second connection to the same file in this process (a
+    # plain duckdb.connect, say) would otherwise be refused for a different configuration.
+    try:
+        con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
+        con.execute(f"SET threads = {int(n_threads)}")
+    except (duckdb.Error, ValueError) as exc:
+        con.close()
+        raise ConfigError(
+            f"DuckDB memory limit {limit!r} or threads {n_threads!r} rejected ({exc}); set "
+            f"{ENV_MEMORY_LIMIT} to a size such as 3GB or 1500MB"
+        ) from exc
+    temp_dir = str(path.with_name(path.name + ".tmp"))
+    if con.execute("SELECT current_setting('temp_directory')").fetchone() != (temp_dir,):
+        con.execute(f"SET temp_directory = {sql_str(temp_dir)}")
+    if not read_only:
+        create_tables(con)
+    return con
+
+
+@contextmanager
+def open_state(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def create_tables(con: Con) -> None:
+    """Create every table of the state file (idempotent): the packages' DDL, in one list."""
+    from pipelines.db.schema import all_ddl
+
+    for stmt in all_ddl():
+        con.execute(stmt)
+
+
+# --------------------------------------------------------------------------- SQL text
+
+
+def sql_str(value: str | Path) -> str:
+    """A SQL string literal (drop-file content never reaches SQL text; config values and paths may)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+@contextmanager
+def transaction(con: Con) -> Iterator[Con]:
+    """One DuckDB transaction: everything a step writes lands together or not at all."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def in_transaction(con: Con) -> bool:
+    """Whether ``con`` is inside an explicit transaction."""
+    # Outside a transaction every statement gets its own transaction id.
+    first = con.execute("SELECT txid_current()").fetchone()
+    return first == con.execute("SELECT txid_current()").fetchone()
+
+
+_Report = TypeVar("_Report")
+
+
+def _set_insertion_order(con: Con, value: str, *, quiet: bool = False) -> None:
+    try:
+        con.execute(f"SET preserve_insertion_order = {value}")
+    except duckdb.Error:
+        if not quiet:
+            raise
+
+
+def nightly_step(
+    step: Callable[[Con, Settings, dt.date], _Report],
+) -> Callable[[Con, Settings, dt.date], _Report]:
+    """Run a step of the night in a transaction, with DuckDB's ``preserve_insertion_order`` off.
+
+    A step works on rows it found by rowid, and rowids hold only within a transaction (a
+    checkpoint may renumber them): called outside one, the step runs in its own, committed
+    when it returns and rolled back when it raises.
+
+    The steps take every order they need from columns (ORDER BY, window orderings, keys),
+    never from the physical order of rows, so DuckDB may insert and build tables on all
+    threads (apply_events about a quarter faster on two cores). The setting is global to the
+    database and is put back afterwards, except when the caller's transaction was aborted by
+    the error (DuckDB refuses any statement there until ROLLBACK): the run fails then anyway.
+    """
+
+    @functools.wraps(step)
+    def run(con: Con, settings: Settings, day: dt.date) -> _Report:
+        own = not in_transaction(con)
+        if own:
+            con.execute("BEGIN TRANSACTION")
+        row = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()
+        before = "true" if row is None or row[0] else "false"
+        _set_insertion_order(con, "false")
+        try:
+            report = step(con, settings, day)
+        except BaseException:
+            if own:
+                con.execute("ROLLBACK")
+            _set_insertion_order(con, before, quiet=True)
+            raise
+        _set_insertion_order(con, before)
+        if own:
+            con.execute("COMMIT")
+        return report
+
+    return run
+
+
+# --------------------------------------------------------------------------- options
+
+
+def current_options(con: Con, *names: str) -> dict[str, object]:
+    """The values of DuckDB options ``names``, to give to :func:`set_options` later."""
+    return {name: con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0] for name in names}
+
+
+def set_options(con: Con, values: Mapping[str, object]) -> None:
+    """SET DuckDB options. They are not transactional: a ROLLBACK does not put them back."""
+    for name, value in values.items():
+        con.execute(f"SET {name} = {_setting_sql(value)}")
+
+
+@contextmanager
+def duckdb_options(con: Con, **values: bool | int | str) -> Iterator[None]:
+    """Set DuckDB options for a block and put the caller's values back after it.
+
+    Not for a block inside a transaction that an error may abort: DuckDB then refuses the SET
+    that puts the values back until the ROLLBACK (use :func:`current_options` and
+    :func:`set_options` around the transaction).
+    """
+    before = current_options(con, *values)
+    try:
+        set_options(con, values)
+        yield
+    finally:
+        set_options(con, before)
+
+
+def _setting_sql(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return sql_str(str(value))

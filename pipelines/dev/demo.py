@@ -1,0 +1,334 @@
+"""`make demo`: a few weeks of synthetic drops, run night by night through the Airflow DAG.
+
+Time is compressed (a 10-day freeze instead of 90) so whole lives — cancel, reminders,
+release, reissue — fit into a few minutes. Everything runs on the embedded default:
+DuckDB state, files under the data directory, Airflow with SQLite metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+DEMO_CONFIG = """\
+# Demo policy: time compressed ~9x so a few weeks show whole lives. Production uses 60-90 days.
+data_dir = "{data_dir}"
+default_region = "CN"
+
+[policy.default]
+freeze_days = 10
+suspend_days = 5
+reminder_offsets = [0, 4, -3]
+min_effective_reminders = 2
+max_hold_days = 4
+"""
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path) -> Iterator[None]:
+    """Send Airflow's own chatter (it writes to fds 1 and 2) to a log file while a run executes."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def prepare_airflow(airflow_home: Path, dags_folder: Path) -> dict[str, str]:
+    """Environment for an embedded Airflow (SQLite metadata) and its migrated database."""
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+    os.environ.update(env)
+    airflow = Path(sys.executable).with_name("airflow")
+    log = airflow_home / "setup.log"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=fh, stderr=fh, env=os.environ)
+        subprocess.run(
+            [str(airflow), "pools", "set", "recycle_state", "1", "DuckDB state: one writer"],
+            check=True,
+            stdout=fh,
+            stderr=fh,
+            env=os.environ,
+        )
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("var/demo"))
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="first logical date (default: so that the last night is yesterday, keeping the "
+        "signed feed fresh for the platform client's expiry check)",
+    )
+    parser.add_argument("--days", type=int, default=21)
+    parser.add_argument("--rows-per-day", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+
+    data: Path = args.data.resolve()
+    start = (
+        dt.date.fromisoformat(args.start)
+        if args.start
+        else dt.date.today() - dt.timedelta(days=args.days)  # demo UI only; runs use logical dates
+    )
+    if data.exists():
+        shutil.rmtree(data)  # the demo always starts from an empty embedded default
+    data.mkdir(parents=True)
+    config = data / "recycle.toml"
+    config.write_text(DEMO_CONFIG.format(data_dir=data), encoding="utf-8")
+    os.environ["RECYCLE_CONFIG"] = str(config)
+    os.environ.pop("RECYCLE_DATA_DIR", None)
+
+    t0 = time.monotonic()
+    from pipelines.dev.synth import generate
+
+    console.rule("[bold]1. synthetic drops")
+    summary = generate(
+        data, start, args.days, args.rows_per_day, args.seed, 0.02, freeze_days=10, suspend_days=5
+    )
+    console.print(f"{summary}")
+
+    console.rule("[bold]2. Airflow (SQLite metadata) and the nightly DAG")
+    repo = Path(__file__).resolve().parents[2]
+    prepare_airflow(data / "airflow", repo / "dags")
+    sys.path.insert(0, str(repo / "dags"))
+    with _quiet(data / "airflow" / "dag-test.log"):
+        from number_recycling_nightly import nightly_dag  # type: ignore[import-not-found]
+
+        dag = nightly_dag
+    failures = 0
+    for i in range(args.days):
+        day = start + dt.timedelta(days=i)
+        t = time.monotonic()
+        with _quiet(data / "airflow" / "dag-test.log"):
+            run = dag.test(
+                logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
+                # the synthetic drops carry early reissues on purpose: record the alerts, show them below
+                run_conf={"simulate_gateways": True, "alerts_mode": "record"},
+            )
+        state = str(getattr(run, "state", "?"))
+        failures += state != "success"
+        console.print(f"  {day}  dag run {state:8}  {time.monotonic() - t:5.1f}s")
+
+    console.rule("[bold]3. summary")
+    from pipelines.config import load_settings
+
+    settings = load_settings(config)
+    print_summary(settings, start, args.days)
+
+    console.rule("[bold]4. compliance alerts (a production night fails loudly on these)")
+    _cli("alerts", "check", "--config", str(config), "--date", str(start + dt.timedelta(days=args.days - 1)))
+    report_dir = data / "report"
+    failures += _cli(
+        "report",
+        "--from",
+        str(start),
+        "--to",
+        str(start + dt.timedelta(days=args.days - 1)),
+        "--out",
+        str(report_dir),
+        "--config",
+        str(config),
+    )
+
+    console.rule("[bold]5. auditor: verify the signed ledger from public files alone")
+    failures += _cli("verify", str(data / "ledger"))
+    failures += _cli("audit-log", "--config", str(config))
+
+    console.rule("[bold]6. platform: serve, pull and verify the signed feed, ask about a number")
+    failures += platform_epilogue(data, config, start)
+    console.print(f"\ndemo finished in {time.monotonic() - t0:.0f}s; data in {data}")
+    console.print(f"Airflow logs: {data / 'airflow' / 'dag-test.log'}")
+    return 1 if failures else 0
+
+
+def _recycle() -> str:
+    return str(Path(sys.executable).with_name("recycle"))
+
+
+_E164 = re.compile(r"\+\d{8,15}")
+_TOKEN = re.compile(r"(nrp_)[A-Za-z0-9_-]+")
+
+
+def _masked(text: str) -> str:
+    """Numbers masked as in every log; platform tokens are secrets and never shown."""
+    from pipelines.numbers import mask
+
+    return _TOKEN.sub(r"\1…", _E164.sub(lambda m: mask(m.group(0)), text))
+
+
+def _cli(*args: str) -> int:
+    """Run a ``recycle`` command as a newcomer would type it; show it (numbers masked) and its output."""
+    console.print(f"[dim]$ recycle {_masked(' '.join(args))}[/dim]")
+    done = subprocess.run([_recycle(), *args], capture_output=True, text=True, check=False)
+    for line in (done.stdout + done.stderr).splitlines():
+        if not line.startswith("20"):  # third-party log lines start with a timestamp
+            console.print(f"  {_masked(line)}", highlight=False)
+    return 1 if done.returncode else 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
+    """`recycle serve` on loopback; a platform gets a token, pulls and verifies, then checks."""
+    import duckdb
+    import httpx
+
+    env = {**os.environ, "RECYCLE_CONFIG": str(config)}
+    token = (
+        subprocess.run(
+            [_recycle(), "platform", "add", "demo-bank", "--scope", "check,bulk,feeds,ack"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    console.print("[dim]$ recycle platform add demo-bank[/dim]  (token printed once, stored hashed)")
+    port = _free_port()
+    server = subprocess.Popen(
+        [_recycle(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/status", timeout=1.0)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    console.print("[red]the server did not start[/red]")
+                    return 1
+                time.sleep(0.3)
+        console.print(f"[dim]$ recycle serve --port {port}[/dim]  (running)")
+        failures = _cli(
+            "pull",
+            "--from",
+            url,
+            "--token",
+            token,
+            "--state",
+            str(data / "platform-demo-bank"),
+            "--root",
+            str(data / "feeds" / "root.json"),
+        )
+        con = duckdb.connect(str(data / "state.duckdb"), read_only=True)
+        try:
+            row = con.execute(
+                "SELECT msisdn FROM reissues WHERE NOT violation ORDER BY reissue_date, msisdn LIMIT 1"
+            ).fetchone()
+        finally:
+            con.close()
+        if row is not None:
+            # an account bound at go-live, while the prior owner still held the number
+            msisdn, bound_on = row[0], go_live
+            console.print("was a number recycled since an account was bound to it at go-live?")
+            failures += _cli(
+                "check", msisdn, "--since", str(bound_on), "--state", str(data / "platform-demo-bank")
+            )
+            answer = httpx.post(
+                f"{url}/number-recycling/v0.2/check",
+                json={"phoneNumber": msisdn, "specifiedDate": str(bound_on)},
+                headers={"Authorization": f"Bearer {token}", "x-correlator": "demo-1"},
+            )
+            console.print(
+                f"  CAMARA POST /number-recycling/v0.2/check -> {answer.status_code} {answer.text}",
+                highlight=False,
+            )
+            # the platform closes the loop: it unbound the prior owner's account
+            ack = httpx.post(
+                f"{url}/number-recycling/v0.2/acknowledgements",
+                json={"acknowledgements": [{"phoneNumber": msisdn, "status": "unbound"}]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            console.print(
+                f"  POST /number-recycling/v0.2/acknowledgements (unbound) -> {ack.status_code} {ack.text}",
+                highlight=False,
+            )
+            failures += ack.status_code != 200
+            console.print("what a court asks — was the platform told, when, and what did it do:")
+            failures += _cli("notifications", msisdn, "--config", str(config))
+            console.print("the new holder's view (counts only, nothing of the prior owner):")
+            failures += _cli("new-owner", msisdn, "--config", str(config))
+        return failures
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def print_summary(settings: object, start: dt.date, days: int) -> None:
+    from pipelines.config import Settings
+    from pipelines.nightly.status import day_status
+
+    assert isinstance(settings, Settings)
+    table = Table(title="ingest per night")
+    for col in ("date", "outcome", "files", "rows in", "accepted", "quarantined"):
+        table.add_column(col, justify="right")
+    last: dict[str, object] = {}
+    for i in range(days):
+        day = start + dt.timedelta(days=i)
+        st = day_status(settings, day)
+        last = st
+        files = st["files"]
+        table.add_row(
+            day.isoformat(),
+            st["outcome"],
+            str(len(files)),
+            str(sum(f["rows_in"] for f in files)),
+            str(sum(f["accepted"] for f in files)),
+            str(sum(f["quarantined"] for f in files)),
+        )
+    console.print(table)
+    life = last.get("lifecycle")
+    if isinstance(life, dict):
+        from pipelines.nightly.status import render_lifecycle
+
+        render_lifecycle(life, console)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,582 @@
+"""The signed daily recycled-number feed for platforms, TUF-style.
+
+Layout under ``<data>/feeds/`` (see ``docs/feeds.md``)::
+
+    root.json                     current root (keys, roles, thresholds)
+    roots/<N>.root.json           every root version, for clients that follow rotations
+    timestamp.json                short-lived, re-signed each run, pins the newest manifest
+    manifests/<seq>.json          every manifest by seq (same bytes as the daily copy)
+    daily/<D>/recycled.parquet    one row per number released or reissued on logical day D
+    daily/<D>/recycled.csv
+    daily/<D>/manifest.json
+    snapshot/recycled.parquet     the rows of the last 400 feed days (+ .csv)
+
+Rows come only from the lifecycle's ``releases`` and ``reissues`` tables, so ports,
+suspensions that never became final and restored numbers cannot appear. A day is built from
+rows whose ``logical_date`` is D (a late release appears on the night it was decided, once).
+Every time in the metadata derives from D, and Ed25519 signatures are deterministic, so
+running a day twice gives byte-identical files; a day already published with different
+content is refused (:class:`FeedConflictError`): published feeds never change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipelines.config import Settings
+from pipelines.errors import ConfigError, DataContractError, FeedConflictError, FormatError
+from pipelines.feeds.wire import (
+    ROLE_MANIFEST,
+    ROLE_RECEIPT,
+    ROLE_ROOT,
+    ROLE_TIMESTAMP,
+    Envelope,
+    Key,
+    LedgerPointer,
+    LedgerRef,
+    Manifest,
+    Role,
+    Root,
+    Timestamp,
+    day_start,
+    file_meta,
+    keyid_of,
+    pin,
+    sha256_hex,
+    verify_root_update,
+)
+from pipelines.layout import Layout, atomic_write_bytes
+from pipelines.ledger.entries import CanonicalValue, EntryType, PreparedEntry
+from pipelines.ledger.ledger import Ledger
+from pipelines.ledger.signer import FileSigner, load_or_create_signer, verifier_key
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_DAYS = 400
+ROOT_LIFETIME = dt.timedelta(days=365)
+ROOT_RENEW_BEFORE = dt.timedelta(days=60)  # a run re-signs the root this close to its expiry
+MANIFEST_LIFETIME = dt.timedelta(days=31)
+TIMESTAMP_LIFETIME = dt.timedelta(days=2)  # a client refuses a feed not refreshed for 2 days
+
+FEED_SCHEMA = pa.schema(
+    [
+        pa.field("msisdn", pa.string(), nullable=False),
+        pa.field("event", pa.string(), nullable=False),  # released | reissued
+        pa.field("disconnected_on", pa.date32()),
+        pa.field("released_on", pa.date32()),
+        pa.field("reissued_on", pa.date32()),
+        pa.field("region", pa.string()),
+        pa.field("seq", pa.int64(), nullable=False),
+    ]
+)
+DAILY_PARQUET = "recycled.parquet"
+DAILY_CSV = "recycled.csv"
+_KEY_INDEX = "feed-keys.json"  # keyid -> signer name; public information, beside the keys
+_DAY_DIR = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def feed_manifest_value(feed_date: dt.date, seq: int, core_sha256: str) -> CanonicalValue:
+    """The canonical value a feed_manifest ledger entry commits to."""
+    return CanonicalValue.build(feed_date=feed_date, seq=seq, manifest_sha256=core_sha256)
+
+
+def commit_manifest(ledger: Ledger, manifest: Manifest) -> LedgerRef:
+    """Append the feed_manifest entry (idempotent by day) and publish a checkpoint covering it."""
+    key = f"feed_manifest:{manifest.feed_date.isoformat()}"
+    value = feed_manifest_value(manifest.feed_date, manifest.seq, manifest.core_sha256())
+    (index,) = ledger.append([PreparedEntry(key, EntryType.FEED_MANIFEST, value)])
+    opened = ledger.opening(index)
+    if opened.value != value:
+        raise FeedConflictError(
+            f"the ledger already holds a feed_manifest entry for {manifest.feed_date} (index {index}) "
+            "committing to a different manifest; an earlier attempt published other rows. Restore "
+            "the state that run used, or publish a correction"
+        )
+    ledger.publish_checkpoint()
+    note = ledger.signed_checkpoint
+    assert note is not None
+    return LedgerRef(index=index, checkpoint=note.decode("utf-8"), opening=opened.opening.hex())
+
+
+@dataclass(frozen=True)
+class FeedReport:
+    day: dt.date
+    seq: int
+    rows: int
+    released: int
+    reissued: int
+    row_seq_start: int
+    manifest_sha256: str
+    ledger_index: int | None
+    already_published: bool  # the day existed and the rebuild matched it byte for byte
+    snapshot_rows: int
+
+
+# --------------------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class FeedPaths:
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> FeedPaths:
+        return cls(Layout(settings.data_dir).feeds_dir)
+
+    def day_dir(self, day: dt.date) -> Path:
+        return self.root / "daily" / day.isoformat()
+
+    def manifest(self, day: dt.date) -> Path:
+        return self.day_dir(day) / "manifest.json"
+
+    def by_seq(self, seq: int) -> Path:
+        return self.root / "manifests" / f"{seq}.json"
+
+    def root_version(self, version: int) -> Path:
+        return self.root / "roots" / f"{version}.root.json"
+
+    @property
+    def current_root(self) -> Path:
+        return self.root / "root.json"
+
+    @property
+    def timestamp(self) -> Path:
+        return self.root / "timestamp.json"
+
+    def published_days(self) -> list[dt.date]:
+        daily = self.root / "daily"
+        if not daily.is_dir():
+            return []
+        days = [
+            dt.date.fromisoformat(p.name)
+            for p in daily.iterdir()
+            if _DAY_DIR.fullmatch(p.name) and (p / "manifest.json").is_file()
+        ]
+        return sorted(days)
+
+
+def rel_daily(day: dt.date, name: str) -> str:
+    return f"daily/{day.isoformat()}/{name}"
+
+
+# --------------------------------------------------------------------------- keys and root
+
+
+def _key_name(settings: Settings, kind: str, generation: int) -> str:
+    return f"{settings.ledger.key_name}/feed-{kind}-{generation}"
+
+
+def _key_index(keys_dir: Path) -> dict[str, str]:
+    path = keys_dir / _KEY_INDEX
+    if not path.exists():
+        return {}
+    index: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+    return index
+
+
+def _new_key(settings: Settings, kind: str, generation: int) -> FileSigner:
+    keys_dir = Layout(settings.data_dir).keys_dir
+    signer = load_or_create_signer(keys_dir, _key_name(settings, kind, generation))
+    index = _key_index(keys_dir)
+    index[keyid_of(signer.public_key)] = signer.name
+    atomic_write_bytes(keys_dir / _KEY_INDEX, json.dumps(index, indent=2, sort_keys=True).encode())
+    return signer
+
+
+def role_signers(settings: Settings, root: Root, role: str) -> list[FileSigner]:
+    """The private keys this installation holds for ``role`` of ``root`` (dev: files in keys/)."""
+    keys_dir = Layout(settings.data_dir).keys_dir
+    index = _key_index(keys_dir)
+    spec, _ = root.role_keys(role)
+    signers = []
+    for keyid in spec.keyids:
+        name = index.get(keyid)
+        if name is None:
+            continue
+        signer = load_or_create_signer(keys_dir, name)
+        if keyid_of(signer.public_key) != keyid:
+            raise ConfigError(
+                f"feed key {name!r} under {keys_dir} is not the key root v{root.version} lists for "
+                f"role {role!r}; restore the keys directory from backup"
+            )
+        signers.append(signer)
+    if len(signers) < spec.threshold:
+        raise ConfigError(
+            f"this installation holds {len(signers)} of the {spec.threshold} key(s) needed to sign "
+            f"as {role!r} (root v{root.version}); restore {keys_dir} or rotate the root"
+        )
+    return signers
+
+
+def load_root(settings: Settings) -> Envelope[Root] | None:
+    path = FeedPaths.of(settings).current_root
+    if not path.exists():
+        return None
+    return Envelope.from_bytes(path.read_bytes(), Root, str(path))
+
+
+def _write_root(paths: FeedPaths, env: Envelope[Root]) -> None:
+    data = env.to_bytes()
+    atomic_write_bytes(paths.root_version(env.signed.version), data)
+    atomic_write_bytes(paths.current_root, data)
+
+
+def _root_doc(
+    version: int,
+    expires: dt.datetime,
+    root_keys: Sequence[bytes],
+    online: bytes,
+    ledger: LedgerPointer | None,
+) -> Root:
+    keys = {keyid_of(k): Key(k) for k in (*root_keys, online)}
+    root_role = Role(tuple(sorted(keyid_of(k) for k in root_keys)), threshold=1)
+    online_role = Role((keyid_of(online),), threshold=1)
+    return Root(
+        version=version,
+        expires=expires,
+        keys=keys,
+        roles={
+            ROLE_ROOT: root_role,
+            ROLE_MANIFEST: online_role,
+            ROLE_TIMESTAMP: online_role,
+            ROLE_RECEIPT: online_role,
+        },
+        ledger=ledger,
+    )
+
+
+def ledger_pointer(settings: Settings) -> LedgerPointer:
+    """The ledger's origin and checkpoint verifier key, as a root publishes them."""
+    signer = load_or_create_signer(Layout(settings.data_dir).keys_dir, settings.ledger.key_name)
+    return LedgerPointer(settings.ledger.origin, verifier_key(signer))
+
+
+def ensure_root(settings: Settings, day: dt.date) -> Envelope[Root]:
+    """The current root; created on first run (fresh dev keys), renewed close to its expiry."""
+    paths = FeedPaths.of(settings)
+    pointer = ledger_pointer(settings)
+    current = load_root(settings)
+    if current is None:
+        root_key = _new_key(settings, "root", 1)
+        online = _new_key(settings, "online", 1)
+        doc = _root_doc(1, day_start(day) + ROOT_LIFETIME, [root_key.public_key], online.public_key, pointer)
+        env = Envelope.create(doc, [root_key])
+        _write_root(paths, env)
+        log.info(
+            "feeds: created root v1 with new development keys under %s", Layout(settings.data_dir).keys_dir
+        )
+        return env
+    root = current.signed
+    if root.expires - day_start(day) > ROOT_RENEW_BEFORE and root.ledger == pointer:
+        return current
+    # Same keys, later expiry (or the ledger key changed): a new version signed by the root keys,
+    # which are both the old and the new root keys here.
+    renewed = Root(root.version + 1, day_start(day) + ROOT_LIFETIME, root.keys, root.roles, pointer)
+    env = Envelope.create(renewed, role_signers(settings, root, ROLE_ROOT))
+    verify_root_update(current, env, env.to_bytes())
+    _write_root(paths, env)
+    log.info("feeds: renewed root to v%d (expires %s)", renewed.version, renewed.expires)
+    return env
+
+
+def rotate_root(settings: Settings, day: dt.date, *, rotate_online: bool = True) -> Envelope[Root]:
+    """Replace the root key (and by default the online key) with fresh ones: root version N+1,
+    signed by the old root keys AND the new one, so clients pinned to N can follow."""
+    current = ensure_root(settings, day)
+    old = current.signed
+    version = old.version + 1
+    new_root_key = _new_key(settings, "root", version)
+    online_keyid = old.roles[ROLE_MANIFEST].keyids[0]
+    online = (
+        _new_key(settings, "online", version).public_key if rotate_online else old.keys[online_keyid].public
+    )
+    doc = _root_doc(
+        version, day_start(day) + ROOT_LIFETIME, [new_root_key.public_key], online, ledger_pointer(settings)
+    )
+    env = Envelope.create(doc, [*role_signers(settings, old, ROLE_ROOT), new_root_key])
+    verify_root_update(current, env, env.to_bytes())
+    _write_root(FeedPaths.of(settings), env)
+    log.info("feeds: rotated root to v%d", version)
+    return env
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def _day_rows(con: duckdb.DuckDBPyConnection, day: dt.date, first_seq: int) -> pa.Table:
+    """The day's feed rows, ordered (msisdn, released before reissued), numbered from first_seq."""
+    try:
+        rel = con.sql(
+            """
+            WITH rows AS (
+                SELECT DISTINCT r.msisdn, 'released' AS event, r.disconnected_on, r.released_on,
+                       CAST(NULL AS DATE) AS reissued_on, r.region
+                FROM releases r
+                WHERE r.logical_date = $day
+                UNION ALL
+                SELECT DISTINCT s.msisdn, 'reissued', coalesce(s.disconnected_on, p.tenure_end),
+                       s.released_on, s.reissue_date, s.region
+                FROM reissues s LEFT JOIN tenures p ON p.tenure_id = s.prior_tenure_id
+                WHERE s.logical_date = $day AND p.end_reason IS DISTINCT FROM 'port_out'
+            )
+            SELECT msisdn, event, disconnected_on, released_on, reissued_on, region,
+                   ($first - 1 + row_number() OVER (
+                        ORDER BY msisdn, event = 'reissued', disconnected_on, reissued_on,
+                                 released_on, region
+                   ))::BIGINT AS seq
+            FROM rows
+            ORDER BY seq
+            """,
+            params={"day": day, "first": first_seq},
+        ).to_arrow_table()
+    except duckdb.CatalogException as exc:
+        raise DataContractError(
+            f"feeds for {day}: the state has no lifecycle tables ({exc}); run the lifecycle step first"
+        ) from exc
+    table: pa.Table = rel
+    return table.cast(FEED_SCHEMA)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", write_statistics=True, store_schema=True)
+    return buf.getvalue()
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=True, quoting_style="needed"))
+    return buf.getvalue()
+
+
+def read_feed_table(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data))
+
+
+def _snapshot_table(paths: FeedPaths, day: dt.date, today: pa.Table) -> pa.Table:
+    """Rows of feed days D-399 .. D, in seq order (read back from the published daily files)."""
+    first = day - dt.timedelta(days=SNAPSHOT_DAYS - 1)
+    tables = [
+        pq.read_table(paths.day_dir(d) / DAILY_PARQUET).cast(FEED_SCHEMA)
+        for d in paths.published_days()
+        if first <= d < day
+    ]
+    tables.append(today)
+    return pa.concat_tables(tables)
+
+
+# --------------------------------------------------------------------------- publication
+
+
+@dataclass(frozen=True)
+class _Built:
+    manifest: Manifest
+    daily: dict[str, bytes]  # file name -> bytes
+    snapshot: dict[str, bytes]
+    released: int
+    reissued: int
+    snapshot_rows: int
+
+
+def _previous(paths: FeedPaths, day: dt.date) -> Envelope[Manifest] | None:
+    days = paths.published_days()
+    if not days or days[0] >= day:
+        if days and days[0] > day:
+            raise FeedConflictError(
+                f"feeds start at {days[0]}; day {day} cannot be published before it "
+                "(feeds are a chain that only grows forward)"
+            )
+        return None
+    prev_day = day - dt.timedelta(days=1)
+    if prev_day not in days:
+        raise FeedConflictError(
+            f"feed for {prev_day} is not published, so {day} cannot follow it; run the missing "
+            f"days in order (recycle run --from {days[-1] + dt.timedelta(days=1)} --to {day})"
+        )
+    path = paths.manifest(prev_day)
+    return Envelope.from_bytes(path.read_bytes(), Manifest, str(path))
+
+
+def _build(
+    paths: FeedPaths, day: dt.date, con: duckdb.DuckDBPyConnection, prev: Envelope[Manifest] | None
+) -> _Built:
+    seq = 1 if prev is None else prev.signed.seq + 1
+    first_row = 1 if prev is None else prev.signed.row_seq_start + prev.signed.row_count
+    table = _day_rows(con, day, first_row)
+    daily = {DAILY_PARQUET: _parquet_bytes(table), DAILY_CSV: _csv_bytes(table)}
+    snap_table = _snapshot_table(paths, day, table)
+    snapshot = {DAILY_PARQUET: _parquet_bytes(snap_table), DAILY_CSV: _csv_bytes(snap_table)}
+    events = table.column("event").to_pylist()
+    manifest = Manifest(
+        feed_date=day,
+        seq=seq,
+        expires=day_start(day) + MANIFEST_LIFETIME,
+        prev_manifest_sha256=None if prev is None else sha256_hex(prev.to_bytes()),
+        row_seq_start=first_row,
+        row_count=table.num_rows,
+        files=tuple(file_meta(rel_daily(day, n), b, table.num_rows) for n, b in sorted(daily.items())),
+        snapshot=tuple(
+            file_meta(f"snapshot/{n}", b, snap_table.num_rows) for n, b in sorted(snapshot.items())
+        ),
+    )
+    return _Built(
+        manifest, daily, snapshot, events.count("released"), events.count("reissued"), snap_table.num_rows
+    )
+
+
+def _write_day_dir(paths: FeedPaths, day: dt.date, files: dict[str, bytes]) -> None:
+    """All of a day's files appear at once: written into a temp dir, fsynced, renamed."""
+    target = paths.day_dir(day)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{day.isoformat()}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{day.isoformat()}.tmp-"))
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)  # noqa: S103 - published feeds are public to platforms
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if not path.exists() or path.read_bytes() != data:
+        atomic_write_bytes(path, data)
+
+
+def publish_feed(
+    settings: Settings, day: dt.date, con: duckdb.DuckDBPyConnection, ledger: Ledger | None = None
+) -> FeedReport:
+    """Build, commit (ledger) and publish the feed of logical day ``day``; idempotent.
+
+    Order: rows and files are built in memory; the ledger entry committing to the manifest
+    core is appended and a checkpoint published; the day directory appears atomically; then
+    the by-seq manifest copy, the rolling snapshot, and the timestamp last.
+    """
+    paths = FeedPaths.of(settings)
+    root = ensure_root(settings, day)
+    online = role_signers(settings, root.signed, ROLE_MANIFEST)
+    existing_path = paths.manifest(day)
+    if existing_path.exists():
+        existing = Envelope.from_bytes(existing_path.read_bytes(), Manifest, str(existing_path))
+        prev = None
+        if existing.signed.seq > 1:
+            prev_path = paths.manifest(existing.signed.feed_date - dt.timedelta(days=1))
+            prev = Envelope.from_bytes(prev_path.read_bytes(), Manifest, str(prev_path))
+        built = _build(paths, day, con, prev)
+        if built.manifest.core_bytes() != existing.signed.core_bytes():
+            raise FeedConflictError(
+                f"feed for {day} (seq {existing.signed.seq}) is already published and today's state "
+                "gives different rows; published feeds never change. Publish the correction on a "
+                "later day, or restore the state this day was published from"
+            )
+        for name, data in built.daily.items():
+            if (paths.day_dir(day) / name).read_bytes() != data:
+                raise FeedConflictError(
+                    f"published {rel_daily(day, name)} differs from its manifest; the feed "
+                    "directory was altered - restore it from backup"
+                )
+        env = existing
+        already = True
+    else:
+        prev = _previous(paths, day)
+        built = _build(paths, day, con, prev)
+        manifest = built.manifest
+        if ledger is not None:
+            if ledger.vkey != root.signed.ledger_vkey():
+                raise ConfigError(
+                    f"the ledger is signed by {ledger.vkey!r} but the feed root names "
+                    f"{root.signed.ledger_vkey()!r}; run with the keys directory of this data directory"
+                )
+            manifest = dataclasses.replace(manifest, ledger=commit_manifest(ledger, manifest))
+        env = Envelope.create(manifest, online)
+        _write_day_dir(paths, day, {**built.daily, "manifest.json": env.to_bytes()})
+        already = False
+    data = env.to_bytes()
+    _write_if_changed(paths.by_seq(env.signed.seq), data)
+    published = paths.published_days()
+    if published and published[-1] == day:
+        for name, blob in built.snapshot.items():
+            _write_if_changed(paths.root / "snapshot" / name, blob)
+        stamp = Timestamp(
+            version=env.signed.seq,
+            expires=day_start(day) + TIMESTAMP_LIFETIME,
+            manifest=pin(rel_daily(day, "manifest.json"), env.signed.seq, data),
+        )
+        signers = role_signers(settings, root.signed, ROLE_TIMESTAMP)
+        _write_if_changed(paths.timestamp, Envelope.create(stamp, signers).to_bytes())
+    m = env.signed
+    log.info(
+        "feeds: %s seq %d with %d row(s)%s",
+        day,
+        m.seq,
+        m.row_count,
+        " (already published, unchanged)" if already else "",
+    )
+    return FeedReport(
+        day=day,
+        seq=m.seq,
+        rows=m.row_count,
+        released=built.released,
+        reissued=built.reissued,
+        row_seq_start=m.row_seq_start,
+        manifest_sha256=sha256_hex(data),
+        ledger_index=None if m.ledger is None else m.ledger.index,
+        already_published=already,
+        snapshot_rows=built.snapshot_rows,
+    )
+
+
+def newest_manifest(settings: Settings) -> Envelope[Manifest] | None:
+    """The manifest the timestamp pins (None before the first feed)."""
+    paths = FeedPaths.of(settings)
+    if not paths.timestamp.exists():
+        return None
+    stamp = Envelope.from_bytes(paths.timestamp.read_bytes(), Timestamp, str(paths.timestamp))
+    path = paths.root / stamp.signed.manifest.path
+    data = path.read_bytes()
+    if sha256_hex(data) != stamp.signed.manifest.sha256:
+        raise FormatError(f"{path} does not match {paths.timestamp}; restore the feeds directory")
+    return Envelope.from_bytes(data, Manifest, str(path))
+
+
+__all__ = [
+    "FEED_SCHEMA",
+    "FeedPaths",
+    "FeedReport",
+    "commit_manifest",
+    "ensure_root",
+    "feed_manifest_value",
+    "load_root",
+    "newest_manifest",
+    "publish_feed",
+    "read_feed_table",
+    "role_signers",
+    "rotate_root",
+]

@@ -1,0 +1,439 @@
+"""The query snapshot: what the check server reads instead of the nightly DuckDB file.
+
+DuckDB lets one process write a database file and then refuses other readers, so the nightly
+run publishes, for logical date D, an immutable directory ``<data>/snapshot/<D>-<hash>/``
+holding ``tenures.parquet`` and ``meta.json``, then atomically rewrites the pointer file
+``<data>/snapshot/current``. The server loads the directory the pointer names into sorted
+numpy arrays (:class:`SnapshotIndex`) and swaps in a new one when the pointer changes.
+
+Answer semantics (``docs/feeds.md``): a tenure is *permanently disconnected* when it ended
+(not by a port) and the number was then released or reissued, i.e. exactly the tenures the
+feed reports. For ``check`` (CAMARA, ``phoneNumberRecycled``): if a tenure held the number on
+the date, the answer is true when a later tenure exists or that tenure was permanently
+disconnected; if nobody held it (a freeze gap, or before the number was first assigned)
+the answer is true. For ``bulk`` (FCC Reassigned Numbers Database): ``yes`` when a
+permanent disconnection happened on or after the date, ``no`` when none did, ``no_data``
+when the number is not ours (never was, or ported away) or the date is outside the data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.config import Settings
+from pipelines.errors import DataContractError, FormatError
+from pipelines.feeds.publish import newest_manifest
+from pipelines.feeds.wire import canonical_json, parse_canonical, sha256_hex
+from pipelines.layout import Layout, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+POINTER = "current"
+TENURES = "tenures.parquet"
+META = "meta.json"
+KEEP_SNAPSHOTS = 4  # old directories kept after a switch (a server may still be loading one)
+_EPOCH = dt.date(1970, 1, 1)
+NO_END = np.iinfo(np.int32).max  # an open tenure ends "never"
+NO_DISCONNECTION = np.iinfo(np.int32).min
+
+# bulk answer codes, indexes into BULK_ANSWERS
+NO_DATA, NO, YES = 0, 1, 2
+BULK_ANSWERS = np.array(["no_data", "no", "yes"], dtype=object)
+
+
+def day_number(day: dt.date) -> int:
+    """Days since 1970-01-01 (Arrow date32)."""
+    return (day - _EPOCH).days
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    as_of: dt.date
+    data_from: dt.date  # earliest date questions may be asked about
+    feed_seq: int | None  # newest feed manifest published with (or before) this snapshot
+    checkpoint: str | None  # the ledger checkpoint that manifest names
+    tenures: int
+    numbers: int
+    tenures_sha256: str
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(
+            {
+                "as_of": self.as_of.isoformat(),
+                "checkpoint": self.checkpoint,
+                "data_from": self.data_from.isoformat(),
+                "feed_seq": self.feed_seq,
+                "numbers": self.numbers,
+                "tenures": self.tenures,
+                "tenures_sha256": self.tenures_sha256,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str) -> SnapshotMeta:
+        obj = parse_canonical(data, what)
+        try:
+            meta = cls(
+                as_of=dt.date.fromisoformat(obj["as_of"]),
+                data_from=dt.date.fromisoformat(obj["data_from"]),
+                feed_seq=obj["feed_seq"],
+                checkpoint=obj["checkpoint"],
+                tenures=obj["tenures"],
+                numbers=obj["numbers"],
+                tenures_sha256=obj["tenures_sha256"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"{what}: malformed snapshot metadata ({exc})") from None
+        if meta.to_bytes() != data:
+            raise FormatError(f"{what}: unknown or malformed fields")
+        return meta
+
+
+@dataclass(frozen=True)
+class SnapshotReport:
+    day: dt.date
+    directory: Path
+    tenures: int
+    numbers: int
+    data_from: dt.date
+    feed_seq: int | None
+    switched: bool  # the pointer now names this snapshot
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def _data_from(con: duckdb.DuckDBPyConnection) -> dt.date | None:
+    """Go-live: the first night the pipeline ingested; before it we never saw disconnections."""
+    try:
+        row = con.execute("SELECT min(logical_date) FROM files").fetchone()
+    except duckdb.CatalogException:
+        return None
+    return None if row is None else row[0]
+
+
+def _tenures_table(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    try:
+        rel = con.sql(
+            """
+            SELECT t.msisdn,
+                   CAST(substr(t.msisdn, 2) AS BIGINT) AS msisdn_key,
+                   t.tenure_start, t.tenure_end, t.end_reason, t.region,
+                   (t.tenure_end IS NOT NULL AND t.end_reason IS DISTINCT FROM 'port_out'
+                    AND (r.tenure_id IS NOT NULL OR s.prior_tenure_id IS NOT NULL))
+                       AS permanently_disconnected,
+                   (t.tenure_end IS NOT NULL AND t.end_reason = 'port_out') AS ported_out
+            FROM tenures t
+            LEFT JOIN (SELECT DISTINCT tenure_id FROM releases WHERE logical_date <= $day) r
+                   ON r.tenure_id = t.tenure_id
+            LEFT JOIN (SELECT DISTINCT prior_tenure_id FROM reissues
+                       WHERE logical_date <= $day AND prior_tenure_id IS NOT NULL) s
+                   ON s.prior_tenure_id = t.tenure_id
+            WHERE t.tenure_start <= $day
+            ORDER BY msisdn_key, t.tenure_start, t.tenure_id
+            """,
+            params={"day": day},
+        ).to_arrow_table()
+    except duckdb.CatalogException as exc:
+        raise DataContractError(
+            f"snapshot for {day}: the state has no lifecycle tables ({exc}); run the lifecycle step first"
+        ) from exc
+    table: pa.Table = rel
+    return table
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd", row_group_size=1 << 20)
+
+
+def publish_snapshot(
+    settings: Settings, day: dt.date, con: duckdb.DuckDBPyConnection, *, data_from: dt.date | None = None
+) -> SnapshotReport:
+    """Write the query snapshot of logical day ``day`` and switch ``current`` to it.
+
+    ``data_from`` defaults to go-live (the first ingested logical date), or the earliest
+    tenure start when nothing was ingested (a state seeded some other way). The pointer only
+    moves forward: replaying an older day writes its snapshot but leaves the newer one current.
+    """
+    root = Layout(settings.data_dir).snapshot_dir
+    root.mkdir(parents=True, exist_ok=True)
+    table = _tenures_table(con, day)
+    if data_from is None:
+        data_from = _data_from(con)
+    if data_from is None:
+        earliest = pc.min(table.column("tenure_start")).as_py()
+        data_from = earliest if earliest is not None else day
+
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{day.isoformat()}.tmp-"))
+    try:
+        _write_parquet(table, tmp / TENURES)
+        digest = sha256_hex((tmp / TENURES).read_bytes())
+        manifest = newest_manifest(settings)
+        if manifest is not None and manifest.signed.feed_date > day:
+            manifest = None  # replaying an old day: do not claim a newer feed
+        keys = table.column("msisdn_key").to_numpy()
+        numbers = int(np.count_nonzero(keys[1:] != keys[:-1]) + 1) if len(keys) else 0
+        meta = SnapshotMeta(
+            as_of=day,
+            data_from=data_from,
+            feed_seq=None if manifest is None else manifest.signed.seq,
+            checkpoint=None
+            if manifest is None or manifest.signed.ledger is None
+            else manifest.signed.ledger.checkpoint,
+            tenures=table.num_rows,
+            numbers=numbers,
+            tenures_sha256=digest,
+        )
+        (tmp / META).write_bytes(meta.to_bytes())
+        name = f"{day.isoformat()}-{sha256_hex(meta.to_bytes())[:12]}"
+        target = root / name
+        if target.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.chmod(tmp, 0o755)  # noqa: S103 - read by the server process
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+    current = current_snapshot_dir(settings)
+    switched = current is None or current.name[:10] <= name[:10]
+    if switched:
+        atomic_write_bytes(root / POINTER, (name + "\n").encode())
+        _prune(root, keep={name})
+    log.info(
+        "snapshot %s: %d tenures of %d numbers%s",
+        day,
+        table.num_rows,
+        numbers,
+        "" if switched else " (older than current; pointer unchanged)",
+    )
+    return SnapshotReport(day, target, table.num_rows, numbers, data_from, meta.feed_seq, switched)
+
+
+def _prune(root: Path, keep: set[str]) -> None:
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in dirs[: max(len(dirs) - KEEP_SNAPSHOTS, 0)]:
+        if old.name not in keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def current_snapshot_dir(settings: Settings) -> Path | None:
+    return _pointed(Layout(settings.data_dir).snapshot_dir)
+
+
+def _pointed(root: Path) -> Path | None:
+    try:
+        name = (root / POINTER).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    if not name or "/" in name or name.startswith("."):
+        raise FormatError(f"{root / POINTER} names {name!r}; rewrite it with the latest snapshot")
+    return root / name
+
+
+# --------------------------------------------------------------------------- the index
+
+
+class SnapshotIndex:
+    """Tenures in sorted numpy arrays; answers a single check in microseconds, bulk vectorised.
+
+    Tenure arrays are sorted by (number, start); per-number arrays by number. Dates are days
+    since 1970 (int32); an open tenure ends at ``NO_END``.
+    """
+
+    def __init__(
+        self,
+        meta: SnapshotMeta,
+        keys: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int32],
+        ends: npt.NDArray[np.int32],
+        permanent: npt.NDArray[np.bool_],
+        ported: npt.NDArray[np.bool_],
+    ) -> None:
+        self.meta = meta
+        self.starts = starts
+        self.ends = ends
+        self.permanent = permanent
+        n = len(keys)
+        if n and np.any(keys[1:] < keys[:-1]):
+            raise FormatError("snapshot tenures are not sorted by number; republish the snapshot")
+        boundaries = np.flatnonzero(keys[1:] != keys[:-1]) + 1 if n else np.empty(0, np.int64)
+        self.first = np.concatenate(([0], boundaries)).astype(np.int64) if n else np.empty(0, np.int64)
+        self.numbers = keys[self.first] if n else np.empty(0, np.int64)
+        self.count = np.diff(np.append(self.first, n)).astype(np.int64)
+        last = self.first + self.count - 1
+        # the number left us by a port if its latest tenure ended in one
+        self.ported_away = ported[last] if n else np.empty(0, np.bool_)
+        disc = np.where(permanent, ends, NO_DISCONNECTION).astype(np.int32)
+        self.last_disconnection = np.maximum.reduceat(disc, self.first) if n else np.empty(0, np.int32)
+        self.data_from = day_number(meta.data_from)
+        self.as_of = day_number(meta.as_of)
+
+    @classmethod
+    def load(cls, directory: Path) -> SnapshotIndex:
+        meta = SnapshotMeta.from_bytes((directory / META).read_bytes(), str(directory / META))
+        path = directory / TENURES
+        table = pq.read_table(
+            path,
+            columns=["msisdn_key", "tenure_start", "tenure_end", "permanently_disconnected", "ported_out"],
+        )
+        if table.num_rows != meta.tenures:
+            raise FormatError(f"{path}: {table.num_rows} rows, meta.json says {meta.tenures}")
+
+        def days(name: str, fill: int) -> npt.NDArray[np.int32]:
+            col = table.column(name).combine_chunks().cast(pa.int32())
+            return np.asarray(col.fill_null(fill).to_numpy(zero_copy_only=False), dtype=np.int32)
+
+        return cls(
+            meta,
+            np.asarray(table.column("msisdn_key").to_numpy(), dtype=np.int64),
+            days("tenure_start", 0),
+            days("tenure_end", NO_END),
+            np.asarray(table.column("permanently_disconnected").to_numpy(), dtype=np.bool_),
+            np.asarray(table.column("ported_out").to_numpy(), dtype=np.bool_),
+        )
+
+    def _number(self, key: int) -> int | None:
+        i = int(np.searchsorted(self.numbers, key))
+        if i < len(self.numbers) and self.numbers[i] == key:
+            return i
+        return None
+
+    def is_ours(self, key: int) -> bool:
+        i = self._number(key)
+        return i is not None and not bool(self.ported_away[i])
+
+    def recycled(self, key: int, day: int) -> bool | None:
+        """CAMARA ``phoneNumberRecycled`` for number ``key`` on day number ``day``; None: not ours."""
+        i = self._number(key)
+        if i is None or self.ported_away[i]:
+            return None
+        lo = int(self.first[i])
+        hi = lo + int(self.count[i])
+        j = lo + int(np.searchsorted(self.starts[lo:hi], day, side="right")) - 1
+        if j < lo or day >= self.ends[j]:
+            return True  # nobody held the number that day (a freeze gap, or before it was issued)
+        return j < hi - 1 or bool(self.permanent[j])
+
+    def bulk(
+        self, keys: npt.NDArray[np.int64], days: npt.NDArray[np.int32], today: int
+    ) -> npt.NDArray[np.int8]:
+        """FCC RND answers (NO_DATA / NO / YES codes) for aligned arrays of numbers and days."""
+        out = np.full(len(keys), NO_DATA, dtype=np.int8)
+        if not len(self.numbers) or not len(keys):
+            return out
+        idx = np.searchsorted(self.numbers, keys)
+        idx_c = np.minimum(idx, len(self.numbers) - 1)
+        known = (self.numbers[idx_c] == keys) & ~self.ported_away[idx_c]
+        in_range = (days >= self.data_from) & (days <= today)
+        answerable = known & in_range
+        yes = self.last_disconnection[idx_c] >= days
+        out[answerable] = np.where(yes[answerable], YES, NO)
+        return out
+
+
+class SnapshotHolder:
+    """The server's current index; notices a new ``current`` pointer and loads it in the background."""
+
+    def __init__(
+        self, snapshot_root: Path, check_every_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.root = snapshot_root
+        self.check_every_s = check_every_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._index: SnapshotIndex | None = None
+        self._loaded: str | None = None
+        self._checked = float("-inf")
+        self._loading = False
+        self.last_error: str | None = None
+
+    def load_now(self) -> SnapshotIndex | None:
+        """Load the pointed snapshot in this thread (server start-up, tests)."""
+        directory = _pointed(self.root)
+        if directory is None:
+            return None
+        self._swap(directory)
+        return self._index
+
+    def _swap(self, directory: Path) -> None:
+        started = time.perf_counter()
+        try:
+            index = SnapshotIndex.load(directory)
+        except (OSError, FormatError, pa.ArrowException) as exc:
+            self.last_error = f"snapshot {directory.name} could not be loaded: {exc}"
+            log.error("%s; still answering from %s", self.last_error, self._loaded)
+            with self._lock:
+                self._loaded = directory.name  # do not retry a broken snapshot in a loop
+            return
+        with self._lock:
+            self._index = index
+            self._loaded = directory.name
+        self.last_error = None
+        log.info(
+            "snapshot %s loaded: %d tenures in %.2fs",
+            directory.name,
+            index.meta.tenures,
+            time.perf_counter() - started,
+        )
+
+    def current(self) -> SnapshotIndex | None:
+        now = self._clock()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            self._maybe_reload()
+        return self._index
+
+    def _maybe_reload(self) -> None:
+        try:
+            directory = _pointed(self.root)
+        except FormatError as exc:
+            self.last_error = str(exc)
+            return
+        if directory is None or directory.name == self._loaded or self._loading:
+            return
+        if self._index is None:
+            self._swap(directory)  # nothing to answer from yet: load in the caller
+            return
+        self._loading = True
+
+        def run() -> None:
+            try:
+                self._swap(directory)
+            finally:
+                self._loading = False
+
+        threading.Thread(target=run, name="snapshot-reload", daemon=True).start()
+
+    def status(self) -> dict[str, Any]:
+        index = self._index
+        if index is None:
+            return {"loaded": None, "error": self.last_error}
+        m = index.meta
+        return {
+            "loaded": self._loaded,
+            "as_of": m.as_of.isoformat(),
+            "data_from": m.data_from.isoformat(),
+            "feed_seq": m.feed_seq,
+            "tenures": m.tenures,
+            "numbers": m.numbers,
+            "error": self.last_error,
+        }

@@ -1,0 +1,633 @@
+"""Drop-file ingestion: every row of every file in a day's inbox ends accepted or in quarantine.
+
+``ingest_day`` takes the files of ``<data>/inbox/<D>/`` in name order; the kind comes from
+the name prefix (``schemas/drops/<kind>.json``). Per file, in one DuckDB transaction: the
+accepted rows into the kind's table, the refused ones into ``quarantine`` (stage ``ingest``,
+reason code, detail, original line) and the file into the ``files`` registry — so a crash
+leaves nothing of the file and a rerun ingests it; a file already ingested (same SHA-256) is
+skipped, which makes rerunning a day a no-op. ``rows_in == accepted + quarantined`` is checked
+for every file before it is committed.
+
+A CSV file goes through DuckDB as: its lines (``pipelines/ingest/read.py``) -> one scan for
+repeated lines -> the **fast path**: the plain lines (no quote, no space, the header's number
+of fields, not repeated) are split, typed and judged by the set-based rules
+(``pipelines/ingest/spec.py``) and those that pass every rule with no warning are inserted
+straight into the kind's table, nothing materialised on the way -> the **full checks** judge
+the rest (the file's lines missing from the table, a few per cent) into a small temp table,
+with the reason of every refusal -> their accepted rows are inserted. Both paths are the same
+SQL judgement over differently prepared lines (``checked_select``); a test holds the tables
+and reports equal with the fast path on and off. A Parquet drop takes the full checks only.
+Numbers: every phone-number class is decided once (``pipelines/ingest/phone_classes.py``, cached
+in ``<data>/cache``), odd values one by one. The file is hashed in a helper thread while
+DuckDB reads its lines. The Great Expectations suite (``pipelines/ingest/gx.py``, a second
+judge) then sees an even sample of the stored rows.
+Logs carry counts, never a number or contact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import db
+from pipelines.config import Settings
+from pipelines.db import open_state, sql_str
+from pipelines.errors import DataContractError, DuplicateFileNameError, TerminalError
+from pipelines.ingest import gx as gx_gate
+from pipelines.ingest import phone_classes, read
+from pipelines.ingest.phone_classes import NumberLookup
+from pipelines.ingest.spec import (
+    CHECKED_TABLE,
+    DUPLICATES_TABLE,
+    GX_REASON,
+    DropSpec,
+    checks_sql,
+    day_param,
+    drop_specs,
+    duplicates_sql,
+    fast_insert_sql,
+    insert_accepted_sql,
+    number_columns,
+    province_codes,
+    spec_for_file,
+    staged_select,
+    warnings_sql,
+)
+from pipelines.layout import Layout, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+FileStatus = Literal["ingested", "skipped_duplicate", "failed"]
+_GX_FAILED = "_ingest_gx_failed"
+GX_SAMPLE_ROWS = 20_000  # a bigger file's stored rows meet GX as a sample first (_gx_validate)
+FAST_PATH = True  # plain lines that pass every rule go straight to the table (tests switch it off)
+_FAST_OFF = "filter_pushdown,build_side_probe_side"  # DuckDB optimisers that slow the fast insert
+_REST = "_ingest_rest"  # the lines the fast path left to the full checks
+_QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("line_no", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("original_line", pa.string()),
+    ]
+)
+
+
+class _Steps:
+    """Wall and CPU time per step of one file, for the DEBUG log (where a slow night went)."""
+
+    def __init__(self) -> None:
+        self._last = (time.perf_counter(), time.process_time())
+        self.spent: dict[str, tuple[float, float]] = {}
+
+    def done(self, step: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        wall, cpu = self.spent.get(step, (0.0, 0.0))
+        self.spent[step] = (wall + now[0] - self._last[0], cpu + now[1] - self._last[1])
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {w:.2f}s (cpu {c:.2f}s)" for k, (w, c) in self.spent.items())
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What became of one drop file."""
+
+    name: str
+    kind: str  # lifecycle | reissue | subscribers | receipts | unknown
+    sha256: str
+    status: FileStatus
+    rows_in: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    quarantined_by_reason: Mapping[str, int] = field(default_factory=dict)
+    encoding: str | None = None  # utf-8 | utf-8-sig | gbk | mixed; None for Parquet
+    delimiter: str | None = None  # , or |; None for Parquet
+    gx_success: bool | None = None  # None when GX did not run (file skipped or failed)
+    gx_rows: int = 0  # accepted rows GX validated (a sample of a big file when it found nothing)
+    warnings: Mapping[str, int] = field(default_factory=dict)  # e.g. contact_phone_dropped
+    error: str | None = None  # why a failed file failed, and what to do
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    day: dt.date
+    files: tuple[FileReport, ...]
+
+    @property
+    def failed(self) -> tuple[FileReport, ...]:
+        return tuple(f for f in self.files if f.status == "failed")
+
+    @property
+    def rows_in(self) -> int:
+        return sum(f.rows_in for f in self.files)
+
+    @property
+    def accepted(self) -> int:
+        return sum(f.accepted for f in self.files)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(f.quarantined for f in self.files)
+
+
+def ingest_day(
+    settings: Settings, day: dt.date, con: duckdb.DuckDBPyConnection | None = None
+) -> IngestReport:
+    """Ingest every file of ``Layout(settings.data_dir).inbox(day)``, in name order.
+
+    Opens the state file itself when ``con`` is None. A file that breaks its contract is
+    reported ``failed`` and the run goes on; any other error rolls that file back and
+    propagates (rerunning the day is safe).
+    """
+    layout = Layout(settings.data_dir)
+    if con is None:
+        with open_state(layout.state_db) as own:
+            return _ingest_inbox(settings, layout, day, own)
+    return _ingest_inbox(settings, layout, day, con)
+
+
+def _ingest_inbox(
+    settings: Settings, layout: Layout, day: dt.date, con: duckdb.DuckDBPyConnection
+) -> IngestReport:
+    inbox = layout.inbox(day)
+    if not inbox.is_dir():
+        log.warning("ingest %s: no inbox folder %s; nothing to ingest", day, inbox)
+        return IngestReport(day=day, files=())
+    # Dot files are uploads still in flight (write to .name, then rename).
+    paths = sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith("."))
+    regions = sorted(province_codes() | {k.upper() for k in settings.policies if k != "default"})
+    reports = tuple(_ingest_file(settings, layout, day, con, path, regions) for path in paths)
+    report = IngestReport(day=day, files=reports)
+    log.info(
+        "ingest %s: %d file(s), %d failed; rows in %d, accepted %d, quarantined %d",
+        day,
+        len(reports),
+        len(report.failed),
+        report.rows_in,
+        report.accepted,
+        report.quarantined,
+    )
+    return report
+
+
+def _ingest_file(
+    settings: Settings,
+    layout: Layout,
+    day: dt.date,
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    regions: list[str],
+) -> FileReport:
+    name = path.name
+    spec = spec_for_file(name)
+    kind = spec.kind if spec else "unknown"
+    steps = _Steps()
+    # A helper thread hashes the file (hashlib lets go of the GIL) while DuckDB reads its lines.
+    with _staging(con), ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as helper:
+        sniffing = helper.submit(read.sniff, path)
+        # The lines are read while the file is hashed; if the hash says "skip", they are dropped.
+        ahead = read.read_ahead(con, path) if spec is not None and _is_csv(name) else None
+        try:
+            facts = sniffing.result()
+        except OSError as exc:
+            report = FileReport(
+                name=name,
+                kind=kind,
+                sha256="",
+                status="failed",
+                error=f"{name}: cannot read the file ({exc.strerror or exc}); fix its permissions or deliver it again",
+            )
+            _log_file(day, report)
+            return report
+        if spec is None:
+            prefixes = ", ".join(s.file_prefix for s in drop_specs().values())
+            return _fail(
+                con,
+                day,
+                name,
+                kind,
+                facts.sha256,
+                DataContractError(
+                    f"{name}: unknown kind of drop file; names start with {prefixes}. Rename it, or "
+                    "remove it from the inbox if it is not a drop"
+                ),
+            )
+
+        # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and blocks the connection.
+        earlier = next(
+            iter(
+                con.execute(
+                    "SELECT file_name, logical_date FROM files WHERE sha256 = ? AND status = 'ingested' "
+                    "ORDER BY logical_date, file_name LIMIT 1",
+                    [facts.sha256],
+                ).fetchall()
+            ),
+            None,
+        )
+        if earlier is not None:
+            report = FileReport(name=name, kind=kind, sha256=facts.sha256, status="skipped_duplicate")
+            log.info(
+                "ingest %s %s: skipped, same content already ingested as %s on %s",
+                day,
+                name,
+                earlier[0],
+                earlier[1],
+            )
+            return report
+        clash = next(
+            iter(
+                con.execute(
+                    "SELECT sha256, logical_date FROM files WHERE file_name = ? AND status = 'ingested' LIMIT 1",
+                    [name],
+                ).fetchall()
+            ),
+            None,
+        )
+        if clash is not None:
+            stem, dot, suffix = name.partition(".")
+            return _fail(
+                con,
+                day,
+                name,
+                kind,
+                facts.sha256,
+                DuplicateFileNameError(
+                    f"{name}: a different file of this name was already ingested (logical date {clash[1]}, "
+                    f"sha256 {clash[0][:12]}…, this one {facts.sha256[:12]}…). An ingested file is never "
+                    f"replaced: the rows of the earlier file stay as ingested. To ingest this one as well, "
+                    f"rename it in {path.parent}, e.g. to {stem}_v2{dot}{suffix}, and rerun the "
+                    f"day (`recycle run --date {day}`)"
+                ),
+            )
+
+        work_dir = layout.run_dir(day) / "ingest-tmp"
+        try:
+            if _is_csv(name):
+                staged = read.stage_csv(con, path, facts, spec, work_dir, ahead)
+            else:
+                staged = read.stage_parquet(con, path, spec)
+            steps.done("read")
+            return _load(settings, layout, day, con, name, spec, facts.sha256, staged, regions, steps)
+        except DataContractError as exc:
+            return _fail(con, day, name, kind, facts.sha256, exc)
+
+
+def _is_csv(name: str) -> bool:
+    return not name.lower().endswith(".parquet")
+
+
+@contextmanager
+def _staging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Temp tables and Arrow views of one file, dropped whatever happens."""
+    try:
+        yield
+    finally:
+        read.release(con)
+        for table in (CHECKED_TABLE, DUPLICATES_TABLE, _GX_FAILED, _REST):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        phone_classes.drop_tables(con)
+
+
+def _load(
+    settings: Settings,
+    layout: Layout,
+    day: dt.date,
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    spec: DropSpec,
+    sha256: str,
+    staged: read.Staged,
+    regions: list[str],
+    steps: _Steps,
+) -> FileReport:
+    params = day_param(day)
+    numbers = NumberLookup(classes=0, singles=0, fallback_classes=())
+    if spec.number_columns:
+        classes = phone_classes.class_table(settings.default_region, layout.cache_dir)
+        numbers = phone_classes.load_classes(con, classes)
+    con.execute(duplicates_sql(staged.lines_sql))
+    steps.done("duplicates")
+
+    fast_sql = staged.fast_sql(DUPLICATES_TABLE) if FAST_PATH else None
+    # Options are not transactional, and an aborted transaction refuses SET until the ROLLBACK:
+    # what the fast insert changes is put back after it, or after the ROLLBACK if it fails.
+    options = db.current_options(con, "preserve_insertion_order", "disabled_optimizers")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        fast = 0
+        rest_sql = staged.select_sql
+        if fast_sql is not None:
+            # The plain lines that pass every rule go straight into the table; the full checks
+            # then judge only the rest, found as the lines of the file missing from the table.
+            db.set_options(
+                con,
+                {"preserve_insertion_order": False, "disabled_optimizers": _known_optimizers(con, _FAST_OFF)},
+            )
+            fast = _count(
+                con,
+                fast_insert_sql(
+                    spec,
+                    staged_select(spec, settings.default_region, fast_sql),
+                    regions,
+                    settings.default_region,
+                    numbers,
+                    sha256,
+                ),
+                params,
+            )
+            db.set_options(con, options)
+            # A copy of those lines (a few per cent), so that no filter of the checks is
+            # pushed down onto a scan of every line.
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE {_REST} AS
+                SELECT line_no, line, err FROM {read.LINES_VIEW}
+                WHERE line_no > 1
+                  AND line_no NOT IN (SELECT line_no FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)})
+            """)
+            rest_sql = staged.subset_sql(_REST)
+        steps.done("fast insert")
+
+        rest = staged_select(spec, settings.default_region, rest_sql)
+        if spec.number_columns:
+            numbers = phone_classes.add_singles(
+                con, f"({rest})", number_columns(spec), numbers, settings.default_region
+            )
+        _run(con, checks_sql(spec, rest, regions, settings.default_region, numbers), params)
+        warn_names = [w for w, _ in warnings_sql(spec)]
+        counts = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE reason_key IS NULL)"
+            + "".join(f', count(*) FILTER (WHERE reason_key IS NULL AND "w_{w}")' for w in warn_names)
+            + f" FROM {CHECKED_TABLE}"
+        ).fetchall()[0]
+        if fast + counts[0] != staged.rows_in:
+            raise TerminalError(
+                f"{name}: checked {fast} + {counts[0]} rows of {staged.rows_in} data lines; this is a bug, keep the file"
+            )
+        warnings = {w: int(n) for w, n in zip(warn_names, counts[2:], strict=True) if n}
+        accepted = fast + _count(
+            con, insert_accepted_sql(spec, sha256, CHECKED_TABLE, "reason_key IS NULL"), params
+        )
+        steps.done("checks")
+
+        # GX judges what was stored: an even sample of a big file first, every row if it
+        # finds a bad one; the rows it refuses are taken out again before the commit.
+        gx_note = {"file": name, "accepted_rows": accepted}
+        every = max(1, -(-accepted // GX_SAMPLE_ROWS))  # ceil; 1 means every row
+        result_path = layout.run_dir(day) / "gx" / f"{name}.json"
+        gx = _gx_validate(
+            spec.kind, _gx_rows(con, spec, sha256, every), every, regions, result_path, name, gx_note
+        )
+        if gx.failed_rows and every > 1:  # the sample found a bad row: GX judges every stored row
+            gx = _gx_validate(
+                spec.kind, _gx_rows(con, spec, sha256, 1), 1, regions, result_path, name, gx_note
+            )
+        steps.done("gx")
+        if gx.failed_rows:
+            accepted -= _remove_gx_failed(con, spec, sha256, gx)
+        quarantine = _quarantine_rows(con, staged, params, bool(gx.failed_rows))
+        by_reason = _reason_counts(quarantine)
+        con.register("_ingest_quarantine_arrow", quarantine)
+        try:
+            quarantined = _count(
+                con,
+                f"""
+                INSERT INTO quarantine (file_name, file_sha256, kind, logical_date, line_no, stage, reason, detail, original_line)
+                SELECT {sql_str(name)}, {sql_str(sha256)}, {sql_str(spec.kind)}, $day::DATE, line_no, 'ingest',
+                       reason, detail, original_line
+                FROM _ingest_quarantine_arrow ORDER BY line_no
+            """,
+                params,
+            )
+        finally:
+            con.unregister("_ingest_quarantine_arrow")
+        if staged.rows_in != accepted + quarantined:
+            raise TerminalError(
+                f"{name}: {staged.rows_in} rows in but {accepted} accepted + {quarantined} quarantined; "
+                "nothing of the file was kept. This is a bug: keep the file and report it"
+            )
+        _register(
+            con,
+            day,
+            name,
+            spec.kind,
+            sha256,
+            "ingested",
+            staged.rows_in,
+            accepted,
+            quarantined,
+            staged.encoding,
+            staged.delimiter,
+            None,
+        )
+        _write_quarantine_parquet(layout.quarantine_dir(day) / f"{name}.parquet", quarantine)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        db.set_options(con, options)
+        raise
+    steps.done("commit")
+    log.debug("ingest %s %s: %s", day, name, steps)
+
+    report = FileReport(
+        name=name,
+        kind=spec.kind,
+        sha256=sha256,
+        status="ingested",
+        rows_in=staged.rows_in,
+        accepted=accepted,
+        quarantined=quarantined,
+        quarantined_by_reason=by_reason,
+        encoding=staged.encoding,
+        delimiter=staged.delimiter,
+        gx_success=gx.success,
+        gx_rows=gx.validated_rows,
+        warnings=warnings,
+    )
+    _log_file(
+        day,
+        report,
+        f"read by {staged.reader}, {fast} row(s) by the fast path, number classes {numbers.classes}, "
+        f"single numbers {numbers.singles}",
+    )
+    return report
+
+
+def _known_optimizers(con: duckdb.DuckDBPyConnection, names: str) -> str:
+    """``names`` (comma-separated) less those this DuckDB does not have: another version may rename one."""
+    known = {str(r[0]) for r in con.execute("SELECT name FROM duckdb_optimizers()").fetchall()}
+    return ",".join(n for n in names.split(",") if n in known)
+
+
+def _gx_rows(con: duckdb.DuckDBPyConnection, spec: DropSpec, sha256: str, every: int) -> pa.Table:
+    """The stored rows of the file GX is shown: every ``every``-th line, an even, deterministic sample."""
+    cols = ", ".join(f'"{c}"' for c in spec.names)
+    return con.sql(
+        f"SELECT line_no, {cols} FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)} "
+        f"AND line_no % {every} = 0 ORDER BY line_no"
+    ).to_arrow_table()
+
+
+def _gx_validate(
+    kind: str,
+    rows: pa.Table,
+    every: int,
+    regions: list[str],
+    result_path: Path,
+    name: str,
+    note: Mapping[str, object],
+) -> gx_gate.GxOutcome:
+    """Run the GX suite on ``rows`` (line_no and the stored columns); safe off the main thread.
+
+    GX costs seconds per million rows in pandas (and half a second to start); a big file
+    shows it an evenly spread sample of about GX_SAMPLE_ROWS of its stored rows first, and
+    only if the sample has a failing row does GX see every stored row, so that each failing
+    row is quarantined.
+    """
+    frame = rows.to_pandas(date_as_object=False).set_index("line_no")
+    frame.index.name = None  # GX then reports failing rows as bare index values
+    note = {
+        **note,
+        "validated_rows": len(frame),
+        "sample": f"line_no % {every} = 0" if every > 1 else "all accepted rows",
+    }
+    return gx_gate.run_gate(kind, frame, {"regions": regions}, result_path, name, note)
+
+
+def _remove_gx_failed(
+    con: duckdb.DuckDBPyConnection, spec: DropSpec, sha256: str, gx: gx_gate.GxOutcome
+) -> int:
+    """Take the rows GX refused out of the kind's table again (same transaction); how many."""
+    con.register(
+        f"{_GX_FAILED}_arrow",
+        pa.table(
+            {
+                "line_no": pa.array(list(gx.failed_rows), pa.int64()),
+                "detail": pa.array(list(gx.failed_rows.values()), pa.string()),
+            }
+        ),
+    )
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_GX_FAILED} AS SELECT * FROM {_GX_FAILED}_arrow")
+    finally:
+        con.unregister(f"{_GX_FAILED}_arrow")
+    return _count(
+        con,
+        f"DELETE FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)} "
+        f"AND line_no IN (SELECT line_no FROM {_GX_FAILED})",
+    )
+
+
+def _quarantine_rows(
+    con: duckdb.DuckDBPyConnection, staged: read.Staged, params: Mapping[str, object], gx_failed: bool
+) -> pa.Table:
+    """Every refused line of the file, in line order: the SQL rules' and then GX's."""
+    sql = f"""
+        SELECT line_no, split_part(reason_key, ':', 1) AS reason, detail, original_line
+        FROM {CHECKED_TABLE} WHERE reason_key IS NOT NULL
+    """
+    if gx_failed:
+        sql += f"""
+            UNION ALL
+            SELECT g.line_no, '{GX_REASON}', g.detail, s.original_line
+            FROM {_GX_FAILED} g JOIN ({staged.lines_sql}) s USING (line_no)
+        """
+    return _arrow(con, f"SELECT * FROM ({sql}) ORDER BY line_no", params).cast(_QUARANTINE_SCHEMA)
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, object] | None = None
+) -> duckdb.DuckDBPyConnection:
+    # DuckDB refuses named parameters that a statement does not use.
+    return con.execute(sql, params) if params and "$day" in sql else con.execute(sql)
+
+
+def _arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, object]) -> pa.Table:
+    relation = con.sql(sql, params=dict(params)) if "$day" in sql else con.sql(sql)
+    return relation.to_arrow_table()
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, object] | None = None) -> int:
+    rows = _run(con, sql, params).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _reason_counts(quarantine: pa.Table) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reason in quarantine.column("reason").to_pylist():
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _write_quarantine_parquet(path: Path, quarantine: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(quarantine, buf, compression="zstd")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _register(
+    con: duckdb.DuckDBPyConnection,
+    day: dt.date,
+    name: str,
+    kind: str,
+    sha256: str,
+    status: str,
+    rows_in: int,
+    accepted: int,
+    quarantined: int,
+    encoding: str | None,
+    delimiter: str | None,
+    error: str | None,
+) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO files (file_name, kind, sha256, logical_date, status, rows_in, accepted, "
+        "quarantined, encoding, delimiter, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [name, kind, sha256, day, status, rows_in, accepted, quarantined, encoding, delimiter, error],
+    )
+
+
+def _fail(
+    con: duckdb.DuckDBPyConnection, day: dt.date, name: str, kind: str, sha256: str, exc: DataContractError
+) -> FileReport:
+    message = exc.diagnostics()
+    _register(con, day, name, kind, sha256, "failed", 0, 0, 0, None, None, message)
+    report = FileReport(name=name, kind=kind, sha256=sha256, status="failed", error=message)
+    _log_file(day, report)
+    return report
+
+
+def _log_file(day: dt.date, report: FileReport, extra: str = "") -> None:
+    if report.status == "failed":
+        log.error("ingest %s %s: failed: %s", day, report.name, report.error)
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in report.quarantined_by_reason.items()) or "none"
+    warnings = ", ".join(f"{k} {v}" for k, v in report.warnings.items()) or "none"
+    log.info(
+        "ingest %s %s: %s %s, %s/%s, rows in %d, accepted %d, quarantined %d (%s), warnings (%s), GX %s%s",
+        day,
+        report.name,
+        report.status,
+        report.kind,
+        report.encoding,
+        report.delimiter,
+        report.rows_in,
+        report.accepted,
+        report.quarantined,
+        reasons,
+        warnings,
+        "passed" if report.gx_success else "refused rows",
+        f"; {extra}" if extra else "",
+    )

@@ -1,0 +1,224 @@
+"""The nightly run for one logical date: an ordered list of named steps.
+
+Each step is a plain function ``(settings, day, context) -> report`` that opens what it needs
+and is idempotent for its day, so ``recycle run`` (in-process) and the Airflow DAG (one task
+per step) run exactly the same code. The report of every step is written to
+``<data>/runs/<D>/steps/<step>.json``; the state file never holds wall-clock times, so a
+rerun of a day leaves the state byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipelines.config import Settings
+from pipelines.db import open_state, transaction
+from pipelines.layout import Layout, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """Per-run options that are not configuration (they differ between a demo and production)."""
+
+    simulate_gateways: bool = False  # loopback gateways take the reminders (demo, tests)
+    gateway_seed: int = 7  # the simulated receipts' seed
+    alerts_mode: AlertsMode = "raise"  # "record": log a compliance stop instead of failing
+    exception_rate_window_days: int = 30
+
+
+AlertsMode = Literal["raise", "record"]
+ALERTS_MODES: tuple[AlertsMode, ...] = ("raise", "record")
+
+StepFn = Callable[[Settings, dt.date, RunContext], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    fn: StepFn
+    writes_state: bool = True  # steps that write the DuckDB file share an Airflow pool of size 1
+    doc: str = ""
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, dt.date | Path):
+        return str(obj)
+    return obj
+
+
+# --------------------------------------------------------------------------- steps
+# Each step opens the state file itself: in Airflow every step is its own process.
+
+
+def step_ingest(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.ingest.drops import ingest_day
+
+    with open_state(Layout(settings.data_dir).state_db) as con:
+        report = ingest_day(settings, day, con)
+    return {"ingest": _jsonable(report)}
+
+
+def step_receipts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.reminders.core import apply_receipts
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"receipts": _jsonable(apply_receipts(con, settings, day))}
+
+
+def step_advance(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.lifecycle.core import advance_time
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"advance": _jsonable(advance_time(con, settings, day))}
+
+
+def step_events(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.lifecycle.core import apply_events
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"events": _jsonable(apply_events(con, settings, day))}
+
+
+def step_schedule(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.reminders.core import schedule_reminders
+
+    with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
+        return {"schedule": _jsonable(schedule_reminders(con, settings, day))}
+
+
+def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """Outbox -> channels. With ``simulate_gateways``, loopback SMTP/SMS simulators take the
+    reminders through the real adapters and write the next night's ``receipts_*`` drop."""
+    from pipelines.reminders.channels import (
+        Channel,
+        LetterBatchChannel,
+        SmsHttpChannel,
+        SmtpChannel,
+    )
+    from pipelines.reminders.core import send_reminders
+
+    layout = Layout(settings.data_dir)
+    letters_dir = layout.outbox_dir / "letters"
+    with open_state(layout.state_db) as con:
+        channels: dict[str, Channel]
+        if not ctx.simulate_gateways:
+            channels = {
+                "email": SmtpChannel(settings.smtp),
+                "sms": SmsHttpChannel(settings.sms),
+                "letter": LetterBatchChannel(letters_dir, day),
+            }
+            return {"send": _jsonable(send_reminders(con, settings, day, channels))}
+        from pipelines.dev.simulators import GatewaySimulator, write_receipts
+
+        with GatewaySimulator() as sim:
+            channels = {
+                "email": SmtpChannel(sim.smtp_settings()),
+                "sms": SmsHttpChannel(sim.sms_settings()),
+                "letter": LetterBatchChannel(letters_dir, day),
+            }
+            report = send_reminders(con, settings, day, channels)
+            accepted = sim.drain()
+        receipts = write_receipts(
+            accepted, letters_dir, day, layout.inbox(day + dt.timedelta(days=1)), ctx.gateway_seed
+        )
+        return {"send": _jsonable(report), "simulated_receipts": str(receipts) if receipts else None}
+
+
+def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.ledger.nightly import append_queued_events, open_ledger
+
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        return {"ledger": _jsonable(append_queued_events(con, ledger))}
+
+
+def step_feeds(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.feeds.publish import publish_feed
+    from pipelines.ledger.nightly import open_ledger
+
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        return {"feeds": _jsonable(publish_feed(settings, day, con, ledger))}
+
+
+def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    from pipelines.feeds.query_snapshot import publish_snapshot
+
+    with open_state(Layout(settings.data_dir).state_db) as con:
+        return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
+
+
+def step_alerts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """Last: the feed is out before a compliance stop fails the night loudly."""
+    from pipelines.compliance.alerts import nightly_alerts
+
+    return nightly_alerts(settings, day, mode=ctx.alerts_mode, window_days=ctx.exception_rate_window_days)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("ingest", step_ingest, doc="drop files -> accepted rows and quarantine"),
+    Step("receipts", step_receipts, doc="delivery receipts and acknowledgements -> reminders"),
+    Step("advance", step_advance, doc="suspensions become final; freeze ends; the release gate"),
+    Step("events", step_events, doc="subscriber snapshot, lifecycle events and reissues of the day"),
+    Step("schedule", step_schedule, doc="reminder schedule, fallbacks and the rendered outbox"),
+    Step("send", step_send, doc="outbox -> e-mail, SMS gateway and letter batch"),
+    Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
+    Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
+    Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
+    Step("alerts", step_alerts, doc="compliance: reissue violations, release exception rate"),
+)
+
+
+def step_names() -> tuple[str, ...]:
+    return tuple(s.name for s in STEPS)
+
+
+def get_step(name: str) -> Step:
+    for s in STEPS:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown step {name!r}; steps are {', '.join(step_names())}")
+
+
+def run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None = None) -> Mapping[str, Any]:
+    """Run one named step for ``day`` and record its report under the run's folder."""
+    step = get_step(name)
+    started = time.monotonic()
+    report = step.fn(settings, day, ctx or RunContext())
+    elapsed = round(time.monotonic() - started, 3)
+    out = Layout(settings.data_dir).run_dir(day) / "steps" / f"{name}.json"
+    # The run folder is a log for operators (it has timings); the state file never does.
+    body = {**_jsonable(report), "elapsed_s": elapsed}
+    atomic_write_bytes(out, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
+    log.info("step %s for %s done in %.2fs", name, day, elapsed)
+    return report
+
+
+def run_day(
+    settings: Settings,
+    day: dt.date,
+    ctx: RunContext | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> dict[str, Mapping[str, Any]]:
+    """Run every step for ``day`` in order, in this process."""
+    ctx = ctx or RunContext()
+    reports: dict[str, Mapping[str, Any]] = {}
+    for step in STEPS:
+        if on_step:
+            on_step(step.name)
+        reports[step.name] = run_step(settings, day, step.name, ctx)
+    return reports

@@ -1,0 +1,604 @@
+"""Reminder channels: SMTP e-mail, an HTTP SMS gateway and the print house's daily letter batch.
+
+Every channel takes a *batch* (one SMTP connection or HTTP client serves many messages) and
+reports per reminder: sent with the provider's reference, or failed — *transient* (worth a
+retry: gateway down, 4xx, 429/5xx) or *permanent* (this address will never work on this
+channel: fall back to the next one). :func:`send_with_retry` retries the transient ones with
+exponential backoff. Credentials come from the settings object only; logs show masked
+addresses (:func:`pipelines.numbers.mask_contact`), never a full number or address.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import email.utils
+import hashlib
+import io
+import logging
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
+from pathlib import Path
+from typing import Literal, Protocol
+
+import httpx
+
+from pipelines.config import SmsSettings, SmtpSettings
+from pipelines.errors import DataContractError, GatewayError, PermanentDeliveryError
+from pipelines.layout import atomic_write_bytes
+from pipelines.numbers import mask, mask_contact
+
+log = logging.getLogger(__name__)
+
+ChannelName = Literal["email", "sms", "letter"]
+CHANNELS: tuple[ChannelName, ...] = ("email", "sms", "letter")
+LETTER_COLUMNS = ("reminder_id", "to", "language", "subject", "text")
+
+_E164 = re.compile(r"\+[1-9]\d{5,14}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_QUEUED_AS = re.compile(r"queued as\s+(\S+)", re.IGNORECASE)
+_DIGIT_RUN = re.compile(r"\+?\d{7,}")  # any phone number, in whatever format a gateway echoes it
+
+
+def _utc_now() -> dt.datetime:
+    # Acceptance by a gateway is a real event in time, not a business date: the one place in
+    # this module where the wall clock is meant. Tests inject a fixed clock.
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class OutgoingReminder:
+    """One rendered reminder ready for a channel. ``to``: e-mail address, E.164 number or postal ref."""
+
+    reminder_id: str
+    channel: ChannelName
+    to: str = field(repr=False)
+    language: str
+    subject: str
+    text: str = field(repr=False)
+    due_on: dt.date
+    html: str | None = field(default=None, repr=False)  # e-mail alternative part, when rendered
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNELS:
+            raise ValueError(f"reminder {self.reminder_id!r}: unknown channel {self.channel!r}")
+        # The id travels in mail headers, CSV cells and JSON: keep it one printable token.
+        if (
+            not self.reminder_id
+            or not self.reminder_id.isprintable()
+            or any(c.isspace() for c in self.reminder_id)
+        ):
+            raise ValueError(
+                f"reminder id {self.reminder_id!r} must be non-empty printable text without spaces"
+            )
+
+
+@dataclass(frozen=True)
+class SendResult:
+    reminder_id: str
+    channel: ChannelName
+    provider_ref: str  # the gateway's id for the message (queue id, message id, batch line)
+    accepted_at: dt.datetime  # UTC, when the gateway took it
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    reminder_id: str
+    channel: ChannelName
+    permanent: bool  # True: this address never works on this channel; use the next channel
+    reason: str  # for the operator; addresses in it are masked
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    sent: tuple[SendResult, ...] = ()
+    failed: tuple[SendFailure, ...] = ()
+
+    @property
+    def transient(self) -> tuple[SendFailure, ...]:
+        return tuple(f for f in self.failed if not f.permanent)
+
+    @property
+    def permanent(self) -> tuple[SendFailure, ...]:
+        return tuple(f for f in self.failed if f.permanent)
+
+
+class Channel(Protocol):
+    """A reminder channel. ``send_batch`` never raises for one bad message; it reports it."""
+
+    @property
+    def name(self) -> ChannelName: ...
+
+    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome: ...
+
+
+def send_with_retry(
+    channel: Channel,
+    reminders: Sequence[OutgoingReminder],
+    *,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BatchOutcome:
+    """Send ``reminders``, retrying transient failures ``attempts - 1`` times with backoff.
+
+    Waits ``backoff_s``, ``2 * backoff_s``, ... between attempts. The returned outcome holds
+    every send and what still failed (permanent, or transient after the last attempt) so the
+    caller can fall back to the next channel.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    pending = list(reminders)
+    sent: list[SendResult] = []
+    permanent: list[SendFailure] = []
+    transient: list[SendFailure] = []
+    for attempt in range(attempts):
+        if attempt:
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.info(
+                "%s: retrying %d reminder(s) in %.1fs (attempt %d of %d)",
+                channel.name,
+                len(pending),
+                delay,
+                attempt + 1,
+                attempts,
+            )
+            sleep(delay)
+        outcome = channel.send_batch(pending)
+        sent.extend(outcome.sent)
+        permanent.extend(outcome.permanent)
+        transient = list(outcome.transient)
+        if not transient:
+            break
+        retry = {f.reminder_id for f in transient}
+        pending = [r for r in pending if r.reminder_id in retry]
+    if transient:
+        log.warning(
+            "%s: %d reminder(s) still failing after %d attempt(s), e.g. %s",
+            channel.name,
+            len(transient),
+            attempts,
+            transient[0].reason,
+        )
+    return BatchOutcome(tuple(sent), tuple(permanent + transient))
+
+
+def _check_batch(channel: ChannelName, reminders: Sequence[OutgoingReminder]) -> None:
+    seen: set[str] = set()
+    for r in reminders:
+        if r.channel != channel:
+            raise ValueError(f"reminder {r.reminder_id} is for {r.channel}, not {channel}")
+        if r.reminder_id in seen:
+            raise ValueError(f"reminder {r.reminder_id} appears twice in one {channel} batch")
+        seen.add(r.reminder_id)
+
+
+def _summarise(channel: ChannelName, sent: list[SendResult], failed: list[SendFailure]) -> BatchOutcome:
+    if sent or failed:
+        log.info(
+            "%s batch: %d sent, %d transient failure(s), %d permanent failure(s)",
+            channel,
+            len(sent),
+            sum(not f.permanent for f in failed),
+            sum(f.permanent for f in failed),
+        )
+    return BatchOutcome(tuple(sent), tuple(failed))
+
+
+# --------------------------------------------------------------------------- e-mail
+
+
+class SmtpChannel:
+    """E-mail over SMTP (stdlib ``smtplib``): one connection per batch, reconnecting on a drop.
+
+    ``ssl_context`` verifies the server on STARTTLS (default: the system trust store; pass
+    one that trusts a private or test CA). Every message carries ``X-Reminder-Id`` and a
+    ``Message-ID`` derived from the reminder id, so a resend is recognisably the same message.
+    """
+
+    name: ChannelName = "email"
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], dt.datetime] = _utc_now,
+        local_hostname: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._ssl_context = ssl_context
+        self._clock = clock
+        self._local_hostname = local_hostname or socket.getfqdn()
+        self._where = f"SMTP server {settings.host}:{settings.port}"
+        _, _, domain = settings.sender.rpartition("@")
+        self._domain = domain or "localhost"
+
+    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+        _check_batch(self.name, reminders)
+        sent: list[SendResult] = []
+        failed: list[SendFailure] = []
+        conn: smtplib.SMTP | None = None
+        try:
+            for index, reminder in enumerate(reminders):
+                if not _EMAIL.fullmatch(reminder.to):
+                    failed.append(self._failure(reminder, True, "not an e-mail address"))
+                    continue
+                try:
+                    message = self._message(reminder)
+                except ValueError as exc:  # e.g. a line break in the subject: a rendering bug
+                    failed.append(self._failure(reminder, True, f"cannot build the e-mail: {exc}"))
+                    continue
+                # A dropped connection (server restart, idle or per-connection message limit)
+                # gets one reconnect per message; the same Message-ID makes a resend harmless.
+                for attempt in range(2):
+                    if conn is None:
+                        try:
+                            conn = self._connect()
+                        except GatewayError as exc:
+                            log.error("%s", exc)
+                            failed.extend(
+                                self._failure(r, False, str(exc))
+                                if _EMAIL.fullmatch(r.to)
+                                else self._failure(r, True, "not an e-mail address")
+                                for r in reminders[index:]
+                            )
+                            return _summarise(self.name, sent, failed)
+                    try:
+                        ref = self._deliver(conn, reminder, message)
+                    except PermanentDeliveryError as exc:
+                        failed.append(self._failure(reminder, True, str(exc)))
+                    except GatewayError as exc:
+                        dropped = conn.sock is None
+                        if dropped:
+                            conn = None
+                            if attempt == 0:
+                                continue
+                        failed.append(self._failure(reminder, False, str(exc)))
+                    else:
+                        sent.append(SendResult(reminder.reminder_id, self.name, ref, self._clock()))
+                        log.debug("email %s accepted for %s", reminder.reminder_id, mask_contact(reminder.to))
+                    break
+        finally:
+            if conn is not None:
+                _quit(conn)
+        return _summarise(self.name, sent, failed)
+
+    def _failure(self, reminder: OutgoingReminder, permanent: bool, reason: str) -> SendFailure:
+        if permanent:
+            log.warning(
+                "email %s to %s failed for good: %s", reminder.reminder_id, mask_contact(reminder.to), reason
+            )
+        return SendFailure(reminder.reminder_id, self.name, permanent, reason)
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self._settings
+        unreachable = (
+            f"{self._where} unreachable ({{}}); check that it runs and RECYCLE_SMTP_HOST / RECYCLE_SMTP_PORT"
+        )
+        try:
+            # Connecting in the constructor also records the host STARTTLS verifies the certificate for.
+            conn = smtplib.SMTP(s.host, s.port, local_hostname=self._local_hostname, timeout=s.timeout_s)
+        except OSError as exc:  # smtplib's errors are OSErrors too
+            raise GatewayError(unreachable.format(f"{type(exc).__name__}: {exc}")) from exc
+        try:
+            conn.ehlo_or_helo_if_needed()
+            if s.starttls:
+                if not conn.has_extn("starttls"):
+                    raise GatewayError(
+                        f"{self._where} does not offer STARTTLS although starttls is configured; "
+                        "fix the server or RECYCLE_SMTP_STARTTLS (credentials are never sent in clear)"
+                    )
+                conn.starttls(context=self._ssl_context or ssl.create_default_context())
+                conn.ehlo()
+            if s.user:
+                conn.login(s.user, s.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            _quit(conn)
+            raise GatewayError(
+                f"{self._where} rejected the credentials ({exc.smtp_code}); "
+                "check RECYCLE_SMTP_USER / RECYCLE_SMTP_PASSWORD or the Airflow Connection"
+            ) from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            _quit(conn)
+            raise GatewayError(
+                f"{self._where} does not offer AUTH; servers often offer it only after STARTTLS "
+                "(set RECYCLE_SMTP_STARTTLS=true) — credentials are configured but cannot be used"
+            ) from exc
+        except ssl.SSLError as exc:
+            _quit(conn)
+            raise GatewayError(
+                f"{self._where}: TLS failed ({exc.reason}); check the server certificate and the CA trusted"
+            ) from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            _quit(conn)
+            raise GatewayError(unreachable.format(f"{type(exc).__name__}: {exc}")) from exc
+        except GatewayError:
+            _quit(conn)
+            raise
+        return conn
+
+    def _message(self, r: OutgoingReminder) -> bytes:
+        # An internationalised address needs UTF-8 headers (RFC 6532), sent with SMTPUTF8.
+        msg = EmailMessage(policy=SMTP_POLICY if r.to.isascii() else SMTPUTF8_POLICY)
+        msg["From"] = self._settings.sender
+        msg["To"] = r.to
+        msg["Subject"] = r.subject
+        msg["Date"] = email.utils.format_datetime(self._clock())
+        msg["Message-ID"] = self._message_id(r.reminder_id)
+        msg["X-Reminder-Id"] = r.reminder_id
+        # RFC 3834: keeps vacation responders from answering a reminder.
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(r.text, charset="utf-8")
+        if r.html is not None:
+            msg.add_alternative(r.html, subtype="html", charset="utf-8")
+        msg["Content-Language"] = r.language  # after set_content, which clears Content-* headers
+        return msg.as_bytes()
+
+    def _message_id(self, reminder_id: str) -> str:
+        token = (
+            reminder_id
+            if _DOT_ATOM.fullmatch(reminder_id)
+            else ("r." + hashlib.sha256(reminder_id.encode()).hexdigest()[:32])
+        )
+        return f"<{token}@{self._domain}>"
+
+    def _deliver(self, conn: smtplib.SMTP, r: OutgoingReminder, message: bytes) -> str:
+        options: list[str] = []
+        if not r.to.isascii():
+            if not conn.has_extn("smtputf8"):
+                raise PermanentDeliveryError(f"{self._where} cannot take the non-ASCII address (no SMTPUTF8)")
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
+        reply: bytes | str
+        try:
+            code, reply = conn.mail(self._settings.sender, options)
+            if code != 250:
+                self._refused(conn, code, reply, "sender", r.to)
+            code, reply = conn.rcpt(r.to)
+            if code not in (250, 251):
+                self._refused(conn, code, reply, "recipient", r.to)
+            try:
+                code, reply = conn.data(message)
+            except smtplib.SMTPDataError as exc:
+                code, reply = exc.smtp_code, exc.smtp_error
+            if code != 250:
+                self._refused(conn, code, reply, "message", r.to)
+        except smtplib.SMTPResponseException as exc:
+            conn.close()
+            raise GatewayError(f"{self._where} answered {exc.smtp_code} unexpectedly") from exc
+        except OSError as exc:  # smtplib's SMTPServerDisconnected is one
+            conn.close()
+            raise GatewayError(f"{self._where} dropped the connection ({exc})") from exc
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        queued = _QUEUED_AS.search(text)
+        return queued.group(1) if queued else self._message_id(r.reminder_id).strip("<>")
+
+    def _refused(self, conn: smtplib.SMTP, code: int, reply: bytes | str, stage: str, to: str) -> None:
+        text = _scrub(reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply), to)
+        if code == 421:
+            conn.close()  # the server is closing the channel; the caller reconnects
+        else:
+            try:
+                conn.rset()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+        detail = f"{self._where} refused the {stage}: {code} {text[:200]}"
+        # 5xx on the recipient or the message is about this address or content: retrying on this
+        # channel cannot help. A refused sender is our configuration (RECYCLE_SMTP_FROM), not
+        # the subscriber's address, so it stays transient and visible.
+        if code >= 500 and stage != "sender":
+            raise PermanentDeliveryError(detail)
+        raise GatewayError(detail if stage != "sender" else detail + "; check RECYCLE_SMTP_FROM")
+
+
+def _scrub(reply: str, contact: str) -> str:
+    """A gateway's reply with the contact masked: servers echo the recipient in their errors."""
+    reply = re.sub(re.escape(contact), mask_contact(contact), reply, flags=re.IGNORECASE)
+    return _DIGIT_RUN.sub(lambda m: mask(m.group()), reply)
+
+
+def _quit(conn: smtplib.SMTP) -> None:
+    try:
+        if conn.sock is not None:
+            conn.quit()
+    except (smtplib.SMTPException, OSError):
+        conn.close()
+
+
+# --------------------------------------------------------------------------- SMS
+
+
+class SmsHttpChannel:
+    """SMS through an HTTP gateway: JSON ``{"reminder_id", "to", "text"}`` POSTed to ``settings.url``.
+
+    2xx is sent (the provider reference is the response's ``id`` or ``message_id``); 408, 425,
+    429, 5xx, redirects and network errors are transient; any other 4xx is permanent. Up to
+    ``concurrency`` requests are in flight over one keep-alive client. After
+    ``max_consecutive_errors`` network errors in a row the rest of the batch is not tried
+    (reported transient), so a dead gateway costs seconds, not one timeout per message.
+    """
+
+    name: ChannelName = "sms"
+
+    def __init__(
+        self,
+        settings: SmsSettings,
+        *,
+        concurrency: int = 4,
+        max_consecutive_errors: int = 5,
+        ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], dt.datetime] = _utc_now,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._settings = settings
+        self._concurrency = concurrency
+        self._max_errors = max_consecutive_errors
+        self._verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._clock = clock
+
+    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+        _check_batch(self.name, reminders)
+        if not reminders:
+            return BatchOutcome()
+        headers = {"Authorization": f"Bearer {self._settings.token}"} if self._settings.token else {}
+        breaker = _Breaker(self._max_errors)
+        limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
+        with httpx.Client(
+            timeout=self._settings.timeout_s, headers=headers, verify=self._verify, limits=limits
+        ) as client:
+
+            def one(reminder: OutgoingReminder) -> SendResult | SendFailure:
+                return self._send_one(client, breaker, reminder)
+
+            if self._concurrency == 1:
+                results = [one(r) for r in reminders]
+            else:
+                with ThreadPoolExecutor(self._concurrency, thread_name_prefix="sms") as pool:
+                    results = list(pool.map(one, reminders))
+        sent = [r for r in results if isinstance(r, SendResult)]
+        failed = [r for r in results if isinstance(r, SendFailure)]
+        return _summarise(self.name, sent, failed)
+
+    def _send_one(
+        self, client: httpx.Client, breaker: _Breaker, r: OutgoingReminder
+    ) -> SendResult | SendFailure:
+        url = self._settings.url
+        if not _E164.fullmatch(r.to):
+            return self._failure(r, True, "not an E.164 number")
+        if breaker.open:
+            return self._failure(r, False, f"not tried: SMS gateway {url} unreachable in this batch")
+        try:
+            resp = client.post(url, json={"reminder_id": r.reminder_id, "to": r.to, "text": r.text})
+        except httpx.HTTPError as exc:
+            breaker.record(ok=False)
+            return self._failure(
+                r,
+                False,
+                f"SMS gateway {url} unreachable ({type(exc).__name__}); check that it runs and RECYCLE_SMS_URL",
+            )
+        breaker.record(ok=True)
+        status = resp.status_code
+        if 200 <= status < 300:
+            return SendResult(r.reminder_id, self.name, _provider_ref(resp) or r.reminder_id, self._clock())
+        body = _scrub(resp.text[:200], r.to)
+        reason = f"SMS gateway {url} answered {status}: {body}"
+        if status in (401, 403):
+            reason += "; check RECYCLE_SMS_TOKEN"
+        transient = status in (408, 425, 429) or status >= 500 or 300 <= status < 400
+        return self._failure(r, not transient, reason)
+
+    def _failure(self, reminder: OutgoingReminder, permanent: bool, reason: str) -> SendFailure:
+        if permanent:
+            log.warning(
+                "sms %s to %s failed for good: %s", reminder.reminder_id, mask_contact(reminder.to), reason
+            )
+        return SendFailure(reminder.reminder_id, self.name, permanent, reason)
+
+
+class _Breaker:
+    """Consecutive network errors within one batch, shared by its worker threads."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> bool:
+        with self._lock:
+            return self._errors >= self._limit
+
+    def record(self, *, ok: bool) -> None:
+        with self._lock:
+            self._errors = 0 if ok else self._errors + 1
+
+
+def _provider_ref(resp: httpx.Response) -> str | None:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return None
+    if isinstance(doc, dict):
+        for key in ("id", "message_id"):
+            value = doc.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------- letters
+
+
+def letter_batch_path(out_dir: Path, day: dt.date) -> Path:
+    """The print house's batch file for ``day``: ``<out_dir>/letters_<YYYY-MM-DD>.csv``."""
+    return out_dir / f"letters_{day.isoformat()}.csv"
+
+
+class LetterBatchChannel:
+    """Letters for the print house: one UTF-8 CSV per day (columns :data:`LETTER_COLUMNS`).
+
+    Sending upserts into the day's file, ordered by reminder id, and replaces it atomically:
+    sending the same reminders again, in any order or batching, yields the same bytes.
+    """
+
+    name: ChannelName = "letter"
+
+    def __init__(self, out_dir: Path, day: dt.date, *, clock: Callable[[], dt.datetime] = _utc_now) -> None:
+        self.path = letter_batch_path(out_dir, day)
+        self._clock = clock
+
+    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+        _check_batch(self.name, reminders)
+        failed = [
+            SendFailure(r.reminder_id, self.name, True, "no postal reference")
+            for r in reminders
+            if not r.to.strip()
+        ]
+        good = [r for r in reminders if r.to.strip()]
+        if not good:
+            return _summarise(self.name, [], failed)
+        rows = self._read()
+        for r in good:
+            rows[r.reminder_id] = (r.reminder_id, r.to, r.language, r.subject, r.text)
+        buf = io.StringIO()
+        writer = csv.writer(buf)  # RFC 4180: CRLF rows, quoted fields keep their newlines
+        writer.writerow(LETTER_COLUMNS)
+        writer.writerows(rows[k] for k in sorted(rows))
+        try:
+            atomic_write_bytes(self.path, buf.getvalue().encode("utf-8"))
+        except OSError as exc:
+            reason = f"could not write the letter batch {self.path} ({exc}); check disk space and permissions"
+            log.error("%s", reason)
+            failed.extend(SendFailure(r.reminder_id, self.name, False, reason) for r in good)
+            return _summarise(self.name, [], failed)
+        accepted_at = self._clock()
+        sent = [
+            SendResult(r.reminder_id, self.name, f"{self.path.name}#{r.reminder_id}", accepted_at)
+            for r in good
+        ]
+        return _summarise(self.name, sent, failed)
+
+    def _read(self) -> dict[str, tuple[str, ...]]:
+        if not self.path.exists():
+            return {}
+        with self.path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is not None and tuple(header) != LETTER_COLUMNS:
+                raise DataContractError(
+                    f"{self.path}: header {header} is not {list(LETTER_COLUMNS)}; the batch file was "
+                    "changed outside the pipeline — restore it or move it aside and rerun the send step"
+                )
+            return {row[0]: tuple(row) for row in reader if row}

@@ -1,0 +1,343 @@
+"""Reminder texts for the prior owner of a number, in zh-CN and en, per channel.
+
+``render_reminder`` is the only way a reminder text is produced, and it only ever sees the
+masked number (``138****5678``): the E.164 number in :class:`ReminderContext` is masked before
+any template is filled. Languages other than en fall back to zh-CN, the language of the
+subscribers a Chinese carrier serves by default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from dataclasses import dataclass, field
+from string import Template
+from typing import Literal
+
+from pipelines.errors import ConfigError
+from pipelines.numbers import mask
+from pipelines.reminders.channels import ChannelName
+
+Language = Literal["zh-CN", "en"]
+Cause = Literal["cancel", "suspend"]
+
+# Characters, not segments. Gateways bill per concatenated segment (67 UCS-2 characters once a
+# text holds any Chinese, 153 GSM-7 otherwise), so the budget keeps a reminder to a few segments.
+_SMS_MAX_CHARS: dict[Language, int] = {"zh-CN": 140, "en": 300}
+
+
+@dataclass(frozen=True)
+class ReminderContext:
+    """Everything one reminder text says. ``msisdn`` is E.164 and never appears unmasked."""
+
+    reminder_id: str
+    msisdn: str = field(repr=False)
+    channel: ChannelName
+    language: str  # as recorded for the subscriber; anything but en* renders zh-CN
+    disconnected_on: dt.date  # end of the tenure: cancel date, or the 双停 suspension date
+    release_on: dt.date  # first day the number may be reissued
+    reminder_no: int  # 1-based position of this reminder for the tenure
+    final: bool  # the last reminder before release
+    carrier_name: str
+    unbind_url: str  # the carrier's own unbinding service (settings.unbind_url)
+    national_unbind_service: str  # settings.national_unbind_service
+    cause: Cause = "cancel"  # suspend: the owner can still keep the number by paying
+
+    def __post_init__(self) -> None:
+        if self.reminder_no < 1:
+            raise ValueError(f"reminder {self.reminder_id}: reminder_no must be >= 1")
+        if self.channel not in ("email", "sms", "letter"):
+            raise ValueError(f"reminder {self.reminder_id}: unknown channel {self.channel!r}")
+
+
+@dataclass(frozen=True)
+class RenderedReminder:
+    subject: str  # empty for sms
+    text: str
+    html: str | None  # email only
+    language: Language  # the language actually rendered (after fallback)
+
+
+def render_reminder(ctx: ReminderContext) -> RenderedReminder:
+    """Render the reminder ``ctx`` describes for its channel and language.
+
+    Raises :class:`ConfigError` when even the shortest SMS variant exceeds the length budget
+    (carrier name or unbind URL too long for an SMS).
+    """
+    language = _language(ctx.language)
+    texts = _TEXTS[language]
+    values = _values(ctx, language)
+    if ctx.channel == "sms":
+        return RenderedReminder("", _sms(ctx, texts, values, language), None, language)
+    paragraphs = _body(ctx, texts, values, language)
+    if ctx.channel == "email":
+        subject = texts.subject.substitute(values) + (texts.subject_final if ctx.final else "")
+        body = [texts.greeting, *paragraphs, *texts.email_footer(values)]
+        page = _as_html(subject, body, ctx.unbind_url, language)
+        return RenderedReminder(subject, _as_text(body), page, language)
+    title = texts.letter_title.substitute(values)
+    letter = [
+        ctx.carrier_name,
+        title,
+        texts.greeting,
+        *paragraphs,
+        texts.reference.substitute(values),
+        texts.letter_closing + "\n" + ctx.carrier_name,
+    ]
+    return RenderedReminder(title, _as_text(letter), None, language)
+
+
+# --------------------------------------------------------------------------- texts
+
+
+@dataclass(frozen=True)
+class _Texts:
+    greeting: str
+    lead: dict[Cause, Template]
+    risk: str
+    steps_intro: str
+    steps: tuple[Template, Template]
+    ordinal: Template
+    ordinal_final: str
+    done: str
+    reference: Template
+    automatic: str
+    subject: Template
+    subject_final: str
+    letter_title: Template
+    letter_closing: str
+    # SMS: the parts, dropped from the end of ``sms_optional`` until the text fits.
+    sms_lead: dict[Cause, Template]
+    sms_unbind: Template
+    sms_unbind_local_only: Template
+    sms_ordinal: Template
+    sms_ordinal_final: str
+    sms_reference: Template
+    sms_greeting: str
+    ordinals: tuple[str, ...]
+
+    def email_footer(self, values: dict[str, str]) -> list[str]:
+        return [
+            self.reference.substitute(values) + "\n" + values["carrier"],
+            self.automatic,
+        ]
+
+
+_ZH = _Texts(
+    greeting="尊敬的用户：",
+    lead={
+        "cancel": Template(
+            "您好！您在${carrier}已注销的手机号码${number}（销号日期：${disconnected}）"
+            "将于${release}起重新放号，届时可能分配给其他用户使用。"
+        ),
+        "suspend": Template(
+            "您好！您在${carrier}的手机号码${number}自${disconnected}起因欠费停机。"
+            "如您仍需使用该号码，请尽快缴清欠费办理复机；否则该号码将被收回，"
+            "并于${release}起重新放号，届时可能分配给其他用户使用。"
+        ),
+    },
+    risk=(
+        "如果您的银行卡、支付、网盘、社交、借贷等账户仍绑定该号码，新号主可能收到您的验证码和通知，"
+        "甚至登录您的账户。"
+    ),
+    steps_intro="为保护您的资金和个人信息安全，请尽快将这些账户解绑，或更换为您正在使用的手机号码：",
+    steps=(
+        Template("1. ${carrier}号码解绑服务：${unbind_url}"),
+        Template("2. ${national}：可一次查询并解绑该号码关联的互联网账户。"),
+    ),
+    ordinal=Template("这是第${nth}次提醒。"),
+    ordinal_final="这是该号码重新放号前的最后一次提醒。",
+    done="如您已完成解绑，请忽略本提醒。",
+    reference=Template("提醒编号：${reminder_id}（咨询或反馈时请提供）"),
+    automatic="此邮件由系统自动发送，请勿直接回复。",
+    subject=Template("【${carrier}】重要提醒：号码${number}将于${release}起重新放号，请尽快解绑相关账户"),
+    subject_final="（最后一次提醒）",
+    letter_title=Template("关于手机号码${number}重新放号的提醒函"),
+    letter_closing="特此函告。",
+    sms_lead={
+        "cancel": Template("您已注销的号码${number}将于${release}起重新放号，"),
+        "suspend": Template("您的号码${number}已欠费停机，如不复机将于${release}起重新放号，"),
+    },
+    sms_unbind=Template("请尽快解绑银行、支付、网盘等账户：${unbind_url}，或使用${national_short}。"),
+    sms_unbind_local_only=Template("请尽快解绑银行、支付、网盘等账户：${unbind_url}。"),
+    sms_ordinal=Template("第${nth}次提醒。"),
+    sms_ordinal_final="最后一次提醒。",
+    sms_reference=Template("编号${reminder_id}"),
+    sms_greeting="尊敬的用户，",
+    ordinals=("一", "二", "三", "四", "五", "六", "七", "八", "九", "十"),
+)
+
+_EN = _Texts(
+    greeting="Dear customer,",
+    lead={
+        "cancel": Template(
+            "The mobile number ${number}, which you cancelled with ${carrier} on ${disconnected}, "
+            "will be reissued from ${release} and may then be assigned to a new subscriber."
+        ),
+        "suspend": Template(
+            "Your mobile number ${number} with ${carrier} has been suspended for non-payment since "
+            "${disconnected}. If you want to keep it, please settle the balance and restore the "
+            "service as soon as possible; otherwise the number will be reclaimed, reissued from "
+            "${release} and may then be assigned to a new subscriber."
+        ),
+    },
+    risk=(
+        "If your bank cards, payment apps, cloud drives, social media or loan accounts are still "
+        "linked to this number, its new holder could receive your verification codes and notices, "
+        "or even sign in to your accounts."
+    ),
+    steps_intro=(
+        "To protect your money and personal data, please unlink these accounts, or change them to "
+        "a number you still use, as soon as possible:"
+    ),
+    steps=(
+        Template("1. ${carrier} number unlinking service: ${unbind_url}"),
+        Template(
+            "2. ${national}: look up and unlink, in one step, the internet accounts linked to this number."
+        ),
+    ),
+    ordinal=Template("This is the ${nth} reminder."),
+    ordinal_final="This is the final reminder before the number is reissued.",
+    done="If you have already done this, please disregard this reminder.",
+    reference=Template("Reminder reference: ${reminder_id} (please quote it if you contact us)"),
+    automatic="This message was sent automatically; please do not reply to it.",
+    subject=Template("${carrier}: mobile number ${number} will be reissued from ${release}"),
+    subject_final=" (final reminder)",
+    letter_title=Template("Reissue of mobile number ${number}: please unlink your accounts"),
+    letter_closing="Yours faithfully,",
+    sms_lead={
+        "cancel": Template("Your former number ${number} will be reissued from ${release}. "),
+        "suspend": Template(
+            "Your number ${number} is suspended for non-payment; unless restored it will be "
+            "reissued from ${release}. "
+        ),
+    },
+    sms_unbind=Template(
+        "Please unlink your bank, payment, cloud-drive and other accounts from it now: "
+        "${unbind_url} or ${national_short}. "
+    ),
+    sms_unbind_local_only=Template(
+        "Please unlink your bank, payment, cloud-drive and other accounts from it now: ${unbind_url}. "
+    ),
+    sms_ordinal=Template("${nth_cap} reminder. "),
+    sms_ordinal_final="Final reminder. ",
+    sms_reference=Template("Ref ${reminder_id}"),
+    sms_greeting="",  # an English SMS opens with the carrier's name; a salutation only costs room
+    ordinals=(
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "sixth",
+        "seventh",
+        "eighth",
+        "ninth",
+        "tenth",
+    ),
+)
+
+_TEXTS: dict[Language, _Texts] = {"zh-CN": _ZH, "en": _EN}
+_EN_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+def _language(tag: str) -> Language:
+    return "en" if tag.strip().lower().replace("_", "-").split("-")[0] == "en" else "zh-CN"
+
+
+def _date(day: dt.date, language: Language) -> str:
+    if language == "en":
+        return f"{day.day} {_EN_MONTHS[day.month - 1]} {day.year}"
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
+def _values(ctx: ReminderContext, language: Language) -> dict[str, str]:
+    texts = _TEXTS[language]
+    n = ctx.reminder_no
+    nth = (
+        texts.ordinals[n - 1] if n <= len(texts.ordinals) else (str(n) if language == "zh-CN" else f"no. {n}")
+    )
+    national = ctx.national_unbind_service.strip()
+    # The configured name may carry an explanatory suffix in brackets; an SMS has no room for it.
+    national_short = national.split(" (")[0].split("（")[0].strip() or national
+    return {
+        "carrier": ctx.carrier_name,
+        "number": mask(ctx.msisdn),
+        "disconnected": _date(ctx.disconnected_on, language),
+        "release": _date(ctx.release_on, language),
+        "unbind_url": ctx.unbind_url,
+        "national": national,
+        "national_short": national_short,
+        "reminder_id": ctx.reminder_id,
+        "nth": nth,
+        "nth_cap": nth[:1].upper() + nth[1:],
+    }
+
+
+def _body(ctx: ReminderContext, texts: _Texts, values: dict[str, str], language: Language) -> list[str]:
+    ordinal = texts.ordinal_final if ctx.final else texts.ordinal.substitute(values)
+    sentence_gap = " " if language == "en" else ""
+    return [
+        texts.lead[ctx.cause].substitute(values),
+        texts.risk,
+        "\n".join([texts.steps_intro, *("  " + s.substitute(values) for s in texts.steps)]),
+        ordinal + sentence_gap + texts.done,
+    ]
+
+
+def _sms(ctx: ReminderContext, texts: _Texts, values: dict[str, str], language: Language) -> str:
+    signature = f"【{values['carrier']}】" if language == "zh-CN" else f"{values['carrier']}: "
+    lead = texts.sms_lead[ctx.cause].substitute(values)
+    unbind = texts.sms_unbind.substitute(values)
+    local_only = texts.sms_unbind_local_only.substitute(values)
+    ordinal = texts.sms_ordinal_final if ctx.final else texts.sms_ordinal.substitute(values)
+    reference = texts.sms_reference.substitute(values)
+    greeting = texts.sms_greeting
+    # Most to least complete; the first that fits is sent. The number, release date and the
+    # carrier's unbinding service are never dropped: they are the point of the message.
+    candidates = [
+        (greeting, unbind, ordinal, reference),
+        ("", unbind, ordinal, reference),
+        (greeting, unbind, ordinal, ""),
+        ("", unbind, ordinal, ""),
+        ("", local_only, ordinal, ""),
+        ("", local_only, "", ""),
+    ]
+    limit = _SMS_MAX_CHARS[language]
+    for greet, how, nth, ref in candidates:
+        text = (signature + greet + lead + how + nth + ref).strip()
+        if len(text) <= limit:
+            return text
+    raise ConfigError(
+        f"reminder {ctx.reminder_id}: the shortest {language} SMS is {len(text)} characters, over the "
+        f"{limit}-character limit; shorten carrier_name or unbind_url in the configuration"
+    )
+
+
+def _as_text(blocks: list[str]) -> str:
+    return "\n\n".join(blocks) + "\n"
+
+
+def _as_html(subject: str, blocks: list[str], unbind_url: str, language: Language) -> str:
+    link = f'<a href="{html.escape(unbind_url)}">{html.escape(unbind_url)}</a>'
+    parts = []
+    for block in blocks:
+        escaped = html.escape(block).replace(html.escape(unbind_url), link)
+        parts.append("<p>" + escaped.replace("\n", "<br>\n") + "</p>")
+    return (
+        f'<!DOCTYPE html>\n<html lang="{language}"><head><meta charset="utf-8">'
+        f"<title>{html.escape(subject)}</title></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
