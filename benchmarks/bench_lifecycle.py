@@ -77,7 +77,6 @@ def _msisdn(i: str) -> str:
 
 
 def build(path: Path, tenures: int, events: int) -> dict[str, float]:
-    import pipelines.lifecycle.core  # noqa: F401  (declares the lifecycle tables)
     from pipelines import db
 
     t0 = time.perf_counter()
@@ -262,15 +261,18 @@ def _cpu_s() -> float:
 def measure(path: Path, send: bool = False) -> dict[str, object]:
     import duckdb
 
-    import pipelines.lifecycle.core as lc
-    import pipelines.reminders.core as rm
+    import pipelines.lifecycle as lc
+    import pipelines.reminders as rm
     from pipelines import db
     from pipelines.config import Settings
 
     settings = Settings()  # CN defaults: 90-day freeze, 60-day 双停, reminders 0/30/-14
     if os.environ.get("BENCH_PROFILE"):
         slow: list[tuple[float, str]] = []
-        inner = lc.run_sql
+        from pipelines.lifecycle import advance, events, queue
+        from pipelines.lifecycle import sql as lc_sql
+
+        inner = lc_sql.run_sql
 
         def timed(
             con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, object] | None = None
@@ -280,8 +282,11 @@ def measure(path: Path, send: bool = False) -> dict[str, object]:
             slow.append((time.perf_counter() - t0, " ".join(sql.split())[:110]))
             return res
 
-        lc.run_sql = timed  # type: ignore[assignment]
-        rm.run_sql = timed  # type: ignore[assignment,attr-defined]
+        from pipelines.reminders import receipts, render, schedule, send
+
+        for module in (lc_sql, events, advance, queue, receipts, schedule, render, send):
+            if hasattr(module, "run_sql"):
+                module.run_sql = timed  # type: ignore[attr-defined]
         import atexit
 
         atexit.register(lambda: [print(f"{d:7.2f}s {q}", file=sys.stderr) for d, q in sorted(slow)[-25:]])

@@ -31,8 +31,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-import pipelines.lifecycle.core  # noqa: E402,F401 - registers the lifecycle tables
 from pipelines.config import load_settings  # noqa: E402
 from pipelines.db import open_state  # noqa: E402
 from pipelines.feeds.publish import ensure_root  # noqa: E402

@@ -170,7 +170,7 @@ def show(
     """A number's tenures, state history and reminders with their receipts (operators only)."""
     from pipelines.db import open_state
     from pipelines.layout import Layout
-    from pipelines.lifecycle.core import number_history
+    from pipelines.lifecycle import number_history
 
     settings = _settings(config, data)
     with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:

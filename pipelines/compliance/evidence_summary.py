@@ -24,7 +24,7 @@ from pipelines.compliance.alerts import list_acks
 from pipelines.layout import atomic_write_bytes
 from pipelines.ledger import Ledger
 from pipelines.ledger.evidence import write_number_evidence
-from pipelines.lifecycle.core import number_history
+from pipelines.lifecycle import number_history
 from pipelines.numbers import mask, mask_contact
 
 __all__ = ["render_evidence_summary"]

@@ -36,7 +36,7 @@ from pipelines.compliance.exports import END_REASONS_SQL, arrow_query, state_thr
 from pipelines.config import Settings
 from pipelines.errors import TerminalError
 from pipelines.layout import atomic_write_bytes
-from pipelines.lifecycle.core import expand_sql
+from pipelines.lifecycle.sql import expand_sql
 
 __all__ = ["HEADLINE", "ReportSummary", "build_report"]
 
@@ -118,7 +118,7 @@ _SQL: dict[str, str] = {
         FROM releases WHERE released_on BETWEEN $f AND $t
         GROUP BY effective_reminders ORDER BY effective_reminders
     """,
-    # nr_mask(m) is pipelines.numbers.mask in SQL (pipelines.lifecycle.core.expand_sql).
+    # nr_mask(m) is pipelines.numbers.mask in SQL (pipelines.lifecycle.sql.expand_sql).
     "exceptions": """
         SELECT nr_mask(r.msisdn) AS number, r.region, r.disconnected_on, r.released_on,
                r.effective_reminders,

@@ -81,7 +81,7 @@ def day_status(settings: Settings, day: dt.date) -> dict[str, Any]:
 
 def _lifecycle_figures(con: Any, day: dt.date) -> dict[str, Any]:
     try:
-        from pipelines.lifecycle.core import lifecycle_status
+        from pipelines.lifecycle import lifecycle_status
     except ImportError:
         return {}
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}

@@ -75,28 +75,28 @@ def step_ingest(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[st
 
 
 def step_receipts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    from pipelines.reminders.core import apply_receipts
+    from pipelines.reminders import apply_receipts
 
     with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
         return {"receipts": _jsonable(apply_receipts(con, settings, day))}
 
 
 def step_advance(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    from pipelines.lifecycle.core import advance_time
+    from pipelines.lifecycle import advance_time
 
     with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
         return {"advance": _jsonable(advance_time(con, settings, day))}
 
 
 def step_events(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    from pipelines.lifecycle.core import apply_events
+    from pipelines.lifecycle import apply_events
 
     with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
         return {"events": _jsonable(apply_events(con, settings, day))}
 
 
 def step_schedule(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    from pipelines.reminders.core import schedule_reminders
+    from pipelines.reminders import schedule_reminders
 
     with open_state(Layout(settings.data_dir).state_db) as con, transaction(con):
         return {"schedule": _jsonable(schedule_reminders(con, settings, day))}
@@ -105,13 +105,13 @@ def step_schedule(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
 def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     """Outbox -> channels. With ``simulate_gateways``, loopback SMTP/SMS simulators take the
     reminders through the real adapters and write the next night's ``receipts_*`` drop."""
+    from pipelines.reminders import send_reminders
     from pipelines.reminders.channels import (
         Channel,
         LetterBatchChannel,
         SmsHttpChannel,
         SmtpChannel,
     )
-    from pipelines.reminders.core import send_reminders
 
     layout = Layout(settings.data_dir)
     letters_dir = layout.outbox_dir / "letters"

@@ -21,7 +21,6 @@ import duckdb
 import httpx
 import pytest
 
-import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
 from pipelines.compliance.notifications import AckStore, new_owner_view, notification_evidence
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state

@@ -37,7 +37,6 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
 from pipelines.config import load_settings
 from pipelines.db import open_state
 from pipelines.feeds.query_snapshot import publish_snapshot

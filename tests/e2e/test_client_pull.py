@@ -21,7 +21,6 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
 from pipelines.client.pull import STATE_DB, HttpFetcher, LocalFeed, check_local, pull
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-import pipelines.lifecycle.core  # noqa: F401  (registers the lifecycle tables)
 from pipelines import db
 from pipelines.compliance.report import build_report
 from pipelines.config import Settings

@@ -22,7 +22,6 @@ import httpx
 import pytest
 import uvicorn
 
-import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
 from pipelines.client.pull import verify_receipt
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state

@@ -17,7 +17,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import pipelines.lifecycle.core  # noqa: F401  (registers the lifecycle tables)
 from pipelines import db
 from pipelines.cli import audit as cli_audit
 from pipelines.compliance.alerts import (

@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-import pipelines.lifecycle.core as lc
-import pipelines.reminders.core as rm
+import pipelines.lifecycle as lc
+import pipelines.reminders as rm
 from pipelines import db
 from pipelines.compliance.alerts import acknowledge
 from pipelines.compliance.evidence_summary import render_evidence_summary

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
 from pipelines.cli.app import app as cli_app
 from pipelines.compliance.notifications import (
     AckStore,

@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines.feeds.publish as feeds
-import pipelines.lifecycle.core  # noqa: F401 - registers the lifecycle tables
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import FeedConflictError, SignatureError

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_lifecycle import SETTINGS, A, B, World, day, open_db, seeded
+from lifecycle_testkit import SETTINGS, A, B, World, day, open_db, seeded
 
 from pipelines.config import Policy
 

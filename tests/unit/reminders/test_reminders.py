@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from test_lifecycle import OWN_PHONE, A, B, C, World, day, open_db, seeded
+from lifecycle_testkit import OWN_PHONE, A, B, C, World, day, open_db, seeded
 
-import pipelines.reminders.core as rm
+import pipelines.reminders as rm
+from pipelines.reminders import render
 from pipelines.config import Settings
 from pipelines.numbers import mask
 from pipelines.reminders.channels import LetterBatchChannel, letter_batch_path
@@ -152,7 +153,7 @@ def test_a_template_that_uses_the_number_otherwise_is_rendered_one_by_one(
         tag = hashlib.sha256(ctx.msisdn.encode()).hexdigest()[:6]
         return RenderedReminder(out.subject, out.text + tag, out.html, out.language)
 
-    monkeypatch.setattr(rm, "render_reminder", with_checksum)
+    monkeypatch.setattr(render, "render_reminder", with_checksum)
     for i in range(5):
         world.subscriber(day(0), f"+86138{i:08d}")
     world.run(day(0))

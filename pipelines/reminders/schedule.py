@@ -1,0 +1,268 @@
+"""Step ``schedule``: reminders due for each live disconnection (policy offsets, hold reminders,
+fallbacks on the next channel after a failure), then the outbox rendered for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pipelines.config import Settings
+from pipelines.db import nightly_step
+from pipelines.lifecycle.sql import count_of, policy_sql, run_sql, working_copy
+from pipelines.reminders.ids import REMINDING_SQL, Con
+from pipelines.reminders.render import render_due
+
+
+@dataclass(frozen=True)
+class ScheduleReport:
+    day: dt.date
+    scheduled: int  # reminders for new disconnections
+    hold: int  # extra reminders for numbers held at the gate today
+    fallbacks: int  # next-channel reminders after a failure
+    rendered: int  # outbox rows written today
+    rendered_one_by_one: int  # of those, rendered without the per-group template fast path
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def _channel_sql(settings: Settings) -> tuple[str, str]:
+    """(best channel, next channel after ``channel``) as SQL over columns of ``t`` (tenures)."""
+    letter = "'letter'" if settings.letter.enabled else "NULL"
+    best = (
+        "CASE WHEN t.contact_phone IS NOT NULL THEN 'sms' "
+        f"WHEN t.contact_email IS NOT NULL THEN 'email' ELSE {letter} END"
+    )
+    after = (
+        "CASE f.channel WHEN 'sms' THEN CASE WHEN t.contact_email IS NOT NULL THEN 'email' "
+        f"ELSE {letter} END WHEN 'email' THEN {letter} END"
+    )
+    return best, after
+
+
+_ADDRESS = (
+    "CASE x.channel WHEN 'sms' THEN x.contact_phone WHEN 'email' THEN x.contact_email "
+    "ELSE x.subscriber_ref END"
+)
+
+
+def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
+    """Insert reminders from temp table ``source`` whose deterministic id is not yet on record."""
+    if not count_of(con, f"SELECT count(*) FROM {source}"):
+        return 0
+    row = run_sql(
+        con,
+        f"""
+        INSERT INTO reminders
+        SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
+               x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
+               NULL, $d, x.origin_id, false, NULL, x.release_on, x.cause
+        FROM {source} x
+        ANTI JOIN (SELECT reminder_id FROM reminders SEMI JOIN {source} USING (tenure_id)) r
+            USING (reminder_id)
+        """,
+        {"d": day},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@nightly_step
+def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleReport:
+    """Schedule the reminders that ``day`` calls for and render the due ones into the outbox.
+
+    * a new disconnection (cancel, or a 双停 suspension) gets one reminder per policy offset:
+      ``disconnected_on + n`` for n >= 0, ``freeze_ends + n`` for n < 0; a date already past
+      (a late event) becomes ``day``. Channel: sms if the owner left a phone, else email,
+      else a letter.
+    * a number held at the gate today gets one more reminder on every channel the owner has
+      that has no effective reminder yet (or the best channel if all have one).
+    * a failed/expired reminder gets a fallback on the owner's next channel
+      (sms → email → letter), due ``day``.
+    * every scheduled reminder due by ``day`` is rendered into the outbox (pending).
+    """
+    p = {"d": day}
+    best, after = _channel_sql(settings)
+    offsets = policy_sql(settings, "reminder_offsets", "s.region")
+    run_sql(
+        con,
+        """
+        CREATE OR REPLACE TEMP TABLE _failed AS
+        SELECT * FROM reminders
+        WHERE status IN ('failed', 'expired') AND NOT fallback_handled AND fallback_due <= $d
+        """,
+        p,
+    )
+    # The numbers this step acts on: numbers that entered a disconnection today, numbers held
+    # today (each found by equalities the scan applies before decoding the other columns; an
+    # IN or OR would decode ten million rows), and the numbers of the failed reminders while
+    # their disconnection is live.
+    cols = "s.msisdn, s.state, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause, s.region"
+    run_sql(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sn AS
+        SELECT {cols}, 'new' AS why FROM number_state s
+        WHERE s.state = 'suspended' AND s.changed_logical = $d AND s.disconnected_on IS NOT NULL
+        UNION ALL
+        SELECT {cols}, 'new' FROM number_state s
+        WHERE s.state = 'frozen' AND s.changed_logical = $d AND s.disconnected_on IS NOT NULL
+        UNION ALL
+        SELECT {cols}, 'hold' FROM number_state s WHERE s.state = 'held' AND s.hold_started = $d
+        UNION ALL
+        SELECT * FROM (
+            SELECT {cols}, 'fallback' AS why FROM number_state s
+            WHERE s.msisdn IN (SELECT msisdn FROM _failed)
+        ) s SEMI JOIN _failed f ON f.msisdn = s.msisdn AND f.tenure_id = s.tenure_id
+            AND f.disconnected_on = s.disconnected_on
+        WHERE s.state IN {REMINDING_SQL}
+        """,
+        p,
+    )
+    # Their owners' contacts, read from the ten-million-row tenures once for all three.
+    working_copy(
+        con,
+        "_tc",
+        "tenures",
+        "tenure_id",
+        "SELECT tenure_id FROM _sn UNION ALL SELECT tenure_id FROM _failed",
+        "t.tenure_id, t.contact_phone, t.contact_email, t.subscriber_ref, t.language",
+    )
+    inserted = run_sql(
+        con,
+        f"""
+        INSERT INTO reminders
+        WITH cand AS (
+            SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause,
+                   t.contact_phone, t.contact_email, t.subscriber_ref,
+                   coalesce(t.language, 'zh-CN') AS language, {best} AS channel, {offsets} AS offs
+            FROM _sn s JOIN _tc t ON t.tenure_id = s.tenure_id
+            WHERE s.why = 'new'
+        ), dues AS (
+            SELECT cand.* EXCLUDE (offs), list_sort(list_transform(offs, lambda o: struct_pack(
+                       due := CASE WHEN o >= 0 THEN disconnected_on + o ELSE freeze_ends + o END,
+                       off := o))) AS plan
+            FROM cand WHERE channel IS NOT NULL
+        ), kept AS (
+            -- Slots a late event pushes onto the same day are one reminder (the later slot).
+            -- List functions per number rather than window functions over all of them.
+            SELECT dues.* EXCLUDE (plan), list_filter(plan, lambda x, i: i = len(plan)
+                       OR greatest(x.due, $d) < greatest(plan[i + 1].due, $d)) AS slots
+            FROM dues
+        ), x AS (
+            SELECT kept.* EXCLUDE (slots), unnest(list_transform(slots, lambda x, i: struct_pack(
+                       slot := 'offset:' || x.off, due := greatest(x.due, $d), no := i,
+                       n := len(slots)))) AS u
+            FROM kept
+        ), y AS (
+            SELECT x.*, x.u.slot AS slot FROM x
+        ), new AS (
+            SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
+                   x.tenure_id, x.msisdn, x.disconnected_on, x.slot,
+                   CAST(x.u.no AS INTEGER) AS reminder_no, x.u.no = x.u.n AS final, x.channel,
+                   {_ADDRESS} AS address, x.language, x.u.due AS due_on,
+                   x.freeze_ends AS release_on, x.cause
+            FROM y AS x
+        )
+        SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
+               x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
+               NULL, $d, NULL, false, NULL, x.release_on, x.cause
+        FROM new x
+        -- NOT IN, not an anti join: the planner would build its hash table on the new rows.
+        WHERE x.reminder_id NOT IN (
+            SELECT reminder_id FROM reminders
+            SEMI JOIN (SELECT tenure_id FROM _sn WHERE why = 'new') c USING (tenure_id))
+        """,
+        p,
+    ).fetchone()
+    scheduled = int(inserted[0]) if inserted else 0
+
+    letter_on = "true" if settings.letter.enabled else "false"
+    run_sql(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _hold AS
+        WITH h AS (
+            SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.cause, t.contact_phone,
+                   t.contact_email, t.subscriber_ref, coalesce(t.language, 'zh-CN') AS language,
+                   {best} AS best
+            FROM _sn s JOIN _tc t ON t.tenure_id = s.tenure_id
+            WHERE s.why = 'hold'
+        ), has AS (
+            SELECT h.*, 'sms' AS channel FROM h WHERE contact_phone IS NOT NULL
+            UNION ALL SELECT h.*, 'email' FROM h WHERE contact_email IS NOT NULL
+            UNION ALL SELECT h.*, 'letter' FROM h WHERE {letter_on}
+        ), effective AS (
+            SELECT DISTINCT r.tenure_id, r.disconnected_on, r.channel FROM reminders r
+            SEMI JOIN h ON h.tenure_id = r.tenure_id
+            WHERE r.status IN ('delivered', 'acknowledged')
+        ), remaining AS (
+            SELECT has.* FROM has ANTI JOIN effective e ON e.tenure_id = has.tenure_id
+                AND e.disconnected_on = has.disconnected_on AND e.channel = has.channel
+        ), chosen AS (
+            SELECT * FROM remaining
+            UNION ALL
+            SELECT h.*, h.best FROM h ANTI JOIN remaining USING (msisdn) WHERE h.best IS NOT NULL
+        ), plan AS (
+            SELECT tenure_id, disconnected_on, max(reminder_no) AS last_no FROM reminders
+            SEMI JOIN h USING (tenure_id) GROUP BY ALL
+        ), x AS (
+            SELECT c.*, CAST(coalesce(plan.last_no, 0) + 1 AS INTEGER) AS reminder_no
+            FROM chosen c LEFT JOIN plan USING (tenure_id, disconnected_on)
+        )
+        SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, 'hold', x.channel) AS reminder_id,
+               x.tenure_id, x.msisdn, x.disconnected_on, 'hold' AS slot, x.reminder_no,
+               false AS final, x.channel, {_ADDRESS} AS address, x.language, $d AS due_on,
+               CAST(NULL AS VARCHAR) AS origin_id, $d + 1 AS release_on, x.cause
+        FROM x
+        """,
+        p,
+    )
+    hold = _insert_new_reminders(con, day, "_hold")
+
+    run_sql(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _fb AS
+        WITH f AS (
+            SELECT f.* EXCLUDE (release_on, cause), t.contact_phone, t.contact_email,
+                   t.subscriber_ref, {after} AS next_channel,
+                   CASE WHEN s.state = 'held' THEN $d + 1 ELSE s.freeze_ends END AS release_on,
+                   s.cause
+            FROM _failed f
+            JOIN _sn s ON s.msisdn = f.msisdn AND s.tenure_id = f.tenure_id
+                 AND s.disconnected_on = f.disconnected_on AND s.why = 'fallback'
+            JOIN _tc t ON t.tenure_id = f.tenure_id
+        ), x AS (
+            SELECT f.* EXCLUDE (channel, slot), f.next_channel AS channel,
+                   concat('fallback:', regexp_replace(f.slot, '^fallback:', '')) AS slot,
+                   f.reminder_id AS origin
+            FROM f WHERE f.next_channel IS NOT NULL
+        ), busy AS (
+            -- The owner already gets a reminder on that channel today (e.g. a hold reminder).
+            SELECT DISTINCT r.tenure_id, r.disconnected_on, r.channel FROM reminders r
+            SEMI JOIN x USING (tenure_id)
+            WHERE r.due_on = $d AND r.status NOT IN ('failed', 'expired', 'cancelled')
+        )
+        SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
+               x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no, x.final, x.channel,
+               {_ADDRESS} AS address, x.language, $d AS due_on, x.origin AS origin_id,
+               x.release_on, x.cause
+        FROM x ANTI JOIN busy b ON b.tenure_id = x.tenure_id
+            AND b.disconnected_on = x.disconnected_on AND b.channel = x.channel
+        """,
+        p,
+    )
+    fallbacks = _insert_new_reminders(con, day, "_fb")
+    if count_of(con, "SELECT count(*) FROM _failed"):
+        run_sql(
+            con,
+            """
+            UPDATE reminders SET fallback_handled = true
+            WHERE reminder_id IN (SELECT reminder_id FROM _failed)
+            """,
+        )
+    rendered, one_by_one = render_due(con, settings, day)
+    for name in ("_sn", "_tc", "_hold", "_failed", "_fb"):
+        run_sql(con, f"DROP TABLE IF EXISTS {name}")
+    return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one)

@@ -1,0 +1,250 @@
+"""Step ``send``: the pending outbox through the channel adapters in batches; what each gateway
+accepted or refused is recorded with the reminder and queued for the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.config import Settings
+from pipelines.lifecycle.queue import queue_ledger
+from pipelines.lifecycle.sql import run_sql, working_copy
+from pipelines.reminders.channels import BatchOutcome, Channel, OutgoingReminder, send_with_retry
+from pipelines.reminders.ids import Con
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendReport:
+    day: dt.date
+    attempted: int
+    sent: int
+    failed: int  # permanent (or retried for too many nights): fallback at the next schedule step
+    retry_later: int  # transient: tried again on the next run
+    no_channel: int  # pending rows for a channel the caller did not pass
+    batches: int
+
+
+# --------------------------------------------------------------------------- send
+
+
+def send_reminders(
+    con: Con,
+    settings: Settings,
+    day: dt.date,
+    channels: Mapping[str, Channel],
+    *,
+    batch_size: int = 1000,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+    give_up_after_nights: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    """Send pending outbox rows due by ``day`` through ``channels`` (name → Channel).
+
+    Call it OUTSIDE a transaction: it commits after every batch, so what a gateway accepted is
+    recorded even if a later batch fails. Rows tried on ``day`` already are skipped, so a rerun
+    sends nothing twice; transient failures wait for the next run, and after
+    ``give_up_after_nights`` nights count as permanent. A permanent failure marks the reminder
+    failed; the next schedule step falls back to the owner's next channel. Every send queues a
+    ``reminder_sent`` ledger event.
+    """
+    del settings  # channels are built by the caller from the settings
+    p = {"d": day}
+    run_sql(
+        con,
+        """
+        CREATE OR REPLACE TEMP TABLE _send AS
+        SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts,
+               row_number() OVER (PARTITION BY channel ORDER BY reminder_id) AS rn
+        FROM outbox
+        WHERE status = 'pending' AND due_on <= $d AND (last_attempt_on IS NULL OR last_attempt_on < $d)
+        ORDER BY channel, rn
+        """,
+        p,
+    )
+    # What the ledger entry of a sent reminder carries, read once for the run instead of
+    # joining the ten-million-row tenures for every batch; none of it changes while sending.
+    con.execute("BEGIN TRANSACTION")
+    try:
+        working_copy(
+            con,
+            "_st",
+            "tenures",
+            "tenure_id",
+            "SELECT m.tenure_id FROM reminders m SEMI JOIN _send USING (reminder_id)",
+            "t.tenure_id, t.tenure_start, t.tenure_end",
+        )
+        run_sql(
+            con,
+            """
+            CREATE OR REPLACE TEMP TABLE _sinfo AS
+            SELECT m.reminder_id, m.msisdn, m.tenure_id, t.tenure_start,
+                   coalesce(t.tenure_end, m.disconnected_on) AS tenure_end, m.channel, m.slot,
+                   m.reminder_no, m.final, m.due_on, m.disconnected_on
+            FROM reminders m SEMI JOIN _send USING (reminder_id)
+            JOIN _st t ON t.tenure_id = m.tenure_id
+            """,
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    per_channel = dict(run_sql(con, "SELECT channel, count(*) FROM _send GROUP BY channel").fetchall())
+    no_channel = sum(int(n) for ch, n in per_channel.items() if ch not in channels)
+    if no_channel:
+        log.warning(
+            "%d pending reminder(s) for channel(s) %s that this run has no adapter for; they stay pending",
+            no_channel,
+            ", ".join(sorted(str(c) for c in per_channel if c not in channels)),
+        )
+    sent = failed = retry = batches = attempted = 0
+    for name in sorted(str(c) for c in per_channel if c in channels):
+        channel = channels[name]
+        total = int(per_channel[name])
+        for start in range(1, total + 1, batch_size):
+            rows = run_sql(
+                con,
+                """
+                SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts
+                FROM _send WHERE channel = $ch AND rn BETWEEN $a AND $b ORDER BY rn
+                """,
+                {"ch": name, "a": start, "b": start + batch_size - 1},
+            ).fetchall()
+            batch = [
+                OutgoingReminder(
+                    reminder_id=r[0],
+                    channel=r[1],
+                    to=r[2],
+                    language=r[3],
+                    subject=r[4],
+                    text=r[5],
+                    due_on=r[6],
+                    html=r[7],
+                )
+                for r in rows
+            ]
+            nights = {r[0]: int(r[8]) + 1 for r in rows}
+            outcome = send_with_retry(channel, batch, attempts=attempts, backoff_s=backoff_s, sleep=sleep)
+            s, f, t = _record_batch(con, day, batch, outcome, nights, give_up_after_nights)
+            sent += s
+            failed += f
+            retry += t
+            attempted += len(batch)
+            batches += 1
+    for name in ("_send", "_st", "_sinfo"):
+        run_sql(con, f"DROP TABLE IF EXISTS {name}")
+    return SendReport(day, attempted, sent, failed, retry, no_channel, batches)
+
+
+def _record_batch(
+    con: Con,
+    day: dt.date,
+    batch: Sequence[OutgoingReminder],
+    outcome: BatchOutcome,
+    nights: Mapping[str, int],
+    give_up_after_nights: int,
+) -> tuple[int, int, int]:
+    results: dict[str, dict[str, Any]] = {}
+    for failure in outcome.failed:
+        permanent = failure.permanent or nights[failure.reminder_id] >= give_up_after_nights
+        results[failure.reminder_id] = {
+            "reminder_id": failure.reminder_id,
+            "result": "failed" if permanent else "retry",
+            "provider_ref": None,
+            "error": ("" if failure.permanent else f"transient for {nights[failure.reminder_id]} night(s): ")
+            + failure.reason,
+        }
+    for ok in outcome.sent:
+        results[ok.reminder_id] = {
+            "reminder_id": ok.reminder_id,
+            "result": "sent",
+            "provider_ref": ok.provider_ref,
+            "error": None,
+        }
+    for r in batch:
+        # A channel that reports nothing for a reminder has not sent it: try again next run.
+        results.setdefault(
+            r.reminder_id,
+            {
+                "reminder_id": r.reminder_id,
+                "result": "retry",
+                "provider_ref": None,
+                "error": "the channel reported no outcome",
+            },
+        )
+    table = pa.Table.from_pylist(
+        sorted(results.values(), key=lambda x: str(x["reminder_id"])),
+        schema=pa.schema(
+            [
+                ("reminder_id", pa.string()),
+                ("result", pa.string()),
+                ("provider_ref", pa.string()),
+                ("error", pa.string()),
+            ]
+        ),
+    )
+    p = {"d": day}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.register("_res_arrow", table)
+        run_sql(con, "CREATE OR REPLACE TEMP TABLE _res AS SELECT * FROM _res_arrow")
+        con.unregister("_res_arrow")
+        run_sql(
+            con,
+            """
+            UPDATE outbox SET
+                status = CASE r.result WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed' ELSE 'pending' END,
+                attempts = outbox.attempts + 1, last_attempt_on = $d, last_error = r.error
+            FROM _res r WHERE outbox.reminder_id = r.reminder_id
+            """,
+            p,
+        )
+        run_sql(
+            con,
+            """
+            UPDATE reminders SET
+                status = CASE WHEN reminders.status <> 'scheduled' THEN reminders.status
+                              WHEN r.result = 'sent' THEN 'sent'
+                              WHEN r.result = 'failed' THEN 'failed' ELSE 'scheduled' END,
+                sent_on = CASE WHEN r.result = 'sent' THEN $d ELSE reminders.sent_on END,
+                -- The schedule step of this night has run: fall back at the next one.
+                fallback_due = CASE WHEN reminders.status = 'scheduled' AND r.result = 'failed'
+                                    THEN $d + 1 ELSE reminders.fallback_due END,
+                provider_ref = coalesce(reminders.provider_ref, r.provider_ref),
+                attempts = reminders.attempts + 1
+            FROM _res r WHERE reminders.reminder_id = r.reminder_id
+            """,
+            p,
+        )
+        queue_ledger(
+            con,
+            day,
+            """
+            SELECT concat('reminder_sent:', m.reminder_id), $d, 'reminder_sent', m.msisdn, m.tenure_id,
+                   m.tenure_start, m.tenure_end,
+                   json_object('reminder_id', m.reminder_id, 'channel', m.channel, 'slot', m.slot,
+                               'reminder_no', m.reminder_no, 'final', m.final, 'due_on', m.due_on,
+                               'sent_on', $d, 'provider_ref', r.provider_ref,
+                               'disconnected_on', m.disconnected_on)
+            FROM _res r JOIN _sinfo m USING (reminder_id)
+            WHERE r.result = 'sent'
+            """,
+        )
+        run_sql(con, "DROP TABLE IF EXISTS _res")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    counts = {"sent": 0, "failed": 0, "retry": 0}
+    for res in results.values():
+        counts[str(res["result"])] += 1
+    return counts["sent"], counts["failed"], counts["retry"]
