@@ -11,9 +11,9 @@ import pytest
 from lifecycle_testkit import OWN_PHONE, A, B, C, World, day, open_db, seeded
 
 import pipelines.reminders as rm
-from pipelines.reminders import render
 from pipelines.config import Settings
 from pipelines.numbers import mask
+from pipelines.reminders import render
 from pipelines.reminders.channels import LetterBatchChannel, letter_batch_path
 from pipelines.reminders.templates import ReminderContext, RenderedReminder, render_reminder
 
