@@ -36,7 +36,7 @@ from pipelines.db import open_state  # noqa: E402
 from pipelines.feeds.publish import ensure_root  # noqa: E402
 from pipelines.feeds.query_snapshot import publish_snapshot  # noqa: E402
 from pipelines.layout import Layout  # noqa: E402
-from pipelines.server.platforms import TokenStore  # noqa: E402
+from pipelines.server import TokenStore  # noqa: E402
 
 DAY = dt.date(2026, 11, 27)
 BASE = 13_000_000_000  # +86 13x xxxx xxxx

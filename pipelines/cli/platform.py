@@ -19,7 +19,7 @@ from pipelines.cli.common import parse_date as _date
 from pipelines.cli.common import parse_number as _e164
 from pipelines.cli.common import settings_from as _settings
 from pipelines.numbers import mask
-from pipelines.server.platforms import DEFAULT_SCOPES
+from pipelines.server import DEFAULT_SCOPES
 
 _err = Console(stderr=True)
 _out = Console()
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = None,
     ) -> None:
         """Serve feeds, ledger tiles, the CAMARA check and the bulk check over HTTP."""
-        from pipelines.server.app import serve as run_server
+        from pipelines.server import serve as run_server
 
         run_server(_settings(config, data), host, port)
 
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = None,
     ) -> None:
         """Register a platform and print its token ONCE (only its SHA-256 is stored)."""
-        from pipelines.server.platforms import TokenStore, parse_scopes
+        from pipelines.server import TokenStore, parse_scopes
 
         store = TokenStore.open(_settings(config, data).data_dir)
         try:
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = None,
     ) -> None:
         """Replace an active platform's scopes (e.g. grant ack); the token stays the same."""
-        from pipelines.server.platforms import TokenStore, parse_scopes
+        from pipelines.server import TokenStore, parse_scopes
 
         store = TokenStore.open(_settings(config, data).data_dir)
         try:
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         data: DataOpt = None,
     ) -> None:
         """Revoke a platform's token at once (the server checks the store on every request)."""
-        from pipelines.server.platforms import TokenStore
+        from pipelines.server import TokenStore
 
         store = TokenStore.open(_settings(config, data).data_dir)
         try:
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
     @platform_app.command("list")
     def platform_list(config: ConfigOpt = None, data: DataOpt = None) -> None:
         """Platforms, scopes, limits and whether they are revoked."""
-        from pipelines.server.platforms import TokenStore
+        from pipelines.server import TokenStore
 
         store = TokenStore.open(_settings(config, data).data_dir)
         try:
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
         )
         from pipelines.errors import DataContractError
         from pipelines.feeds.publish import FeedPaths
-        from pipelines.server.platforms import TokenStore, utc_now
+        from pipelines.server import TokenStore, utc_now
 
         settings = _settings(config, data)
         tokens = TokenStore.open(settings.data_dir)
@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
         Since the number was recycled to its holder: how many platforms were notified, and how
         many confirmed unbinding, had no account or enabled stronger verification. Counts only."""
         from pipelines.compliance.notifications import new_owner_view
-        from pipelines.server.platforms import utc_now
+        from pipelines.server import utc_now
 
         settings = _settings(config, data)
         day = utc_now().date() if as_of is None else _date(as_of, "--as-of")

@@ -27,8 +27,7 @@ from pipelines.db import open_state
 from pipelines.feeds.publish import publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
-from pipelines.server.app import create_app
-from pipelines.server.platforms import DEFAULT_SCOPES, TokenStore
+from pipelines.server import DEFAULT_SCOPES, TokenStore, create_app
 
 from .test_server_http import serving
 

@@ -41,8 +41,7 @@ from pipelines.config import load_settings
 from pipelines.db import open_state
 from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
-from pipelines.server.app import create_app
-from pipelines.server.platforms import TokenStore
+from pipelines.server import TokenStore, create_app
 
 from .test_server_http import (
     FROZEN,

@@ -41,8 +41,7 @@ from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
-from pipelines.server.app import create_app
-from pipelines.server.platforms import TokenStore
+from pipelines.server import TokenStore, create_app
 
 D1 = dt.date(2026, 9, 1)
 

@@ -33,8 +33,7 @@ from pipelines.ledger.entries import CanonicalValue, EntryType, PreparedEntry
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
-from pipelines.server.app import create_app, openapi_bytes
-from pipelines.server.platforms import TokenStore
+from pipelines.server import TokenStore, create_app, openapi_bytes
 
 OPENAPI = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
 NOW = dt.datetime(2026, 11, 28, 9, 30, tzinfo=dt.UTC)

@@ -1,0 +1,227 @@
+"""Bulk check: up to 250,000 (phoneNumber, specifiedDate) pairs as JSON or CSV, answered
+vectorised with FCC RND semantics (yes / no / no_data) and a query receipt signed by the
+root's receipt role over digests of the request and the answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from pipelines.feeds.query_snapshot import BULK_ANSWERS, SnapshotIndex, day_number
+from pipelines.feeds.wire import Envelope, QueryReceipt, sha256_hex
+from pipelines.ledger.signer import FileSigner
+from pipelines.server.auth import authorize
+from pipelines.server.camara import API, ApiError
+from pipelines.server.check import DATE, PHONE
+from pipelines.server.platforms import PHONE_PATTERN
+from pipelines.server.state import ServerState, server_state
+
+MAX_BULK_PAIRS = 250_000
+MAX_BULK_BODY = 40 * 1024 * 1024  # 250,000 JSON pairs are about 15 MB
+
+router = APIRouter()
+
+
+def _canonical_lines(items: list[str]) -> bytes:
+    return ("\n".join(items) + "\n").encode("utf-8") if items else b""
+
+
+def request_digest(phones: list[str], dates: list[str]) -> str:
+    """SHA-256 over ``phone,date\\n`` per pair, in request order: the same for JSON and CSV."""
+    return sha256_hex(_canonical_lines([f"{p},{d}" for p, d in zip(phones, dates, strict=True)]))
+
+
+def response_digest(results: list[str]) -> str:
+    """SHA-256 over one answer (``yes``/``no``/``no_data``) per line, in request order."""
+    return sha256_hex(_canonical_lines(results))
+
+
+# --------------------------------------------------------------------------- reading the pairs
+
+
+def _csv_pairs(body: bytes) -> tuple[list[str], list[str]]:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ApiError(400, "INVALID_ARGUMENT", "the CSV upload is not UTF-8") from None
+    lines = text.splitlines()
+    if not lines or lines[0].strip().replace(" ", "") != "phoneNumber,specifiedDate":
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            "the CSV upload must start with the header line phoneNumber,specifiedDate",
+        )
+    phones, dates = [], []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        if len(parts) != 2:
+            raise ApiError(400, "INVALID_ARGUMENT", f"CSV line {n}: expected phoneNumber,specifiedDate")
+        phones.append(parts[0].strip())
+        dates.append(parts[1].strip())
+    return phones, dates
+
+
+def _json_pairs(body: bytes) -> tuple[list[str], list[str]]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "INVALID_ARGUMENT", "the request body is not valid JSON") from None
+    if not isinstance(doc, dict) or set(doc) != {"queries"} or not isinstance(doc["queries"], list):
+        raise ApiError(
+            400, "INVALID_ARGUMENT", 'the body must be {"queries": [{"phoneNumber", "specifiedDate"}, ...]}'
+        )
+    queries = doc["queries"]
+    try:
+        phones = [q["phoneNumber"] for q in queries]
+        dates = [q["specifiedDate"] for q in queries]
+    except (TypeError, KeyError):
+        raise ApiError(400, "INVALID_ARGUMENT", "every query needs phoneNumber and specifiedDate") from None
+    return phones, dates
+
+
+def _bulk_pairs(body: bytes, content_type: str) -> tuple[list[str], list[str]]:
+    if content_type.startswith("text/csv"):
+        return _csv_pairs(body)
+    return _json_pairs(body)
+
+
+# --------------------------------------------------------------------------- answering them
+
+
+def _first_bad(values: list[Any], ok: Callable[[Any], bool]) -> int:
+    return next(i for i, v in enumerate(values) if not ok(v))
+
+
+def _is_date(v: Any) -> bool:
+    if not isinstance(v, str) or not DATE.fullmatch(v):
+        return False
+    try:
+        dt.date.fromisoformat(v)
+    except ValueError:
+        return False
+    return True
+
+
+def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today: dt.date) -> list[str]:
+    """Validate the pairs (400 naming the first bad one) and answer them, vectorised."""
+    if not phones:
+        raise ApiError(400, "INVALID_ARGUMENT", "the request holds no queries")
+    if len(phones) > MAX_BULK_PAIRS:
+        raise ApiError(400, "OUT_OF_RANGE", f"{len(phones)} queries; at most {MAX_BULK_PAIRS} per request")
+    try:
+        phone_arr = pa.array(phones, type=pa.string())
+        date_arr = pa.array(dates, type=pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        bad = _first_bad(
+            [*zip(phones, dates, strict=True)],
+            lambda pair: isinstance(pair[0], str) and isinstance(pair[1], str),
+        )
+        raise ApiError(
+            400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber and specifiedDate must be strings"
+        ) from None
+    phone_ok = pc.match_substring_regex(phone_arr, PHONE_PATTERN)
+    if not pc.all(phone_ok).as_py():
+        bad = _first_bad(phones, lambda p: bool(PHONE.fullmatch(p)))
+        raise ApiError(400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber must match {PHONE_PATTERN}")
+    try:
+        if not pc.all(pc.match_substring_regex(date_arr, r"^\d{4}-\d{2}-\d{2}$")).as_py():
+            raise pa.ArrowInvalid("bad date shape")
+        day_arr = date_arr.cast(pa.date32())
+    except pa.ArrowInvalid:
+        bad = _first_bad(dates, _is_date)
+        raise ApiError(
+            400, "INVALID_ARGUMENT", f"query {bad + 1}: specifiedDate must be a date YYYY-MM-DD"
+        ) from None
+    keys = pc.cast(pc.utf8_slice_codeunits(phone_arr, 1), pa.int64()).to_numpy()
+    days = np.asarray(day_arr.cast(pa.int32()).to_numpy(), dtype=np.int32)
+    codes = index.bulk(np.asarray(keys, dtype=np.int64), days, day_number(today))
+    answers: list[str] = BULK_ANSWERS[codes].tolist()
+    return answers
+
+
+# --------------------------------------------------------------------------- the endpoint
+
+
+@dataclass(frozen=True)
+class _BulkReply:
+    body: bytes
+    pairs: int
+    counts: dict[str, int]
+    request_sha256: str
+
+
+def _answer_and_sign(
+    state: ServerState,
+    index: SnapshotIndex,
+    signers: list[FileSigner],
+    platform: str,
+    body: bytes,
+    content_type: str,
+) -> _BulkReply:
+    """Parse, answer and sign one upload; CPU-bound, so it runs in the thread pool."""
+    phones, dates = _bulk_pairs(body, content_type)
+    answers = bulk_answer(index, phones, dates, state.today(index))
+    counts = {name: answers.count(name) for name in ("yes", "no", "no_data")}
+    receipt = QueryReceipt(
+        platform=platform,
+        answered_at=state.clock().replace(microsecond=0),
+        request_sha256=request_digest(phones, dates),
+        response_sha256=response_digest(answers),
+        pairs=len(answers),
+        snapshot_date=index.meta.as_of,
+        feed_seq=index.meta.feed_seq,
+        checkpoint=index.meta.checkpoint,
+    )
+    env = Envelope.create(receipt, signers)
+    out = json.dumps(
+        {"counts": counts, "receipt": env.to_dict(), "results": answers},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    return _BulkReply(out, len(answers), counts, receipt.request_sha256)
+
+
+async def bulk_check(request: Request) -> Response:
+    state = server_state(request.app)
+    platform = authorize(request, "bulk", "bulk_check")
+    corr = request.headers.get("x-correlator")
+    try:
+        body = await request.body()
+        if len(body) > MAX_BULK_BODY:
+            raise ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_BULK_BODY} bytes")
+        index = state.snapshot()
+        signers = state.receipt_keys.current()
+        content_type = request.headers.get("content-type", "application/json")
+        reply = await run_in_threadpool(
+            _answer_and_sign, state, index, signers, platform.name, body, content_type
+        )
+    except ApiError as exc:
+        state.audit.record(platform.name, "bulk_check", status=exc.status, code=exc.code, correlator=corr)
+        raise
+    state.audit.record(
+        platform.name,
+        "bulk_check",
+        status=200,
+        pairs=reply.pairs,
+        counts=reply.counts,
+        request_sha256=reply.request_sha256,
+        snapshot=index.meta.as_of.isoformat(),
+        correlator=corr,
+    )
+    return Response(reply.body, media_type="application/json")
+
+
+# A plain Starlette route, like check (see pipelines.server.check).
+router.add_route(f"{API}/bulk-check", bulk_check, methods=["POST"], name="bulkCheckNumberRecycling")

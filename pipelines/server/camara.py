@@ -1,0 +1,100 @@
+"""What every endpoint shares with CAMARA: the API base path, errors answered as an ErrorInfo
+body ``{status, code, message}`` and the ``x-correlator`` header echoed on every response.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.errors import RecycleError
+
+log = logging.getLogger(__name__)
+
+API = "/number-recycling/v0.2"
+_CORRELATOR = re.compile(rb"[a-zA-Z0-9\-_:;./<>{}]{0,256}")
+
+
+class ApiError(Exception):
+    """An error answered as a CAMARA ErrorInfo body ``{status, code, message}``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"status": self.status, "code": self.code, "message": self.message},
+            status_code=self.status,
+            headers=self.headers,
+        )
+
+
+# --------------------------------------------------------------------------- exception handlers
+
+
+async def api_error(request: Request, exc: ApiError) -> Response:
+    return exc.response()
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_ARGUMENT")
+    return ApiError(exc.status_code, code, str(exc.detail)).response()
+
+
+async def recycle_error(request: Request, exc: RecycleError) -> Response:
+    log.error("server error: %s", exc.diagnostics())
+    return ApiError(503, "UNAVAILABLE", "the service cannot answer right now").response()
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
+
+
+class CorrelatorMiddleware:
+    """Echo a valid ``x-correlator`` on every response; refuse an invalid one (CAMARA)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        value = next((v for k, v in scope["headers"] if k == b"x-correlator"), None)
+        if value is None:
+            await self.app(scope, receive, send)
+            return
+        if not _CORRELATOR.fullmatch(value):
+            err = ApiError(
+                400, "INVALID_ARGUMENT", "x-correlator does not match ^[a-zA-Z0-9-_:;.\\/<>{}]{0,256}$"
+            )
+            await err.response()(scope, receive, send)
+            return
+
+        async def send_with_correlator(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-correlator", value)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_correlator)
