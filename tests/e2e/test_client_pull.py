@@ -21,7 +21,8 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.client.pull import STATE_DB, HttpFetcher, LocalFeed, check_local, pull
+from pipelines.client import HttpFetcher, LocalFeed, check_local, pull
+from pipelines.client.store import STATE_DB
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import (
