@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.client.trust import LastPull, TrustedFeed, verify_rows
@@ -29,7 +31,7 @@ from pipelines.errors import (
     SignatureError,
     TamperedFileError,
 )
-from pipelines.feeds.publish import FEED_SCHEMA, _parquet_bytes, commit_manifest
+from pipelines.feeds.publish import FEED_SCHEMA, commit_manifest
 from pipelines.feeds.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
@@ -71,6 +73,12 @@ def rows_table(first_seq: int, count: int) -> pa.Table:
     )
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
 class Publisher:
     """The carrier's side in memory: documents as bytes, keyed by the path a client would fetch."""
 
@@ -102,7 +110,7 @@ class Publisher:
     def publish(self, rows: int = 2, **changes: Any) -> Manifest:
         seq = len(self.manifests) + 1
         first = 1 + sum(Envelope.from_bytes(m, Manifest).signed.row_count for m in self.manifests)
-        data = _parquet_bytes(rows_table(first, rows))
+        data = parquet_bytes(rows_table(first, rows))
         day = D1 + dt.timedelta(days=seq - 1)
         manifest = Manifest(
             feed_date=day,
