@@ -358,10 +358,15 @@ NESTED = {"x_nested": 7}  # and one inside an object this version knows (a role,
 
 
 @dataclass(frozen=True)
-class LaterRoot(Root):
+class Later:
+    """Mixed in before a wire type: the defaults of that type as a 1.7 publisher builds it."""
+
     spec_version: str = "1.7"
     unrecognized_fields: Mapping[str, Any] = field(default_factory=lambda: LATER)
 
+
+@dataclass(frozen=True)
+class LaterRoot(Later, Root):
     def __post_init__(self) -> None:
         super().__post_init__()
         roles = {name: dataclasses.replace(r, unrecognized_fields=NESTED) for name, r in self.roles.items()}
@@ -369,10 +374,7 @@ class LaterRoot(Root):
 
 
 @dataclass(frozen=True)
-class LaterManifest(Manifest):
-    spec_version: str = "1.7"
-    unrecognized_fields: Mapping[str, Any] = field(default_factory=lambda: LATER)
-
+class LaterManifest(Later, Manifest):
     def __post_init__(self) -> None:
         super().__post_init__()
         files = tuple(dataclasses.replace(f, unrecognized_fields=NESTED) for f in self.files)
@@ -380,10 +382,7 @@ class LaterManifest(Manifest):
 
 
 @dataclass(frozen=True)
-class LaterTimestamp(Timestamp):
-    spec_version: str = "1.7"
-    unrecognized_fields: Mapping[str, Any] = field(default_factory=lambda: LATER)
-
+class LaterTimestamp(Later, Timestamp):
     def __post_init__(self) -> None:
         object.__setattr__(self, "manifest", dataclasses.replace(self.manifest, unrecognized_fields=NESTED))
 
