@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     ) -> None:
         """Answer from the pulled feed: was NUMBER recycled since DATE? (yes/no, and the row why)."""
-        from pipelines.client.pull import check_local
+        from pipelines.client import check_local
 
         answer = check_local(state, number, _date(since, "--since"))
         row = None if answer.row is None else {**answer.row, "msisdn": mask(answer.row["msisdn"])}

@@ -4,8 +4,15 @@ Every document is a signed envelope ``{"signed": {...}, "signatures": [{"keyid",
 serialised as canonical JSON (sorted keys, no whitespace, UTF-8, integers only) and stored
 byte-for-byte in that form. Signatures are Ed25519 over the canonical bytes of ``signed``
 (detached from it inside the envelope); ``keyid`` is the hex SHA-256 of the raw 32-byte
-public key. Parsing is strict: the bytes must re-serialise to themselves, so whitespace,
-key order, duplicate keys, floats, leading zeros and unknown fields are all rejected.
+public key. Parsing is strict where integrity needs it: the bytes must re-serialise to
+themselves, so whitespace, key order, duplicate keys, floats and leading zeros are rejected.
+
+The formats tolerate the future the python-tuf way (``tuf/api/_payload.py``): every parsed type
+keeps the fields this version does not know in ``unrecognized_fields`` and writes them back, so
+a document from a later 1.x publisher still re-serialises to its exact bytes, and those fields
+stay covered by the signature (they are part of ``signed``). Any ``spec_version`` with our
+major number parses; another major is refused. The envelope itself and its signature entries
+stay closed: a field there would sit outside the signed bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pipelines.errors import FormatError, SignatureError
 from pipelines.ledger.signer import Signer
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION = "1.0"  # what this version writes
+SPEC_MAJOR = 1  # what it reads: any 1.x (a minor version only adds fields, kept as unrecognized)
 MAX_METADATA_BYTES = 1 << 20  # a manifest lists a handful of files; anything larger is hostile
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -33,6 +41,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _PATH = re.compile(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*")
 _ROLE = re.compile(r"[a-z][a-z_]*")
+_SPEC = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 
 # Roles a root delegates. The manifest and timestamp roles normally share the online key;
 # receipts are signed by the query server; the root role only signs roots.
@@ -182,10 +191,39 @@ class _Fields:
         if value != expected:
             raise FormatError(f"{self._what}: {key!r} is {value!r}, expected {expected!r}")
 
+    def spec_version(self) -> str:
+        """``spec_version``: any version with our major number; another major is refused."""
+        text = self.string("spec_version", _SPEC)
+        major = int(text.split(".", 1)[0])
+        if major != SPEC_MAJOR:
+            raise FormatError(
+                f"{self._what}: spec_version {text} is a major version this client does not read "
+                f"(it reads {SPEC_MAJOR}.x); upgrade number-recycling before pulling this feed"
+            )
+        return text
+
     def done(self) -> None:
+        """Refuse any field not taken (the envelope: a field there would not be signed)."""
         unknown = sorted(set(self._obj) - self._seen)
         if unknown:
             raise FormatError(f"{self._what}: unknown field(s) {', '.join(unknown)}")
+
+    def unrecognized(self) -> dict[str, Any]:
+        """The fields not taken, kept for re-serialisation; call it after every other read."""
+        return {k: v for k, v in self._obj.items() if k not in self._seen}
+
+
+def _with_unrecognized(known: dict[str, Any], unrecognized: Mapping[str, Any]) -> dict[str, Any]:
+    """``known`` plus the fields a later version added, so the document re-serialises exactly."""
+    clash = sorted(known.keys() & unrecognized.keys())
+    if clash:
+        raise ValueError(f"unrecognized_fields repeat known field(s) {', '.join(clash)}")
+    return known | dict(unrecognized)
+
+
+def _unrecognized() -> Any:
+    """The ``unrecognized_fields`` of a wire type: empty when built here, out of hash and repr."""
+    return field(default_factory=dict, hash=False)
 
 
 def format_time(value: dt.datetime) -> str:
@@ -212,6 +250,7 @@ class Key:
     """One Ed25519 public key, as listed in a root."""
 
     public: bytes  # raw 32 bytes
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def __post_init__(self) -> None:
         if len(self.public) != 32:
@@ -222,7 +261,8 @@ class Key:
         return keyid_of(self.public)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keytype": "ed25519", "public": self.public.hex(), "scheme": "ed25519"}
+        known = {"keytype": "ed25519", "public": self.public.hex(), "scheme": "ed25519"}
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str) -> Key:
@@ -230,8 +270,7 @@ class Key:
         f.const("keytype", "ed25519")
         f.const("scheme", "ed25519")
         public = bytes.fromhex(f.string("public", _HEX64))
-        f.done()
-        return cls(public)
+        return cls(public, f.unrecognized())
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         try:
@@ -245,16 +284,18 @@ class Key:
 class Role:
     keyids: tuple[str, ...]
     threshold: int
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keyids": list(self.keyids), "threshold": self.threshold}
+        known = {"keyids": list(self.keyids), "threshold": self.threshold}
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str) -> Role:
         f = _Fields(obj, what)
         raw = f.array("keyids")
         threshold = f.integer("threshold", minimum=1)
-        f.done()
+        unrecognized = f.unrecognized()
         if not all(isinstance(k, str) and _HEX64.fullmatch(k) for k in raw):
             raise FormatError(f"{what}: keyids must be 64 lowercase hex digits")
         keyids = tuple(raw)
@@ -262,7 +303,7 @@ class Role:
             raise FormatError(f"{what}: keyids must be sorted and unique")
         if threshold > len(keyids):
             raise FormatError(f"{what}: threshold {threshold} exceeds its {len(keyids)} key(s)")
-        return cls(keyids, threshold)
+        return cls(keyids, threshold, unrecognized)
 
 
 # --------------------------------------------------------------------------- signed documents
@@ -283,16 +324,16 @@ class LedgerPointer:
 
     origin: str
     verifier_key: str  # "<name>+<hex keyhash>+<base64(0x01 || pubkey)>"
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"origin": self.origin, "verifier_key": self.verifier_key}
+        known = {"origin": self.origin, "verifier_key": self.verifier_key}
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str) -> LedgerPointer:
         f = _Fields(obj, what)
-        out = cls(f.string("origin"), f.string("verifier_key"))
-        f.done()
-        return out
+        return cls(f.string("origin"), f.string("verifier_key"), f.unrecognized())
 
 
 @dataclass(frozen=True)
@@ -305,6 +346,8 @@ class Root:
     keys: Mapping[str, Key]
     roles: Mapping[str, Role]
     ledger: LedgerPointer | None = None
+    spec_version: str = SPEC_VERSION
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def __post_init__(self) -> None:
         if self.version < 1:
@@ -321,21 +364,22 @@ class Root:
                 raise FormatError(f"root role {name!r} names key(s) the root does not list")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        known = {
             "_type": self.TYPE,
             "expires": format_time(self.expires),
             "keys": {k: v.to_dict() for k, v in sorted(self.keys.items())},
             "ledger": None if self.ledger is None else self.ledger.to_dict(),
             "roles": {k: v.to_dict() for k, v in sorted(self.roles.items())},
-            "spec_version": SPEC_VERSION,
+            "spec_version": self.spec_version,
             "version": self.version,
         }
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str = "root") -> Root:
         f = _Fields(obj, what)
         f.const("_type", cls.TYPE)
-        f.const("spec_version", SPEC_VERSION)
+        spec_version = f.spec_version()
         version = f.integer("version", minimum=1)
         expires = f.time("expires")
         keys = {k: Key.from_dict(v, f"{what} key {k[:16]}") for k, v in f.obj("keys").items()}
@@ -345,9 +389,8 @@ class Root:
                 raise FormatError(f"{what}: bad role name {name!r}")
             roles[name] = Role.from_dict(role, f"{what} role {name}")
         ledger_obj = f.optional_obj("ledger")
-        f.done()
         ledger = None if ledger_obj is None else LedgerPointer.from_dict(ledger_obj, f"{what} ledger")
-        return cls(version, expires, keys, roles, ledger)
+        return cls(version, expires, keys, roles, ledger, spec_version, f.unrecognized())
 
     def ledger_vkey(self) -> str | None:
         return None if self.ledger is None else self.ledger.verifier_key
@@ -367,15 +410,22 @@ class FileMeta:
     length: int
     sha256: str
     rows: int
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"length": self.length, "path": self.path, "rows": self.rows, "sha256": self.sha256}
+        known = {"length": self.length, "path": self.path, "rows": self.rows, "sha256": self.sha256}
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str) -> FileMeta:
         f = _Fields(obj, what)
-        out = cls(f.string("path", _PATH), f.integer("length"), f.string("sha256", _HEX64), f.integer("rows"))
-        f.done()
+        out = cls(
+            f.string("path", _PATH),
+            f.integer("length"),
+            f.string("sha256", _HEX64),
+            f.integer("rows"),
+            f.unrecognized(),
+        )
         if ".." in out.path.split("/"):
             raise FormatError(f"{what}: path {out.path!r} leaves the feed directory")
         return out
@@ -390,16 +440,16 @@ class LedgerRef:
     index: int
     checkpoint: str  # the C2SP signed note text, newline-terminated
     opening: str  # hex, 32 bytes
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "index": self.index, "opening": self.opening}
+        known = {"checkpoint": self.checkpoint, "index": self.index, "opening": self.opening}
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str) -> LedgerRef:
         f = _Fields(obj, what)
-        out = cls(f.integer("index"), f.string("checkpoint"), f.string("opening", _HEX64))
-        f.done()
-        return out
+        return cls(f.integer("index"), f.string("checkpoint"), f.string("opening", _HEX64), f.unrecognized())
 
 
 @dataclass(frozen=True)
@@ -416,6 +466,9 @@ class Manifest:
     files: tuple[FileMeta, ...]  # the day's files (recycled.parquet, recycled.csv)
     snapshot: tuple[FileMeta, ...]  # the rolling 400-day snapshot as of this day
     ledger: LedgerRef | None = None
+    spec_version: str = SPEC_VERSION
+    # A later version's fields are part of the core: the ledger commits to everything but ``ledger``.
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def __post_init__(self) -> None:
         if self.seq < 1 or self.row_seq_start < 1:
@@ -424,7 +477,7 @@ class Manifest:
             raise FormatError(f"manifest seq {self.seq}: prev_manifest_sha256 must be null exactly for seq 1")
 
     def core_dict(self) -> dict[str, Any]:
-        return {
+        known = {
             "_type": self.TYPE,
             "expires": format_time(self.expires),
             "feed_date": self.feed_date.isoformat(),
@@ -434,8 +487,9 @@ class Manifest:
             "row_seq_start": self.row_seq_start,
             "seq": self.seq,
             "snapshot": [m.to_dict() for m in self.snapshot],
-            "spec_version": SPEC_VERSION,
+            "spec_version": self.spec_version,
         }
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     def core_bytes(self) -> bytes:
         return canonical_json(self.core_dict())
@@ -457,12 +511,12 @@ class Manifest:
     def from_dict(cls, obj: Any, what: str = "manifest") -> Manifest:
         f = _Fields(obj, what)
         f.const("_type", cls.TYPE)
-        f.const("spec_version", SPEC_VERSION)
+        spec_version = f.spec_version()
         files = tuple(FileMeta.from_dict(m, f"{what} file") for m in f.array("files"))
         snapshot = tuple(FileMeta.from_dict(m, f"{what} snapshot file") for m in f.array("snapshot"))
         ledger_obj = f.optional_obj("ledger")
         ledger = None if ledger_obj is None else LedgerRef.from_dict(ledger_obj, f"{what} ledger")
-        out = cls(
+        return cls(
             feed_date=f.date("feed_date"),
             seq=f.integer("seq", minimum=1),
             expires=f.time("expires"),
@@ -472,9 +526,9 @@ class Manifest:
             files=files,
             snapshot=snapshot,
             ledger=ledger,
+            spec_version=spec_version,
+            unrecognized_fields=f.unrecognized(),  # arguments run in order: after every other read
         )
-        f.done()
-        return out
 
 
 @dataclass(frozen=True)
@@ -483,21 +537,22 @@ class ManifestPin:
     path: str
     length: int
     sha256: str
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"length": self.length, "path": self.path, "seq": self.seq, "sha256": self.sha256}
+        known = {"length": self.length, "path": self.path, "seq": self.seq, "sha256": self.sha256}
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str) -> ManifestPin:
         f = _Fields(obj, what)
-        out = cls(
+        return cls(
             f.integer("seq", minimum=1),
             f.string("path", _PATH),
             f.integer("length"),
             f.string("sha256", _HEX64),
+            f.unrecognized(),
         )
-        f.done()
-        return out
 
 
 @dataclass(frozen=True)
@@ -508,28 +563,31 @@ class Timestamp:
     version: int  # equals the pinned manifest's seq: it never goes down
     expires: dt.datetime
     manifest: ManifestPin
+    spec_version: str = SPEC_VERSION
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        known = {
             "_type": self.TYPE,
             "expires": format_time(self.expires),
             "manifest": self.manifest.to_dict(),
-            "spec_version": SPEC_VERSION,
+            "spec_version": self.spec_version,
             "version": self.version,
         }
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str = "timestamp") -> Timestamp:
         f = _Fields(obj, what)
         f.const("_type", cls.TYPE)
-        f.const("spec_version", SPEC_VERSION)
-        out = cls(
+        spec_version = f.spec_version()  # first: another major may not parse below
+        return cls(
             f.integer("version", minimum=1),
             f.time("expires"),
             ManifestPin.from_dict(f.obj("manifest"), f"{what} manifest"),
+            spec_version,
+            f.unrecognized(),
         )
-        f.done()
-        return out
 
 
 @dataclass(frozen=True)
@@ -545,9 +603,11 @@ class QueryReceipt:
     snapshot_date: dt.date
     feed_seq: int | None
     checkpoint: str | None  # the ledger checkpoint (signed note text) the snapshot names
+    spec_version: str = SPEC_VERSION
+    unrecognized_fields: Mapping[str, Any] = _unrecognized()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        known = {
             "_type": self.TYPE,
             "answered_at": format_time(self.answered_at),
             "checkpoint": self.checkpoint,
@@ -557,15 +617,16 @@ class QueryReceipt:
             "request_sha256": self.request_sha256,
             "response_sha256": self.response_sha256,
             "snapshot_date": self.snapshot_date.isoformat(),
-            "spec_version": SPEC_VERSION,
+            "spec_version": self.spec_version,
         }
+        return _with_unrecognized(known, self.unrecognized_fields)
 
     @classmethod
     def from_dict(cls, obj: Any, what: str = "query receipt") -> QueryReceipt:
         f = _Fields(obj, what)
         f.const("_type", cls.TYPE)
-        f.const("spec_version", SPEC_VERSION)
-        out = cls(
+        spec_version = f.spec_version()
+        return cls(
             platform=f.string("platform"),
             answered_at=f.time("answered_at"),
             request_sha256=f.string("request_sha256", _HEX64),
@@ -574,9 +635,9 @@ class QueryReceipt:
             snapshot_date=f.date("snapshot_date"),
             feed_seq=f.optional_integer("feed_seq", minimum=1),
             checkpoint=f.optional_string("checkpoint"),
+            spec_version=spec_version,
+            unrecognized_fields=f.unrecognized(),
         )
-        f.done()
-        return out
 
 
 _TYPES: dict[str, Callable[[Any, str], Any]] = {
@@ -685,6 +746,8 @@ def pin(path: str, seq: int, data: bytes) -> ManifestPin:
 
 
 __all__: Sequence[str] = (
+    "SPEC_MAJOR",
+    "SPEC_VERSION",
     "Envelope",
     "FileMeta",
     "Key",

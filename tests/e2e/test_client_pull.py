@@ -4,13 +4,14 @@ follows a root rotation; and its local answers equal the server's bulk answers."
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +22,25 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.client.pull import STATE_DB, HttpFetcher, LocalFeed, check_local, pull
+from pipelines.client import HttpFetcher, LocalFeed, check_local, pull
+from pipelines.client.store import STATE_DB
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import (
     ExpiredMetadataError,
     FeedGapError,
     FeedOrderError,
+    FormatError,
     ProofError,
     RollbackError,
     SignatureError,
     TamperedFileError,
     VerificationError,
 )
+from pipelines.feeds import publish
 from pipelines.feeds.publish import publish_feed, rotate_root
 from pipelines.feeds.query_snapshot import publish_snapshot
-from pipelines.feeds.wire import Envelope, Root, Timestamp
+from pipelines.feeds.wire import ROLE_TIMESTAMP, Envelope, Manifest, Root, Timestamp, sha256_hex
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
@@ -344,6 +348,83 @@ def test_client_follows_a_root_rotation(setup: Setup, tmp_path: Path) -> None:
     )
     (setup.carrier.feeds / "roots" / "3.root.json").write_bytes(Envelope.create(doc, [rogue]).to_bytes())
     rejected(setup, SignatureError, "root v3", when=3)
+
+
+# ------------------------------------------------------------------ a publisher of a later 1.x version
+
+LATER = {"x_later": {"note": "added by 1.7"}}  # an unknown top-level field in every document
+NESTED = {"x_nested": 7}  # and one inside an object this version knows (a role, a file, the pin)
+
+
+@dataclass(frozen=True)
+class Later:
+    """Mixed in before a wire type: the defaults of that type as a 1.7 publisher builds it."""
+
+    spec_version: str = "1.7"
+    unrecognized_fields: Mapping[str, Any] = field(default_factory=lambda: LATER)
+
+
+@dataclass(frozen=True)
+class LaterRoot(Later, Root):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        roles = {name: dataclasses.replace(r, unrecognized_fields=NESTED) for name, r in self.roles.items()}
+        object.__setattr__(self, "roles", roles)
+
+
+@dataclass(frozen=True)
+class LaterManifest(Later, Manifest):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        files = tuple(dataclasses.replace(f, unrecognized_fields=NESTED) for f in self.files)
+        object.__setattr__(self, "files", files)
+
+
+@dataclass(frozen=True)
+class LaterTimestamp(Later, Timestamp):
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "manifest", dataclasses.replace(self.manifest, unrecognized_fields=NESTED))
+
+
+def test_pull_accepts_a_feed_from_a_later_minor_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The publisher builds its documents with the wire types of a later 1.x: every root,
+    # manifest and timestamp carries fields this version does not know, signed and (for the
+    # manifest core) committed to the ledger by that publisher.
+    monkeypatch.setattr(publish, "Root", LaterRoot)
+    monkeypatch.setattr(publish, "Manifest", LaterManifest)
+    monkeypatch.setattr(publish, "Timestamp", LaterTimestamp)
+    carrier = Carrier(load_settings(env={}, data_dir=tmp_path / "data"))
+    with open_state(Layout(carrier.settings.data_dir).state_db) as con:
+        seed_history(con)
+    carrier.publish(1, 2)
+    monkeypatch.undo()
+    for path in ("roots/1.root.json", "manifests/2.json", "timestamp.json"):
+        data = (carrier.feeds / path).read_bytes()
+        assert b'"spec_version":"1.7"' in data and b"x_later" in data and b"x_nested" in data, path
+
+    token = carrier.token()
+    with serving(create_app(carrier.settings)) as url:
+        report = pull(url, token, tmp_path / "client", carrier.feeds / "roots" / "1.root.json", clock=at(2))
+    assert (report.to_seq, report.rows, report.checkpoint_size) == (2, 4, 2)
+    rows, kv = stored(tmp_path / "client")
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    # what the client keeps re-serialises to the very bytes the publisher signed
+    assert kv["root"] == (carrier.feeds / "roots" / "1.root.json").read_bytes()
+    assert kv["manifest_sha256"].decode() == sha256_hex((carrier.feeds / "manifests" / "2.json").read_bytes())
+    assert check_local(tmp_path / "client", "+8613800000101", dt.date(2026, 7, 1)).recycled
+
+
+def test_pull_refuses_a_feed_of_another_major_version(setup: Setup) -> None:
+    path = setup.carrier.feeds / "timestamp.json"
+    stamp = Envelope.from_bytes(path.read_bytes(), Timestamp)
+    root = Envelope.from_bytes((setup.carrier.feeds / "root.json").read_bytes(), Root).signed
+    online = publish.role_signers(setup.carrier.settings, root, ROLE_TIMESTAMP)
+    path.write_bytes(
+        Envelope.create(dataclasses.replace(stamp.signed, spec_version="2.0"), online).to_bytes()
+    )
+    rejected(setup, FormatError, "upgrade number-recycling", when=2)
 
 
 # ------------------------------------------------------------------ property: client == server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
@@ -157,8 +158,8 @@ def _mutate(data: bytes, fn: object) -> bytes:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["signed"].__setitem__("extra", 1), "unknown field"),
-        (lambda d: d.__setitem__("extra", 1), "unknown field"),
+        (lambda d: d.__setitem__("extra", 1), "unknown field"),  # the envelope is not signed: closed
+        (lambda d: d["signatures"][0].__setitem__("extra", 1), "unknown field"),
         (lambda d: d["signed"].pop("row_count"), "missing field"),
         (lambda d: d["signed"].__setitem__("seq", True), "must be an integer"),
         (lambda d: d["signed"].__setitem__("seq", -1), "below"),
@@ -195,6 +196,114 @@ def test_root_rejects_roles_naming_unlisted_keys_and_bad_thresholds(keys: dict[s
         )
     with pytest.raises(FormatError, match="lacks role"):
         Envelope.from_bytes(_mutate(data, lambda d: d["signed"]["roles"].pop("receipt")), Root)
+
+
+# ------------------------------------------------------------------ the future: unknown fields, minor versions
+
+FUTURE = {"x_later": {"b": [1, None, "é"], "a": True}}  # a field a later 1.x publisher might add
+
+
+def _future(kind: type[Root] | type[Manifest] | type[Timestamp], signed: dict[str, Any]) -> dict[str, Any]:
+    """``signed`` as a later 1.x publisher writes it: an unknown field at the top and one nested."""
+    signed = {**signed, **FUTURE}
+    nested = {Root: ("roles", "root"), Manifest: ("files", 0), Timestamp: ("manifest",)}[kind]
+    inner: Any = signed
+    for step in nested:
+        inner = inner[step]
+    inner["x_nested"] = 7
+    return signed
+
+
+def future_documents(keys: dict[str, FileSigner]) -> list[tuple[type[Any], bytes, Root]]:
+    """(type, signed bytes, root that verifies them) of a root, a manifest and a timestamp from 1.7."""
+    root = make_root(1, [keys["root1"]], keys["online"])
+    pin = ManifestPin(2, "manifests/2.json", 10, "e" * 64)
+    docs: list[tuple[type[Any], dict[str, Any], FileSigner]] = [
+        (Root, root.to_dict(), keys["root1"]),
+        (Manifest, make_manifest().to_dict(), keys["online"]),
+        (Timestamp, Timestamp(2, T0 + dt.timedelta(days=2), pin).to_dict(), keys["online"]),
+    ]
+    out = []
+    for kind, signed, signer in docs:
+        later = _future(kind, signed) | {"spec_version": "1.7"}
+        # signed by a publisher that knows the fields: the signature covers the canonical bytes
+        sig = signer.sign(canonical_json(later))
+        envelope = {"signatures": [{"keyid": keyid_of(signer.public_key), "sig": sig.hex()}], "signed": later}
+        out.append((kind, canonical_json(envelope), root))
+    return out
+
+
+def test_unknown_fields_are_kept_signed_and_re_serialised(keys: dict[str, FileSigner]) -> None:
+    for kind, data, root in future_documents(keys):
+        env = Envelope.from_bytes(data, kind)
+        assert env.to_bytes() == data  # byte-identical: the canonical-bytes check still holds
+        assert env.signed.spec_version == "1.7"
+        assert env.signed.unrecognized_fields == FUTURE
+        role = ROLE_ROOT if kind is Root else ROLE_MANIFEST
+        env.verify_role(root, role, kind.TYPE)
+        # the unknown fields are signed: changing one breaks the signature, not the parse
+        changed = data.replace(b'"x_nested":7', b'"x_nested":8')
+        assert changed != data
+        with pytest.raises(SignatureError):
+            Envelope.from_bytes(changed, kind).verify_role(root, role, kind.TYPE)
+
+
+def test_nested_unknown_fields_are_kept_where_they_were(keys: dict[str, FileSigner]) -> None:
+    (_, root_bytes, _), (_, manifest_bytes, _), (_, stamp_bytes, _) = future_documents(keys)
+    assert Envelope.from_bytes(root_bytes, Root).signed.roles["root"].unrecognized_fields == {"x_nested": 7}
+    manifest = Envelope.from_bytes(manifest_bytes, Manifest).signed
+    assert manifest.files[0].unrecognized_fields == {"x_nested": 7}
+    assert Envelope.from_bytes(stamp_bytes, Timestamp).signed.manifest.unrecognized_fields == {"x_nested": 7}
+    # the ledger commits to the whole core, a later version's fields included
+    assert json.loads(manifest.core_bytes())["x_later"] == FUTURE["x_later"]
+    assert manifest.core_sha256() != make_manifest().core_sha256()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(lambda n: n not in make_manifest().to_dict()),
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=8,
+    ),
+)
+def test_any_unknown_field_survives_a_round_trip(keys: dict[str, FileSigner], name: str, value: Any) -> None:
+    signed = make_manifest().to_dict() | {name: value}
+    data = canonical_json({"signatures": [], "signed": signed})
+    env = Envelope.from_bytes(data, Manifest)
+    assert env.to_bytes() == data and env.signed.unrecognized_fields == {name: value}
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.7", "1.12"])
+def test_any_minor_version_of_our_major_parses(keys: dict[str, FileSigner], version: str) -> None:
+    data = Envelope.create(make_manifest(), [keys["online"]]).to_bytes()
+    env = Envelope.from_bytes(
+        _mutate(data, lambda d: d["signed"].__setitem__("spec_version", version)), Manifest
+    )
+    assert env.signed.spec_version == version
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        ("2.0", "upgrade number-recycling"),
+        ("0.9", "does not read"),
+        ("1", "malformed"),
+        ("01.0", "malformed"),
+    ],
+)
+def test_another_major_version_is_refused(keys: dict[str, FileSigner], version: str, message: str) -> None:
+    for kind, data, _ in future_documents(keys):
+        with pytest.raises(FormatError, match=message):
+            Envelope.from_bytes(
+                _mutate(data, lambda d: d["signed"].__setitem__("spec_version", version)), kind
+            )
+
+
+def test_unrecognized_fields_cannot_shadow_known_ones() -> None:
+    with pytest.raises(ValueError, match="repeat known"):
+        FileMeta("a/b", 1, "a" * 64, 1, {"rows": 2}).to_dict()
 
 
 # ------------------------------------------------------------------ signatures

@@ -1,0 +1,71 @@
+"""``recycle check``: answer from the verified copy a pull stored, without the network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.client.store import STATE_DB, connect
+from pipelines.errors import TerminalError
+from pipelines.numbers import mask, normalise
+
+_E164 = re.compile(r"\+[1-9][0-9]{4,14}")
+
+
+@dataclass(frozen=True)
+class LocalAnswer:
+    recycled: bool
+    row: dict[str, Any] | None  # the feed row that says why (the first disconnection since)
+    covered_from: dt.date  # first feed day stored; answers are only about events since
+
+
+class LocalFeed:
+    """The pulled feed, opened read-only, for many local checks (``with LocalFeed(dir) as feed``)."""
+
+    _COLS = ("seq", "msisdn", "event", "disconnected_on", "released_on", "reissued_on", "region", "feed_date")
+
+    def __init__(self, state_dir: Path, default_region: str = "CN") -> None:
+        if not (state_dir / STATE_DB).exists():
+            raise TerminalError(f"{state_dir} holds no pulled feed; run `recycle pull` first")
+        self._con = connect(state_dir, read_only=True)
+        self._region = default_region
+        first = self._con.execute("SELECT min(feed_date) FROM manifests").fetchone()
+        if first is None or first[0] is None:
+            self._con.close()
+            raise TerminalError(f"{state_dir} holds no verified feed yet; run `recycle pull` first")
+        self.covered_from: dt.date = first[0]
+
+    def __enter__(self) -> LocalFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def check(self, number: str, since: dt.date) -> LocalAnswer:
+        """Was ``number`` recycled since ``since``? (FCC RND ``yes``/``no``)
+
+        Yes when a row says the number was permanently disconnected on or after ``since``: an
+        account bound to it before ``disconnected_on`` belongs to a prior owner.
+        """
+        e164 = number if _E164.fullmatch(number) else normalise(number, self._region)
+        if e164 is None:
+            raise TerminalError(f"{mask(number)} is not a valid phone number; give it in E.164 (+86...)")
+        row = self._con.execute(
+            f"SELECT {', '.join(self._COLS)} FROM feed_rows WHERE msisdn = ? AND disconnected_on >= ? "
+            "ORDER BY disconnected_on, seq LIMIT 1",
+            [e164, since],
+        ).fetchone()
+        found = None if row is None else dict(zip(self._COLS, row, strict=True))
+        return LocalAnswer(row is not None, found, self.covered_from)
+
+
+def check_local(state_dir: Path, number: str, since: dt.date, default_region: str = "CN") -> LocalAnswer:
+    """One local check (see :meth:`LocalFeed.check`)."""
+    with LocalFeed(state_dir, default_region) as feed:
+        return feed.check(number, since)
