@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -27,35 +28,30 @@ def _main(
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
-def _platform_app() -> typer.Typer:
-    sub = typer.Typer(help="Platform tokens for the server.", no_args_is_help=True)
-    sub.command("add")(platform.platform_add)
-    sub.command("scopes")(platform.platform_scopes)
-    sub.command("revoke")(platform.platform_revoke)
-    sub.command("list")(platform.platform_list)
-    return sub
-
-
-def _acks_app() -> typer.Typer:
-    sub = typer.Typer(
-        help="Platforms' acknowledgements (unbound / no_account / step_up_enabled).", no_args_is_help=True
-    )
-    sub.command("import")(platform.acks_import)
-    return sub
-
-
-def _root_app() -> typer.Typer:
-    sub = typer.Typer(help="The feed's root of trust (root.json).", no_args_is_help=True)
-    sub.command("rotate")(platform.root_rotate)
-    return sub
-
-
-def _alerts_app() -> typer.Typer:
-    sub = typer.Typer(help="Compliance alerts: check a night, acknowledge known items.", no_args_is_help=True)
-    sub.command("ack")(audit.ack_cmd)
-    sub.command("check")(audit.check_cmd)
-    sub.command("list")(audit.list_cmd)
-    return sub
+# (name, help, its commands in help order) of each sub-app.
+_GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...] = (
+    (
+        "platform",
+        "Platform tokens for the server.",
+        (
+            ("add", platform.platform_add),
+            ("scopes", platform.platform_scopes),
+            ("revoke", platform.platform_revoke),
+            ("list", platform.platform_list),
+        ),
+    ),
+    (
+        "acks",
+        "Platforms' acknowledgements (unbound / no_account / step_up_enabled).",
+        (("import", platform.acks_import),),
+    ),
+    ("root", "The feed's root of trust (root.json).", (("rotate", platform.root_rotate),)),
+    (
+        "alerts",
+        "Compliance alerts: check a night, acknowledge known items.",
+        (("ack", audit.ack_cmd), ("check", audit.check_cmd), ("list", audit.list_cmd)),
+    ),
+)
 
 
 def build_app() -> typer.Typer:
@@ -87,10 +83,11 @@ def build_app() -> typer.Typer:
         ("evidence-summary", ledger.evidence_summary_cmd),
     ):
         cli.command(name)(command)
-    cli.add_typer(_platform_app(), name="platform")
-    cli.add_typer(_acks_app(), name="acks")
-    cli.add_typer(_root_app(), name="root")
-    cli.add_typer(_alerts_app(), name="alerts")
+    for group, help_text, commands in _GROUPS:
+        sub = typer.Typer(help=help_text, no_args_is_help=True)
+        for name, command in commands:
+            sub.command(name)(command)
+        cli.add_typer(sub, name=group)
     return cli
 
 

@@ -16,6 +16,8 @@ from pipelines.cli.common import (
     ConfigOpt,
     DataOpt,
     JsonOpt,
+    LogicalDateOpt,
+    NumberOpt,
     err,
     out,
     parse_date,
@@ -105,7 +107,7 @@ def export_cn_cmd(
 
 
 def ack_cmd(
-    number: Annotated[str, typer.Option("--number", help="the number, national or E.164")],
+    number: NumberOpt,
     date: Annotated[str, typer.Option("--date", help="reissue date (violation) or release date (exception)")],
     reason: Annotated[str, typer.Option("--reason", help="why it is known and acceptable")],
     kind: Annotated[
@@ -129,7 +131,7 @@ def ack_cmd(
 
 
 def check_cmd(
-    date: Annotated[str, typer.Option("--date", help="logical date YYYY-MM-DD")],
+    date: LogicalDateOpt,
     window_days: Annotated[
         int, typer.Option("--window-days", min=1, help="trailing days of the exception rate")
     ] = 30,

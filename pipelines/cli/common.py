@@ -24,6 +24,9 @@ ConfigOpt = Annotated[
 ]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory (overrides data_dir)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+LogicalDateOpt = Annotated[str, typer.Option("--date", help="logical date YYYY-MM-DD")]
+NumberArg = Annotated[str, typer.Argument(help="the number, national or E.164")]
+NumberOpt = Annotated[str, typer.Option("--number", help="the number, national or E.164")]
 
 # Messages and progress go to stderr, results to stdout: `recycle ... --json | jq` stays clean.
 err = Console(stderr=True)

@@ -13,6 +13,8 @@ from pipelines.cli.common import (
     ConfigOpt,
     DataOpt,
     JsonOpt,
+    NumberArg,
+    NumberOpt,
     err,
     out,
     parse_number,
@@ -30,7 +32,7 @@ OriginOpt = Annotated[str | None, typer.Option("--origin", help="expected checkp
 
 
 def show(
-    number: Annotated[str, typer.Argument(help="the number, national or E.164")],
+    number: NumberArg,
     config: ConfigOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
@@ -50,7 +52,7 @@ def show(
 
 
 def evidence(
-    number: Annotated[str, typer.Option("--number", help="the number, national or E.164")],
+    number: NumberOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the bundle")],
     config: ConfigOpt = None,
     data: DataOpt = None,
@@ -73,7 +75,7 @@ def evidence(
 
 
 def evidence_summary_cmd(
-    number: Annotated[str, typer.Option("--number", help="the number, national or E.164")],
+    number: NumberOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the bundle and summary.html")],
     config: ConfigOpt = None,
     data: DataOpt = None,

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from pipelines.cli.common import ConfigOpt, DataOpt, JsonOpt, err, out, parse_date, settings_from
+from pipelines.cli.common import (
+    ConfigOpt,
+    DataOpt,
+    JsonOpt,
+    LogicalDateOpt,
+    err,
+    out,
+    parse_date,
+    settings_from,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -96,7 +105,7 @@ def _advance(progress: Progress, task: TaskID, day: dt.date, name: str) -> None:
 
 
 def status(
-    date: Annotated[str, typer.Option("--date", help="logical date YYYY-MM-DD")],
+    date: LogicalDateOpt,
     config: ConfigOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,

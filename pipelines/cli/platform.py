@@ -15,6 +15,7 @@ from pipelines.cli.common import (
     ConfigOpt,
     DataOpt,
     JsonOpt,
+    NumberArg,
     err,
     out,
     parse_date,
@@ -224,7 +225,7 @@ def _require_platform(settings: Settings, platform: str) -> None:
 
 
 def notifications(
-    number: Annotated[str, typer.Argument(help="the number, national or E.164")],
+    number: NumberArg,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
     data: DataOpt = None,
@@ -245,7 +246,7 @@ def notifications(
 
 
 def new_owner(
-    number: Annotated[str, typer.Argument(help="the number, national or E.164")],
+    number: NumberArg,
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="date YYYY-MM-DD (default: today, UTC)")
     ] = None,
