@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import plotly.graph_objects as go
 import plotly.io as pio
 import pyarrow as pa
@@ -34,13 +33,12 @@ from plotly.subplots import make_subplots
 from pipelines.compliance.alerts import has_ack_table
 from pipelines.compliance.exports import END_REASONS_SQL, arrow_query, state_through
 from pipelines.config import Settings
+from pipelines.db import Con
 from pipelines.errors import TerminalError
 from pipelines.layout import atomic_write_bytes
 from pipelines.lifecycle.sql import expand_sql
 
 __all__ = ["HEADLINE", "ReportSummary", "build_report"]
-
-Con = duckdb.DuckDBPyConnection
 
 HTML_ROWS = 500  # rows of a listing shown on the page; the CSV beside it has them all
 TOP_REGIONS = 12  # regions drawn by name in stacked charts; the rest are summed as "other"
