@@ -1,20 +1,36 @@
-"""Options and argument parsing shared by every `recycle` command module (one place for each rule)."""
+"""Options, consoles and argument parsing shared by every `recycle` command module (one place for
+each rule)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import duckdb
 import typer
+from rich.console import Console
 
 from pipelines.config import Settings, load_settings
+from pipelines.db import open_state
+from pipelines.errors import TransientError
+from pipelines.layout import Layout
 from pipelines.numbers import normalise
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="TOML config file (default: $RECYCLE_CONFIG or built-in)")
 ]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory (overrides data_dir)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+LogicalDateOpt = Annotated[str, typer.Option("--date", help="logical date YYYY-MM-DD")]
+NumberArg = Annotated[str, typer.Argument(help="the number, national or E.164")]
+NumberOpt = Annotated[str, typer.Option("--number", help="the number, national or E.164")]
+
+# Messages and progress go to stderr, results to stdout: `recycle ... --json | jq` stays clean.
+err = Console(stderr=True)
+out = Console()
 
 
 def settings_from(config: Path | None, data: Path | None) -> Settings:
@@ -38,3 +54,19 @@ def parse_number(number: str, settings: Settings, param_hint: str = "NUMBER") ->
             f"not a valid phone number for region {settings.default_region}", param_hint=param_hint
         )
     return e164
+
+
+@contextmanager
+def state_connection(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The state file of ``settings``, with the operator's next step when it is missing or busy."""
+    path = Layout(settings.data_dir).state_db
+    if read_only and not path.exists():
+        raise typer.BadParameter(f"no state file at {path}; check --data / data_dir")
+    try:
+        with open_state(path, read_only=read_only) as con:
+            yield con
+    except duckdb.IOException as exc:
+        raise TransientError(
+            f"cannot open {path}: {exc}. The nightly run holds the state file while it writes "
+            "(DuckDB allows one process); retry when it has finished"
+        ) from exc

@@ -139,20 +139,43 @@ def render_evidence_summary(
             f"no record of {mask(msisdn)} in the state: it is not one of ours, or it was never in a drop file"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[int, Mapping[str, Any]] = {}
-    bundle_note = ""
+    files, bundle_note = _write_bundle(con, ledger, msisdn, out_dir)
+    ledger_rows, reminder_index = _ledger_rows(history["ledger_events"], ledger, files)
+    tables = {
+        "tenures": _tenure_rows(history["tenures"]),
+        "reminders": _reminder_rows(history["reminders"], reminder_index),
+        "releases": _release_rows(history["releases"]),
+        "reissues": _reissue_rows(history["reissues"]),
+        "ledger": ledger_rows,
+        "quarantined": [
+            [_e(q["logical_date"]), _e(q["file_name"]), _e(q["line_no"]), _e(q["reason"]), _e(q["detail"])]
+            for q in history["quarantined"]
+        ],
+        "acks": [
+            [_e(a.kind), _e(a.on_date), _e(a.reason), _e(a.acked_by), _e(a.acked_at)]
+            for a in list_acks(con, msisdn)
+        ],
+    }
+    header = _header(mask(msisdn), history["state"] or {}, bundle_note, _how_to_verify(out_dir, bool(files)))
+    path = out_dir / "summary.html"
+    atomic_write_bytes(path, (header + _body(tables)).encode("utf-8"))
+    return path
+
+
+def _write_bundle(
+    con: duckdb.DuckDBPyConnection, ledger: Ledger, msisdn: str, out_dir: Path
+) -> tuple[dict[int, Mapping[str, Any]], str]:
+    """The bundle's entries by ledger index, or none and a note when nothing is in the log yet."""
     try:
         index_path, _ = write_number_evidence(con, ledger, msisdn, out_dir)
     except LookupError as exc:
-        bundle_note = f'<p class="warn">{_e(exc)}. There is nothing to verify yet.</p>'
-    else:
-        doc = json.loads(index_path.read_text(encoding="utf-8"))
-        files = {int(item["index"]): item for item in doc["entries"]}
+        return {}, f'<p class="warn">{_e(exc)}. There is nothing to verify yet.</p>'
+    doc = json.loads(index_path.read_text(encoding="utf-8"))
+    return {int(item["index"]): item for item in doc["entries"]}, ""
 
-    masked = mask(msisdn)
-    ledger_rows, reminder_index = _ledger_rows(history["ledger_events"], ledger, files)
-    state = history["state"] or {}
-    tenures = [
+
+def _tenure_rows(tenures: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
         [
             _e(t["tenure_id"]),
             _e(t["tenure_start"]),
@@ -162,17 +185,22 @@ def render_evidence_summary(
             _e(t["subscriber_ref"]),
             _e(t["opened_by"]),
         ]
-        for t in history["tenures"]
+        for t in tenures
     ]
-    reminders = []
-    for r in history["reminders"]:
+
+
+def _reminder_rows(
+    reminders: Sequence[Mapping[str, Any]], reminder_index: Mapping[str, list[int]]
+) -> list[list[str]]:
+    rows = []
+    for r in reminders:
         receipts = "<br>".join(
             f"{_e(rc['status'])} at {_e(str(rc['at']).replace('T', ' '))} UTC (ref {_e(rc['provider_ref'])}; drop of "
             f"{_e(rc['logical_date'])}, line {_e(rc['line_no'])})"
             for rc in r["receipts"]
         )
         entries = ", ".join(str(i) for i in sorted(reminder_index.get(r["reminder_id"], [])))
-        reminders.append(
+        rows.append(
             [
                 _e(r["disconnected_on"]),
                 _e(r["reminder_no"]),
@@ -187,7 +215,11 @@ def render_evidence_summary(
                 _e(entries),
             ]
         )
-    releases = [
+    return rows
+
+
+def _release_rows(releases: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
         [
             _e(r["tenure_id"]),
             _e(r["disconnected_on"]),
@@ -195,9 +227,12 @@ def render_evidence_summary(
             _e(r["effective_reminders"]),
             '<span class="bad">yes</span>' if r["exception"] else "no",
         ]
-        for r in history["releases"]
+        for r in releases
     ]
-    reissues = [
+
+
+def _reissue_rows(reissues: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
         [
             _e(r["reissue_date"]),
             _e(r["prior_tenure_id"]),
@@ -205,28 +240,27 @@ def render_evidence_summary(
             _e(r["released_on"]),
             '<span class="bad">yes</span>' if r["violation"] else "no",
         ]
-        for r in history["reissues"]
+        for r in reissues
     ]
-    quarantined = [
-        [_e(q["logical_date"]), _e(q["file_name"]), _e(q["line_no"]), _e(q["reason"]), _e(q["detail"])]
-        for q in history["quarantined"]
-    ]
-    acks = [
-        [_e(a.kind), _e(a.on_date), _e(a.reason), _e(a.acked_by), _e(a.acked_at)]
-        for a in list_acks(con, msisdn)
-    ]
+
+
+def _how_to_verify(out_dir: Path, has_proofs: bool) -> str:
     folder = shlex.quote(str(out_dir))
-    verify = (
+    if not has_proofs:
+        return '<p class="muted">No proofs in this folder yet.</p>'
+    return (
         f"<pre>recycle verify {_e(folder)}</pre>"
         "<p>It checks every proof in this folder offline: the entry is in the carrier's signed "
         "log (inclusion proof to a checkpoint signed by the key in <code>vkey</code>), and the "
         "opening reproduces the entry's commitment. Compare <code>vkey</code> with the key the "
         "carrier publishes before trusting the result. One proof alone: "
         f"<code>recycle verify {_e(folder)}/&lt;index&gt;.tlog-proof</code>.</p>"
-        if files
-        else '<p class="muted">No proofs in this folder yet.</p>'
     )
-    page = f"""<!DOCTYPE html>
+
+
+def _header(masked: str, state: Mapping[str, Any], bundle_note: str, verify: str) -> str:
+    """The page up to "How to verify": title, current state, the bundle's note."""
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Evidence summary {_e(masked)}</title>
 <style>{_CSS}</style></head><body>
 <h1>Evidence summary — {_e(masked)}</h1>
@@ -235,49 +269,50 @@ region {_e(state.get("region"))}. The number is masked on this page; its full E.
 <code>index.json</code> only, inside the canonical values the proofs commit to.</p>
 {bundle_note}
 <h2>How to verify</h2>{verify}
-<h2>Tenures</h2>
-{
-        _table(
-            ["tenure", "start", "end (disconnection)", "end reason", "region", "subscriber ref", "opened by"],
-            tenures,
-            "no tenure",
-        )
-    }
+"""
+
+
+_TENURE_HEADERS = (
+    "tenure",
+    "start",
+    "end (disconnection)",
+    "end reason",
+    "region",
+    "subscriber ref",
+    "opened by",
+)
+_REMINDER_HEADERS = (
+    "disconnection",
+    "no.",
+    "slot",
+    "channel",
+    "to",
+    "due",
+    "sent",
+    "status",
+    "effective",
+    "receipts",
+    "ledger entries",
+)
+
+
+def _body(t: Mapping[str, list[list[str]]]) -> str:
+    """The tables of the page, each under its heading."""
+    return f"""<h2>Tenures</h2>
+{_table(_TENURE_HEADERS, t["tenures"], "no tenure")}
 <h2>Reminders to the prior owner</h2>
 <p class="muted">Effective = delivered or acknowledged; the release gate counts effective
 reminders on distinct days. Ledger entries are the indices of the entries about the reminder.</p>
-{
-        _table(
-            [
-                "disconnection",
-                "no.",
-                "slot",
-                "channel",
-                "to",
-                "due",
-                "sent",
-                "status",
-                "effective",
-                "receipts",
-                "ledger entries",
-            ],
-            reminders,
-            "no reminder",
-            wrap=(9,),
-        )
-    }
+{_table(_REMINDER_HEADERS, t["reminders"], "no reminder", wrap=(9,))}
 <h2>Release</h2>
-{_table(["tenure", "disconnected", "released", "effective reminders", "exception"], releases, "not released")}
+{_table(["tenure", "disconnected", "released", "effective reminders", "exception"], t["releases"], "not released")}
 <h2>Reissue</h2>
-{_table(["reissue date", "prior tenure", "new tenure", "released on", "violation"], reissues, "not reissued")}
+{_table(["reissue date", "prior tenure", "new tenure", "released on", "violation"], t["reissues"], "not reissued")}
 <h2>Ledger entries and proofs</h2>
-{_table(["index", "type", "date", "tenure", "details", "proof"], ledger_rows, "no ledger entry", wrap=(4,))}
+{_table(["index", "type", "date", "tenure", "details", "proof"], t["ledger"], "no ledger entry", wrap=(4,))}
 <h2>Quarantined rows about this number</h2>
-{_table(["night", "file", "line", "reason", "detail"], quarantined, "none", wrap=(4,))}
+{_table(["night", "file", "line", "reason", "detail"], t["quarantined"], "none", wrap=(4,))}
 <h2>Operations acknowledgements</h2>
-{_table(["kind", "date", "reason", "by", "at (UTC)"], acks, "none", wrap=(2,))}
+{_table(["kind", "date", "reason", "by", "at (UTC)"], t["acks"], "none", wrap=(2,))}
 </body></html>
 """
-    path = out_dir / "summary.html"
-    atomic_write_bytes(path, page.encode("utf-8"))
-    return path

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from pipelines.db import Con, transaction
 from pipelines.errors import TerminalError
 from pipelines.layout import atomic_write_bytes
 
@@ -44,8 +44,6 @@ __all__ = [
     "parse_month",
     "state_through",
 ]
-
-Con = duckdb.DuckDBPyConnection
 
 # A tenure that ended for good: cancelled, a 双停 suspension that ran its course, or closed by
 # a reissue (even an illegal one: the number did change hands). Ports are not disconnections.
@@ -166,8 +164,7 @@ class FccExport:
 def _record_fcc_month(con: Con, month: dt.date, company_id: str, cutoff: dt.date, max_rows: int) -> None:
     """Take every unreported disconnection up to ``cutoff`` into the report of ``month``."""
     p = {"m": month, "c": cutoff}
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.execute(
             f"""
             INSERT INTO fcc_reported
@@ -191,10 +188,6 @@ def _record_fcc_month(con: Con, month: dt.date, company_id: str, cutoff: dt.date
             "INSERT INTO fcc_reports VALUES (?, ?, ?, ?, ?, ?, ?)",
             [month, company_id, cutoff, max_rows, numbers, disconnections, skipped],
         )
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
 
 
 def export_fcc_disconnects(
@@ -227,36 +220,10 @@ def export_fcc_disconnects(
     known = con.execute(
         "SELECT company_id, cutoff, max_rows FROM fcc_reports WHERE report_month = ?", [first]
     ).fetchone()
-    new = known is None
     if known is None:
-        later = con.execute(
-            "SELECT max(report_month) FROM fcc_reports WHERE report_month > ?", [first]
-        ).fetchone()
-        if later and later[0] is not None:
-            raise TerminalError(
-                f"the RND report of {later[0]:%Y-%m} exists already; reports are incremental and "
-                f"go forward, so {first:%Y-%m} cannot be reported after it (its disconnections "
-                "are in the later report)"
-            )
-        through = state_through(con)
-        if through is None or through < first:
-            raise TerminalError(
-                f"the state has processed nights only up to {through or 'none'}; run the nightly "
-                f"pipeline into {first:%Y-%m} before exporting its RND report"
-            )
-        _record_fcc_month(con, first, company_id, min(last, through), max_rows)
+        _open_fcc_month(con, first, last, company_id, max_rows)
     else:
-        if known[0] != company_id:
-            raise TerminalError(
-                f"the RND report of {first:%Y-%m} was made for company id {known[0]}, not "
-                f"{company_id}; one state file reports for one company"
-            )
-        if known[2] != max_rows and max_rows != FCC_MAX_ROWS:
-            raise TerminalError(
-                f"the RND report of {first:%Y-%m} was split at {known[2]} rows per file; a "
-                "report is rewritten exactly as it was made"
-            )
-        max_rows = int(known[2])
+        max_rows = _known_fcc_max_rows(first, company_id, max_rows, str(known[0]), int(known[2]))
     head = con.execute(
         "SELECT cutoff, numbers, disconnections, skipped_non_nanp FROM fcc_reports WHERE report_month = ?",
         [first],
@@ -266,6 +233,63 @@ def export_fcc_disconnects(
 
     stem = f"rnd-disconnects_{company_id}_{first:%Y%m}"
     out_dir.mkdir(parents=True, exist_ok=True)
+    files = _write_fcc_files(con, first, company_id, max_rows, out_dir, stem)
+    if not files:
+        confirmation = (
+            "company_id,report_month,cutoff,confirmation\n"
+            f"{company_id},{first:%Y-%m},{cutoff},no permanently disconnected numbers to report\n"
+        ).encode()
+        files.append(_write(out_dir, f"{stem}_no-disconnects.csv", confirmation, 0))
+    manifest = out_dir / f"{stem}.manifest.json"
+    result = FccExport(
+        company_id, first, cutoff, numbers, disconnections, skipped, tuple(files), manifest, known is None
+    )
+    atomic_write_bytes(manifest, _json(_fcc_manifest(result, max_rows)))
+    return result
+
+
+def _open_fcc_month(con: Con, first: dt.date, last: dt.date, company_id: str, max_rows: int) -> None:
+    """Record a month reported for the first time: it must follow every report made, and the
+    state must have reached it."""
+    later = con.execute(
+        "SELECT max(report_month) FROM fcc_reports WHERE report_month > ?", [first]
+    ).fetchone()
+    if later and later[0] is not None:
+        raise TerminalError(
+            f"the RND report of {later[0]:%Y-%m} exists already; reports are incremental and "
+            f"go forward, so {first:%Y-%m} cannot be reported after it (its disconnections "
+            "are in the later report)"
+        )
+    through = state_through(con)
+    if through is None or through < first:
+        raise TerminalError(
+            f"the state has processed nights only up to {through or 'none'}; run the nightly "
+            f"pipeline into {first:%Y-%m} before exporting its RND report"
+        )
+    _record_fcc_month(con, first, company_id, min(last, through), max_rows)
+
+
+def _known_fcc_max_rows(
+    first: dt.date, company_id: str, max_rows: int, known_company: str, known_max_rows: int
+) -> int:
+    """The split of a month reported before: it is rewritten exactly as it was made."""
+    if known_company != company_id:
+        raise TerminalError(
+            f"the RND report of {first:%Y-%m} was made for company id {known_company}, not "
+            f"{company_id}; one state file reports for one company"
+        )
+    if known_max_rows != max_rows and max_rows != FCC_MAX_ROWS:
+        raise TerminalError(
+            f"the RND report of {first:%Y-%m} was split at {known_max_rows} rows per file; a "
+            "report is rewritten exactly as it was made"
+        )
+    return known_max_rows
+
+
+def _write_fcc_files(
+    con: Con, first: dt.date, company_id: str, max_rows: int, out_dir: Path, stem: str
+) -> list[ExportFile]:
+    """The month's rows, ``max_rows`` per file, each file a batch ``<YYYYMM>-<NNN>``."""
     table = arrow_query(
         con,
         """
@@ -291,32 +315,23 @@ def export_fcc_disconnects(
         files.append(
             _write(out_dir, f"{stem}_{batch_id}.csv", _csv(body, FCC_COLUMNS), chunk.num_rows, batch_id)
         )
-    if not files:
-        confirmation = (
-            "company_id,report_month,cutoff,confirmation\n"
-            f"{company_id},{first:%Y-%m},{cutoff},no permanently disconnected numbers to report\n"
-        ).encode()
-        files.append(_write(out_dir, f"{stem}_no-disconnects.csv", confirmation, 0))
-    manifest = out_dir / f"{stem}.manifest.json"
-    atomic_write_bytes(
-        manifest,
-        _json(
-            {
-                "format": "number-recycling/fcc-rnd-disconnects/v1",
-                "company_id": company_id,
-                "report_month": f"{first:%Y-%m}",
-                "cutoff": cutoff.isoformat(),
-                "columns": list(FCC_COLUMNS),
-                "numbers": numbers,
-                "disconnections": disconnections,
-                "skipped_non_nanp": skipped,
-                "max_rows_per_file": max_rows,
-                "no_disconnects": numbers == 0,
-                "files": [f.as_dict() for f in files],
-            }
-        ),
-    )
-    return FccExport(company_id, first, cutoff, numbers, disconnections, skipped, tuple(files), manifest, new)
+    return files
+
+
+def _fcc_manifest(result: FccExport, max_rows: int) -> dict[str, Any]:
+    return {
+        "format": "number-recycling/fcc-rnd-disconnects/v1",
+        "company_id": result.company_id,
+        "report_month": f"{result.month:%Y-%m}",
+        "cutoff": result.cutoff.isoformat(),
+        "columns": list(FCC_COLUMNS),
+        "numbers": result.numbers,
+        "disconnections": result.disconnections,
+        "skipped_non_nanp": result.skipped_non_nanp,
+        "max_rows_per_file": max_rows,
+        "no_disconnects": result.numbers == 0,
+        "files": [f.as_dict() for f in result.files],
+    }
 
 
 # --------------------------------------------------------------------------- China 二次号码焕新

@@ -24,10 +24,10 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import duckdb
 import pyarrow as pa
@@ -394,7 +394,7 @@ class AckStore:
                 raise
         return AckReceipt(acks.num_rows, stored, received_at, batch, digest)
 
-    def for_number(self, msisdn: str) -> list[dict[str, Any]]:
+    def for_number(self, msisdn: str) -> list[StoredAck]:
         """Every acknowledgement about ``msisdn``, ordered by platform, time received, status, feed date."""
         with self._lock:
             rows = self._con.execute(
@@ -404,15 +404,15 @@ class AckStore:
                 (msisdn,),
             ).fetchall()
         return [
-            {
-                "platform": p,
-                "status": s,
-                "feed_date": f or None,
-                "observed_at": o,
-                "received_at": r,
-                "batch": b,
-                "source": src,
-            }
+            StoredAck(
+                platform=p,
+                status=s,
+                feed_date=f or None,
+                observed_at=o,
+                received_at=r,
+                batch=b,
+                source=src,
+            )
             for p, s, f, o, r, b, src in rows
         ]
 
@@ -423,6 +423,85 @@ class AckStore:
 
 
 # --------------------------------------------------------------------------- evidence
+
+
+class StoredAck(TypedDict):
+    """One stored acknowledgement (:meth:`AckStore.for_number`); times are UTC RFC 3339 text."""
+
+    platform: str
+    status: str  # one of STATUSES
+    feed_date: str | None  # YYYY-MM-DD
+    observed_at: str | None
+    received_at: str
+    batch: int
+    source: str  # "http" or "import:<file name>"
+
+
+class Acknowledgement(TypedDict):
+    """A platform's acknowledgement as :func:`notification_evidence` lists it under the platform."""
+
+    status: str
+    feed_date: str | None
+    observed_at: str | None
+    received_at: str
+    batch: int
+    source: str
+
+
+class Listing(TypedDict):
+    """A published feed row about the number; dates are ``YYYY-MM-DD``."""
+
+    feed_date: str
+    event: str
+    disconnected_on: str | None
+    released_on: str | None
+    reissued_on: str | None
+    region: str | None
+    seq: int
+
+
+class Download(TypedDict):
+    at: str  # UTC RFC 3339 text
+    path: str
+    status: int  # 200, or 304: the platform proved it holds the file
+    sha256: str | None
+    snapshot_of: str | None  # the feed day of the rolling snapshot version downloaded
+    lists: list[str]  # the listing days this download put in the platform's hands
+
+
+class Notified(TypedDict):
+    feed_date: str  # a listing day
+    first_at: str  # the first download that put a file listing the number in the platform's hands
+    path: str
+
+
+class PlatformEvidence(TypedDict):
+    platform: str
+    notified: list[Notified]
+    downloads: list[Download]
+    acknowledgements: list[Acknowledgement]
+
+
+class NotificationEvidence(TypedDict):
+    """:func:`notification_evidence`: JSON-serialisable, keys in this order."""
+
+    msisdn: str  # E.164, in full: mask it for display
+    listings: list[Listing]
+    platforms: list[PlatformEvidence]
+
+
+class NewOwnerView(TypedDict):
+    """:func:`new_owner_view`: counts only, nothing about the prior holder; keys in this order."""
+
+    number: str  # masked
+    as_of: str
+    holder_since: str
+    recycled: bool
+    platforms_notified: int
+    platforms_acknowledged: int
+    unbound: int  # distinct platforms per status (STATUSES)
+    no_account: int
+    step_up_enabled: int
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -551,7 +630,7 @@ def _notices(
     return notices
 
 
-def notification_evidence(settings: Settings, msisdn: str) -> dict[str, Any]:
+def notification_evidence(settings: Settings, msisdn: str) -> NotificationEvidence:
     """Was each platform told about ``msisdn`` (E.164), when, and what did it say it did?
 
     Returns a JSON-serialisable dict in a deterministic order:
@@ -573,48 +652,74 @@ def notification_evidence(settings: Settings, msisdn: str) -> dict[str, Any]:
     with _connect() as con:
         listings = _listings(con, paths, msisdn, None)
         notices = _notices(settings, con, listings, None)
-    acks = _acks(settings, msisdn)
-    by_platform: dict[str, dict[str, Any]] = {}
+    return NotificationEvidence(
+        msisdn=msisdn,
+        listings=[_listing(row) for row in listings],
+        platforms=_platform_evidence(notices, _acks(settings, msisdn)),
+    )
 
-    def entry(name: str) -> dict[str, Any]:
-        return by_platform.setdefault(
-            name, {"platform": name, "notified": {}, "downloads": [], "acknowledgements": []}
-        )
 
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def _listing(row: dict[str, Any]) -> Listing:
+    return Listing(
+        feed_date=_iso(row["feed_date"]),
+        event=_iso(row["event"]),
+        disconnected_on=_iso(row["disconnected_on"]),
+        released_on=_iso(row["released_on"]),
+        reissued_on=_iso(row["reissued_on"]),
+        region=_iso(row["region"]),
+        seq=_iso(row["seq"]),
+    )
+
+
+def _platform_evidence(notices: Sequence[_Notice], acks: Sequence[StoredAck]) -> list[PlatformEvidence]:
+    """Per platform, by name: first notice per listing day, every download, every acknowledgement."""
+    by_platform: dict[str, PlatformEvidence] = {}
+    notified: dict[str, dict[str, Notified]] = {}
     for n in notices:
-        e = entry(n.platform)
+        e = by_platform.setdefault(n.platform, _no_evidence(n.platform))
         at = utc_text(n.at)
         e["downloads"].append(
-            {
-                "at": at,
-                "path": n.path,
-                "status": n.status,
-                "sha256": n.sha256,
-                "snapshot_of": None if n.snapshot_of is None else n.snapshot_of.isoformat(),
-                "lists": [d.isoformat() for d in n.lists],
-            }
-        )
-        for day in n.lists:
-            e["notified"].setdefault(
-                day.isoformat(), {"feed_date": day.isoformat(), "first_at": at, "path": n.path}
+            Download(
+                at=at,
+                path=n.path,
+                status=n.status,
+                sha256=n.sha256,
+                snapshot_of=None if n.snapshot_of is None else n.snapshot_of.isoformat(),
+                lists=[d.isoformat() for d in n.lists],
             )
+        )
+        first = notified.setdefault(n.platform, {})
+        for day in n.lists:
+            first.setdefault(day.isoformat(), Notified(feed_date=day.isoformat(), first_at=at, path=n.path))
     for ack in acks:
-        entry(ack.pop("platform"))["acknowledgements"].append(ack)
+        by_platform.setdefault(ack["platform"], _no_evidence(ack["platform"]))["acknowledgements"].append(
+            Acknowledgement(
+                status=ack["status"],
+                feed_date=ack["feed_date"],
+                observed_at=ack["observed_at"],
+                received_at=ack["received_at"],
+                batch=ack["batch"],
+                source=ack["source"],
+            )
+        )
     platforms = []
     for name in sorted(by_platform):
         e = by_platform[name]
-        e["notified"] = [e["notified"][d] for d in sorted(e["notified"])]
+        days = notified.get(name, {})
+        e["notified"] = [days[d] for d in sorted(days)]
         platforms.append(e)
-    return {
-        "msisdn": msisdn,
-        "listings": [
-            {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()} for row in listings
-        ],
-        "platforms": platforms,
-    }
+    return platforms
 
 
-def _acks(settings: Settings, msisdn: str) -> list[dict[str, Any]]:
+def _no_evidence(platform: str) -> PlatformEvidence:
+    return PlatformEvidence(platform=platform, notified=[], downloads=[], acknowledgements=[])
+
+
+def _acks(settings: Settings, msisdn: str) -> list[StoredAck]:
     path = server_dir(settings.data_dir) / ACK_DB
     if not path.exists():
         return []
@@ -644,7 +749,7 @@ def _tenures(settings: Settings, msisdn: str) -> list[tuple[dt.date, dt.date | N
     return [(start, end, bool(perm)) for start, end, perm in rows]
 
 
-def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> dict[str, Any]:
+def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerView:
     """The current holder's view of ``msisdn`` on ``as_of`` (二次号码焕新): counts only.
 
     The holder's tenure is the one open on ``as_of`` in the latest query snapshot. When the
@@ -667,23 +772,14 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> dict[str,
             "the view is for the number's current subscriber"
         )
     i = holder[-1]
-    view: dict[str, Any] = {
-        "number": mask(msisdn),
-        "as_of": as_of.isoformat(),
-        "holder_since": tenures[i][0].isoformat(),
-        "recycled": False,
-        "platforms_notified": 0,
-        "platforms_acknowledged": 0,
-        **dict.fromkeys(STATUSES, 0),
-    }
     prior_end = tenures[i - 1][1] if i > 0 else None
     if prior_end is None or not tenures[i - 1][2]:
-        return view  # the first holder, or a port back in: nothing was recycled
-    view["recycled"] = True
+        # the first holder, or a port back in: nothing was recycled
+        return _owner_view(msisdn, as_of, tenures[i][0], False, 0, {s: set() for s in STATUSES})
     with _connect() as con:
         listings = _listings(con, FeedPaths.of(settings), msisdn, prior_end)
         notices = _notices(settings, con, listings, as_of)
-    view["platforms_notified"] = len({n.platform for n in notices if n.at.date() <= as_of})
+    notified = len({n.platform for n in notices if n.at.date() <= as_of})
     since, until = prior_end.isoformat(), as_of.isoformat()
     confirmed: dict[str, set[str]] = {s: set() for s in STATUSES}
     for ack in _acks(settings, msisdn):
@@ -691,12 +787,32 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> dict[str,
             ack["feed_date"] is None or ack["feed_date"] >= since
         ):
             confirmed[ack["status"]].add(ack["platform"])
-    view["platforms_acknowledged"] = len(set().union(*confirmed.values()))
-    view.update({s: len(confirmed[s]) for s in STATUSES})
-    return view
+    return _owner_view(msisdn, as_of, tenures[i][0], True, notified, confirmed)
 
 
-def evidence_lines(evidence: dict[str, Any]) -> Iterable[str]:
+def _owner_view(
+    msisdn: str,
+    as_of: dt.date,
+    holder_since: dt.date,
+    recycled: bool,
+    notified: int,
+    confirmed: Mapping[str, set[str]],
+) -> NewOwnerView:
+    """The view's counts; ``confirmed``: the platforms that reported each status."""
+    return NewOwnerView(
+        number=mask(msisdn),
+        as_of=as_of.isoformat(),
+        holder_since=holder_since.isoformat(),
+        recycled=recycled,
+        platforms_notified=notified,
+        platforms_acknowledged=len(set().union(*confirmed.values())),
+        unbound=len(confirmed["unbound"]),
+        no_account=len(confirmed["no_account"]),
+        step_up_enabled=len(confirmed["step_up_enabled"]),
+    )
+
+
+def evidence_lines(evidence: NotificationEvidence) -> Iterable[str]:
     """The evidence as short human lines, the number masked (``recycle notifications``)."""
     yield f"number {mask(evidence['msisdn'])}"
     if not evidence["listings"]:
@@ -727,6 +843,14 @@ __all__ = [
     "AckReceipt",
     "AckStore",
     "AckUpload",
+    "Acknowledgement",
+    "Download",
+    "Listing",
+    "NewOwnerView",
+    "NotificationEvidence",
+    "Notified",
+    "PlatformEvidence",
+    "StoredAck",
     "acknowledgements_digest",
     "evidence_lines",
     "new_owner_view",

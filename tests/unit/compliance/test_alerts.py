@@ -14,11 +14,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from pipelines import db
-from pipelines.cli import audit as cli_audit
+from pipelines.cli import app
 from pipelines.compliance.alerts import (
     acknowledge,
     check_compliance,
@@ -229,9 +228,6 @@ def test_nightly_step_reads_the_state_file_and_raises(tmp_path: Path) -> None:
 def test_cli_ack_then_check(tmp_path: Path) -> None:
     with db.open_state(Layout(tmp_path).state_db) as c:
         reissue(c, 7, D)
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    cli_audit.register(app)
     runner = CliRunner()
     data = ["--data", str(tmp_path)]
     failed = runner.invoke(app, ["alerts", "check", "--date", D.isoformat(), *data])

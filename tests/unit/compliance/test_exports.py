@@ -13,11 +13,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from pipelines import db
-from pipelines.cli import audit as cli_audit
+from pipelines.cli import app
 from pipelines.compliance.exports import (
     export_cn_renewal,
     export_fcc_disconnects,
@@ -245,9 +244,6 @@ def test_cli_exports(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (tmp_path / "state.duckdb").rename(data / "state.duckdb")
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    cli_audit.register(app)
     runner = CliRunner()
     fcc = runner.invoke(
         app,

@@ -20,11 +20,10 @@ from typing import Any
 
 import duckdb
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from pipelines import db
-from pipelines.cli import audit as cli_audit
+from pipelines.cli import app
 from pipelines.compliance.alerts import acknowledge
 from pipelines.compliance.report import HEADLINE, build_report
 from pipelines.config import Policy, Settings
@@ -421,9 +420,6 @@ def test_cli_report(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (tmp_path / "state.duckdb").rename(data / "state.duckdb")
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    cli_audit.register(app)
     out = tmp_path / "cli"
     result = CliRunner().invoke(
         app, ["report", "--from", "2026-03-01", "--to", "2026-03-10", "--out", str(out), "--data", str(data)]

@@ -1,0 +1,204 @@
+"""`recycle show | evidence | evidence-summary | verify | audit-log | erase`: a number's record,
+its proofs from the signed ledger, offline verification, the public-log audit and erasure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.cli.common import (
+    ConfigOpt,
+    DataOpt,
+    JsonOpt,
+    NumberArg,
+    NumberOpt,
+    err,
+    out,
+    parse_number,
+    settings_from,
+    state_connection,
+)
+
+__all__ = ["audit_log_cmd", "erase", "evidence", "evidence_summary_cmd", "show", "verify"]
+
+VkeyOpt = Annotated[
+    str | None,
+    typer.Option("--vkey", help="verifier key string or file (default: the bundle's or ledger's vkey)"),
+]
+OriginOpt = Annotated[str | None, typer.Option("--origin", help="expected checkpoint origin")]
+
+
+def show(
+    number: NumberArg,
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A number's tenures, state history and reminders with their receipts (operators only)."""
+    from pipelines.db import open_state
+    from pipelines.layout import Layout
+    from pipelines.lifecycle import number_history
+
+    settings = settings_from(config, data)
+    with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:
+        history = number_history(con, parse_number(number, settings))
+    if as_json:
+        out.print_json(json.dumps(history, default=str, ensure_ascii=False))
+    else:
+        out.print(history)
+
+
+def evidence(
+    number: NumberOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the bundle")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Write the evidence bundle of a number: one C2SP tlog-proof per ledger entry + index.json."""
+    from pipelines.db import open_state
+    from pipelines.layout import Layout
+    from pipelines.ledger.evidence import write_number_evidence
+    from pipelines.ledger.nightly import open_ledger
+
+    settings = settings_from(config, data)
+    e164 = parse_number(number, settings)
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        try:
+            index_path, n = write_number_evidence(con, ledger, e164, out_dir)
+        except LookupError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    err.print(f"wrote {n} proofs and {index_path}; check with: recycle verify {out_dir}")
+
+
+def evidence_summary_cmd(
+    number: NumberOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the bundle and summary.html")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """A number's evidence bundle plus a one-page human summary (summary.html) for a dispute."""
+    from pipelines.compliance.evidence_summary import render_evidence_summary
+    from pipelines.ledger.nightly import open_ledger
+
+    settings = settings_from(config, data)
+    e164 = parse_number(number, settings, "--number")
+    with state_connection(settings) as con, open_ledger(settings) as ledger:
+        try:
+            path = render_evidence_summary(con, ledger, e164, out_dir)
+        except LookupError as exc:
+            err.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    out.print(f"wrote {path}; check the proofs with: recycle verify {out_dir}")
+
+
+def verify(
+    path: Annotated[
+        Path,
+        typer.Argument(help="an evidence bundle folder, a .tlog-proof file, a ledger folder or a checkpoint"),
+    ],
+    vkey: VkeyOpt = None,
+    origin: OriginOpt = None,
+) -> None:
+    """Verify offline; exit 1 with the precise reason on any mismatch."""
+    from pipelines.errors import VerificationError
+    from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file
+
+    try:
+        if path.is_dir() and (path / "index.json").exists():
+            _verify_bundle(path, _verifier_key(path, vkey), origin)
+        elif path.is_dir():
+            report = verify_log(path, _verifier_key(path, vkey), origin)
+            out.print(
+                f"OK: ledger of {report.entries} entries, {report.tiles_checked} tiles and "
+                f"{report.bundles_checked} entry bundles recomputed; root matches the signed checkpoint"
+            )
+        elif path.suffix == ".tlog-proof":
+            verified = verify_proof_file(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            out.print(f"OK: entry {verified.index} ({verified.entry.entry_type.label}) is in the log")
+        else:
+            cp = open_checkpoint(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            out.print(f"OK: checkpoint {cp.origin} size {cp.size}")
+    except VerificationError as exc:
+        err.print(f"[red]FAILED:[/red] {exc.diagnostics()}")
+        raise typer.Exit(1) from None
+
+
+def _verifier_key(folder: Path, vkey: str | None) -> str:
+    """``--vkey`` (a key string or a file holding one), else the ``vkey`` file in ``folder``."""
+    if vkey is not None:
+        return Path(vkey).read_text().strip() if Path(vkey).is_file() else vkey
+    found = folder / "vkey"
+    if not found.exists():
+        raise typer.BadParameter(f"no --vkey given and no vkey file in {folder}")
+    err.print(f"[yellow]using {found}; compare it with the carrier's published key[/yellow]")
+    return found.read_text().strip()
+
+
+def _verify_bundle(folder: Path, key: str, origin: str | None) -> None:
+    """Every proof an evidence bundle's ``index.json`` lists; erased entries have no file."""
+    from pipelines.ledger import verify_proof_file
+
+    items = json.loads((folder / "index.json").read_text())
+    entries = items["entries"] if isinstance(items, dict) else items
+    checked = 0
+    for item in entries:
+        if item.get("file"):
+            verify_proof_file((folder / item["file"]).read_bytes(), key, origin)
+            checked += 1
+    out.print(f"OK: {checked} proofs verified ({len(entries) - checked} erased)")
+
+
+def audit_log_cmd(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    ledger_dir: Annotated[
+        Path | None, typer.Option("--ledger", help="a ledger folder (default: <data>/ledger)")
+    ] = None,
+    min_effective: Annotated[
+        int | None, typer.Option("--min", help="required effective reminders (default: policy)")
+    ] = None,
+) -> None:
+    """From the public log alone: no tenure released with fewer effective-reminder entries than required."""
+    from pipelines.layout import Layout
+    from pipelines.ledger import audit_log
+
+    settings = settings_from(config, data)
+    folder = ledger_dir or Layout(settings.data_dir).ledger_dir
+    need = min_effective if min_effective is not None else settings.policy("default").min_effective_reminders
+    report = audit_log(folder, (folder / "vkey").read_text().strip(), need)
+    out.print(
+        f"checkpoint size {report.checkpoint.size}: {report.released} released, "
+        f"{len(report.under_reminded)} under-reminded, {len(report.exceptions)} exceptions, "
+        f"{len(report.violations)} reissue violations, {len(report.released_without_closure)} "
+        "released without a closure"
+    )
+    if not report.passed:
+        err.print("[red]AUDIT FAILED[/red]")
+        raise typer.Exit(1)
+    out.print("AUDIT PASSED")
+
+
+def erase(
+    number: Annotated[str, typer.Option("--number", help="the number whose ledger entries to crypto-shred")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: this cannot be undone")] = False,
+) -> None:
+    """Crypto-shred a number's ledger openings (erasure request); the log stays verifiable."""
+    from pipelines.db import open_state
+    from pipelines.layout import Layout
+    from pipelines.ledger.evidence import erase_number
+    from pipelines.ledger.nightly import open_ledger
+    from pipelines.numbers import mask
+
+    settings = settings_from(config, data)
+    e164 = parse_number(number, settings)
+    if not yes:
+        raise typer.BadParameter("erasure cannot be undone; repeat with --yes")
+    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+        n = erase_number(con, ledger, e164)
+    err.print(f"erased the openings of {n} entries about {mask(e164)}")
