@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from pipelines.errors import DataContractError
-from pipelines.ingest.spec import SCHEMA_DIR
+from pipelines.ingest.spec import schema_file
 from pipelines.layout import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class GxOutcome:
 
 @functools.cache
 def suite_doc(kind: str) -> Mapping[str, Any]:
-    doc: dict[str, Any] = json.loads((SCHEMA_DIR / "gx" / f"{kind}.json").read_text(encoding="utf-8"))
+    doc: dict[str, Any] = json.loads(schema_file("gx", f"{kind}.json").read_text(encoding="utf-8"))
     return doc
 
 
