@@ -3,6 +3,9 @@
 Time is compressed (a 10-day freeze instead of 90) so whole lives — cancel, reminders,
 release, reissue — fit into a few minutes. Everything runs on the embedded default:
 DuckDB state, files under the data directory, Airflow with SQLite metadata.
+
+Unlike the rest of the package the demo needs a checkout, not just the wheel: Airflow loads
+the DAG from the repository's ``dags/`` folder (found beside this package's directory).
 """
 
 from __future__ import annotations
@@ -84,32 +87,15 @@ def prepare_airflow(airflow_home: Path, dags_folder: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("var/demo"))
-    parser.add_argument(
-        "--start",
-        default=None,
-        help="first logical date (default: so that the last night is yesterday, keeping the "
-        "signed feed fresh for the platform client's expiry check)",
-    )
-    parser.add_argument("--days", type=int, default=21)
-    parser.add_argument("--rows-per-day", type=int, default=120)
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args(argv)
-
+    args = _parse_args(argv)
     data: Path = args.data.resolve()
     start = (
         dt.date.fromisoformat(args.start)
         if args.start
         else dt.date.today() - dt.timedelta(days=args.days)  # demo UI only; runs use logical dates
     )
-    if data.exists():
-        shutil.rmtree(data)  # the demo always starts from an empty embedded default
-    data.mkdir(parents=True)
-    config = data / "recycle.toml"
-    config.write_text(DEMO_CONFIG.format(data_dir=data), encoding="utf-8")
-    os.environ["RECYCLE_CONFIG"] = str(config)
-    os.environ.pop("RECYCLE_DATA_DIR", None)
+    last = start + dt.timedelta(days=args.days - 1)
+    config = _fresh_data_dir(data)
 
     t0 = time.monotonic()
     from pipelines.dev.synth import generate
@@ -121,26 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{summary}")
 
     console.rule("[bold]2. Airflow (SQLite metadata) and the nightly DAG")
-    repo = Path(__file__).resolve().parents[2]
-    prepare_airflow(data / "airflow", repo / "dags")
-    sys.path.insert(0, str(repo / "dags"))
-    with _quiet(data / "airflow" / "dag-test.log"):
-        from number_recycling_nightly import nightly_dag  # type: ignore[import-not-found]
-
-        dag = nightly_dag
-    failures = 0
-    for i in range(args.days):
-        day = start + dt.timedelta(days=i)
-        t = time.monotonic()
-        with _quiet(data / "airflow" / "dag-test.log"):
-            run = dag.test(
-                logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
-                # the synthetic drops carry early reissues on purpose: record the alerts, show them below
-                run_conf={"simulate_gateways": True, "alerts_mode": "record"},
-            )
-        state = str(getattr(run, "state", "?"))
-        failures += state != "success"
-        console.print(f"  {day}  dag run {state:8}  {time.monotonic() - t:5.1f}s")
+    failures = _run_nights(data, start, args.days)
 
     console.rule("[bold]3. summary")
     from pipelines.config import load_settings
@@ -149,18 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(settings, start, args.days)
 
     console.rule("[bold]4. compliance alerts (a production night fails loudly on these)")
-    _cli("alerts", "check", "--config", str(config), "--date", str(start + dt.timedelta(days=args.days - 1)))
+    _cli("alerts", "check", "--config", str(config), "--date", str(last))
     report_dir = data / "report"
     failures += _cli(
-        "report",
-        "--from",
-        str(start),
-        "--to",
-        str(start + dt.timedelta(days=args.days - 1)),
-        "--out",
-        str(report_dir),
-        "--config",
-        str(config),
+        "report", "--from", str(start), "--to", str(last), "--out", str(report_dir), "--config", str(config)
     )
 
     console.rule("[bold]5. auditor: verify the signed ledger from public files alone")
@@ -172,6 +131,58 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"\ndemo finished in {time.monotonic() - t0:.0f}s; data in {data}")
     console.print(f"Airflow logs: {data / 'airflow' / 'dag-test.log'}")
     return 1 if failures else 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("var/demo"))
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="first logical date (default: so that the last night is yesterday, keeping the "
+        "signed feed fresh for the platform client's expiry check)",
+    )
+    parser.add_argument("--days", type=int, default=21)
+    parser.add_argument("--rows-per-day", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=42)
+    return parser.parse_args(argv)
+
+
+def _fresh_data_dir(data: Path) -> Path:
+    """Empty ``data`` and write the demo's config there; the process uses it from now on."""
+    if data.exists():
+        shutil.rmtree(data)  # the demo always starts from an empty embedded default
+    data.mkdir(parents=True)
+    config = data / "recycle.toml"
+    config.write_text(DEMO_CONFIG.format(data_dir=data), encoding="utf-8")
+    os.environ["RECYCLE_CONFIG"] = str(config)
+    os.environ.pop("RECYCLE_DATA_DIR", None)
+    return config
+
+
+def _run_nights(data: Path, start: dt.date, days: int) -> int:
+    """Each night through the Airflow DAG of the checkout's dags/ folder; how many failed."""
+    repo = Path(__file__).resolve().parents[2]
+    prepare_airflow(data / "airflow", repo / "dags")
+    sys.path.insert(0, str(repo / "dags"))
+    with _quiet(data / "airflow" / "dag-test.log"):
+        from number_recycling_nightly import nightly_dag  # type: ignore[import-not-found]
+
+        dag = nightly_dag
+    failures = 0
+    for i in range(days):
+        day = start + dt.timedelta(days=i)
+        t = time.monotonic()
+        with _quiet(data / "airflow" / "dag-test.log"):
+            run = dag.test(
+                logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
+                # the synthetic drops carry early reissues on purpose: record the alerts, show them below
+                run_conf={"simulate_gateways": True, "alerts_mode": "record"},
+            )
+        state = str(getattr(run, "state", "?"))
+        failures += state != "success"
+        console.print(f"  {day}  dag run {state:8}  {time.monotonic() - t:5.1f}s")
+    return failures
 
 
 def _recycle() -> str:
@@ -209,9 +220,6 @@ def _free_port() -> int:
 
 def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
     """`recycle serve` on loopback; a platform gets a token, pulls and verifies, then checks."""
-    import duckdb
-    import httpx
-
     env = {**os.environ, "RECYCLE_CONFIG": str(config)}
     token = (
         subprocess.run(
@@ -234,16 +242,9 @@ def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/status", timeout=1.0)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    console.print("[red]the server did not start[/red]")
-                    return 1
-                time.sleep(0.3)
+        if not _wait_for_server(url, server):
+            console.print("[red]the server did not start[/red]")
+            return 1
         console.print(f"[dim]$ recycle serve --port {port}[/dim]  (running)")
         failures = _cli(
             "pull",
@@ -256,48 +257,74 @@ def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
             "--root",
             str(data / "feeds" / "root.json"),
         )
-        con = duckdb.connect(str(data / "state.duckdb"), read_only=True)
-        try:
-            row = con.execute(
-                "SELECT msisdn FROM reissues WHERE NOT violation ORDER BY reissue_date, msisdn LIMIT 1"
-            ).fetchone()
-        finally:
-            con.close()
-        if row is not None:
-            # an account bound at go-live, while the prior owner still held the number
-            msisdn, bound_on = row[0], go_live
-            console.print("was a number recycled since an account was bound to it at go-live?")
-            failures += _cli(
-                "check", msisdn, "--since", str(bound_on), "--state", str(data / "platform-demo-bank")
-            )
-            answer = httpx.post(
-                f"{url}/number-recycling/v0.2/check",
-                json={"phoneNumber": msisdn, "specifiedDate": str(bound_on)},
-                headers={"Authorization": f"Bearer {token}", "x-correlator": "demo-1"},
-            )
-            console.print(
-                f"  CAMARA POST /number-recycling/v0.2/check -> {answer.status_code} {answer.text}",
-                highlight=False,
-            )
-            # the platform closes the loop: it unbound the prior owner's account
-            ack = httpx.post(
-                f"{url}/number-recycling/v0.2/acknowledgements",
-                json={"acknowledgements": [{"phoneNumber": msisdn, "status": "unbound"}]},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            console.print(
-                f"  POST /number-recycling/v0.2/acknowledgements (unbound) -> {ack.status_code} {ack.text}",
-                highlight=False,
-            )
-            failures += ack.status_code != 200
-            console.print("what a court asks — was the platform told, when, and what did it do:")
-            failures += _cli("notifications", msisdn, "--config", str(config))
-            console.print("the new holder's view (counts only, nothing of the prior owner):")
-            failures += _cli("new-owner", msisdn, "--config", str(config))
+        msisdn = _a_reissued_number(data)
+        if msisdn is not None:
+            failures += _ask_about(msisdn, data, config, url, token, go_live)
         return failures
     finally:
         server.terminate()
         server.wait(10)
+
+
+def _wait_for_server(url: str, server: subprocess.Popen[bytes]) -> bool:
+    """Whether ``recycle serve`` answers within a minute (False at once if it exited)."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{url}/status", timeout=1.0)
+            return True
+        except httpx.TransportError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                return False
+            time.sleep(0.3)
+
+
+def _a_reissued_number(data: Path) -> str | None:
+    """The first lawful reissue's number, or None when the demo made none."""
+    from pipelines.db import open_state
+
+    with open_state(data / "state.duckdb", read_only=True) as con:
+        row = con.execute(
+            "SELECT msisdn FROM reissues WHERE NOT violation ORDER BY reissue_date, msisdn LIMIT 1"
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _ask_about(msisdn: str, data: Path, config: Path, url: str, token: str, go_live: dt.date) -> int:
+    """A platform's questions about one reissued number, and its acknowledgement; failures."""
+    import httpx
+
+    # an account bound at go-live, while the prior owner still held the number
+    bound_on = go_live
+    console.print("was a number recycled since an account was bound to it at go-live?")
+    failures = _cli("check", msisdn, "--since", str(bound_on), "--state", str(data / "platform-demo-bank"))
+    answer = httpx.post(
+        f"{url}/number-recycling/v0.2/check",
+        json={"phoneNumber": msisdn, "specifiedDate": str(bound_on)},
+        headers={"Authorization": f"Bearer {token}", "x-correlator": "demo-1"},
+    )
+    console.print(
+        f"  CAMARA POST /number-recycling/v0.2/check -> {answer.status_code} {answer.text}",
+        highlight=False,
+    )
+    # the platform closes the loop: it unbound the prior owner's account
+    ack = httpx.post(
+        f"{url}/number-recycling/v0.2/acknowledgements",
+        json={"acknowledgements": [{"phoneNumber": msisdn, "status": "unbound"}]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    console.print(
+        f"  POST /number-recycling/v0.2/acknowledgements (unbound) -> {ack.status_code} {ack.text}",
+        highlight=False,
+    )
+    failures += ack.status_code != 200
+    console.print("what a court asks — was the platform told, when, and what did it do:")
+    failures += _cli("notifications", msisdn, "--config", str(config))
+    console.print("the new holder's view (counts only, nothing of the prior owner):")
+    failures += _cli("new-owner", msisdn, "--config", str(config))
+    return failures
 
 
 def print_summary(settings: object, start: dt.date, days: int) -> None:

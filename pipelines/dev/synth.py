@@ -41,7 +41,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -818,85 +818,116 @@ def generate(
     Same arguments, same bytes. Write into an empty directory: files an earlier run with
     other arguments left behind are not removed.
     """
+    _check_arguments(days, rows_per_day, defect_rate, freeze_days, suspend_days)
+    codes, weights = _resolve_regions(regions)
+    sim = _Simulator(random.Random(seed), start.toordinal(), codes, weights, freeze_days, suspend_days)
+    writer = _DropWriter(out, seed, defect_rate)
+    events: Counter[str] = Counter()
+    early_total = 0
+    for index in range(days):
+        day = start + dt.timedelta(days=index)
+        truths, simulated = _write_day(writer, sim, index, day, rows_per_day)
+        for truth in truths:
+            events.update(truth.events)
+        events["reissue"] += len(simulated.reissues)
+        early_total += len(simulated.early)
+        _write_truth(out, day, freeze_days, suspend_days, truths, simulated)
+
+    return GenSummary(
+        days=days,
+        files=tuple(sorted(writer.files)),
+        rows=dict(sorted(writer.rows.items())),
+        events=dict(sorted(events.items())),
+        defects=dict(sorted(writer.defects.items())),
+        early_reissues=early_total,
+    )
+
+
+def _check_arguments(
+    days: int, rows_per_day: int, defect_rate: float, freeze_days: int, suspend_days: int
+) -> None:
     if days < 1 or rows_per_day < 1:
         raise ConfigError("synthetic data: --days and --rows-per-day must be at least 1")
     if not 0.0 <= defect_rate <= 1.0:
         raise ConfigError(f"synthetic data: --defect-rate {defect_rate} must lie in [0, 1]")
     if freeze_days < 1 or suspend_days < 1:
         raise ConfigError("synthetic data: --freeze-days and suspend_days must be at least 1")
-    codes, weights = _resolve_regions(regions)
-    layout = Layout(out)
-    sim = _Simulator(random.Random(seed), start.toordinal(), codes, weights, freeze_days, suspend_days)
 
-    files: list[str] = []
-    rows: Counter[str] = Counter()
-    events: Counter[str] = Counter()
-    defects: Counter[str] = Counter()
-    early_total = 0
 
-    def emit(day: dt.date, name: str, spec: _Spec, data: list[list[str]], **fmt: Any) -> FileTruth:
+@dataclass
+class _DropWriter:
+    """Writes the drop files of one :func:`generate` run and tallies them for its summary."""
+
+    out: Path
+    seed: int
+    defect_rate: float
+    files: list[str] = field(default_factory=list)
+    rows: Counter[str] = field(default_factory=Counter)
+    defects: Counter[str] = field(default_factory=Counter)
+
+    def emit(self, day: dt.date, name: str, spec: _Spec, data: list[list[str]], **fmt: Any) -> FileTruth:
         # Defects draw from their own stream so the clean lives do not depend on defect_rate.
-        drng = random.Random(f"{seed}/defects/{name}")
-        payload, truth = _render(name, spec, data, drng, defect_rate, day=day.isoformat(), **fmt)
-        path = layout.inbox(day) / name
+        drng = random.Random(f"{self.seed}/defects/{name}")
+        payload, truth = _render(name, spec, data, drng, self.defect_rate, day=day.isoformat(), **fmt)
+        path = Layout(self.out).inbox(day) / name
         atomic_write_bytes(path, payload)
-        files.append(path.relative_to(out).as_posix())
-        rows[spec.kind] += truth.rows
-        defects.update(truth.defects)
+        self.files.append(path.relative_to(self.out).as_posix())
+        self.rows[spec.kind] += truth.rows
+        self.defects.update(truth.defects)
         return truth
 
-    for index in range(days):
-        day = start + dt.timedelta(days=index)
-        iso = day.isoformat()
-        truths: list[FileTruth] = []
-        if index == 0:
-            snapshot = sim.snapshot(max(200, rows_per_day * 20))
-            truths.append(emit(day, f"subscribers_{iso}.csv", _SUBSCRIBERS, snapshot))
-        simulated = sim.day(day.toordinal(), rows_per_day)
-        encoding, delimiter = _lifecycle_format(index)
-        parts = (
-            [simulated.lifecycle[0::2], simulated.lifecycle[1::2]]
-            if index % 4 == 2 and len(simulated.lifecycle) >= 2
-            else [simulated.lifecycle]
-        )
-        for n, part in enumerate(parts, start=1):
-            name = f"lifecycle_{iso}_{n}.csv" if len(parts) > 1 else f"lifecycle_{iso}.csv"
-            truths.append(
-                emit(
-                    day,
-                    name,
-                    _LIFECYCLE,
-                    part,
-                    encoding=encoding,
-                    delimiter=delimiter,
-                    truncate=index % 3 == 2 and n == len(parts),
-                )
-            )
-        truths.append(emit(day, f"reissue_{iso}.csv", _REISSUE, simulated.reissues, truncate=index % 4 == 3))
-        for truth in truths:
-            events.update(truth.events)
-        events["reissue"] += len(simulated.reissues)
-        early_total += len(simulated.early)
-        doc = {
-            "date": iso,
-            "freeze_days": freeze_days,
-            "suspend_days": suspend_days,
-            "files": {t.name: t.as_dict() for t in truths},
-            "reissues": len(simulated.reissues),
-            "early_reissues": simulated.early,
-        }
-        atomic_write_bytes(
-            out / "truth" / f"{iso}.json",
-            (json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"),
-        )
 
-    return GenSummary(
-        days=days,
-        files=tuple(sorted(files)),
-        rows=dict(sorted(rows.items())),
-        events=dict(sorted(events.items())),
-        defects=dict(sorted(defects.items())),
-        early_reissues=early_total,
+def _write_day(
+    writer: _DropWriter, sim: _Simulator, index: int, day: dt.date, rows_per_day: int
+) -> tuple[list[FileTruth], _Day]:
+    """Simulate day ``index`` and write its drops (the go-live snapshot on the first day)."""
+    iso = day.isoformat()
+    truths: list[FileTruth] = []
+    if index == 0:
+        snapshot = sim.snapshot(max(200, rows_per_day * 20))
+        truths.append(writer.emit(day, f"subscribers_{iso}.csv", _SUBSCRIBERS, snapshot))
+    simulated = sim.day(day.toordinal(), rows_per_day)
+    encoding, delimiter = _lifecycle_format(index)
+    parts = (
+        [simulated.lifecycle[0::2], simulated.lifecycle[1::2]]
+        if index % 4 == 2 and len(simulated.lifecycle) >= 2
+        else [simulated.lifecycle]
+    )
+    for n, part in enumerate(parts, start=1):
+        name = f"lifecycle_{iso}_{n}.csv" if len(parts) > 1 else f"lifecycle_{iso}.csv"
+        truths.append(
+            writer.emit(
+                day,
+                name,
+                _LIFECYCLE,
+                part,
+                encoding=encoding,
+                delimiter=delimiter,
+                truncate=index % 3 == 2 and n == len(parts),
+            )
+        )
+    truths.append(
+        writer.emit(day, f"reissue_{iso}.csv", _REISSUE, simulated.reissues, truncate=index % 4 == 3)
+    )
+    return truths, simulated
+
+
+def _write_truth(
+    out: Path, day: dt.date, freeze_days: int, suspend_days: int, truths: list[FileTruth], simulated: _Day
+) -> None:
+    """The day's ground truth, ``<out>/truth/<YYYY-MM-DD>.json`` (outside the inbox)."""
+    iso = day.isoformat()
+    doc = {
+        "date": iso,
+        "freeze_days": freeze_days,
+        "suspend_days": suspend_days,
+        "files": {t.name: t.as_dict() for t in truths},
+        "reissues": len(simulated.reissues),
+        "early_reissues": simulated.early,
+    }
+    atomic_write_bytes(
+        out / "truth" / f"{iso}.json",
+        (json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"),
     )
 
 

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
@@ -226,53 +226,11 @@ def _ingest_file(
                     "remove it from the inbox if it is not a drop"
                 ),
             )
-
-        # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and blocks the connection.
-        earlier = next(
-            iter(
-                con.execute(
-                    "SELECT file_name, logical_date FROM files WHERE sha256 = ? AND status = 'ingested' "
-                    "ORDER BY logical_date, file_name LIMIT 1",
-                    [facts.sha256],
-                ).fetchall()
-            ),
-            None,
+        settled = _skip_if_ingested(con, day, name, kind, facts.sha256) or _refuse_name_clash(
+            con, day, path, kind, facts.sha256
         )
-        if earlier is not None:
-            report = FileReport(name=name, kind=kind, sha256=facts.sha256, status="skipped_duplicate")
-            log.info(
-                "ingest %s %s: skipped, same content already ingested as %s on %s",
-                day,
-                name,
-                earlier[0],
-                earlier[1],
-            )
-            return report
-        clash = next(
-            iter(
-                con.execute(
-                    "SELECT sha256, logical_date FROM files WHERE file_name = ? AND status = 'ingested' LIMIT 1",
-                    [name],
-                ).fetchall()
-            ),
-            None,
-        )
-        if clash is not None:
-            stem, dot, suffix = name.partition(".")
-            return _fail(
-                con,
-                day,
-                name,
-                kind,
-                facts.sha256,
-                DuplicateFileNameError(
-                    f"{name}: a different file of this name was already ingested (logical date {clash[1]}, "
-                    f"sha256 {clash[0][:12]}…, this one {facts.sha256[:12]}…). An ingested file is never "
-                    f"replaced: the rows of the earlier file stay as ingested. To ingest this one as well, "
-                    f"rename it in {path.parent}, e.g. to {stem}_v2{dot}{suffix}, and rerun the "
-                    f"day (`recycle run --date {day}`)"
-                ),
-            )
+        if settled is not None:
+            return settled
 
         work_dir = layout.run_dir(day) / "ingest-tmp"
         try:
@@ -281,9 +239,71 @@ def _ingest_file(
             else:
                 staged = read.stage_parquet(con, path, spec)
             steps.done("read")
-            return _load(settings, layout, day, con, name, spec, facts.sha256, staged, regions, steps)
+            file = _FileLoad(con, settings, layout, day, name, spec, facts.sha256, staged, regions)
+            return _load(file, steps)
         except DataContractError as exc:
             return _fail(con, day, name, kind, facts.sha256, exc)
+
+
+def _skip_if_ingested(
+    con: duckdb.DuckDBPyConnection, day: dt.date, name: str, kind: str, sha256: str
+) -> FileReport | None:
+    """The report of a file whose content was ingested before (under any name), else None."""
+    # fetchall, not fetchone: DuckDB 2 keeps a half-read result open and blocks the connection.
+    earlier = next(
+        iter(
+            con.execute(
+                "SELECT file_name, logical_date FROM files WHERE sha256 = ? AND status = 'ingested' "
+                "ORDER BY logical_date, file_name LIMIT 1",
+                [sha256],
+            ).fetchall()
+        ),
+        None,
+    )
+    if earlier is None:
+        return None
+    report = FileReport(name=name, kind=kind, sha256=sha256, status="skipped_duplicate")
+    log.info(
+        "ingest %s %s: skipped, same content already ingested as %s on %s",
+        day,
+        name,
+        earlier[0],
+        earlier[1],
+    )
+    return report
+
+
+def _refuse_name_clash(
+    con: duckdb.DuckDBPyConnection, day: dt.date, path: Path, kind: str, sha256: str
+) -> FileReport | None:
+    """Fail a file named like a different file ingested before; None when the name is new."""
+    name = path.name
+    clash = next(
+        iter(
+            con.execute(
+                "SELECT sha256, logical_date FROM files WHERE file_name = ? AND status = 'ingested' LIMIT 1",
+                [name],
+            ).fetchall()
+        ),
+        None,
+    )
+    if clash is None:
+        return None
+    stem, dot, suffix = name.partition(".")
+    return _fail(
+        con,
+        day,
+        name,
+        kind,
+        sha256,
+        DuplicateFileNameError(
+            f"{name}: a different file of this name was already ingested (logical date {clash[1]}, "
+            f"sha256 {clash[0][:12]}…, this one {sha256[:12]}…). An ingested file is never "
+            f"replaced: the rows of the earlier file stay as ingested. To ingest this one as well, "
+            f"rename it in {path.parent}, e.g. to {stem}_v2{dot}{suffix}, and rerun the "
+            f"day (`recycle run --date {day}`)"
+        ),
+    )
 
 
 def _is_csv(name: str) -> bool:
@@ -302,168 +322,215 @@ def _staging(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         phone_classes.drop_tables(con)
 
 
-def _load(
-    settings: Settings,
-    layout: Layout,
-    day: dt.date,
-    con: duckdb.DuckDBPyConnection,
-    name: str,
-    spec: DropSpec,
-    sha256: str,
-    staged: read.Staged,
-    regions: list[str],
-    steps: _Steps,
-) -> FileReport:
-    params = day_param(day)
+@dataclass(frozen=True)
+class _FileLoad:
+    """One staged file on its way into the tables: what every phase of :func:`_load` reads."""
+
+    con: duckdb.DuckDBPyConnection
+    settings: Settings
+    layout: Layout
+    day: dt.date
+    name: str
+    spec: DropSpec
+    sha256: str
+    staged: read.Staged
+    regions: list[str]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return day_param(self.day)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What one file's transaction wrote."""
+
+    fast: int  # rows the fast path inserted
+    accepted: int
+    quarantined: int
+    by_reason: dict[str, int]
+    warnings: dict[str, int]
+    gx: gx_gate.GxOutcome
+    numbers: NumberLookup
+
+
+def _load(file: _FileLoad, steps: _Steps) -> FileReport:
+    con, spec, staged = file.con, file.spec, file.staged
     numbers = NumberLookup(classes=0, singles=0, fallback_classes=())
     if spec.number_columns:
-        classes = phone_classes.class_table(settings.default_region, layout.cache_dir)
+        classes = phone_classes.class_table(file.settings.default_region, file.layout.cache_dir)
         numbers = phone_classes.load_classes(con, classes)
     con.execute(duplicates_sql(staged.lines_sql))
     steps.done("duplicates")
 
-    fast_sql = staged.fast_sql(DUPLICATES_TABLE) if FAST_PATH else None
     # Options are not transactional, and an aborted transaction refuses SET until the ROLLBACK:
     # what the fast insert changes is put back after it, or after the ROLLBACK if it fails.
     options = db.current_options(con, "preserve_insertion_order", "disabled_optimizers")
-    con.execute("BEGIN TRANSACTION")
     try:
-        fast = 0
-        rest_sql = staged.select_sql
-        if fast_sql is not None:
-            # The plain lines that pass every rule go straight into the table; the full checks
-            # then judge only the rest, found as the lines of the file missing from the table.
-            db.set_options(
-                con,
-                {"preserve_insertion_order": False, "disabled_optimizers": _known_optimizers(con, _FAST_OFF)},
-            )
-            fast = _count(
-                con,
-                fast_insert_sql(
-                    spec,
-                    staged_select(spec, settings.default_region, fast_sql),
-                    regions,
-                    settings.default_region,
-                    numbers,
-                    sha256,
-                ),
-                params,
-            )
-            db.set_options(con, options)
-            # A copy of those lines (a few per cent), so that no filter of the checks is
-            # pushed down onto a scan of every line.
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE {_REST} AS
-                SELECT line_no, line, err FROM {read.LINES_VIEW}
-                WHERE line_no > 1
-                  AND line_no NOT IN (SELECT line_no FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)})
-            """)
-            rest_sql = staged.subset_sql(_REST)
-        steps.done("fast insert")
-
-        rest = staged_select(spec, settings.default_region, rest_sql)
-        if spec.number_columns:
-            numbers = phone_classes.add_singles(
-                con, f"({rest})", number_columns(spec), numbers, settings.default_region
-            )
-        _run(con, checks_sql(spec, rest, regions, settings.default_region, numbers), params)
-        warn_names = [w for w, _ in warnings_sql(spec)]
-        counts = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE reason_key IS NULL)"
-            + "".join(f', count(*) FILTER (WHERE reason_key IS NULL AND "w_{w}")' for w in warn_names)
-            + f" FROM {CHECKED_TABLE}"
-        ).fetchall()[0]
-        if fast + counts[0] != staged.rows_in:
-            raise TerminalError(
-                f"{name}: checked {fast} + {counts[0]} rows of {staged.rows_in} data lines; this is a bug, keep the file"
-            )
-        warnings = {w: int(n) for w, n in zip(warn_names, counts[2:], strict=True) if n}
-        accepted = fast + _count(
-            con, insert_accepted_sql(spec, sha256, CHECKED_TABLE, "reason_key IS NULL"), params
-        )
-        steps.done("checks")
-
-        # GX judges what was stored: an even sample of a big file first, every row if it
-        # finds a bad one; the rows it refuses are taken out again before the commit.
-        gx_note = {"file": name, "accepted_rows": accepted}
-        every = max(1, -(-accepted // GX_SAMPLE_ROWS))  # ceil; 1 means every row
-        result_path = layout.run_dir(day) / "gx" / f"{name}.json"
-        gx = _gx_validate(
-            spec.kind, _gx_rows(con, spec, sha256, every), every, regions, result_path, name, gx_note
-        )
-        if gx.failed_rows and every > 1:  # the sample found a bad row: GX judges every stored row
-            gx = _gx_validate(
-                spec.kind, _gx_rows(con, spec, sha256, 1), 1, regions, result_path, name, gx_note
-            )
-        steps.done("gx")
-        if gx.failed_rows:
-            accepted -= _remove_gx_failed(con, spec, sha256, gx)
-        quarantine = _quarantine_rows(con, staged, params, bool(gx.failed_rows))
-        by_reason = _reason_counts(quarantine)
-        con.register("_ingest_quarantine_arrow", quarantine)
-        try:
-            quarantined = _count(
-                con,
-                f"""
-                INSERT INTO quarantine (file_name, file_sha256, kind, logical_date, line_no, stage, reason, detail, original_line)
-                SELECT {sql_str(name)}, {sql_str(sha256)}, {sql_str(spec.kind)}, $day::DATE, line_no, 'ingest',
-                       reason, detail, original_line
-                FROM _ingest_quarantine_arrow ORDER BY line_no
-            """,
-                params,
-            )
-        finally:
-            con.unregister("_ingest_quarantine_arrow")
-        if staged.rows_in != accepted + quarantined:
-            raise TerminalError(
-                f"{name}: {staged.rows_in} rows in but {accepted} accepted + {quarantined} quarantined; "
-                "nothing of the file was kept. This is a bug: keep the file and report it"
-            )
-        _register(
-            con,
-            day,
-            name,
-            spec.kind,
-            sha256,
-            "ingested",
-            staged.rows_in,
-            accepted,
-            quarantined,
-            staged.encoding,
-            staged.delimiter,
-            None,
-        )
-        _write_quarantine_parquet(layout.quarantine_dir(day) / f"{name}.parquet", quarantine)
-        con.execute("COMMIT")
+        with db.transaction(con):
+            stored = _store(file, numbers, options, steps)
     except BaseException:
-        con.execute("ROLLBACK")
         db.set_options(con, options)
         raise
     steps.done("commit")
-    log.debug("ingest %s %s: %s", day, name, steps)
+    log.debug("ingest %s %s: %s", file.day, file.name, steps)
 
     report = FileReport(
-        name=name,
+        name=file.name,
         kind=spec.kind,
-        sha256=sha256,
+        sha256=file.sha256,
         status="ingested",
         rows_in=staged.rows_in,
-        accepted=accepted,
-        quarantined=quarantined,
-        quarantined_by_reason=by_reason,
+        accepted=stored.accepted,
+        quarantined=stored.quarantined,
+        quarantined_by_reason=stored.by_reason,
         encoding=staged.encoding,
         delimiter=staged.delimiter,
-        gx_success=gx.success,
-        gx_rows=gx.validated_rows,
-        warnings=warnings,
+        gx_success=stored.gx.success,
+        gx_rows=stored.gx.validated_rows,
+        warnings=stored.warnings,
     )
     _log_file(
-        day,
+        file.day,
         report,
-        f"read by {staged.reader}, {fast} row(s) by the fast path, number classes {numbers.classes}, "
-        f"single numbers {numbers.singles}",
+        f"read by {staged.reader}, {stored.fast} row(s) by the fast path, number classes "
+        f"{stored.numbers.classes}, single numbers {stored.numbers.singles}",
     )
     return report
+
+
+def _store(file: _FileLoad, numbers: NumberLookup, options: Mapping[str, object], steps: _Steps) -> _Stored:
+    """Inside the file's transaction: accepted rows, quarantine, the registry entry, the Parquet copy."""
+    con, staged = file.con, file.staged
+    fast, rest_sql = _fast_insert(file, numbers, options)
+    steps.done("fast insert")
+    inserted, warnings, numbers = _check_rest(file, rest_sql, numbers, fast)
+    accepted = fast + inserted
+    steps.done("checks")
+    gx = _gx_judge(file, accepted)
+    steps.done("gx")
+    if gx.failed_rows:
+        accepted -= _remove_gx_failed(con, file.spec, file.sha256, gx)
+    quarantine = _quarantine_rows(con, staged, file.params, bool(gx.failed_rows))
+    quarantined = _insert_quarantine(file, quarantine)
+    if staged.rows_in != accepted + quarantined:
+        raise TerminalError(
+            f"{file.name}: {staged.rows_in} rows in but {accepted} accepted + {quarantined} quarantined; "
+            "nothing of the file was kept. This is a bug: keep the file and report it"
+        )
+    _register(
+        con,
+        file.day,
+        file.name,
+        file.spec.kind,
+        file.sha256,
+        "ingested",
+        staged.rows_in,
+        accepted,
+        quarantined,
+        staged.encoding,
+        staged.delimiter,
+        None,
+    )
+    _write_quarantine_parquet(file.layout.quarantine_dir(file.day) / f"{file.name}.parquet", quarantine)
+    return _Stored(fast, accepted, quarantined, _reason_counts(quarantine), warnings, gx, numbers)
+
+
+def _fast_insert(file: _FileLoad, numbers: NumberLookup, options: Mapping[str, object]) -> tuple[int, str]:
+    """Insert the plain lines that pass every rule; (rows inserted, the staged SELECT of the rest)."""
+    con, spec, staged, region = file.con, file.spec, file.staged, file.settings.default_region
+    fast_sql = staged.fast_sql(DUPLICATES_TABLE) if FAST_PATH else None
+    if fast_sql is None:
+        return 0, staged.select_sql
+    # The plain lines that pass every rule go straight into the table; the full checks
+    # then judge only the rest, found as the lines of the file missing from the table.
+    db.set_options(
+        con,
+        {"preserve_insertion_order": False, "disabled_optimizers": _known_optimizers(con, _FAST_OFF)},
+    )
+    fast = _count(
+        con,
+        fast_insert_sql(
+            spec, staged_select(spec, region, fast_sql), file.regions, region, numbers, file.sha256
+        ),
+        file.params,
+    )
+    db.set_options(con, options)
+    # A copy of those lines (a few per cent), so that no filter of the checks is
+    # pushed down onto a scan of every line.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {_REST} AS
+        SELECT line_no, line, err FROM {read.LINES_VIEW}
+        WHERE line_no > 1
+          AND line_no NOT IN (SELECT line_no FROM {spec.table} WHERE file_sha256 = {sql_str(file.sha256)})
+    """)
+    return fast, staged.subset_sql(_REST)
+
+
+def _check_rest(
+    file: _FileLoad, rest_sql: str, numbers: NumberLookup, fast: int
+) -> tuple[int, dict[str, int], NumberLookup]:
+    """Judge the rows the fast path left into CHECKED_TABLE and insert the accepted ones.
+
+    Returns the rows inserted, the warning counts and ``numbers`` with the single numbers added.
+    """
+    con, spec, region = file.con, file.spec, file.settings.default_region
+    rest = staged_select(spec, region, rest_sql)
+    if spec.number_columns:
+        numbers = phone_classes.add_singles(con, f"({rest})", number_columns(spec), numbers, region)
+    _run(con, checks_sql(spec, rest, file.regions, region, numbers), file.params)
+    warn_names = [w for w, _ in warnings_sql(spec)]
+    counts = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE reason_key IS NULL)"
+        + "".join(f', count(*) FILTER (WHERE reason_key IS NULL AND "w_{w}")' for w in warn_names)
+        + f" FROM {CHECKED_TABLE}"
+    ).fetchall()[0]
+    if fast + counts[0] != file.staged.rows_in:
+        raise TerminalError(
+            f"{file.name}: checked {fast} + {counts[0]} rows of {file.staged.rows_in} data lines; this is a bug, keep the file"
+        )
+    warnings = {w: int(n) for w, n in zip(warn_names, counts[2:], strict=True) if n}
+    inserted = _count(
+        con, insert_accepted_sql(spec, file.sha256, CHECKED_TABLE, "reason_key IS NULL"), file.params
+    )
+    return inserted, warnings, numbers
+
+
+def _gx_judge(file: _FileLoad, accepted: int) -> gx_gate.GxOutcome:
+    """The GX suite's verdict on the file's stored rows."""
+    # GX judges what was stored: an even sample of a big file first, every row if it
+    # finds a bad one; the rows it refuses are taken out again before the commit.
+    con, spec, name = file.con, file.spec, file.name
+    gx_note = {"file": name, "accepted_rows": accepted}
+    every = max(1, -(-accepted // GX_SAMPLE_ROWS))  # ceil; 1 means every row
+    result_path = file.layout.run_dir(file.day) / "gx" / f"{name}.json"
+    gx = _gx_validate(
+        spec.kind, _gx_rows(con, spec, file.sha256, every), every, file.regions, result_path, name, gx_note
+    )
+    if gx.failed_rows and every > 1:  # the sample found a bad row: GX judges every stored row
+        gx = _gx_validate(
+            spec.kind, _gx_rows(con, spec, file.sha256, 1), 1, file.regions, result_path, name, gx_note
+        )
+    return gx
+
+
+def _insert_quarantine(file: _FileLoad, quarantine: pa.Table) -> int:
+    """Write the refused lines into ``quarantine`` (stage ``ingest``); how many."""
+    con = file.con
+    con.register("_ingest_quarantine_arrow", quarantine)
+    try:
+        return _count(
+            con,
+            f"""
+            INSERT INTO quarantine (file_name, file_sha256, kind, logical_date, line_no, stage, reason, detail, original_line)
+            SELECT {sql_str(file.name)}, {sql_str(file.sha256)}, {sql_str(file.spec.kind)}, $day::DATE, line_no, 'ingest',
+                   reason, detail, original_line
+            FROM _ingest_quarantine_arrow ORDER BY line_no
+        """,
+            file.params,
+        )
+    finally:
+        con.unregister("_ingest_quarantine_arrow")
 
 
 def _known_optimizers(con: duckdb.DuckDBPyConnection, names: str) -> str:

@@ -15,13 +15,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from pipelines.errors import DataContractError
-from pipelines.ingest.spec import SCHEMA_DIR
+from pipelines.ingest.spec import schema_file
 from pipelines.layout import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuiteValidationResult
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ class GxOutcome:
 
 @functools.cache
 def suite_doc(kind: str) -> Mapping[str, Any]:
-    doc: dict[str, Any] = json.loads((SCHEMA_DIR / "gx" / f"{kind}.json").read_text(encoding="utf-8"))
+    doc: dict[str, Any] = json.loads(schema_file("gx", f"{kind}.json").read_text(encoding="utf-8"))
     return doc
 
 
@@ -76,6 +79,29 @@ def run_gate(
 
     Raises DataContractError when a table-level expectation fails or one cannot run.
     """
+    result = _validate(kind, frame, parameters)
+    atomic_write_bytes(
+        result_path,
+        json.dumps(
+            {**note, "validation_result": result.to_json_dict()},  # type: ignore[no-untyped-call]  # GX leaves it unannotated
+            indent=1,
+            sort_keys=True,
+            default=str,
+        ).encode("utf-8")
+        + b"\n",
+    )
+    failed = _failed_rows(result, kind, file_name, result_path)
+    if failed:
+        log.warning(
+            "%s: GX refused %d row(s) the SQL rules accepted; see %s", file_name, len(failed), result_path
+        )
+    return GxOutcome(success=bool(result.success), failed_rows=failed, validated_rows=len(frame))
+
+
+def _validate(
+    kind: str, frame: pd.DataFrame, parameters: Mapping[str, Sequence[str]]
+) -> ExpectationSuiteValidationResult:
+    """GX's validation result of ``frame`` against the kind's suite, on an ephemeral context."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -100,16 +126,13 @@ def run_gate(
         result_format="COMPLETE",
     )
     _quiet_gx_logs()
-    atomic_write_bytes(
-        result_path,
-        json.dumps(
-            {**note, "validation_result": result.to_json_dict()},  # type: ignore[no-untyped-call]  # GX leaves it unannotated
-            indent=1,
-            sort_keys=True,
-            default=str,
-        ).encode("utf-8")
-        + b"\n",
-    )
+    return result
+
+
+def _failed_rows(
+    result: ExpectationSuiteValidationResult, kind: str, file_name: str, result_path: Path
+) -> dict[int, str]:
+    """line_no -> the first expectation that refused it; DataContractError for a table-level failure."""
     failed: dict[int, str] = {}
     for item in result.results:
         if item.success:
@@ -128,8 +151,4 @@ def run_gate(
             )
         for line_no in rows:
             failed.setdefault(int(line_no), _describe(config))
-    if failed:
-        log.warning(
-            "%s: GX refused %d row(s) the SQL rules accepted; see %s", file_name, len(failed), result_path
-        )
-    return GxOutcome(success=bool(result.success), failed_rows=failed, validated_rows=len(frame))
+    return failed

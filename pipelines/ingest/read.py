@@ -324,6 +324,28 @@ def stage_csv(
     ``ahead`` is what :func:`read_ahead` made of ``path`` already, if it was called.
     """
     name = path.name
+    _refuse_unreadable(name, facts)
+    reader, encoding = _register_lines(con, path, facts, work_dir, ahead)
+    n = facts.lines
+    if n == 0:
+        raise DataContractError(f"{name}: no header line; deliver the export again")
+    header = con.execute(f"SELECT line FROM {LINES_VIEW} WHERE line_no = 1").fetchall()[0][0]
+    delim, names = _header(str(header), spec, name)
+    template = _split_template(con, spec, names, delim, facts)
+    return Staged(
+        select_sql=template.format(lines=LINES_VIEW),
+        lines_sql=f"SELECT line_no, line AS original_line FROM {LINES_VIEW} WHERE line_no > 1",
+        rows_in=n - 1,
+        encoding=encoding,
+        delimiter=delim,
+        reader=reader,
+        subset_template=template,
+        fast_template=_fast_template(spec, names, delim),
+    )
+
+
+def _refuse_unreadable(name: str, facts: FileFacts) -> None:
+    """DataContractError for a file no reader should try: empty, or binary."""
     if facts.size == 0:
         raise DataContractError(f"{name}: empty file (0 bytes); deliver the export again")
     if facts.has_nul:
@@ -331,28 +353,24 @@ def stage_csv(
             f"{name}: binary content (NUL bytes), not a CSV drop (UTF-16 exports look like this "
             "too); re-export as UTF-8 or GBK CSV"
         )
+
+
+def _register_lines(
+    con: duckdb.DuckDBPyConnection, path: Path, facts: FileFacts, work_dir: Path, ahead: ReadAhead | None
+) -> tuple[str, str]:
+    """Make LINES_VIEW hold every physical line of the file; (reader, encoding) for the logs.
+
+    DuckDB's reader first, then Arrow's, on the file or its UTF-8 transcoding when it is GBK;
+    a reader counting other lines than the bytes hold is not trusted, and the line-by-line
+    Python reader takes what none of them read.
+    """
     utf8_name = "utf-8-sig" if facts.bom else "utf-8"
     encoding = utf8_name
     in_duckdb = False
     lines: pa.Table | None = None
     if not facts.has_unit_sep:
-        in_duckdb = _duckdb_lines(
-            con, ahead if ahead and ahead.path == path else read_ahead(con, path), facts.lines
-        )
-        if not in_duckdb:
-            # Arrow checks UTF-8 itself; only when it refuses the file is the encoding examined.
-            lines = _arrow_lines(path)
-        if not in_duckdb and lines is None and not _is_utf8(path):
-            tmp = work_dir / f"{name}.utf8"
-            try:
-                if _transcode_gbk(path, tmp):
-                    encoding = "gbk"
-                    in_duckdb = _duckdb_lines(con, read_ahead(con, tmp), facts.lines)
-                    lines = None if in_duckdb else _arrow_lines(tmp)
-            finally:
-                tmp.unlink(missing_ok=True)
-                with contextlib.suppress(OSError):
-                    work_dir.rmdir()  # only if empty: another file may be using it
+        in_duckdb, lines, gbk = _read_whole_lines(con, path, facts, work_dir, ahead)
+        encoding = "gbk" if gbk else encoding
     if lines is not None and lines.num_rows != facts.lines:
         lines = None  # Arrow saw other line ends than the byte count: take the line-by-line reader
     reader = "duckdb" if in_duckdb else "arrow"
@@ -362,21 +380,73 @@ def stage_csv(
         if encoding == "utf-8":
             encoding = utf8_name
     if lines is not None:
-        if lines.num_rows != facts.lines:
-            raise TerminalError(
-                f"{name}: read {lines.num_rows} lines but the file has {facts.lines}; this is a bug, keep the file "
-                "and report it"
-            )
-        if "err" not in lines.column_names:
-            lines = lines.append_column("err", pa.nulls(lines.num_rows, pa.string()))
-        lines = lines.append_column("line_no", pa.array(np.arange(1, lines.num_rows + 1, dtype=np.int64)))
-        con.register(LINES_VIEW, lines)
-    n = facts.lines
-    if n == 0:
-        raise DataContractError(f"{name}: no header line; deliver the export again")
-    header = con.execute(f"SELECT line FROM {LINES_VIEW} WHERE line_no = 1").fetchall()[0][0]
-    delim, names = _header(str(header), spec, name)
+        _register_arrow_lines(con, lines, facts, path.name)
+    return reader, encoding
 
+
+def _read_whole_lines(
+    con: duckdb.DuckDBPyConnection, path: Path, facts: FileFacts, work_dir: Path, ahead: ReadAhead | None
+) -> tuple[bool, pa.Table | None, bool]:
+    """(LINES_VIEW made over DuckDB's lines, else Arrow's lines or None, transcoded from GBK)."""
+    gbk = False
+    in_duckdb = _duckdb_lines(
+        con, ahead if ahead and ahead.path == path else read_ahead(con, path), facts.lines
+    )
+    lines = None
+    if not in_duckdb:
+        # Arrow checks UTF-8 itself; only when it refuses the file is the encoding examined.
+        lines = _arrow_lines(path)
+    if not in_duckdb and lines is None and not _is_utf8(path):
+        tmp = work_dir / f"{path.name}.utf8"
+        try:
+            if _transcode_gbk(path, tmp):
+                gbk = True
+                in_duckdb = _duckdb_lines(con, read_ahead(con, tmp), facts.lines)
+                lines = None if in_duckdb else _arrow_lines(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                work_dir.rmdir()  # only if empty: another file may be using it
+    return in_duckdb, lines, gbk
+
+
+def _register_arrow_lines(
+    con: duckdb.DuckDBPyConnection, lines: pa.Table, facts: FileFacts, name: str
+) -> None:
+    """LINES_VIEW over lines read by Arrow or Python, numbered from 1, ``err`` NULL unless set."""
+    if lines.num_rows != facts.lines:
+        raise TerminalError(
+            f"{name}: read {lines.num_rows} lines but the file has {facts.lines}; this is a bug, keep the file "
+            "and report it"
+        )
+    if "err" not in lines.column_names:
+        lines = lines.append_column("err", pa.nulls(lines.num_rows, pa.string()))
+    lines = lines.append_column("line_no", pa.array(np.arange(1, lines.num_rows + 1, dtype=np.int64)))
+    con.register(LINES_VIEW, lines)
+
+
+def _field_values(spec: DropSpec, names: list[str], fields: str, trim: bool) -> list[str]:
+    """SELECT items ``v_<column>`` of the split ``fields`` (NULL for a column the header lacks)."""
+    values = []
+    for col in spec.columns:
+        if col.name in names:
+            field = f"{fields}[{names.index(col.name) + 1}]"
+            # trim() is costly on a million rows; only lines holding a space can need it.
+            value = f"CASE WHEN l.spaced THEN trim({field}) ELSE {field} END" if trim else field
+            values.append(f"nullif({value}, '') AS {raw_col(col.name)}")
+        else:
+            values.append(f"NULL::VARCHAR AS {raw_col(col.name)}")
+    return values
+
+
+def _split_template(
+    con: duckdb.DuckDBPyConnection, spec: DropSpec, names: list[str], delim: str, facts: FileFacts
+) -> str:
+    """The SELECT splitting every data line into fields and saying why a line is malformed.
+
+    ``{lines}`` stands for the lines relation (LINES_VIEW or a part of it). Registers
+    QUOTED_VIEW when some lines hold a quote.
+    """
     quoted = con.execute(
         f"SELECT line_no, line FROM {LINES_VIEW} WHERE line_no > 1 AND err IS NULL AND contains(line, '\"') "
         "ORDER BY line_no"
@@ -392,24 +462,11 @@ def stage_csv(
         ""
         if facts.ends_with_newline
         else (
-            f" || CASE WHEN l.line_no = {n} THEN ' (truncated last line: the file does not end with a newline)' ELSE '' END"
+            f" || CASE WHEN l.line_no = {facts.lines} THEN ' (truncated last line: the file does not end with a newline)' ELSE '' END"
         )
     )
-
-    def split(fields: str, trim: bool) -> list[str]:
-        values = []
-        for col in spec.columns:
-            if col.name in names:
-                field = f"{fields}[{names.index(col.name) + 1}]"
-                # trim() is costly on a million rows; only lines holding a space can need it.
-                value = f"CASE WHEN l.spaced THEN trim({field}) ELSE {field} END" if trim else field
-                values.append(f"nullif({value}, '') AS {raw_col(col.name)}")
-            else:
-                values.append(f"NULL::VARCHAR AS {raw_col(col.name)}")
-        return values
-
     # {lines} is the lines relation (LINES_VIEW or a part of it); braces of the SQL are doubled.
-    template = f"""
+    return f"""
         SELECT l.line_no, l.line AS original_line,
             CASE
                 WHEN l.err IS NOT NULL THEN l.err
@@ -418,7 +475,7 @@ def stage_csv(
                 WHEN len({fields}) <> {width}
                     THEN 'expected {width} fields, found ' || len({fields}){last_cut}
             END AS malformed,
-            {", ".join(split(fields, trim=True))}
+            {", ".join(_field_values(spec, names, fields, trim=True))}
         FROM (
             SELECT line_no, line, err, contains(line, ' ') AS spaced,
                 CASE WHEN contains(line, '"') THEN NULL ELSE string_split(line, {sql_str(delim)}) END AS f
@@ -426,26 +483,19 @@ def stage_csv(
         ) l
         {join}
     """
-    # The plain lines: what the template would make of them, without its costly branches.
-    fast = f"""
-        SELECT l.line_no, l.line AS original_line, NULL::VARCHAR AS malformed, {", ".join(split("l.f", trim=False))}
+
+
+def _fast_template(spec: DropSpec, names: list[str], delim: str) -> str:
+    """The plain lines: what :func:`_split_template` would make of them, without its costly branches."""
+    return f"""
+        SELECT l.line_no, l.line AS original_line, NULL::VARCHAR AS malformed, {", ".join(_field_values(spec, names, "l.f", trim=False))}
         FROM (
             SELECT line_no, line, string_split(line, {sql_str(delim)}) AS f
             FROM {{lines}}
             WHERE line_no > 1 AND err IS NULL AND NOT contains(line, '"') AND NOT contains(line, ' ')
         ) l
-        WHERE len(l.f) = {width}
+        WHERE len(l.f) = {len(names)}
     """
-    return Staged(
-        select_sql=template.format(lines=LINES_VIEW),
-        lines_sql=f"SELECT line_no, line AS original_line FROM {LINES_VIEW} WHERE line_no > 1",
-        rows_in=n - 1,
-        encoding=encoding,
-        delimiter=delim,
-        reader=reader,
-        subset_template=template,
-        fast_template=fast,
-    )
 
 
 def stage_parquet(con: duckdb.DuckDBPyConnection, path: Path, spec: DropSpec) -> Staged:

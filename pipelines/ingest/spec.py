@@ -12,6 +12,8 @@ import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ from pipelines.ingest.phone_classes import (
     number_columns_sql,
 )
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# The top-level schemas/ folder, shipped as the package ``pipelines.schemas`` (pyproject.toml):
+# read through importlib.resources, so an installed wheel needs no checkout.
+SCHEMA_PACKAGE = "pipelines.schemas"
 KINDS: tuple[str, ...] = ("lifecycle", "reissue", "subscribers", "receipts")
 
 # The order in which row rules are tried; a row carries the first one that fails.
@@ -106,12 +110,23 @@ def _column(doc: Mapping[str, Any], where: str) -> ColumnSpec:
     return spec
 
 
+def schema_file(folder: str, name: str) -> Traversable:
+    """``schemas/<folder>/<name>``, from the wheel or the editable install alike."""
+    try:
+        root: Traversable = files(SCHEMA_PACKAGE)
+    except ModuleNotFoundError:
+        # A checkout put on sys.path by hand (PYTHONPATH) over an environment whose install
+        # predates the mapping knows no such package: the checkout's own folder is the same data.
+        root = Path(__file__).resolve().parents[2] / "schemas"
+    return root / folder / name
+
+
 @functools.cache
 def drop_specs() -> Mapping[str, DropSpec]:
     """The contract of every drop kind, from ``schemas/drops/<kind>.json``."""
     specs = {}
     for kind in KINDS:
-        path = SCHEMA_DIR / "drops" / f"{kind}.json"
+        path = schema_file("drops", f"{kind}.json")
         doc = json.loads(path.read_text(encoding="utf-8"))
         specs[kind] = DropSpec(
             kind=doc["kind"],
@@ -132,7 +147,7 @@ def spec_for_file(file_name: str) -> DropSpec | None:
 
 @functools.cache
 def province_codes() -> frozenset[str]:
-    doc = json.loads((SCHEMA_DIR / "drops" / "regions.json").read_text(encoding="utf-8"))
+    doc = json.loads(schema_file("drops", "regions.json").read_text(encoding="utf-8"))
     return frozenset(doc["provinces"])
 
 
