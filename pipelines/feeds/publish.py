@@ -481,56 +481,16 @@ def publish_feed(
     """
     paths = FeedPaths.of(settings)
     root = ensure_root(settings, day)
-    online = role_signers(settings, root.signed, ROLE_MANIFEST)
-    existing_path = paths.manifest(day)
-    if existing_path.exists():
-        existing = Envelope.from_bytes(existing_path.read_bytes(), Manifest, str(existing_path))
-        prev = None
-        if existing.signed.seq > 1:
-            prev_path = paths.manifest(existing.signed.feed_date - dt.timedelta(days=1))
-            prev = Envelope.from_bytes(prev_path.read_bytes(), Manifest, str(prev_path))
-        built = _build(paths, day, con, prev)
-        if built.manifest.core_bytes() != existing.signed.core_bytes():
-            raise FeedConflictError(
-                f"feed for {day} (seq {existing.signed.seq}) is already published and today's state "
-                "gives different rows; published feeds never change. Publish the correction on a "
-                "later day, or restore the state this day was published from"
-            )
-        for name, data in built.daily.items():
-            if (paths.day_dir(day) / name).read_bytes() != data:
-                raise FeedConflictError(
-                    f"published {rel_daily(day, name)} differs from its manifest; the feed "
-                    "directory was altered - restore it from backup"
-                )
-        env = existing
-        already = True
+    already = paths.manifest(day).exists()
+    if already:
+        env, built = _republish_check(paths, day, con)
     else:
-        prev = _previous(paths, day)
-        built = _build(paths, day, con, prev)
-        manifest = built.manifest
-        if ledger is not None:
-            if ledger.vkey != root.signed.ledger_vkey():
-                raise ConfigError(
-                    f"the ledger is signed by {ledger.vkey!r} but the feed root names "
-                    f"{root.signed.ledger_vkey()!r}; run with the keys directory of this data directory"
-                )
-            manifest = dataclasses.replace(manifest, ledger=commit_manifest(ledger, manifest))
-        env = Envelope.create(manifest, online)
-        _write_day_dir(paths, day, {**built.daily, "manifest.json": env.to_bytes()})
-        already = False
+        env, built = _publish_day(settings, paths, root, day, con, ledger)
     data = env.to_bytes()
     _write_if_changed(paths.by_seq(env.signed.seq), data)
     published = paths.published_days()
     if published and published[-1] == day:
-        for name, blob in built.snapshot.items():
-            _write_if_changed(paths.root / "snapshot" / name, blob)
-        stamp = Timestamp(
-            version=env.signed.seq,
-            expires=day_start(day) + TIMESTAMP_LIFETIME,
-            manifest=pin(rel_daily(day, "manifest.json"), env.signed.seq, data),
-        )
-        signers = role_signers(settings, root.signed, ROLE_TIMESTAMP)
-        _write_if_changed(paths.timestamp, Envelope.create(stamp, signers).to_bytes())
+        _publish_newest(settings, paths, root, day, env, built)
     m = env.signed
     log.info(
         "feeds: %s seq %d with %d row(s)%s",
@@ -551,6 +511,75 @@ def publish_feed(
         already_published=already,
         snapshot_rows=built.snapshot_rows,
     )
+
+
+def _republish_check(
+    paths: FeedPaths, day: dt.date, con: duckdb.DuckDBPyConnection
+) -> tuple[Envelope[Manifest], _Built]:
+    """A day already published: today's state must give the same rows, the files must be intact."""
+    existing_path = paths.manifest(day)
+    existing = Envelope.from_bytes(existing_path.read_bytes(), Manifest, str(existing_path))
+    prev = None
+    if existing.signed.seq > 1:
+        prev_path = paths.manifest(existing.signed.feed_date - dt.timedelta(days=1))
+        prev = Envelope.from_bytes(prev_path.read_bytes(), Manifest, str(prev_path))
+    built = _build(paths, day, con, prev)
+    if built.manifest.core_bytes() != existing.signed.core_bytes():
+        raise FeedConflictError(
+            f"feed for {day} (seq {existing.signed.seq}) is already published and today's state "
+            "gives different rows; published feeds never change. Publish the correction on a "
+            "later day, or restore the state this day was published from"
+        )
+    for name, data in built.daily.items():
+        if (paths.day_dir(day) / name).read_bytes() != data:
+            raise FeedConflictError(
+                f"published {rel_daily(day, name)} differs from its manifest; the feed "
+                "directory was altered - restore it from backup"
+            )
+    return existing, built
+
+
+def _publish_day(
+    settings: Settings,
+    paths: FeedPaths,
+    root: Envelope[Root],
+    day: dt.date,
+    con: duckdb.DuckDBPyConnection,
+    ledger: Ledger | None,
+) -> tuple[Envelope[Manifest], _Built]:
+    """A new day: build, commit the manifest core to the ledger, write the day directory at once."""
+    built = _build(paths, day, con, _previous(paths, day))
+    manifest = built.manifest
+    if ledger is not None:
+        if ledger.vkey != root.signed.ledger_vkey():
+            raise ConfigError(
+                f"the ledger is signed by {ledger.vkey!r} but the feed root names "
+                f"{root.signed.ledger_vkey()!r}; run with the keys directory of this data directory"
+            )
+        manifest = dataclasses.replace(manifest, ledger=commit_manifest(ledger, manifest))
+    env = Envelope.create(manifest, role_signers(settings, root.signed, ROLE_MANIFEST))
+    _write_day_dir(paths, day, {**built.daily, "manifest.json": env.to_bytes()})
+    return env, built
+
+
+def _publish_newest(
+    settings: Settings,
+    paths: FeedPaths,
+    root: Envelope[Root],
+    day: dt.date,
+    env: Envelope[Manifest],
+    built: _Built,
+) -> None:
+    """The newest day: the rolling snapshot, then the timestamp that pins its manifest (last)."""
+    for name, blob in built.snapshot.items():
+        _write_if_changed(paths.root / "snapshot" / name, blob)
+    stamp = Timestamp(
+        version=env.signed.seq,
+        expires=day_start(day) + TIMESTAMP_LIFETIME,
+        manifest=pin(rel_daily(day, "manifest.json"), env.signed.seq, env.to_bytes()),
+    )
+    signers = role_signers(settings, root.signed, ROLE_TIMESTAMP)
+    _write_if_changed(paths.timestamp, Envelope.create(stamp, signers).to_bytes())
 
 
 def newest_manifest(settings: Settings) -> Envelope[Manifest] | None:
