@@ -742,7 +742,7 @@ def _tenures(settings: Settings, msisdn: str) -> list[tuple[dt.date, dt.date | N
         )
     with _connect() as con:
         rows = con.execute(
-            "SELECT tenure_start, tenure_end, permanently_disconnected FROM read_parquet($file)"
+            "SELECT tenure_start, tenure_end, opened_by = 'reissue' FROM read_parquet($file)"
             " WHERE msisdn_key = $key ORDER BY tenure_start",
             {"file": str(directory / TENURES), "key": int(msisdn[1:])},
         ).fetchall()
@@ -773,7 +773,8 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerV
         )
     i = holder[-1]
     prior_end = tenures[i - 1][1] if i > 0 else None
-    if prior_end is None or not tenures[i - 1][2]:
+    # Recycled for this holder exactly when their tenure began by a reissue (pipelines.feeds.answer).
+    if prior_end is None or not tenures[i][2]:
         # the first holder, or a port back in: nothing was recycled
         return _owner_view(msisdn, as_of, tenures[i][0], False, 0, {s: set() for s in STATUSES})
     with _connect() as con:

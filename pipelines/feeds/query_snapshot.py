@@ -6,14 +6,9 @@ holding ``tenures.parquet`` and ``meta.json``, then atomically rewrites the poin
 ``<data>/snapshot/current``. The server loads the directory the pointer names into sorted
 numpy arrays (:class:`SnapshotIndex`) and swaps in a new one when the pointer changes.
 
-Answer semantics (``docs/feeds.md``): a tenure is *permanently disconnected* when it ended
-(not by a port) and the number was then released or reissued, i.e. exactly the tenures the
-feed reports. For ``check`` (CAMARA, ``phoneNumberRecycled``): if a tenure held the number on
-the date, the answer is true when a later tenure exists or that tenure was permanently
-disconnected; if nobody held it (a freeze gap, or before the number was first assigned)
-the answer is true. For ``bulk`` (FCC Reassigned Numbers Database): ``yes`` when a
-permanent disconnection happened on or after the date, ``no`` when none did, ``no_data``
-when the number is not ours (never was, or ported away) or the date is outside the data.
+The answers come from one rule, :mod:`pipelines.feeds.answer` (``docs/answers.md``): the
+snapshot holds each tenure's start, end, how it ended and how it began, which is all the rule
+reads; the CAMARA check and the bulk check both ask :meth:`SnapshotIndex.verdicts`.
 """
 
 from __future__ import annotations
@@ -39,6 +34,7 @@ import pyarrow.parquet as pq
 
 from pipelines.config import Settings
 from pipelines.errors import DataContractError, FormatError
+from pipelines.feeds.answer import BULK_WORDS, END_REASONS, OPENED_BY, Answer, AnswerIndex, Verdict
 from pipelines.feeds.publish import newest_manifest
 from pipelines.feeds.wire import canonical_json, parse_canonical, sha256_hex
 from pipelines.layout import Layout, atomic_write_bytes
@@ -51,11 +47,9 @@ META = "meta.json"
 KEEP_SNAPSHOTS = 4  # old directories kept after a switch (a server may still be loading one)
 _EPOCH = dt.date(1970, 1, 1)
 NO_END = np.iinfo(np.int32).max  # an open tenure ends "never"
-NO_DISCONNECTION = np.iinfo(np.int32).min
 
-# bulk answer codes, indexes into BULK_ANSWERS
-NO_DATA, NO, YES = 0, 1, 2
-BULK_ANSWERS = np.array(["no_data", "no", "yes"], dtype=object)
+# bulk answers, indexed by Verdict
+BULK_ANSWERS = np.array(BULK_WORDS, dtype=object)
 
 
 def day_number(day: dt.date) -> int:
@@ -135,19 +129,11 @@ def _tenures_table(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
             """
             SELECT t.msisdn,
                    CAST(substr(t.msisdn, 2) AS BIGINT) AS msisdn_key,
-                   t.tenure_start, t.tenure_end, t.end_reason, t.region,
-                   (t.tenure_end IS NOT NULL AND t.end_reason IS DISTINCT FROM 'port_out'
-                    AND (r.tenure_id IS NOT NULL OR s.prior_tenure_id IS NOT NULL))
-                       AS permanently_disconnected,
-                   (t.tenure_end IS NOT NULL AND t.end_reason = 'port_out') AS ported_out
+                   t.tenure_start, t.tenure_end, t.end_reason, t.opened_by, t.region
             FROM tenures t
-            LEFT JOIN (SELECT DISTINCT tenure_id FROM releases WHERE logical_date <= $day) r
-                   ON r.tenure_id = t.tenure_id
-            LEFT JOIN (SELECT DISTINCT prior_tenure_id FROM reissues
-                       WHERE logical_date <= $day AND prior_tenure_id IS NOT NULL) s
-                   ON s.prior_tenure_id = t.tenure_id
             WHERE t.tenure_start <= $day
-            ORDER BY msisdn_key, t.tenure_start, t.tenure_id
+            -- of two tenures begun the same day, the one that ended first comes first
+            ORDER BY msisdn_key, t.tenure_start, t.tenure_end NULLS LAST, t.tenure_id
             """,
             params={"day": day},
         ).to_arrow_table()
@@ -253,47 +239,18 @@ def _pointed(root: Path) -> Path | None:
 
 
 class SnapshotIndex:
-    """Tenures in sorted numpy arrays; answers a single check in microseconds, bulk vectorised.
+    """A published snapshot loaded for answering: its metadata and the rule over its tenures."""
 
-    Tenure arrays are sorted by (number, start); per-number arrays by number. Dates are days
-    since 1970 (int32); an open tenure ends at ``NO_END``.
-    """
-
-    def __init__(
-        self,
-        meta: SnapshotMeta,
-        keys: npt.NDArray[np.int64],
-        starts: npt.NDArray[np.int32],
-        ends: npt.NDArray[np.int32],
-        permanent: npt.NDArray[np.bool_],
-        ported: npt.NDArray[np.bool_],
-    ) -> None:
+    def __init__(self, meta: SnapshotMeta, answers: AnswerIndex) -> None:
         self.meta = meta
-        self.starts = starts
-        self.ends = ends
-        self.permanent = permanent
-        n = len(keys)
-        if n and np.any(keys[1:] < keys[:-1]):
-            raise FormatError("snapshot tenures are not sorted by number; republish the snapshot")
-        boundaries = np.flatnonzero(keys[1:] != keys[:-1]) + 1 if n else np.empty(0, np.int64)
-        self.first = np.concatenate(([0], boundaries)).astype(np.int64) if n else np.empty(0, np.int64)
-        self.numbers = keys[self.first] if n else np.empty(0, np.int64)
-        self.count = np.diff(np.append(self.first, n)).astype(np.int64)
-        last = self.first + self.count - 1
-        # the number left us by a port if its latest tenure ended in one
-        self.ported_away = ported[last] if n else np.empty(0, np.bool_)
-        disc = np.where(permanent, ends, NO_DISCONNECTION).astype(np.int32)
-        self.last_disconnection = np.maximum.reduceat(disc, self.first) if n else np.empty(0, np.int32)
-        self.data_from = day_number(meta.data_from)
-        self.as_of = day_number(meta.as_of)
+        self.answers = answers
 
     @classmethod
     def load(cls, directory: Path) -> SnapshotIndex:
         meta = SnapshotMeta.from_bytes((directory / META).read_bytes(), str(directory / META))
         path = directory / TENURES
         table = pq.read_table(
-            path,
-            columns=["msisdn_key", "tenure_start", "tenure_end", "permanently_disconnected", "ported_out"],
+            path, columns=["msisdn_key", "tenure_start", "tenure_end", "end_reason", "opened_by"]
         )
         if table.num_rows != meta.tenures:
             raise FormatError(f"{path}: {table.num_rows} rows, meta.json says {meta.tenures}")
@@ -302,52 +259,34 @@ class SnapshotIndex:
             col = table.column(name).combine_chunks().cast(pa.int32())
             return np.asarray(col.fill_null(fill).to_numpy(zero_copy_only=False), dtype=np.int32)
 
-        return cls(
-            meta,
+        def codes(name: str, words: tuple[str, ...]) -> npt.NDArray[np.int8]:
+            col = pc.index_in(table.column(name), value_set=pa.array(words)).fill_null(-1)
+            return np.asarray(col.to_numpy(), dtype=np.int8)
+
+        answers = AnswerIndex(
             np.asarray(table.column("msisdn_key").to_numpy(), dtype=np.int64),
             days("tenure_start", 0),
             days("tenure_end", NO_END),
-            np.asarray(table.column("permanently_disconnected").to_numpy(), dtype=np.bool_),
-            np.asarray(table.column("ported_out").to_numpy(), dtype=np.bool_),
+            codes("end_reason", END_REASONS),
+            codes("opened_by", OPENED_BY),
+        )
+        return cls(meta, answers)
+
+    def answer(self, key: int, day: dt.date) -> Answer:
+        """The rule's answer for one number (E.164 digits as an integer) and date."""
+        verdicts, first = self.verdicts(
+            np.array([key], dtype=np.int64), np.array([day_number(day)], np.int32)
+        )
+        verdict = Verdict(int(verdicts[0]))
+        return Answer(
+            verdict, _EPOCH + dt.timedelta(days=int(first[0])) if verdict == Verdict.NO_DATA else None
         )
 
-    def _number(self, key: int) -> int | None:
-        i = int(np.searchsorted(self.numbers, key))
-        if i < len(self.numbers) and self.numbers[i] == key:
-            return i
-        return None
-
-    def is_ours(self, key: int) -> bool:
-        i = self._number(key)
-        return i is not None and not bool(self.ported_away[i])
-
-    def recycled(self, key: int, day: int) -> bool | None:
-        """CAMARA ``phoneNumberRecycled`` for number ``key`` on day number ``day``; None: not ours."""
-        i = self._number(key)
-        if i is None or self.ported_away[i]:
-            return None
-        lo = int(self.first[i])
-        hi = lo + int(self.count[i])
-        j = lo + int(np.searchsorted(self.starts[lo:hi], day, side="right")) - 1
-        if j < lo or day >= self.ends[j]:
-            return True  # nobody held the number that day (a freeze gap, or before it was issued)
-        return j < hi - 1 or bool(self.permanent[j])
-
-    def bulk(
-        self, keys: npt.NDArray[np.int64], days: npt.NDArray[np.int32], today: int
-    ) -> npt.NDArray[np.int8]:
-        """FCC RND answers (NO_DATA / NO / YES codes) for aligned arrays of numbers and days."""
-        out = np.full(len(keys), NO_DATA, dtype=np.int8)
-        if not len(self.numbers) or not len(keys):
-            return out
-        idx = np.searchsorted(self.numbers, keys)
-        idx_c = np.minimum(idx, len(self.numbers) - 1)
-        known = (self.numbers[idx_c] == keys) & ~self.ported_away[idx_c]
-        in_range = (days >= self.data_from) & (days <= today)
-        answerable = known & in_range
-        yes = self.last_disconnection[idx_c] >= days
-        out[answerable] = np.where(yes[answerable], YES, NO)
-        return out
+    def verdicts(
+        self, keys: npt.NDArray[np.int64], days: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int32]]:
+        """:meth:`AnswerIndex.verdicts` over this snapshot's tenures."""
+        return self.answers.verdicts(keys, days)
 
 
 class SnapshotHolder:

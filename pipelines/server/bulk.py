@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
+from pipelines.feeds.answer import Verdict
 from pipelines.feeds.query_snapshot import BULK_ANSWERS, SnapshotIndex, day_number
 from pipelines.feeds.wire import Envelope, QueryReceipt, sha256_hex
 from pipelines.ledger.signer import FileSigner
@@ -146,7 +147,8 @@ def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today
         ) from None
     keys = pc.cast(pc.utf8_slice_codeunits(phone_arr, 1), pa.int64()).to_numpy()
     days = np.asarray(day_arr.cast(pa.int32()).to_numpy(), dtype=np.int32)
-    codes = index.bulk(np.asarray(keys, dtype=np.int64), days, day_number(today))
+    codes, _ = index.verdicts(np.asarray(keys, dtype=np.int64), days)
+    codes[days > day_number(today)] = Verdict.NO_DATA  # a date in the carrier's future
     answers: list[str] = BULK_ANSWERS[codes].tolist()
     return answers
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from pipelines.feeds.query_snapshot import SnapshotIndex, day_number
+from pipelines.feeds.answer import Verdict
+from pipelines.feeds.query_snapshot import SnapshotIndex
 from pipelines.server.auth import authorize
 from pipelines.server.camara import API, ApiError
 from pipelines.server.platforms import PHONE_PATTERN
@@ -67,19 +68,20 @@ def _check_phone(doc: dict[str, Any]) -> str:
 
 
 def _recycled(state: ServerState, index: SnapshotIndex, phone: str, day: dt.date) -> bool:
-    """The snapshot's answer for a date it holds data for; 404 for a number that is not ours."""
-    if day < index.meta.data_from:
+    """The one rule's answer (:mod:`pipelines.feeds.answer`) in CAMARA's words."""
+    if day > state.today(index):
+        raise ApiError(400, "OUT_OF_RANGE", "specifiedDate is in the future")
+    got = index.answer(int(phone[1:]), day)
+    if got.verdict == Verdict.NOT_OURS:
+        raise ApiError(404, "IDENTIFIER_NOT_FOUND", "Phone number not found.")
+    if got.verdict == Verdict.NO_DATA:
         raise ApiError(
             400,
             "OUT_OF_RANGE",
-            f"specifiedDate is before {index.meta.data_from}, the earliest date this service holds data for",
+            f"specifiedDate is before {got.first_date}, the first date this service can answer for "
+            "this number (before it, another carrier held it or it was not yet on record)",
         )
-    if day > state.today(index):
-        raise ApiError(400, "OUT_OF_RANGE", "specifiedDate is in the future")
-    recycled = index.recycled(int(phone[1:]), day_number(day))
-    if recycled is None:
-        raise ApiError(404, "IDENTIFIER_NOT_FOUND", "Phone number not found.")
-    return recycled
+    return got.verdict == Verdict.TRUE
 
 
 # check, bulk-check and acknowledgements are plain Starlette routes: they parse their own bodies

@@ -57,11 +57,12 @@ def tenure(
     start: str,
     end: str | None = None,
     reason: str | None = None,
+    opened_by: str = "snapshot",
 ) -> None:
     con.execute(
         "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
-        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', 'snapshot', ?)",
-        [tid, msisdn, start, end, reason, f"sub-{tid}", start],
+        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', ?, ?)",
+        [tid, msisdn, start, end, reason, f"sub-{tid}", opened_by, start],
     )
 
 
@@ -73,7 +74,7 @@ def build_state(con: duckdb.DuckDBPyConnection) -> None:
         "INSERT INTO releases VALUES (?, 'T2a', '2024-02-25', '2024-05-25', 2, false, '2024-05-25', 'GD')",
         [REISSUED],
     )
-    tenure(con, "T2b", REISSUED, "2024-09-21")
+    tenure(con, "T2b", REISSUED, "2024-09-21", opened_by="reissue")
     con.execute(
         "INSERT INTO reissues VALUES (?, 'T2a', 'T2b', '2024-09-21', '2024-02-25', '2024-05-25', false,"
         " '2024-09-21', 'GD', 'f', 1)",
@@ -185,7 +186,7 @@ def check(world: World, phone: str | None, date: str, **kw: object) -> httpx.Res
         (REISSUED, "2024-02-25", True),  # the cancel day: no contract that day
         (REISSUED, "2024-06-30", True),  # inside the freeze gap, nobody held it
         (REISSUED, "2024-09-21", False),  # the new holder since
-        (FROZEN, "2026-09-01", False),  # cancelled but not released: not (yet) recycled
+        (FROZEN, "2026-09-01", True),  # cancelled since: the subscriber gave it up (docs/answers.md)
         (FROZEN, "2026-10-15", True),  # a date inside its freeze gap
         (SUSPENDED, "2026-01-01", False),  # a suspension is never recycling
     ],
@@ -281,21 +282,21 @@ def test_bulk_check_answers_and_signs_a_receipt(world: World) -> None:
     pairs = [
         (REISSUED, "2023-12-22"),  # disconnected 2024-02-25, after: yes
         (REISSUED, "2024-02-25"),  # disconnected that day: yes
-        (REISSUED, "2024-06-30"),  # disconnected before the date: no
+        (REISSUED, "2024-06-30"),  # in the freeze gap, reissued since: yes (one rule with /check)
         (SAME, "2023-12-22"),  # never disconnected: no
-        (FROZEN, "2026-09-01"),  # cancelled but not released: no (not permanent yet)
+        (FROZEN, "2026-09-01"),  # cancelled since: yes (the same answer as /check)
         (SUSPENDED, "2024-01-01"),  # no
         (PORTED, "2024-01-01"),  # not ours: no_data
         (NEVER, "2024-01-01"),  # no_data
-        (SAME, "2019-01-01"),  # before data_from: no_data
+        (SAME, "2019-01-01"),  # before its tenure began (first answerable date): no_data
     ]
-    expected = ["yes", "yes", "no", "no", "no", "no", "no_data", "no_data", "no_data"]
+    expected = ["yes", "yes", "yes", "no", "yes", "no", "no_data", "no_data", "no_data"]
     body = {"queries": [{"phoneNumber": p, "specifiedDate": d} for p, d in pairs]}
     r = post(world, BULK, body, headers={"x-correlator": "bulk-1"})
     assert r.status_code == 200, r.text
     doc = r.json()
     assert doc["results"] == expected
-    assert doc["counts"] == {"yes": 2, "no": 4, "no_data": 3}
+    assert doc["counts"] == {"yes": 4, "no": 2, "no_data": 3}
     root = load_root(world.settings)
     assert root is not None
     receipt = verify_receipt(

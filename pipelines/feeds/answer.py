@@ -1,0 +1,207 @@
+"""One answer: has the subscriber of number N changed after date D?
+
+Every interface says what this module says: the CAMARA check (``phoneNumberRecycled``), the
+bulk check (``yes``/``no``/``no_data``), ``recycle check`` on a pulled feed, the feed's
+platform rule and the notification evidence. The rule is computed from a number's tenures at
+this carrier (``docs/answers.md`` has the table of cases and what each interface says):
+
+1. N was never ours: **not ours** (CAMARA 404 ``IDENTIFIER_NOT_FOUND``, bulk ``no_data``).
+2. The subscriber changed after D: **true**. It changed at the end of a tenure by cancel,
+   permanent 双停 suspension or reissue, and that end day itself counts (a binding made on the
+   day a number was cancelled and sold again may be the prior owner's); and it changed before
+   every tenure opened by a reissue, so every D before a reissue is true — which also covers a
+   number that came back from a port and was sold (its reissue day is the new holder's).
+   A port moves the *same* subscriber, so a port alone is never a change.
+3. D is before the first date this carrier can speak for N: **no data** (CAMARA 400
+   ``OUT_OF_RANGE`` naming that date, bulk ``no_data``). That date is the start of N's first
+   tenure here (a go-live snapshot's ``tenure_start`` is history, not the go-live date), or the
+   start of the latest tenure that began by a port-in or after a port-out: who held N at the
+   other carrier is not known here.
+4. Otherwise the tenure that covered D decides: still open: **false**; ended by a port-out
+   (and N never came back): **not ours**; ended by cancel or 双停 and nobody holds N since (a
+   freeze gap): **true**.
+
+:func:`answer` is the rule over one number's tenures, written for reading; :class:`AnswerIndex`
+is the same rule over arrays (a province's tenures, a 250,000-pair bulk request), and
+property tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "END_REASONS",
+    "OPENED_BY",
+    "Answer",
+    "AnswerIndex",
+    "Span",
+    "Verdict",
+    "answer",
+]
+
+
+class Verdict(enum.IntEnum):
+    """What the rule says; the values are the bulk answer codes (see ``BULK_WORDS``)."""
+
+    NOT_OURS = 0
+    NO_DATA = 1
+    FALSE = 2
+    TRUE = 3
+
+
+BULK_WORDS = ("no_data", "no_data", "no", "yes")  # indexed by Verdict
+
+# How a tenure ended / began, as the lifecycle records them (tenures.end_reason, .opened_by).
+END_REASONS = ("cancel", "suspend", "port_out", "reissue")
+OPENED_BY = ("snapshot", "cancel", "suspend", "port_in", "reissue")
+_CHANGING_ENDS = frozenset({"cancel", "suspend", "reissue"})
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tenure of a number, as the rule needs it."""
+
+    start: dt.date
+    end: dt.date | None  # None: still open
+    end_reason: str | None  # cancel | suspend | port_out | reissue (None while open)
+    opened_by: str  # snapshot | cancel | suspend | port_in | reissue
+
+
+@dataclass(frozen=True)
+class Answer:
+    verdict: Verdict
+    first_date: dt.date | None = None  # with NO_DATA: the first date this carrier can answer
+
+    @property
+    def bulk_word(self) -> str:
+        return BULK_WORDS[self.verdict]
+
+
+def changes(spans: Sequence[Span]) -> list[dt.date]:
+    """Rule 2: the last days on which a prior subscriber may have held the number; D on or
+    before one of them is true. A tenure's end by cancel, 双停 or reissue; the day before a
+    tenure opened by a reissue."""
+    out = [s.end for s in spans if s.end is not None and s.end_reason in _CHANGING_ENDS]
+    return out + [s.start - dt.timedelta(days=1) for s in spans if s.opened_by == "reissue"]
+
+
+def first_answerable(spans: Sequence[Span]) -> dt.date:
+    """Rule 3's date: the start of the first tenure, or of the latest one after a port."""
+    ordered = sorted(spans, key=lambda s: s.start)
+    first = ordered[0].start
+    for before, span in itertools.pairwise(ordered):
+        after_port = before.end_reason == "port_out" and span.opened_by != "reissue"
+        if span.opened_by == "port_in" or after_port:
+            first = span.start
+    return first
+
+
+def answer(spans: Sequence[Span], day: dt.date) -> Answer:
+    """Has the subscriber of the number whose tenures are ``spans`` changed after ``day``?"""
+    if not spans:
+        return Answer(Verdict.NOT_OURS)
+    if any(c >= day for c in changes(spans)):
+        return Answer(Verdict.TRUE)
+    first = first_answerable(spans)
+    if day < first:
+        return Answer(Verdict.NO_DATA, first)
+    # The latest tenure begun on or before D (of two begun the same day, the later one: a
+    # number cancelled and reissued on one day belongs to the new holder from then on).
+    covering = [s for s in sorted(spans, key=lambda s: s.start) if s.start <= day][-1]
+    if covering.end is None:
+        return Answer(Verdict.FALSE)
+    if covering.end_reason == "port_out":
+        return Answer(Verdict.NOT_OURS)
+    return Answer(Verdict.TRUE)  # a freeze gap: the tenure ended and nobody holds the number
+
+
+# --------------------------------------------------------------------------- arrays
+
+_NEVER = np.iinfo(np.int32).min  # "no change" / no first date
+_OPEN = np.iinfo(np.int32).max  # an open tenure ends "never"
+_DAY_BIAS = 1 << 31  # int32 day -> non-negative, to pack (number, day) into one int64
+
+
+class AnswerIndex:
+    """:func:`answer` over many numbers: tenures in arrays sorted by (number, start).
+
+    Dates are days since 1970 (int32); ``ends`` holds ``_OPEN`` for an open tenure;
+    ``end_codes`` index :data:`END_REASONS` (-1 while open), ``opened_codes`` :data:`OPENED_BY`.
+    Per number it keeps the last change and the first answerable day, so a question is two
+    binary searches: the number, then the tenure that covered the day.
+    """
+
+    def __init__(
+        self,
+        keys: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int32],
+        ends: npt.NDArray[np.int32],
+        end_codes: npt.NDArray[np.int8],
+        opened_codes: npt.NDArray[np.int8],
+    ) -> None:
+        n = len(keys)
+        if n and np.any((keys[1:] < keys[:-1]) | ((keys[1:] == keys[:-1]) & (starts[1:] < starts[:-1]))):
+            raise ValueError("tenures must be sorted by (number, start)")
+        self.starts, self.ends, self.end_codes = starts, ends, end_codes
+        bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1 if n else np.empty(0, np.int64)
+        self.first = np.concatenate(([0], bounds)).astype(np.int64) if n else np.empty(0, np.int64)
+        self.numbers = keys[self.first] if n else np.empty(0, np.int64)
+        number_of = np.repeat(np.arange(len(self.first)), np.diff(np.append(self.first, n)))
+        self._packed = number_of.astype(np.int64) << 32 | (starts.astype(np.int64) + _DAY_BIAS)
+        changing = np.isin(end_codes, [END_REASONS.index(r) for r in _CHANGING_ENDS])
+        change = np.where(changing, ends, _NEVER)
+        reissued = opened_codes == OPENED_BY.index("reissue")
+        change = np.maximum(change, np.where(reissued, starts - 1, _NEVER))
+        self.last_change = np.maximum.reduceat(change, self.first) if n else np.empty(0, np.int32)
+        self.first_day = (
+            self._first_days(starts, end_codes, opened_codes, number_of) if n else np.empty(0, np.int32)
+        )
+
+    def _first_days(
+        self,
+        starts: npt.NDArray[np.int32],
+        end_codes: npt.NDArray[np.int8],
+        opened_codes: npt.NDArray[np.int8],
+        number_of: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.int32]:
+        """Rule 3 per number: the first tenure's start, or the latest start after a port."""
+        prev_port = np.concatenate(([False], end_codes[:-1] == END_REASONS.index("port_out")))
+        same_number = np.concatenate(([False], number_of[1:] == number_of[:-1]))
+        reissue = opened_codes == OPENED_BY.index("reissue")
+        restart = (opened_codes == OPENED_BY.index("port_in")) | (prev_port & same_number & ~reissue)
+        restart[self.first] = True
+        return np.maximum.reduceat(np.where(restart, starts, _NEVER), self.first).astype(np.int32)
+
+    def verdicts(
+        self, keys: npt.NDArray[np.int64], days: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int32]]:
+        """Verdict codes and, for NO_DATA, the first answerable day, for aligned keys and days."""
+        out = np.full(len(keys), Verdict.NOT_OURS, dtype=np.int8)
+        first = np.full(len(keys), _NEVER, dtype=np.int32)
+        if not len(self.numbers) or not len(keys):
+            return out, first
+        at = np.minimum(np.searchsorted(self.numbers, keys), len(self.numbers) - 1)
+        ours = self.numbers[at] == keys
+        changed = ours & (self.last_change[at] >= days)
+        early = ours & ~changed & (days < self.first_day[at])
+        rest = ours & ~changed & ~early
+        j = np.searchsorted(
+            self._packed, at.astype(np.int64) << 32 | (days.astype(np.int64) + _DAY_BIAS), "right"
+        )
+        j = np.maximum(j - 1, 0)
+        open_ = self.ends[j] == _OPEN
+        ported = self.end_codes[j] == END_REASONS.index("port_out")
+        out[changed] = Verdict.TRUE
+        out[early] = Verdict.NO_DATA
+        first[early] = self.first_day[at][early]
+        out[rest & open_] = Verdict.FALSE
+        out[rest & ~open_ & ~ported] = Verdict.TRUE
+        return out, first
