@@ -151,7 +151,7 @@ def render_evidence_summary(
 
     masked = mask(msisdn)
     ledger_rows, reminder_index = _ledger_rows(history["ledger_events"], ledger, files)
-    state = history["state"] or {}
+    state: Mapping[str, Any] = history["state"] or {}
     tenures = [
         [
             _e(t["tenure_id"]),
