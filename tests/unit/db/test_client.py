@@ -10,19 +10,12 @@ from typing import Any
 
 import duckdb
 import pytest
-from lifecycle_testkit import SETTINGS, A, B, World, day, open_db, seeded
+from lifecycle_testkit import SETTINGS, A, B, World, day, seeded
 
 import pipelines.lifecycle as lc
 from pipelines import db
 from pipelines.config import Settings
 from pipelines.errors import ConfigError
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    con = open_db(tmp_path / "state.duckdb")
-    yield World(con)  # type: ignore[misc]
-    con.close()
 
 
 def test_steps_put_insertion_order_back_even_when_they_fail(world: World) -> None:

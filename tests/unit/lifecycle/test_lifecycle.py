@@ -41,13 +41,6 @@ from pipelines.lifecycle import sql as lc_sql
 from pipelines.numbers import mask
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    con = open_db(tmp_path / "state.duckdb")
-    yield World(con)  # type: ignore[misc]
-    con.close()
-
-
 def test_snapshot_seeds_active_tenures(world: World) -> None:
     world.subscriber(day(0), A, email="li@example.cn")
     world.subscriber(day(0), A, email="li@example.cn")  # the same row twice: one tenure
