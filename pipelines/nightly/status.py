@@ -13,7 +13,7 @@ from rich.table import Table
 from pipelines.config import Settings
 from pipelines.db import Con, open_state
 from pipelines.layout import Layout
-from pipelines.lifecycle import LifecycleStatus, lifecycle_status
+from pipelines.lifecycle import STATES, LifecycleStatus, lifecycle_status
 from pipelines.nightly.steps import step_names
 
 
@@ -37,7 +37,7 @@ class DayStatus(TypedDict):
     steps_done: list[str]
     files: list[FileStatus]
     ingest_report: dict[str, Any]  # the ingest step's report, as its step file holds it
-    lifecycle: NotRequired[LifecycleStatus]  # absent until the state has the lifecycle tables
+    lifecycle: NotRequired[LifecycleStatus]  # absent while there is no state (no night has run)
 
 
 def day_status(settings: Settings, day: dt.date) -> DayStatus:
@@ -67,6 +67,7 @@ def day_status(settings: Settings, day: dt.date) -> DayStatus:
 
 
 def _files(con: Con, day: dt.date) -> list[FileStatus]:
+    """The drop files of ``day``, each with its ingest quarantine counts by reason."""
     rows = con.execute(
         """
         SELECT file_name, kind, sha256, status, rows_in, accepted, quarantined, error
@@ -124,15 +125,10 @@ def render_lifecycle(life: Mapping[str, Any], console: Console) -> None:
 
     ``life`` is a :class:`~pipelines.lifecycle.LifecycleStatus`, or the same read back from JSON."""
     states = Table(title="numbers by state (last night)")
-    for state in ("active", "suspended", "frozen", "held", "available", "ported_out"):
+    for state in STATES:
         states.add_column(state, justify="right")
     by_state = life["numbers"]["by_state"]
-    states.add_row(
-        *(
-            str(by_state.get(s, 0))
-            for s in ("active", "suspended", "frozen", "held", "available", "ported_out")
-        )
-    )
+    states.add_row(*(str(by_state.get(s, 0)) for s in STATES))
     console.print(states)
     gate = Table(title="release gate and reissues (all nights)")
     for col in ("released", "of which with exception", "held now", "reissued", "reissue violations"):
