@@ -339,7 +339,7 @@ def print_summary(settings: object, start: dt.date, days: int) -> None:
     for i in range(days):
         day = start + dt.timedelta(days=i)
         st = day_status(settings, day)
-        last = st
+        last = dict(st)
         files = st["files"]
         table.add_row(
             day.isoformat(),

@@ -8,9 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipelines.config import Settings
-from pipelines.db import nightly_step
+from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.queue import cancel_unsent_reminders, queue_ledger
-from pipelines.lifecycle.sql import Con, count_rows, drop_tables, policy_sql, run_sql, working_copy
+from pipelines.lifecycle.sql import count_rows, drop_tables, policy_sql, run_sql, working_copy
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,22 @@ class AdvanceReport:
     held: int  # newly held today
     released_with_exception: int
     still_held: int
+
+
+# The temp tables of one advance_time call, each created by the phase named, all dropped
+# together by _drop_temp_tables when the call ends (a rollback drops them with the step).
+_TEMP_TABLES = (
+    "_cand",  # numbers whose time may have come, whole rows with their rowid: _find_candidates
+    "_exp",  # 双停 suspensions that run out today: _find_candidates
+    "_due",  # numbers at the release gate today, with their policy: _find_due
+    "_at",  # the candidates' tenures with their rowid: advance_time
+    "_gate",  # the gate's outcome per due number: _release_gate (empty: advance_time)
+    "_adv",  # the new state rows of the numbers that moved: _apply_advance
+)
+
+
+def _drop_temp_tables(con: Con) -> None:
+    drop_tables(con, _TEMP_TABLES)
 
 
 # --------------------------------------------------------------------------- advance_time
@@ -34,6 +50,33 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
     Only numbers last changed before ``day`` are considered (those frozen by this very step
     included), so a rerun after the day's later steps changes nothing.
     """
+    expired = _find_candidates(con, settings, day)
+    _find_due(con, settings, day)
+    # The tenures of these numbers, read once: the gate needs their dates, an expired
+    # suspension closes its tenure.
+    working_copy(con, "_at", "tenures", "tenure_id", "SELECT tenure_id FROM _cand")
+    counts: dict[str, int] = {}
+    if count_rows(con, "_due"):
+        counts = _release_gate(con, day)
+    else:
+        run_sql(con, "CREATE OR REPLACE TEMP TABLE _gate AS SELECT *, NULL AS outcome FROM _due")
+    if expired or sum(counts.values()):
+        _apply_advance(con, day)
+    report = AdvanceReport(
+        day=day,
+        suspensions_expired=expired,
+        released=int(counts.get("released", 0)),
+        held=int(counts.get("held", 0)),
+        released_with_exception=int(counts.get("released_with_exception", 0)),
+        still_held=count_rows(con, "number_state", "state = 'held'"),
+    )
+    _drop_temp_tables(con)
+    return report
+
+
+def _find_candidates(con: Con, settings: Settings, day: dt.date) -> int:
+    """``_cand``: the numbers whose time may have come; ``_exp``: the 双停 suspensions among them
+    that run out today (frozen from the end of the suspension). Return how many expire."""
     p = {"d": day}
     suspend = policy_sql(settings, "suspend_days", "s.region")
     freeze = policy_sql(settings, "freeze_days", "s.region")
@@ -64,10 +107,16 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
         FROM _cand s WHERE s.state = 'suspended'
         """,
     )
-    expired = count_rows(con, "_exp")
     # No ledger entry here: a 双停 tenure's ``tenure_closed`` entry was queued on the day of the
     # suspension (its disconnection date), so the reminders sent during the suspension already
     # share its public tenure ref; a restore within the suspension logs ``restored``.
+    return count_rows(con, "_exp")
+
+
+def _find_due(con: Con, settings: Settings, day: dt.date) -> None:
+    """``_due``: the numbers at the release gate today (frozen until today, held, or an expired
+    suspension whose freeze is already over), with their region's gate policy."""
+    p = {"d": day}
     min_eff = policy_sql(settings, "min_effective_reminders", "d.region")
     max_hold = policy_sql(settings, "max_hold_days", "d.region")
     run_sql(
@@ -85,26 +134,6 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
         """,
         p,
     )
-    # The tenures of these numbers, read once: the gate needs their dates, an expired
-    # suspension closes its tenure.
-    working_copy(con, "_at", "tenures", "tenure_id", "SELECT tenure_id FROM _cand")
-    counts: dict[str, int] = {}
-    if count_rows(con, "_due"):
-        counts = _release_gate(con, day)
-    else:
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _gate AS SELECT *, NULL AS outcome FROM _due")
-    if expired or sum(counts.values()):
-        _apply_advance(con, day)
-    report = AdvanceReport(
-        day=day,
-        suspensions_expired=expired,
-        released=int(counts.get("released", 0)),
-        held=int(counts.get("held", 0)),
-        released_with_exception=int(counts.get("released_with_exception", 0)),
-        still_held=count_rows(con, "number_state", "state = 'held'"),
-    )
-    drop_tables(con, ["_cand", "_exp", "_due", "_at", "_gate", "_adv"])
-    return report
 
 
 def _release_gate(con: Con, day: dt.date) -> dict[str, int]:

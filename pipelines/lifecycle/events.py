@@ -8,10 +8,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from pipelines.config import Settings
-from pipelines.db import nightly_step
+from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.queue import cancel_unsent_reminders, queue_ledger
 from pipelines.lifecycle.sql import (
-    Con,
+    FILE_NAMES,
     count_rows,
     drop_tables,
     policy_sql,
@@ -38,6 +38,30 @@ class EventsReport:
     rounds: int = 0
 
 
+# --------------------------------------------------------------------------- temp tables
+
+# The temp tables of one apply_events call, each created by the phase named, all dropped
+# together by _drop_temp_tables when the call ends (a rollback drops them with the step).
+_TEMP_TABLES = (
+    "_q",  # rows to quarantine, collected by every phase, flushed at the end: _open_collectors
+    "_led",  # ledger facts of the rounds, queued at the end: _open_collectors
+    "_done",  # rows of the day already applied or quarantined (the rerun filter): _open_collectors
+    "_snap",  # the day's snapshot rows and their outcome: _classify_snapshot
+    "_ev",  # the day's event rows not done yet, with their round k: _load_events
+    "_evm",  # the numbers with events today: _open_working_set
+    "_ns",  # working copy of number_state, written back once after the rounds: _open_working_set
+    "_tn",  # working copy of tenures, written back once after the rounds: _open_working_set
+    "_ends",  # tenures whose unsent reminders are cancelled after the rounds: _open_working_set
+    "_retime",  # tenures whose freeze end a cancel moved: _open_working_set
+    "_e",  # the events of round k > 1, replaced each round: _judge_round
+    "_r",  # each event of the round, the state it meets, its reason and effect: _judge_round
+)
+
+
+def _drop_temp_tables(con: Con) -> None:
+    drop_tables(con, _TEMP_TABLES)
+
+
 # --------------------------------------------------------------------------- apply_events
 
 _DONE_ROWS = """
@@ -46,8 +70,6 @@ _DONE_ROWS = """
     UNION ALL
     SELECT file_sha256, line_no FROM quarantine WHERE logical_date = $d AND stage = 'lifecycle'
 """
-
-_FILES = "SELECT sha256, min(file_name) AS file_name, min(kind) AS kind FROM files GROUP BY sha256"
 
 _Q_COLUMNS = """
     file_name VARCHAR, file_sha256 VARCHAR, kind VARCHAR, line_no BIGINT, reason VARCHAR, detail VARCHAR
@@ -69,16 +91,42 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
     break a rule go to ``quarantine`` (stage ``lifecycle``) with a reason code. Rows already
     applied or quarantined for ``day`` are skipped, which makes a rerun a no-op.
     """
-    p = {"d": day}
+    _open_collectors(con, day)
+    snapshot_rows, seeded = _apply_snapshot(con, day)
+    event_rows, rounds = _load_events(con, day)
+    applied, reissues, violations = 0, 0, 0
+    if event_rows:
+        applied, reissues, violations = _apply_rounds(con, settings, day, rounds)
+    _flush_quarantine(con, day)
+    reasons = dict(run_sql(con, "SELECT reason, count(*) FROM _q GROUP BY reason ORDER BY reason").fetchall())
+    report = EventsReport(
+        day=day,
+        snapshot_rows=snapshot_rows,
+        seeded=seeded,
+        event_rows=event_rows,
+        applied=applied,
+        quarantined=sum(reasons.values()),
+        reasons={str(k): int(v) for k, v in reasons.items()},
+        reissues=reissues,
+        violations=violations,
+        rounds=rounds,
+    )
+    _drop_temp_tables(con)
+    return report
+
+
+def _open_collectors(con: Con, day: dt.date) -> None:
+    """The tables every phase appends to (``_q``, ``_led``) and the rows already done (``_done``)."""
     run_sql(con, f"CREATE OR REPLACE TEMP TABLE _q ({_Q_COLUMNS})")
     run_sql(con, f"CREATE OR REPLACE TEMP TABLE _led ({_LED_COLUMNS})")
     # A table, not a subquery: knowing its size (none, on a first run) the planner builds the
     # anti joins below on it rather than on a million rows of the day.
-    run_sql(con, f"CREATE OR REPLACE TEMP TABLE _done AS {_DONE_ROWS}", p)
-    snapshot_rows, seeded = _apply_snapshot(con, day)
+    run_sql(con, f"CREATE OR REPLACE TEMP TABLE _done AS {_DONE_ROWS}", {"d": day})
 
-    freeze = policy_sql(settings, "freeze_days", "x.new_region")
-    suspend = policy_sql(settings, "suspend_days", "x.new_region")
+
+def _load_events(con: Con, day: dt.date) -> tuple[int, int]:
+    """``_ev``: the day's lifecycle and reissue rows not done yet, each with its round ``k``;
+    return (rows, rounds)."""
     run_sql(
         con,
         f"""
@@ -96,7 +144,7 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
                    coalesce(f.kind, raw.src) AS kind
             FROM raw ANTI JOIN _done done
                 ON done.file_sha256 = raw.file_sha256 AND done.line_no = raw.line_no
-            LEFT JOIN ({_FILES}) f ON f.sha256 = raw.file_sha256
+            LEFT JOIN ({FILE_NAMES}) f ON f.sha256 = raw.file_sha256
         ), several AS (
             SELECT msisdn FROM todo GROUP BY msisdn HAVING count(*) > 1
         ), later AS (
@@ -109,56 +157,65 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
         SELECT todo.*, coalesce(later.k, 1) AS k
         FROM todo LEFT JOIN later USING (file_sha256, line_no)
         """,
-        p,
+        {"d": day},
     )
-    event_rows = count_rows(con, "_ev")
-    rounds = int(scalar(con, "SELECT coalesce(max(k), 0) FROM _ev"))
-    applied_events, reissues, violations = 0, 0, 0
-    if event_rows:
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _ends (tenure_id VARCHAR)")
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _retime (tenure_id VARCHAR, freeze_ends DATE)")
-        # The rounds work on the day's numbers and their tenures only, written back once:
-        # joins and UPDATEs against ten million rows per round would dominate the night.
-        # ``_rid`` (the row's rowid, NULL for rows opened today) lets the write-back delete
-        # exactly the rows read, without joining ten million keys again.
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _evm AS SELECT DISTINCT msisdn FROM _ev")
-        working_copy(con, "_ns", "number_state", "msisdn", "SELECT msisdn FROM _evm", "t.*, false AS dirty")
-        working_copy(con, "_tn", "tenures", "msisdn", "SELECT msisdn FROM _evm", "t.*, false AS dirty")
-        for k in range(1, rounds + 1):
-            applied, reissued, violated = _round(con, day, k, freeze, suspend)
-            applied_events += applied
-            reissues += reissued
-            violations += violated
-        write_back(con, "number_state", "_ns")
-        write_back(con, "tenures", "_tn")
-        cancel_unsent_reminders(con, "SELECT tenure_id FROM _ends")
-        _retime_reminders(con, day)
-        queue_ledger(con, day, "SELECT * FROM _led")
-    _flush_quarantine(con, day)
-    reasons = dict(run_sql(con, "SELECT reason, count(*) FROM _q GROUP BY reason ORDER BY reason").fetchall())
-    report = EventsReport(
-        day=day,
-        snapshot_rows=snapshot_rows,
-        seeded=seeded,
-        event_rows=event_rows,
-        applied=applied_events,
-        quarantined=sum(reasons.values()),
-        reasons={str(k): int(v) for k, v in reasons.items()},
-        reissues=reissues,
-        violations=violations,
-        rounds=rounds,
-    )
-    drop_tables(
-        con, ["_done", "_ev", "_evm", "_ns", "_tn", "_e", "_r", "_ends", "_retime", "_q", "_led", "_snap"]
-    )
-    return report
+    return count_rows(con, "_ev"), int(scalar(con, "SELECT coalesce(max(k), 0) FROM _ev"))
+
+
+def _apply_rounds(con: Con, settings: Settings, day: dt.date, rounds: int) -> tuple[int, int, int]:
+    """Run the rounds over the day's working set, write it back and act on what the rounds
+    decided (reminders cancelled or retimed, ledger facts queued); return the summed
+    (applied, reissues, violations)."""
+    freeze = policy_sql(settings, "freeze_days", "x.new_region")
+    suspend = policy_sql(settings, "suspend_days", "x.new_region")
+    _open_working_set(con)
+    applied, reissues, violations = 0, 0, 0
+    for k in range(1, rounds + 1):
+        round_applied, round_reissues, round_violations = _round(con, day, k, freeze, suspend)
+        applied += round_applied
+        reissues += round_reissues
+        violations += round_violations
+    write_back(con, "number_state", "_ns")
+    write_back(con, "tenures", "_tn")
+    cancel_unsent_reminders(con, "SELECT tenure_id FROM _ends")
+    _retime_reminders(con, day)
+    queue_ledger(con, day, "SELECT * FROM _led")
+    return applied, reissues, violations
+
+
+def _open_working_set(con: Con) -> None:
+    """Working copies of the state and tenures of the day's numbers, and the rounds' outputs."""
+    run_sql(con, "CREATE OR REPLACE TEMP TABLE _ends (tenure_id VARCHAR)")
+    run_sql(con, "CREATE OR REPLACE TEMP TABLE _retime (tenure_id VARCHAR, freeze_ends DATE)")
+    # The rounds work on the day's numbers and their tenures only, written back once:
+    # joins and UPDATEs against ten million rows per round would dominate the night.
+    # ``_rid`` (the row's rowid, NULL for rows opened today) lets the write-back delete
+    # exactly the rows read, without joining ten million keys again.
+    run_sql(con, "CREATE OR REPLACE TEMP TABLE _evm AS SELECT DISTINCT msisdn FROM _ev")
+    working_copy(con, "_ns", "number_state", "msisdn", "SELECT msisdn FROM _evm", "t.*, false AS dirty")
+    working_copy(con, "_tn", "tenures", "msisdn", "SELECT msisdn FROM _evm", "t.*, false AS dirty")
+
+
+# --------------------------------------------------------------------------- snapshot
 
 
 def _apply_snapshot(con: Con, day: dt.date) -> tuple[int, int]:
-    """Seed active tenures from ``subscriber_rows``; a row that contradicts the record is quarantined."""
-    p = {"d": day}
-    if not count_rows(con, "subscriber_rows", "logical_date = $d", p):
+    """Seed active tenures from ``subscriber_rows``; a row that contradicts the record is
+    quarantined. Return (rows, numbers seeded)."""
+    if not count_rows(con, "subscriber_rows", "logical_date = $d", {"d": day}):
         return 0, 0
+    _classify_snapshot(con, day)
+    _seed_from_snapshot(con, day)
+    _refresh_contacts(con)
+    _quarantine_snapshot_mismatches(con)
+    rows = count_rows(con, "_snap")
+    seeded = count_rows(con, "_snap", "outcome = 'seed'")
+    return rows, seeded
+
+
+def _classify_snapshot(con: Con, day: dt.date) -> None:
+    """``_snap``: each snapshot row not done yet with its outcome (seed, refresh, duplicate,
+    tenure_mismatch) against the record."""
     run_sql(
         con,
         f"""
@@ -172,7 +229,7 @@ def _apply_snapshot(con: Con, day: dt.date) -> tuple[int, int]:
                    coalesce(f.kind, 'subscribers') AS kind,
                    row_number() OVER (PARTITION BY todo.msisdn ORDER BY todo.tenure_start DESC,
                                       coalesce(f.file_name, todo.file_sha256), todo.line_no) AS rk
-            FROM todo LEFT JOIN ({_FILES}) f ON f.sha256 = todo.file_sha256
+            FROM todo LEFT JOIN ({FILE_NAMES}) f ON f.sha256 = todo.file_sha256
         )
         SELECT r.*, s.state AS cur_state, t.tenure_start AS cur_start,
             CASE
@@ -187,8 +244,13 @@ def _apply_snapshot(con: Con, day: dt.date) -> tuple[int, int]:
         LEFT JOIN number_state s ON s.msisdn = r.msisdn
         LEFT JOIN tenures t ON t.tenure_id = s.tenure_id
         """,
-        p,
+        {"d": day},
     )
+
+
+def _seed_from_snapshot(con: Con, day: dt.date) -> None:
+    """Numbers first seen in the snapshot: an active tenure, its state and its history row."""
+    p = {"d": day}
     run_sql(
         con,
         """
@@ -219,6 +281,9 @@ def _apply_snapshot(con: Con, day: dt.date) -> tuple[int, int]:
         """,
         p,
     )
+
+
+def _refresh_contacts(con: Con) -> None:
     # A snapshot is the BSS's current truth about how to reach the owner.
     run_sql(
         con,
@@ -230,6 +295,9 @@ def _apply_snapshot(con: Con, day: dt.date) -> tuple[int, int]:
         WHERE s.outcome = 'refresh' AND tenures.tenure_id = nr_tenure_id(s.msisdn, s.tenure_start)
         """,
     )
+
+
+def _quarantine_snapshot_mismatches(con: Con) -> None:
     run_sql(
         con,
         """
@@ -243,10 +311,9 @@ def _apply_snapshot(con: Con, day: dt.date) -> tuple[int, int]:
         FROM _snap WHERE outcome = 'tenure_mismatch'
         """,
     )
-    rows = count_rows(con, "_snap")
-    seeded = count_rows(con, "_snap", "outcome = 'seed'")
-    return rows, seeded
 
+
+# --------------------------------------------------------------------------- rounds
 
 # The first failing rule names the reason; NULL means the event is legal in the current state.
 _REASON = """
@@ -296,7 +363,25 @@ END)
 
 def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[int, int, int]:
     """Validate and apply the k-th event of every number; return (applied, reissues, violations)."""
-    p = {"d": day}
+    _judge_round(con, k, freeze, suspend)
+    _quarantine_illegal(con)
+    _apply_to_tenures(con, day)
+    _apply_to_number_state(con, day)
+    _record_round(con, day)
+    _collect_ledger_facts(con, k)
+    row = run_sql(
+        con,
+        """
+        SELECT count(*), count(*) FILTER (event = 'reissue'), count(*) FILTER (violation)
+        FROM _r WHERE reason IS NULL
+        """,
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def _judge_round(con: Con, k: int, freeze: str, suspend: str) -> None:
+    """``_r``: the k-th event of every number, the state it meets, its reason and its effect."""
     if k > 1:
         # Later rounds are small: a table of their own lets the joins below build their hash
         # tables on them rather than on the day's working set.
@@ -351,6 +436,10 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
         FROM x
         """,
     )
+
+
+def _quarantine_illegal(con: Con) -> None:
+    """The round's illegal events, with a detail that says what the operator does next."""
     run_sql(
         con,
         f"""
@@ -358,6 +447,11 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
         FROM _r r WHERE r.reason IS NOT NULL
         """,
     )
+
+
+def _apply_to_tenures(con: Con, day: dt.date) -> None:
+    """The round's legal events applied to the working copy of tenures (``_tn``)."""
+    p = {"d": day}
     # Tenures opened by this round (a first-seen cancel closes its tenure at once).
     run_sql(
         con,
@@ -373,8 +467,8 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
         """,
         p,
     )
-    # The tenure on record (closed, reopened, or its contacts refreshed from the event row) and
-    # the number's state. Rebuilt rather than UPDATEd: a round changes most of the working set.
+    # The tenure on record (closed, reopened, or its contacts refreshed from the event row).
+    # Rebuilt rather than UPDATEd: a round changes most of the working set.
     run_sql(
         con,
         """
@@ -398,6 +492,11 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
         ) o ON o.cur_tenure = t.tenure_id
         """,
     )
+
+
+def _apply_to_number_state(con: Con, day: dt.date) -> None:
+    """The round's legal events applied to the working copy of number_state (``_ns``)."""
+    p = {"d": day}
     changed = {
         "state": "o.new_state",
         "tenure_id": "o.new_tenure",
@@ -415,6 +514,7 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
     replaced = ", ".join(
         f"CASE WHEN o.msisdn IS NULL THEN n.{col} ELSE {expr} END AS {col}" for col, expr in changed.items()
     )
+    # The number's state, rebuilt rather than UPDATEd for the same reason as ``_tn``.
     run_sql(
         con,
         f"""
@@ -438,6 +538,11 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
         """,
         p,
     )
+
+
+def _record_round(con: Con, day: dt.date) -> None:
+    """The round's facts: state history, reissues, tenures whose reminders end or move."""
+    p = {"d": day}
     run_sql(
         con,
         """
@@ -472,6 +577,10 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
         WHERE reason IS NULL AND event = 'cancel' AND cur_state = 'suspended'
         """,
     )
+
+
+def _collect_ledger_facts(con: Con, k: int) -> None:
+    """The round's facts for the ledger, into ``_led`` (queued once, after the last round)."""
     # A tenure can close twice in one day (suspended, then cancelled): its entry is the first
     # round's, the earliest event. Rows of one round never share a key (one event per number).
     once = "" if k == 1 else "ANTI JOIN _led USING (idempotency_key)"
@@ -510,15 +619,6 @@ def _round(con: Con, day: dt.date, k: int, freeze: str, suspend: str) -> tuple[i
         {once}
         """,
     )
-    row = run_sql(
-        con,
-        """
-        SELECT count(*), count(*) FILTER (event = 'reissue'), count(*) FILTER (violation)
-        FROM _r WHERE reason IS NULL
-        """,
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
 
 
 def _flush_quarantine(con: Con, day: dt.date) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pipelines.db import sql_str
-from pipelines.lifecycle.sql import Con, run_sql
+from pipelines.db import Con, sql_str
+from pipelines.lifecycle.sql import run_sql
 
 LEDGER_TYPES = (
     "tenure_closed",

@@ -15,13 +15,15 @@ import duckdb
 import phonenumbers
 
 from pipelines.config import Settings
-from pipelines.db import sql_str
+from pipelines.db import Con, sql_str
 
 STATES = ("active", "suspended", "frozen", "held", "available", "ported_out")
 # States in which the prior owner is still being reminded (the tenure's disconnection is live).
 REMINDING_STATES = ("suspended", "frozen", "held")
 
-Con = duckdb.DuckDBPyConnection
+# One name and kind per drop file, by content: the same bytes dropped under two names are one
+# file to the steps (``files`` is keyed by name and hash); ``min`` makes the choice stable.
+FILE_NAMES = "SELECT sha256, min(file_name) AS file_name, min(kind) AS kind FROM files GROUP BY sha256"
 
 
 # --------------------------------------------------------------------------- SQL helpers

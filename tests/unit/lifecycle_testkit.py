@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 import pipelines.lifecycle as lc
 import pipelines.reminders as rm
@@ -275,6 +276,15 @@ class World:
         rid = str(rem[0]["reminder_id"])
         self.receipt(d, rid, status, at=at)
         return rid
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    """A fresh state file with the nightly settings, as a :class:`World`; the test folders'
+    ``conftest.py`` make it their ``world`` fixture."""
+    con = open_db(tmp_path / "state.duckdb")
+    yield World(con)
+    con.close()
 
 
 def seeded(world: World, *numbers: str, **kw: Any) -> World:

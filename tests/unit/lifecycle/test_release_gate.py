@@ -19,13 +19,6 @@ from lifecycle_testkit import SETTINGS, A, B, World, day, open_db, seeded
 from pipelines.config import Policy
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    con = open_db(tmp_path / "state.duckdb")
-    yield World(con)  # type: ignore[misc]
-    con.close()
-
-
 def cancelled(world: World, *numbers: str, **subscriber: object) -> World:
     seeded(world, *numbers, **subscriber)
     for n in numbers:
