@@ -29,7 +29,7 @@ from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
 from pipelines.server import DEFAULT_SCOPES, TokenStore, create_app
 
-from .test_server_http import serving
+from .test_server_http import serving, tenure
 
 OPENAPI = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
 ACKS = "/number-recycling/v0.2/acknowledgements"
@@ -40,21 +40,6 @@ N = "+8613800000002"  # prior holder 2023-10-09 .. 2026-08-01, released D1, new 
 OTHER = "+8613800000007"  # released D1 too: the same files list it
 KEPT = "+8613800000001"  # one holder all along, never in a feed
 PRIOR_DATES = ("2023-10-09", "2026-08-01", "2026-11-26")  # the prior tenure and its release
-
-
-def tenure(
-    con: duckdb.DuckDBPyConnection,
-    tid: str,
-    msisdn: str,
-    start: str,
-    end: str | None = None,
-    reason: str | None = None,
-) -> None:
-    con.execute(
-        "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
-        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', 'snapshot', ?)",
-        [tid, msisdn, start, end, reason, f"sub-{tid}", start],
-    )
 
 
 class Clock:
@@ -96,7 +81,7 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
     tenure(con, "T7", OTHER, "2022-01-01", "2026-08-02", "cancel")
     con.execute("INSERT INTO releases VALUES (?, 'T2a', '2026-08-01', ?, 2, false, ?, 'GD')", [N, D1, D1])
     con.execute("INSERT INTO releases VALUES (?, 'T7', '2026-08-02', ?, 2, false, ?, 'GD')", [OTHER, D1, D1])
-    tenure(con, "T2b", N, D2.isoformat())
+    tenure(con, "T2b", N, D2.isoformat(), opened_by="reissue")
     con.execute(
         "INSERT INTO reissues VALUES (?, 'T2a', 'T2b', ?, '2026-08-01', ?, false, ?, 'GD', 'f', 1)",
         [N, D2, D1, D2],

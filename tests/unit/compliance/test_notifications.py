@@ -64,11 +64,12 @@ def _tenure(
     start: dt.date,
     end: dt.date | None = None,
     reason: str | None = None,
+    opened_by: str = "snapshot",
 ) -> None:
     con.execute(
         "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
-        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', 'snapshot', ?)",
-        [tid, msisdn, start, end, reason, f"sub-{tid}", start],
+        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', ?, ?)",
+        [tid, msisdn, start, end, reason, f"sub-{tid}", opened_by, start],
     )
 
 
@@ -102,10 +103,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open_state(Layout(data).state_db) as con:
         _tenure(con, "A", N, dt.date(2020, 1, 1), dt.date(2026, 6, 1), "cancel")
         _release(con, N, "A", dt.date(2026, 6, 1), day(1))
-        _tenure(con, "B", N, day(2), day(3), "cancel")
+        _tenure(con, "B", N, day(2), day(3), "cancel", opened_by="reissue")
         _reissue(con, N, "A", "B", day(2), dt.date(2026, 6, 1), day(1))
         _release(con, N, "B", day(3), day(3))
-        _tenure(con, "C", N, day(4))
+        _tenure(con, "C", N, day(4), opened_by="reissue")
         _reissue(con, N, "B", "C", day(4), day(3), day(3))
         _tenure(con, "M1", M, dt.date(2019, 1, 1), dt.date(2026, 5, 1), "cancel")
         _release(con, M, "M1", dt.date(2026, 5, 1), day(2))
