@@ -7,12 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-import duckdb
-
+from pipelines.db import sql_str
 from pipelines.lifecycle.sql import REMINDING_STATES
 
-Con = duckdb.DuckDBPyConnection
-REMINDING_SQL = "(" + ", ".join(f"'{s}'" for s in REMINDING_STATES) + ")"
+REMINDING_SQL = "(" + ", ".join(sql_str(s) for s in REMINDING_STATES) + ")"
 
 
 def reminder_id(tenure_id: str, disconnected_on: dt.date, slot: str, channel: str) -> str:
