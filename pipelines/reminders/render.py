@@ -14,6 +14,7 @@ import pyarrow as pa
 from pipelines.config import Settings
 from pipelines.db import Con
 from pipelines.lifecycle.sql import count_of, drop_tables, run_sql
+from pipelines.reminders.ids import temp_table_from_rows
 from pipelines.reminders.templates import ReminderContext, RenderedReminder, render_reminder
 
 log = logging.getLogger(__name__)
@@ -180,11 +181,7 @@ def _check_templates(
 
 def _render_by_template(con: Con, day: dt.date, templates: list[dict[str, Any]]) -> int:
     """``_tpl`` from ``templates``; the outbox rows of their groups filled in by SQL. Returns how many."""
-    con.register("_tpl_arrow", pa.Table.from_pylist(templates, schema=_TEMPLATE_SCHEMA))
-    try:
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _tpl AS SELECT * FROM _tpl_arrow")
-    finally:
-        con.unregister("_tpl_arrow")
+    temp_table_from_rows(con, "_tpl", templates, _TEMPLATE_SCHEMA)
     run_sql(
         con,
         """

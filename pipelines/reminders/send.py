@@ -18,6 +18,7 @@ from pipelines.db import Con, transaction
 from pipelines.lifecycle.queue import queue_ledger
 from pipelines.lifecycle.sql import drop_tables, run_sql, working_copy
 from pipelines.reminders.channels import BatchOutcome, Channel, OutgoingReminder, send_with_retry
+from pipelines.reminders.ids import temp_table_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +241,7 @@ def _batch_results(
 def _write_results(con: Con, day: dt.date, results: list[dict[str, Any]]) -> None:
     """``_res`` from ``results``; the outbox rows and reminders updated, the sends queued."""
     p = {"d": day}
-    con.register("_res_arrow", pa.Table.from_pylist(results, schema=_RESULT_SCHEMA))
-    try:
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _res AS SELECT * FROM _res_arrow")
-    finally:
-        con.unregister("_res_arrow")
+    temp_table_from_rows(con, "_res", results, _RESULT_SCHEMA)
     run_sql(
         con,
         """
