@@ -35,6 +35,12 @@ _TEMP_TABLES = (
 )
 
 
+_ADDRESS = (
+    "CASE x.channel WHEN 'sms' THEN x.contact_phone WHEN 'email' THEN x.contact_email "
+    "ELSE x.subscriber_ref END"
+)
+
+
 # --------------------------------------------------------------------------- schedule
 
 
@@ -64,53 +70,6 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
     rendered, one_by_one = render_due(con, settings, day)
     drop_tables(con, _TEMP_TABLES)
     return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one)
-
-
-def _letter_sql(settings: Settings) -> str:
-    return "'letter'" if settings.letter.enabled else "NULL"
-
-
-def _best_channel_sql(settings: Settings) -> str:
-    """The owner's best channel as SQL over columns of ``t`` (tenures)."""
-    return (
-        "CASE WHEN t.contact_phone IS NOT NULL THEN 'sms' "
-        f"WHEN t.contact_email IS NOT NULL THEN 'email' ELSE {_letter_sql(settings)} END"
-    )
-
-
-def _next_channel_sql(settings: Settings) -> str:
-    """The owner's next channel after ``f.channel`` as SQL over columns of ``t`` (tenures)."""
-    letter = _letter_sql(settings)
-    return (
-        "CASE f.channel WHEN 'sms' THEN CASE WHEN t.contact_email IS NOT NULL THEN 'email' "
-        f"ELSE {letter} END WHEN 'email' THEN {letter} END"
-    )
-
-
-_ADDRESS = (
-    "CASE x.channel WHEN 'sms' THEN x.contact_phone WHEN 'email' THEN x.contact_email "
-    "ELSE x.subscriber_ref END"
-)
-
-
-def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
-    """Insert reminders from temp table ``source`` whose deterministic id is not yet on record."""
-    if not count_of(con, f"SELECT count(*) FROM {source}"):
-        return 0
-    row = run_sql(
-        con,
-        f"""
-        INSERT INTO reminders
-        SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
-               x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
-               NULL, $d, x.origin_id, false, NULL, x.release_on, x.cause
-        FROM {source} x
-        ANTI JOIN (SELECT reminder_id FROM reminders SEMI JOIN {source} USING (tenure_id)) r
-            USING (reminder_id)
-        """,
-        {"d": day},
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _find_failed(con: Con, day: dt.date) -> None:
@@ -314,3 +273,44 @@ def _mark_fallbacks_handled(con: Con) -> None:
             WHERE reminder_id IN (SELECT reminder_id FROM _failed)
             """,
         )
+
+
+def _letter_sql(settings: Settings) -> str:
+    return "'letter'" if settings.letter.enabled else "NULL"
+
+
+def _best_channel_sql(settings: Settings) -> str:
+    """The owner's best channel as SQL over columns of ``t`` (tenures)."""
+    return (
+        "CASE WHEN t.contact_phone IS NOT NULL THEN 'sms' "
+        f"WHEN t.contact_email IS NOT NULL THEN 'email' ELSE {_letter_sql(settings)} END"
+    )
+
+
+def _next_channel_sql(settings: Settings) -> str:
+    """The owner's next channel after ``f.channel`` as SQL over columns of ``t`` (tenures)."""
+    letter = _letter_sql(settings)
+    return (
+        "CASE f.channel WHEN 'sms' THEN CASE WHEN t.contact_email IS NOT NULL THEN 'email' "
+        f"ELSE {letter} END WHEN 'email' THEN {letter} END"
+    )
+
+
+def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
+    """Insert reminders from temp table ``source`` whose deterministic id is not yet on record."""
+    if not count_of(con, f"SELECT count(*) FROM {source}"):
+        return 0
+    row = run_sql(
+        con,
+        f"""
+        INSERT INTO reminders
+        SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
+               x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
+               NULL, $d, x.origin_id, false, NULL, x.release_on, x.cause
+        FROM {source} x
+        ANTI JOIN (SELECT reminder_id FROM reminders SEMI JOIN {source} USING (tenure_id)) r
+            USING (reminder_id)
+        """,
+        {"d": day},
+    ).fetchone()
+    return int(row[0]) if row else 0
