@@ -359,6 +359,20 @@ def write_receipts(
     address), so the same input gives a byte-identical file. Returns the path, or ``None``
     when there is nothing to report.
     """
+    messages = _accepted_table(accepted)
+    letter_files = _letter_batches(letters_dir, day)
+    if not messages.num_rows and not letter_files:
+        return None
+    out = inbox_dir / f"receipts_{day.isoformat()}.csv"
+    data = _receipts_csv(messages, letter_files, day, seed, out.name)
+    if data.count(b"\n") <= 1:
+        return None  # letters read, but none of them is answered on this day
+    atomic_write_bytes(out, data)
+    return out
+
+
+def _accepted_table(accepted: Iterable[AcceptedMessage]) -> pa.Table:
+    """The e-mails and SMS the gateways took, as the ``accepted`` table of the receipts query."""
     ids: list[str] = []
     channels: list[str] = []
     addresses: list[str] = []
@@ -372,10 +386,7 @@ def write_receipts(
         channels.append(m.channel)
         addresses.append(m.to)
         refs.append(m.provider_ref)
-    letter_files = _letter_batches(letters_dir, day)
-    if not ids and not letter_files:
-        return None
-    messages = pa.table(
+    return pa.table(
         {
             "reminder_id": pa.array(ids, pa.string()),
             "channel": pa.array(channels, pa.string()),
@@ -383,7 +394,11 @@ def write_receipts(
             "provider_ref": pa.array(refs, pa.string()),
         }
     )
-    profiles = pa.table(
+
+
+def _profiles_table() -> pa.Table:
+    """:data:`_PROFILES` as the ``profiles`` table of the receipts query."""
+    return pa.table(
         {
             "channel": list(_PROFILES),
             "unreachable": [p.unreachable for p in _PROFILES.values()],
@@ -395,39 +410,42 @@ def write_receipts(
             "delay_span": [p.delay_max - p.delay_min + 1 for p in _PROFILES.values()],
         }
     )
-    letters_sql = (
-        "SELECT NULL::VARCHAR AS reminder_id, NULL::VARCHAR AS address, NULL::DATE AS sent_on LIMIT 0"
+
+
+def _letters_sql(letter_files: list[Path]) -> str:
+    """The letters of the print house batches (reminder_id, address, sent_on) as SQL over ``$files``."""
+    if not letter_files:
+        return "SELECT NULL::VARCHAR AS reminder_id, NULL::VARCHAR AS address, NULL::DATE AS sent_on LIMIT 0"
+    columns = ", ".join(f"'{c}': 'VARCHAR'" for c in LETTER_COLUMNS)
+    return (
+        'SELECT reminder_id, "to" AS address, '
+        "regexp_extract(filename, 'letters_(\\d{4}-\\d{2}-\\d{2})\\.csv$', 1)::DATE AS sent_on "
+        f"FROM read_csv($files, header = true, auto_detect = false, columns = {{{columns}}}, "
+        "quote = '\"', escape = '\"', filename = true)"
     )
-    if letter_files:
-        columns = ", ".join(f"'{c}': 'VARCHAR'" for c in LETTER_COLUMNS)
-        letters_sql = (
-            'SELECT reminder_id, "to" AS address, '
-            "regexp_extract(filename, 'letters_(\\d{4}-\\d{2}-\\d{2})\\.csv$', 1)::DATE AS sent_on "
-            f"FROM read_csv($files, header = true, auto_detect = false, columns = {{{columns}}}, "
-            "quote = '\"', escape = '\"', filename = true)"
-        )
-    out = inbox_dir / f"receipts_{day.isoformat()}.csv"
+
+
+def _receipts_csv(
+    messages: pa.Table, letter_files: list[Path], day: dt.date, seed: int, file_name: str
+) -> bytes:
+    """The receipts file's bytes, as DuckDB's CSV writer produces them (header line included)."""
     params: dict[str, object] = {"seed": str(seed), "day": day}
     if letter_files:
         params["files"] = [str(f) for f in letter_files]
     con = duckdb.connect()
     try:
         con.register("accepted", messages)
-        con.register("profiles", profiles)
+        con.register("profiles", _profiles_table())
         with tempfile.TemporaryDirectory(prefix="receipts-") as tmp:
-            tmp_csv = Path(tmp) / out.name
-            query = _RECEIPTS_SQL.replace("{letters}", letters_sql)
+            tmp_csv = Path(tmp) / file_name
+            query = _RECEIPTS_SQL.replace("{letters}", _letters_sql(letter_files))
             con.execute(
                 f"COPY ({query}) TO {sql_str(tmp_csv)} (FORMAT csv, HEADER true, DELIMITER ',')",
                 params,
             )
-            data = tmp_csv.read_bytes()
+            return tmp_csv.read_bytes()
     finally:
         con.close()
-    if data.count(b"\n") <= 1:
-        return None  # letters read, but none of them is answered on this day
-    atomic_write_bytes(out, data)
-    return out
 
 
 # Draws are uniform on [0, 1) from 52-bit slices of SHA-256, so outcomes are stable across

@@ -8,10 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipelines.config import Settings
-from pipelines.db import nightly_step
+from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.queue import queue_ledger
-from pipelines.lifecycle.sql import count_of, run_sql, working_copy
-from pipelines.reminders.ids import Con
+from pipelines.lifecycle.sql import count_of, drop_tables, run_sql, working_copy
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,15 @@ class ReceiptsReport:
     newly_effective: int
     newly_acknowledged: int
     newly_failed: int  # failed or expired: a fallback follows at the schedule step
+
+
+# The temp tables of one apply_receipts call: each created by the phase named, all dropped
+# together when the call ends (a day without receipts ends after the first phase).
+_TEMP_TABLES = (
+    "_rc",  # the day's receipt rows, each judged against the reminder it names: _read_receipts
+    "_upd",  # per reminder with receipts: its old and new status and dates: _judge_reminders
+    "_rt",  # the tenures of reminders that became effective: _queue_ledger_events
+)
 
 
 # --------------------------------------------------------------------------- receipts
@@ -39,7 +47,21 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
     ``acknowledged``) ledger events carrying the receipt row's SHA-256.
     """
     del settings  # receipts follow no regional policy; kept for the uniform step signature
-    p = {"d": day}
+    if not _read_receipts(con, day):
+        drop_tables(con, _TEMP_TABLES)
+        return ReceiptsReport(day, 0, 0, 0, 0, 0, 0)
+    _quarantine_unknown(con, day)
+    _judge_reminders(con)
+    _update_reminders(con, day)
+    _queue_ledger_events(con, day)
+    report = _report(con, day)
+    drop_tables(con, _TEMP_TABLES)
+    return report
+
+
+def _read_receipts(con: Con, day: dt.date) -> int:
+    """``_rc``: the receipt rows of ``day`` with their file, digest and whether the reminder they
+    name went out on their channel (``known``). Returns how many there are."""
     run_sql(
         con,
         """
@@ -56,11 +78,13 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
         LEFT JOIN (SELECT sha256, min(file_name) AS file_name, min(kind) AS kind FROM files
                    GROUP BY sha256) f ON f.sha256 = rr.file_sha256
         """,
-        p,
+        {"d": day},
     )
-    if not count_of(con, "SELECT count(*) FROM _rc"):
-        run_sql(con, "DROP TABLE IF EXISTS _rc")
-        return ReceiptsReport(day, 0, 0, 0, 0, 0, 0)
+    return count_of(con, "SELECT count(*) FROM _rc")
+
+
+def _quarantine_unknown(con: Con, day: dt.date) -> None:
+    """Quarantine the receipts naming no reminder, or one that went out on another channel."""
     run_sql(
         con,
         """
@@ -74,8 +98,13 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
         FROM _rc WHERE NOT known ORDER BY file_sha256, line_no
         ON CONFLICT DO NOTHING
         """,
-        p,
+        {"d": day},
     )
+
+
+def _judge_reminders(con: Con) -> None:
+    """``_upd``: for every reminder the known receipts name, its status and effective date before
+    and after them, and the digests the ledger events carry."""
     run_sql(
         con,
         """
@@ -108,6 +137,10 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
         FROM reminders r JOIN agg a USING (reminder_id)
         """,
     )
+
+
+def _update_reminders(con: Con, day: dt.date) -> None:
+    """Write ``_upd`` to the reminders; a newly failed one is due a fallback from ``day``."""
     run_sql(
         con,
         """
@@ -117,8 +150,12 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
                                                  THEN coalesce(reminders.fallback_due, $d) END
         FROM _upd u WHERE reminders.reminder_id = u.reminder_id
         """,
-        p,
+        {"d": day},
     )
+
+
+def _queue_ledger_events(con: Con, day: dt.date) -> None:
+    """Queue ``reminder_effective`` and ``acknowledged`` for the reminders that just became so."""
     working_copy(
         con,
         "_rt",
@@ -149,6 +186,9 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
         WHERE u.old_status <> 'acknowledged' AND u.new_status = 'acknowledged'
         """,
     )
+
+
+def _report(con: Con, day: dt.date) -> ReceiptsReport:
     row = run_sql(
         con,
         """
@@ -163,6 +203,4 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
         """,
     ).fetchone()
     assert row is not None
-    for name in ("_rc", "_upd", "_rt"):
-        run_sql(con, f"DROP TABLE IF EXISTS {name}")
     return ReceiptsReport(day, *(int(v) for v in row))

@@ -12,11 +12,20 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.config import Settings
-from pipelines.lifecycle.sql import count_of, run_sql
-from pipelines.reminders.ids import Con
+from pipelines.db import Con
+from pipelines.lifecycle.sql import count_of, drop_tables, run_sql
+from pipelines.reminders.ids import temp_table_from_rows
 from pipelines.reminders.templates import ReminderContext, RenderedReminder, render_reminder
 
 log = logging.getLogger(__name__)
+
+# The temp tables of one render_due call: each created by the phase named, all dropped together
+# when the call ends.
+_TEMP_TABLES = (
+    "_todo",  # the due reminders not yet in the outbox, with their template group: _find_todo
+    "_tpl",  # one checked text per template group: _render_by_template
+    "_bad",  # the groups that failed the check: _render_one_by_one
+)
 
 # --------------------------------------------------------------------------- render
 
@@ -45,13 +54,26 @@ def _context(settings: Settings, row: Sequence[Any]) -> ReminderContext:
     )
 
 
+_TEMPLATE_SCHEMA = pa.schema(
+    [
+        ("gkey", pa.string()),
+        ("subject", pa.string()),
+        ("text", pa.string()),
+        ("html", pa.string()),
+        ("lang", pa.string()),
+        ("ex_masked", pa.string()),
+        ("ex_id", pa.string()),
+    ]
+)
+
+
 def _swap(text: str | None, ex_masked: str, ex_id: str, masked: str, rid: str) -> str | None:
     # Same order as the SQL replace() below.
     return None if text is None else text.replace(ex_masked, masked).replace(ex_id, rid)
 
 
 def render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
-    """Render due reminders into the outbox.
+    """Render due reminders into the outbox; returns (rendered, of those rendered one by one).
 
     Rendering one by one costs ~70 µs a reminder in Python; a night of a million would take
     over a minute. Reminders that differ only in number and id share a text, so each group
@@ -60,7 +82,21 @@ def render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
     must match the filled-in text, else the whole group is rendered one by one: a template
     that used the number or id in any other way cannot slip through.
     """
-    p = {"d": day}
+    if not _find_todo(con, day):
+        drop_tables(con, _TEMP_TABLES)
+        return 0, 0
+    templates, bad = _check_templates(settings, _group_samples(con))
+    if bad:
+        log.warning("%d reminder group(s) did not fit the template fast path; rendered one by one", len(bad))
+    rendered_n = _render_by_template(con, day, templates) if templates else 0
+    one_by_one = _render_one_by_one(con, settings, day, bad) if bad else 0
+    drop_tables(con, _TEMP_TABLES)
+    return rendered_n + one_by_one, one_by_one
+
+
+def _find_todo(con: Con, day: dt.date) -> int:
+    """``_todo``: the scheduled reminders due by ``day`` that have no outbox row yet, each with
+    its masked number and template group key. Returns how many there are."""
     run_sql(
         con,
         """
@@ -85,14 +121,15 @@ def render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
                         AS gkey
         FROM m
         """,
-        p,
+        {"d": day},
     )
-    if not count_of(con, "SELECT count(*) FROM _todo"):
-        run_sql(con, "DROP TABLE IF EXISTS _todo")
-        return 0, 0
-    # The two members with the smallest ids of every group: an aggregate, not a window, which
-    # would sort every row of the day's outbox.
-    samples = run_sql(
+    return count_of(con, "SELECT count(*) FROM _todo")
+
+
+def _group_samples(con: Con) -> list[Any]:
+    """The two members with the smallest ids of every group (``_CTX_COLUMNS`` and their rank)."""
+    # An aggregate, not a window, which would sort every row of the day's outbox.
+    return run_sql(
         con,
         f"""
         SELECT {_CTX_COLUMNS}, s.gi FROM _todo JOIN (
@@ -101,7 +138,13 @@ def render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
         ORDER BY gkey, s.gi
         """,
     ).fetchall()
-    templates: list[dict[str, Any]] = []
+
+
+def _check_templates(
+    settings: Settings, samples: Sequence[Sequence[Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Render the samples; (the template of every group whose second member matches its
+    filled-in first, the keys of the groups that do not)."""
     exemplars: dict[str, tuple[Sequence[Any], RenderedReminder]] = {}
     bad: list[str] = []
     for row in samples:
@@ -120,102 +163,80 @@ def render_due(con: Con, settings: Settings, day: dt.date) -> tuple[int, int]:
         )
         if not same:
             bad.append(gkey)
-    for gkey, (ex_row, ex) in exemplars.items():
-        if gkey not in bad:
-            templates.append(
-                {
-                    "gkey": gkey,
-                    "subject": ex.subject,
-                    "text": ex.text,
-                    "html": ex.html,
-                    "lang": ex.language,
-                    "ex_masked": ex_row[2],
-                    "ex_id": ex_row[0],
-                }
-            )
-    if bad:
-        log.warning("%d reminder group(s) did not fit the template fast path; rendered one by one", len(bad))
+    templates = [
+        {
+            "gkey": gkey,
+            "subject": ex.subject,
+            "text": ex.text,
+            "html": ex.html,
+            "lang": ex.language,
+            "ex_masked": ex_row[2],
+            "ex_id": ex_row[0],
+        }
+        for gkey, (ex_row, ex) in exemplars.items()
+        if gkey not in bad
+    ]
+    return templates, bad
 
-    rendered_n = 0
-    if templates:
-        tpl = pa.Table.from_pylist(
-            templates,
-            schema=pa.schema(
-                [
-                    ("gkey", pa.string()),
-                    ("subject", pa.string()),
-                    ("text", pa.string()),
-                    ("html", pa.string()),
-                    ("lang", pa.string()),
-                    ("ex_masked", pa.string()),
-                    ("ex_id", pa.string()),
-                ]
-            ),
+
+def _render_by_template(con: Con, day: dt.date, templates: list[dict[str, Any]]) -> int:
+    """``_tpl`` from ``templates``; the outbox rows of their groups filled in by SQL. Returns how many."""
+    temp_table_from_rows(con, "_tpl", templates, _TEMPLATE_SCHEMA)
+    run_sql(
+        con,
+        """
+        INSERT INTO outbox
+        SELECT t.reminder_id, t.reminder_id, t.channel, t.address, p.lang,
+               replace(replace(p.subject, p.ex_masked, t.masked), p.ex_id, t.reminder_id),
+               replace(replace(p.text, p.ex_masked, t.masked), p.ex_id, t.reminder_id),
+               replace(replace(p.html, p.ex_masked, t.masked), p.ex_id, t.reminder_id),
+               t.due_on, 'pending', 0, NULL, NULL, $d
+        FROM _todo t JOIN _tpl p USING (gkey)
+        """,
+        {"d": day},
+    )
+    return count_of(con, "SELECT count(*) FROM _todo SEMI JOIN _tpl USING (gkey)")
+
+
+def _render_one_by_one(con: Con, settings: Settings, day: dt.date, bad: list[str]) -> int:
+    """``_bad`` from the group keys ``bad``; their outbox rows rendered one by one. Returns how many."""
+    run_sql(con, "CREATE OR REPLACE TEMP TABLE _bad (gkey VARCHAR)")
+    con.executemany("INSERT INTO _bad VALUES (?)", [[g] for g in bad])
+    rows = run_sql(
+        con,
+        f"""
+        SELECT {_CTX_COLUMNS}, address, due_on FROM _todo SEMI JOIN _bad USING (gkey)
+        ORDER BY reminder_id
+        """,
+    ).fetchall()
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        r = render_reminder(_context(settings, row[:11]))
+        out.append(
+            {
+                "reminder_id": row[0],
+                "channel": row[3],
+                "address": row[11],
+                "language": r.language,
+                "subject": r.subject,
+                "text": r.text,
+                "html": r.html,
+                "due_on": row[12],
+            }
         )
-        con.register("_tpl_arrow", tpl)
+    if out:
+        con.register("_one_arrow", pa.Table.from_pylist(out))
         try:
-            run_sql(con, "CREATE OR REPLACE TEMP TABLE _tpl AS SELECT * FROM _tpl_arrow")
-        finally:
-            con.unregister("_tpl_arrow")
-        run_sql(
-            con,
-            """
-            INSERT INTO outbox
-            SELECT t.reminder_id, t.reminder_id, t.channel, t.address, p.lang,
-                   replace(replace(p.subject, p.ex_masked, t.masked), p.ex_id, t.reminder_id),
-                   replace(replace(p.text, p.ex_masked, t.masked), p.ex_id, t.reminder_id),
-                   replace(replace(p.html, p.ex_masked, t.masked), p.ex_id, t.reminder_id),
-                   t.due_on, 'pending', 0, NULL, NULL, $d
-            FROM _todo t JOIN _tpl p USING (gkey)
-            """,
-            p,
-        )
-        rendered_n += int(count_of(con, "SELECT count(*) FROM _todo SEMI JOIN _tpl USING (gkey)"))
-        run_sql(con, "DROP TABLE IF EXISTS _tpl")
-
-    one_by_one = 0
-    if bad:
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _bad (gkey VARCHAR)")
-        con.executemany("INSERT INTO _bad VALUES (?)", [[g] for g in bad])
-        rows = run_sql(
-            con,
-            f"""
-            SELECT {_CTX_COLUMNS}, address, due_on FROM _todo SEMI JOIN _bad USING (gkey)
-            ORDER BY reminder_id
-            """,
-        ).fetchall()
-        out: list[dict[str, Any]] = []
-        for row in rows:
-            r = render_reminder(_context(settings, row[:11]))
-            out.append(
-                {
-                    "reminder_id": row[0],
-                    "channel": row[3],
-                    "address": row[11],
-                    "language": r.language,
-                    "subject": r.subject,
-                    "text": r.text,
-                    "html": r.html,
-                    "due_on": row[12],
-                }
+            run_sql(
+                con,
+                """
+                INSERT INTO outbox
+                SELECT reminder_id, reminder_id, channel, address, language, subject, text, html,
+                       due_on, 'pending', 0, NULL, NULL, $d
+                FROM _one_arrow ORDER BY reminder_id
+                """,
+                {"d": day},
             )
-        one_by_one = len(out)
-        if out:
-            con.register("_one_arrow", pa.Table.from_pylist(out))
-            try:
-                run_sql(
-                    con,
-                    """
-                    INSERT INTO outbox
-                    SELECT reminder_id, reminder_id, channel, address, language, subject, text, html,
-                           due_on, 'pending', 0, NULL, NULL, $d
-                    FROM _one_arrow ORDER BY reminder_id
-                    """,
-                    p,
-                )
-            finally:
-                con.unregister("_one_arrow")
-        run_sql(con, "DROP TABLE IF EXISTS _bad")
-        rendered_n += one_by_one
-    run_sql(con, "DROP TABLE IF EXISTS _todo")
-    return rendered_n, one_by_one
+        finally:
+            con.unregister("_one_arrow")
+    return len(out)

@@ -8,9 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipelines.config import Settings
-from pipelines.db import nightly_step
-from pipelines.lifecycle.sql import count_of, policy_sql, run_sql, working_copy
-from pipelines.reminders.ids import REMINDING_SQL, Con
+from pipelines.db import Con, nightly_step
+from pipelines.lifecycle.sql import count_of, drop_tables, policy_sql, run_sql, working_copy
+from pipelines.reminders.ids import REMINDING_SQL
 from pipelines.reminders.render import render_due
 
 
@@ -24,21 +24,15 @@ class ScheduleReport:
     rendered_one_by_one: int  # of those, rendered without the per-group template fast path
 
 
-# --------------------------------------------------------------------------- schedule
-
-
-def _channel_sql(settings: Settings) -> tuple[str, str]:
-    """(best channel, next channel after ``channel``) as SQL over columns of ``t`` (tenures)."""
-    letter = "'letter'" if settings.letter.enabled else "NULL"
-    best = (
-        "CASE WHEN t.contact_phone IS NOT NULL THEN 'sms' "
-        f"WHEN t.contact_email IS NOT NULL THEN 'email' ELSE {letter} END"
-    )
-    after = (
-        "CASE f.channel WHEN 'sms' THEN CASE WHEN t.contact_email IS NOT NULL THEN 'email' "
-        f"ELSE {letter} END WHEN 'email' THEN {letter} END"
-    )
-    return best, after
+# The temp tables of one schedule_reminders call: each created by the phase named, all dropped
+# together when the call ends (render_due keeps its own).
+_TEMP_TABLES = (
+    "_failed",  # failed/expired reminders due a fallback today: _find_failed
+    "_sn",  # the numbers this step acts on and why (new, hold, fallback): _find_numbers
+    "_tc",  # their owners' contacts: _read_contacts
+    "_hold",  # the hold reminders planned for today: _plan_hold
+    "_fb",  # the fallback reminders planned for today: _plan_fallbacks
+)
 
 
 _ADDRESS = (
@@ -47,24 +41,7 @@ _ADDRESS = (
 )
 
 
-def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
-    """Insert reminders from temp table ``source`` whose deterministic id is not yet on record."""
-    if not count_of(con, f"SELECT count(*) FROM {source}"):
-        return 0
-    row = run_sql(
-        con,
-        f"""
-        INSERT INTO reminders
-        SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
-               x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
-               NULL, $d, x.origin_id, false, NULL, x.release_on, x.cause
-        FROM {source} x
-        ANTI JOIN (SELECT reminder_id FROM reminders SEMI JOIN {source} USING (tenure_id)) r
-            USING (reminder_id)
-        """,
-        {"d": day},
-    ).fetchone()
-    return int(row[0]) if row else 0
+# --------------------------------------------------------------------------- schedule
 
 
 @nightly_step
@@ -81,9 +58,21 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
       (sms → email → letter), due ``day``.
     * every scheduled reminder due by ``day`` is rendered into the outbox (pending).
     """
-    p = {"d": day}
-    best, after = _channel_sql(settings)
-    offsets = policy_sql(settings, "reminder_offsets", "s.region")
+    _find_failed(con, day)
+    _find_numbers(con, day)
+    _read_contacts(con)
+    scheduled = _schedule_new_disconnections(con, settings, day)
+    _plan_hold(con, settings, day)
+    hold = _insert_new_reminders(con, day, "_hold")
+    _plan_fallbacks(con, settings, day)
+    fallbacks = _insert_new_reminders(con, day, "_fb")
+    _mark_fallbacks_handled(con)
+    rendered, one_by_one = render_due(con, settings, day)
+    drop_tables(con, _TEMP_TABLES)
+    return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one)
+
+
+def _find_failed(con: Con, day: dt.date) -> None:
     run_sql(
         con,
         """
@@ -91,8 +80,11 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         SELECT * FROM reminders
         WHERE status IN ('failed', 'expired') AND NOT fallback_handled AND fallback_due <= $d
         """,
-        p,
+        {"d": day},
     )
+
+
+def _find_numbers(con: Con, day: dt.date) -> None:
     # The numbers this step acts on: numbers that entered a disconnection today, numbers held
     # today (each found by equalities the scan applies before decoding the other columns; an
     # IN or OR would decode ten million rows), and the numbers of the failed reminders while
@@ -117,8 +109,11 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
             AND f.disconnected_on = s.disconnected_on
         WHERE s.state IN {REMINDING_SQL}
         """,
-        p,
+        {"d": day},
     )
+
+
+def _read_contacts(con: Con) -> None:
     # Their owners' contacts, read from the ten-million-row tenures once for all three.
     working_copy(
         con,
@@ -128,6 +123,12 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         "SELECT tenure_id FROM _sn UNION ALL SELECT tenure_id FROM _failed",
         "t.tenure_id, t.contact_phone, t.contact_email, t.subscriber_ref, t.language",
     )
+
+
+def _schedule_new_disconnections(con: Con, settings: Settings, day: dt.date) -> int:
+    """Insert one reminder per policy offset for every new disconnection; returns how many."""
+    best = _best_channel_sql(settings)
+    offsets = policy_sql(settings, "reminder_offsets", "s.region")
     inserted = run_sql(
         con,
         f"""
@@ -173,10 +174,15 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
             SELECT reminder_id FROM reminders
             SEMI JOIN (SELECT tenure_id FROM _sn WHERE why = 'new') c USING (tenure_id))
         """,
-        p,
+        {"d": day},
     ).fetchone()
-    scheduled = int(inserted[0]) if inserted else 0
+    return int(inserted[0]) if inserted else 0
 
+
+def _plan_hold(con: Con, settings: Settings, day: dt.date) -> None:
+    """``_hold``: one more reminder for each number held today, on every channel its owner has
+    that has no effective reminder yet (else the best one)."""
+    best = _best_channel_sql(settings)
     letter_on = "true" if settings.letter.enabled else "false"
     run_sql(
         con,
@@ -216,10 +222,13 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
                CAST(NULL AS VARCHAR) AS origin_id, $d + 1 AS release_on, x.cause
         FROM x
         """,
-        p,
+        {"d": day},
     )
-    hold = _insert_new_reminders(con, day, "_hold")
 
+
+def _plan_fallbacks(con: Con, settings: Settings, day: dt.date) -> None:
+    """``_fb``: a reminder on the owner's next channel for each failed one, due ``day``."""
+    after = _next_channel_sql(settings)
     run_sql(
         con,
         f"""
@@ -251,9 +260,11 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
         FROM x ANTI JOIN busy b ON b.tenure_id = x.tenure_id
             AND b.disconnected_on = x.disconnected_on AND b.channel = x.channel
         """,
-        p,
+        {"d": day},
     )
-    fallbacks = _insert_new_reminders(con, day, "_fb")
+
+
+def _mark_fallbacks_handled(con: Con) -> None:
     if count_of(con, "SELECT count(*) FROM _failed"):
         run_sql(
             con,
@@ -262,7 +273,44 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
             WHERE reminder_id IN (SELECT reminder_id FROM _failed)
             """,
         )
-    rendered, one_by_one = render_due(con, settings, day)
-    for name in ("_sn", "_tc", "_hold", "_failed", "_fb"):
-        run_sql(con, f"DROP TABLE IF EXISTS {name}")
-    return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one)
+
+
+def _letter_sql(settings: Settings) -> str:
+    return "'letter'" if settings.letter.enabled else "NULL"
+
+
+def _best_channel_sql(settings: Settings) -> str:
+    """The owner's best channel as SQL over columns of ``t`` (tenures)."""
+    return (
+        "CASE WHEN t.contact_phone IS NOT NULL THEN 'sms' "
+        f"WHEN t.contact_email IS NOT NULL THEN 'email' ELSE {_letter_sql(settings)} END"
+    )
+
+
+def _next_channel_sql(settings: Settings) -> str:
+    """The owner's next channel after ``f.channel`` as SQL over columns of ``t`` (tenures)."""
+    letter = _letter_sql(settings)
+    return (
+        "CASE f.channel WHEN 'sms' THEN CASE WHEN t.contact_email IS NOT NULL THEN 'email' "
+        f"ELSE {letter} END WHEN 'email' THEN {letter} END"
+    )
+
+
+def _insert_new_reminders(con: Con, day: dt.date, source: str) -> int:
+    """Insert reminders from temp table ``source`` whose deterministic id is not yet on record."""
+    if not count_of(con, f"SELECT count(*) FROM {source}"):
+        return 0
+    row = run_sql(
+        con,
+        f"""
+        INSERT INTO reminders
+        SELECT x.reminder_id, x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
+               x.final, x.channel, x.address, x.language, x.due_on, 'scheduled', 0, NULL, NULL,
+               NULL, $d, x.origin_id, false, NULL, x.release_on, x.cause
+        FROM {source} x
+        ANTI JOIN (SELECT reminder_id FROM reminders SEMI JOIN {source} USING (tenure_id)) r
+            USING (reminder_id)
+        """,
+        {"d": day},
+    ).fetchone()
+    return int(row[0]) if row else 0

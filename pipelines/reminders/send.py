@@ -14,10 +14,11 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.config import Settings
+from pipelines.db import Con, transaction
 from pipelines.lifecycle.queue import queue_ledger
-from pipelines.lifecycle.sql import run_sql, working_copy
+from pipelines.lifecycle.sql import drop_tables, run_sql, working_copy
 from pipelines.reminders.channels import BatchOutcome, Channel, OutgoingReminder, send_with_retry
-from pipelines.reminders.ids import Con
+from pipelines.reminders.ids import temp_table_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,24 @@ class SendReport:
     no_channel: int  # pending rows for a channel the caller did not pass
     batches: int
 
+
+# The temp tables of one send_reminders call: each created by the phase named, all dropped
+# together when the call ends.
+_TEMP_TABLES = (
+    "_send",  # the pending outbox rows to try today, numbered per channel: _find_pending
+    "_st",  # the tenures of their reminders: _read_ledger_facts
+    "_sinfo",  # what the ledger entry of each sent reminder carries: _read_ledger_facts
+    "_res",  # one batch's results, replaced by the next batch: _record_batch
+)
+
+_RESULT_SCHEMA = pa.schema(
+    [
+        ("reminder_id", pa.string()),
+        ("result", pa.string()),
+        ("provider_ref", pa.string()),
+        ("error", pa.string()),
+    ]
+)
 
 # --------------------------------------------------------------------------- send
 
@@ -58,7 +77,28 @@ def send_reminders(
     ``reminder_sent`` ledger event.
     """
     del settings  # channels are built by the caller from the settings
-    p = {"d": day}
+    _find_pending(con, day)
+    _read_ledger_facts(con)
+    per_channel = _pending_per_channel(con)
+    no_channel = _warn_about_missing_channels(per_channel, channels)
+    sent = failed = retry = batches = attempted = 0
+    for name in sorted(str(c) for c in per_channel if c in channels):
+        for start in range(1, int(per_channel[name]) + 1, batch_size):
+            batch, nights = _read_batch(con, name, start, batch_size)
+            outcome = send_with_retry(
+                channels[name], batch, attempts=attempts, backoff_s=backoff_s, sleep=sleep
+            )
+            s, f, t = _record_batch(con, day, batch, outcome, nights, give_up_after_nights)
+            sent += s
+            failed += f
+            retry += t
+            attempted += len(batch)
+            batches += 1
+    drop_tables(con, _TEMP_TABLES)
+    return SendReport(day, attempted, sent, failed, retry, no_channel, batches)
+
+
+def _find_pending(con: Con, day: dt.date) -> None:
     run_sql(
         con,
         """
@@ -69,12 +109,14 @@ def send_reminders(
         WHERE status = 'pending' AND due_on <= $d AND (last_attempt_on IS NULL OR last_attempt_on < $d)
         ORDER BY channel, rn
         """,
-        p,
+        {"d": day},
     )
+
+
+def _read_ledger_facts(con: Con) -> None:
     # What the ledger entry of a sent reminder carries, read once for the run instead of
     # joining the ten-million-row tenures for every batch; none of it changes while sending.
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         working_copy(
             con,
             "_st",
@@ -94,11 +136,14 @@ def send_reminders(
             JOIN _st t ON t.tenure_id = m.tenure_id
             """,
         )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    per_channel = dict(run_sql(con, "SELECT channel, count(*) FROM _send GROUP BY channel").fetchall())
+
+
+def _pending_per_channel(con: Con) -> dict[str, int]:
+    return dict(run_sql(con, "SELECT channel, count(*) FROM _send GROUP BY channel").fetchall())
+
+
+def _warn_about_missing_channels(per_channel: Mapping[str, int], channels: Mapping[str, Channel]) -> int:
+    """Log the pending rows no adapter of this run can send; returns how many there are."""
     no_channel = sum(int(n) for ch, n in per_channel.items() if ch not in channels)
     if no_channel:
         log.warning(
@@ -106,43 +151,35 @@ def send_reminders(
             no_channel,
             ", ".join(sorted(str(c) for c in per_channel if c not in channels)),
         )
-    sent = failed = retry = batches = attempted = 0
-    for name in sorted(str(c) for c in per_channel if c in channels):
-        channel = channels[name]
-        total = int(per_channel[name])
-        for start in range(1, total + 1, batch_size):
-            rows = run_sql(
-                con,
-                """
-                SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts
-                FROM _send WHERE channel = $ch AND rn BETWEEN $a AND $b ORDER BY rn
-                """,
-                {"ch": name, "a": start, "b": start + batch_size - 1},
-            ).fetchall()
-            batch = [
-                OutgoingReminder(
-                    reminder_id=r[0],
-                    channel=r[1],
-                    to=r[2],
-                    language=r[3],
-                    subject=r[4],
-                    text=r[5],
-                    due_on=r[6],
-                    html=r[7],
-                )
-                for r in rows
-            ]
-            nights = {r[0]: int(r[8]) + 1 for r in rows}
-            outcome = send_with_retry(channel, batch, attempts=attempts, backoff_s=backoff_s, sleep=sleep)
-            s, f, t = _record_batch(con, day, batch, outcome, nights, give_up_after_nights)
-            sent += s
-            failed += f
-            retry += t
-            attempted += len(batch)
-            batches += 1
-    for name in ("_send", "_st", "_sinfo"):
-        run_sql(con, f"DROP TABLE IF EXISTS {name}")
-    return SendReport(day, attempted, sent, failed, retry, no_channel, batches)
+    return no_channel
+
+
+def _read_batch(
+    con: Con, channel: str, start: int, batch_size: int
+) -> tuple[list[OutgoingReminder], dict[str, int]]:
+    """The ``batch_size`` rows of ``channel`` from number ``start`` on, and the night each is tried."""
+    rows = run_sql(
+        con,
+        """
+        SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts
+        FROM _send WHERE channel = $ch AND rn BETWEEN $a AND $b ORDER BY rn
+        """,
+        {"ch": channel, "a": start, "b": start + batch_size - 1},
+    ).fetchall()
+    batch = [
+        OutgoingReminder(
+            reminder_id=r[0],
+            channel=r[1],
+            to=r[2],
+            language=r[3],
+            subject=r[4],
+            text=r[5],
+            due_on=r[6],
+            html=r[7],
+        )
+        for r in rows
+    ]
+    return batch, {r[0]: int(r[8]) + 1 for r in rows}
 
 
 def _record_batch(
@@ -153,6 +190,23 @@ def _record_batch(
     nights: Mapping[str, int],
     give_up_after_nights: int,
 ) -> tuple[int, int, int]:
+    """Record what the gateway did with ``batch`` in one transaction; returns (sent, failed, retry)."""
+    results = _batch_results(batch, outcome, nights, give_up_after_nights)
+    with transaction(con):
+        _write_results(con, day, results)
+    counts = {"sent": 0, "failed": 0, "retry": 0}
+    for res in results:
+        counts[str(res["result"])] += 1
+    return counts["sent"], counts["failed"], counts["retry"]
+
+
+def _batch_results(
+    batch: Sequence[OutgoingReminder],
+    outcome: BatchOutcome,
+    nights: Mapping[str, int],
+    give_up_after_nights: int,
+) -> list[dict[str, Any]]:
+    """One result per reminder of ``batch`` (sent, failed or retry), by reminder id."""
     results: dict[str, dict[str, Any]] = {}
     for failure in outcome.failed:
         permanent = failure.permanent or nights[failure.reminder_id] >= give_up_after_nights
@@ -181,70 +235,51 @@ def _record_batch(
                 "error": "the channel reported no outcome",
             },
         )
-    table = pa.Table.from_pylist(
-        sorted(results.values(), key=lambda x: str(x["reminder_id"])),
-        schema=pa.schema(
-            [
-                ("reminder_id", pa.string()),
-                ("result", pa.string()),
-                ("provider_ref", pa.string()),
-                ("error", pa.string()),
-            ]
-        ),
-    )
+    return sorted(results.values(), key=lambda x: str(x["reminder_id"]))
+
+
+def _write_results(con: Con, day: dt.date, results: list[dict[str, Any]]) -> None:
+    """``_res`` from ``results``; the outbox rows and reminders updated, the sends queued."""
     p = {"d": day}
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.register("_res_arrow", table)
-        run_sql(con, "CREATE OR REPLACE TEMP TABLE _res AS SELECT * FROM _res_arrow")
-        con.unregister("_res_arrow")
-        run_sql(
-            con,
-            """
-            UPDATE outbox SET
-                status = CASE r.result WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed' ELSE 'pending' END,
-                attempts = outbox.attempts + 1, last_attempt_on = $d, last_error = r.error
-            FROM _res r WHERE outbox.reminder_id = r.reminder_id
-            """,
-            p,
-        )
-        run_sql(
-            con,
-            """
-            UPDATE reminders SET
-                status = CASE WHEN reminders.status <> 'scheduled' THEN reminders.status
-                              WHEN r.result = 'sent' THEN 'sent'
-                              WHEN r.result = 'failed' THEN 'failed' ELSE 'scheduled' END,
-                sent_on = CASE WHEN r.result = 'sent' THEN $d ELSE reminders.sent_on END,
-                -- The schedule step of this night has run: fall back at the next one.
-                fallback_due = CASE WHEN reminders.status = 'scheduled' AND r.result = 'failed'
-                                    THEN $d + 1 ELSE reminders.fallback_due END,
-                provider_ref = coalesce(reminders.provider_ref, r.provider_ref),
-                attempts = reminders.attempts + 1
-            FROM _res r WHERE reminders.reminder_id = r.reminder_id
-            """,
-            p,
-        )
-        queue_ledger(
-            con,
-            day,
-            """
-            SELECT concat('reminder_sent:', m.reminder_id), $d, 'reminder_sent', m.msisdn, m.tenure_id,
-                   m.tenure_start, m.tenure_end,
-                   json_object('reminder_id', m.reminder_id, 'channel', m.channel, 'slot', m.slot,
-                               'reminder_no', m.reminder_no, 'final', m.final, 'due_on', m.due_on,
-                               'sent_on', $d, 'provider_ref', r.provider_ref,
-                               'disconnected_on', m.disconnected_on)
-            FROM _res r JOIN _sinfo m USING (reminder_id)
-            WHERE r.result = 'sent'
-            """,
-        )
-        run_sql(con, "DROP TABLE IF EXISTS _res")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    counts = {"sent": 0, "failed": 0, "retry": 0}
-    for res in results.values():
-        counts[str(res["result"])] += 1
-    return counts["sent"], counts["failed"], counts["retry"]
+    temp_table_from_rows(con, "_res", results, _RESULT_SCHEMA)
+    run_sql(
+        con,
+        """
+        UPDATE outbox SET
+            status = CASE r.result WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed' ELSE 'pending' END,
+            attempts = outbox.attempts + 1, last_attempt_on = $d, last_error = r.error
+        FROM _res r WHERE outbox.reminder_id = r.reminder_id
+        """,
+        p,
+    )
+    run_sql(
+        con,
+        """
+        UPDATE reminders SET
+            status = CASE WHEN reminders.status <> 'scheduled' THEN reminders.status
+                          WHEN r.result = 'sent' THEN 'sent'
+                          WHEN r.result = 'failed' THEN 'failed' ELSE 'scheduled' END,
+            sent_on = CASE WHEN r.result = 'sent' THEN $d ELSE reminders.sent_on END,
+            -- The schedule step of this night has run: fall back at the next one.
+            fallback_due = CASE WHEN reminders.status = 'scheduled' AND r.result = 'failed'
+                                THEN $d + 1 ELSE reminders.fallback_due END,
+            provider_ref = coalesce(reminders.provider_ref, r.provider_ref),
+            attempts = reminders.attempts + 1
+        FROM _res r WHERE reminders.reminder_id = r.reminder_id
+        """,
+        p,
+    )
+    queue_ledger(
+        con,
+        day,
+        """
+        SELECT concat('reminder_sent:', m.reminder_id), $d, 'reminder_sent', m.msisdn, m.tenure_id,
+               m.tenure_start, m.tenure_end,
+               json_object('reminder_id', m.reminder_id, 'channel', m.channel, 'slot', m.slot,
+                           'reminder_no', m.reminder_no, 'final', m.final, 'due_on', m.due_on,
+                           'sent_on', $d, 'provider_ref', r.provider_ref,
+                           'disconnected_on', m.disconnected_on)
+        FROM _res r JOIN _sinfo m USING (reminder_id)
+        WHERE r.result = 'sent'
+        """,
+    )

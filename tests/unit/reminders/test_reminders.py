@@ -315,6 +315,21 @@ def test_failed_or_expired_receipt_falls_back_the_same_night(world: World, statu
     assert (fb["channel"], fb["due_on"], fb["status"]) == ("email", day(2), "sent")
 
 
+def test_the_steps_leave_no_temp_table_behind(world: World) -> None:
+    # Each module drops the temp tables of its phases when its step ends, on every path: a
+    # night without receipts, then one with a known and an unknown receipt and a fallback.
+    temp_tables = "SELECT table_name FROM duckdb_tables() WHERE temporary"
+    seeded(world, A, email="a@example.cn")
+    world.event(day(1), A, "cancel")
+    assert world.run(day(1))["send"].sent == 1
+    assert world.rows(temp_tables) == []
+    world.deliver(day(2), A, "failed")
+    world.receipt(day(2), "R00000000000000000000", "delivered", channel="sms")
+    reports = world.run(day(2))
+    assert (reports["receipts"].unknown, reports["schedule"].fallbacks, reports["send"].sent) == (1, 1, 1)
+    assert world.rows(temp_tables) == []
+
+
 def test_restore_cancels_pending_outbox_rows(world: World) -> None:
     seeded(world, A)
     world.channels["sms"].transient.add(OWN_PHONE)
