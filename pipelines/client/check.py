@@ -10,6 +10,7 @@ from typing import Any
 
 from pipelines.client.store import STATE_DB, connect
 from pipelines.errors import TerminalError
+from pipelines.feeds.answer import Verdict, answer, spans_from_feed
 from pipelines.numbers import mask, normalise
 
 _E164 = re.compile(r"\+[1-9][0-9]{4,14}")
@@ -18,14 +19,24 @@ _E164 = re.compile(r"\+[1-9][0-9]{4,14}")
 @dataclass(frozen=True)
 class LocalAnswer:
     recycled: bool
-    row: dict[str, Any] | None  # the feed row that says why (the first disconnection since)
+    row: dict[str, Any] | None  # the feed row that says why (the first change on or after the date)
     covered_from: dt.date  # first feed day stored; answers are only about events since
 
 
 class LocalFeed:
     """The pulled feed, opened read-only, for many local checks (``with LocalFeed(dir) as feed``)."""
 
-    _COLS = ("seq", "msisdn", "event", "disconnected_on", "released_on", "reissued_on", "region", "feed_date")
+    _COLS = (
+        "seq",
+        "msisdn",
+        "event",
+        "disconnected_on",
+        "released_on",
+        "reissued_on",
+        "region",
+        "feed_date",
+        "prior_end",
+    )
 
     def __init__(self, state_dir: Path, default_region: str = "CN") -> None:
         if not (state_dir / STATE_DB).exists():
@@ -50,22 +61,36 @@ class LocalFeed:
     def check(self, number: str, since: dt.date) -> LocalAnswer:
         """Was ``number`` recycled since ``since``? (FCC RND ``yes``/``no``)
 
-        Yes when a row says the number was permanently disconnected on or after ``since``: an
-        account bound to it before ``disconnected_on`` belongs to a prior owner.
+        The one answer rule (:mod:`pipelines.feeds.answer`) over the number's feed rows: yes
+        when a prior subscriber's tenure ended on or after ``since``, a reissue came after it,
+        or the number was released and nobody holds it since. "no" means nothing in the feed
+        says so: a disconnection is listed once the number is released (or reissued).
         """
         e164 = number if _E164.fullmatch(number) else normalise(number, self._region)
         if e164 is None:
             raise TerminalError(f"{mask(number)} is not a valid phone number; give it in E.164 (+86...)")
-        row = self._con.execute(
-            f"SELECT {', '.join(self._COLS)} FROM feed_rows WHERE msisdn = ? AND disconnected_on >= ? "
-            "ORDER BY disconnected_on, seq LIMIT 1",
-            [e164, since],
-        ).fetchone()
-        found = None if row is None else dict(zip(self._COLS, row, strict=True))
-        return LocalAnswer(row is not None, found, self.covered_from)
+        found = [
+            dict(zip(self._COLS, row, strict=True))
+            for row in self._con.execute(
+                f"SELECT {', '.join(self._COLS)} FROM feed_rows WHERE msisdn = ? ORDER BY seq", [e164]
+            ).fetchall()
+        ]
+        spans = spans_from_feed(
+            [(r["event"], r["disconnected_on"], r["reissued_on"], r["prior_end"]) for r in found]
+        )
+        recycled = answer(spans, since).verdict == Verdict.TRUE
+        return LocalAnswer(recycled, _why(found, since) if recycled else None, self.covered_from)
 
 
 def check_local(state_dir: Path, number: str, since: dt.date, default_region: str = "CN") -> LocalAnswer:
     """One local check (see :meth:`LocalFeed.check`)."""
     with LocalFeed(state_dir, default_region) as feed:
         return feed.check(number, since)
+
+
+def _why(rows: list[dict[str, Any]], since: dt.date) -> dict[str, Any] | None:
+    """The row to show: the first that lists a change on or after ``since``, else the last."""
+    for row in rows:
+        if (row["disconnected_on"] or dt.date.min) >= since or (row["reissued_on"] or dt.date.min) > since:
+            return row
+    return rows[-1] if rows else None

@@ -25,6 +25,8 @@ DDL = (
         seq BIGINT NOT NULL, msisdn VARCHAR NOT NULL, event VARCHAR NOT NULL,
         disconnected_on DATE, released_on DATE, reissued_on DATE, region VARCHAR,
         feed_date DATE NOT NULL)""",
+    # a store made before feeds carried how the prior tenure ended
+    "ALTER TABLE feed_rows ADD COLUMN IF NOT EXISTS prior_end VARCHAR",
     """CREATE TABLE IF NOT EXISTS manifests (
         seq BIGINT NOT NULL, feed_date DATE NOT NULL, sha256 VARCHAR NOT NULL, manifest BLOB NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS client_state (key VARCHAR PRIMARY KEY, value BLOB NOT NULL)",
@@ -83,8 +85,8 @@ def store_pull(con: duckdb.DuckDBPyConnection, got: VerifiedPull) -> None:
         if got.tables:
             con.register("pulled_rows", pa.concat_tables(got.tables))
             con.execute(
-                "INSERT INTO feed_rows SELECT seq, msisdn, event, disconnected_on, released_on, "
-                "reissued_on, region, feed_date FROM pulled_rows"
+                "INSERT INTO feed_rows BY NAME SELECT seq, msisdn, event, disconnected_on, released_on, "
+                "reissued_on, region, feed_date, prior_end FROM pulled_rows"
             )
             con.unregister("pulled_rows")
         for env, data in got.manifests:

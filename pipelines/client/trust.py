@@ -333,16 +333,37 @@ def _verify_signature_any(env: Envelope[Manifest], chain: Sequence[Envelope[Root
     raise SignatureError(errors[0])
 
 
+# Columns a feed file of an earlier 1.x publisher may lack (filled with nulls here).
+OPTIONAL_FEED_COLUMNS = frozenset({"prior_end"})
+
+
+def _known_columns(table: pa.Table, seq: int) -> pa.Table:
+    """The columns this version knows, in its order; columns a later publisher added are left
+    out (the file's SHA-256 in the signed manifest still covers them), an optional one missing
+    from an earlier publisher's file is null."""
+    columns = []
+    for field in FEED_SCHEMA:
+        if field.name in table.schema.names:
+            column = table.column(field.name)
+            if column.type != field.type:
+                raise TamperedFileError(
+                    f"feed seq {seq}: column {field.name} is {column.type}, not {field.type}"
+                )
+            columns.append(column)
+        elif field.name in OPTIONAL_FEED_COLUMNS:
+            columns.append(pa.nulls(table.num_rows, field.type))
+        else:
+            raise TamperedFileError(f"feed seq {seq}: unexpected columns {table.schema.names}")
+    return pa.Table.from_arrays(columns, schema=FEED_SCHEMA)
+
+
 def verify_rows(data: bytes, manifest: Manifest, first_seq: int) -> pa.Table:
     """A day's parquet (bytes, in memory): schema, row count, row seqs contiguous, known events."""
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
         raise TamperedFileError(f"feed seq {manifest.seq}: the parquet file does not parse ({exc})") from None
-    if table.schema.names != FEED_SCHEMA.names or not all(
-        a.type == b.type for a, b in zip(table.schema, FEED_SCHEMA, strict=True)
-    ):
-        raise TamperedFileError(f"feed seq {manifest.seq}: unexpected columns {table.schema.names}")
+    table = _known_columns(table, manifest.seq)
     if table.num_rows != manifest.row_count:
         raise TamperedFileError(
             f"feed seq {manifest.seq}: {table.num_rows} rows, the manifest says {manifest.row_count}"

@@ -45,6 +45,7 @@ __all__ = [
     "Span",
     "Verdict",
     "answer",
+    "spans_from_feed",
 ]
 
 
@@ -121,6 +122,34 @@ def answer(spans: Sequence[Span], day: dt.date) -> Answer:
     if covering.end_reason == "port_out":
         return Answer(Verdict.NOT_OURS)
     return Answer(Verdict.TRUE)  # a freeze gap: the tenure ended and nobody holds the number
+
+
+def spans_from_feed(rows: Sequence[tuple[str, dt.date | None, dt.date | None, str | None]]) -> list[Span]:
+    """A number's tenures as far as the recycled-number feed tells them, for the same rule.
+
+    ``rows`` are the number's feed rows in ``seq`` order as (event, disconnected_on,
+    reissued_on, prior_end). A row says a tenure ended on ``disconnected_on`` (how:
+    ``prior_end``, a cancel when not given) and, for ``reissued``, that a tenure began by a
+    reissue on ``reissued_on``. Start dates of ended tenures are not in the feed; the rule does
+    not need them for a feed's answers, which are only ever "true" or "nothing listed".
+    """
+    spans: list[Span] = []
+    seen_ends: set[dt.date] = set()
+    for event, disconnected_on, reissued_on, prior_end in rows:
+        if disconnected_on is not None and disconnected_on not in seen_ends:
+            seen_ends.add(disconnected_on)
+            spans.append(Span(disconnected_on, disconnected_on, prior_end or "cancel", "snapshot"))
+        if event == "reissued" and reissued_on is not None:
+            spans.append(Span(reissued_on, None, None, "reissue"))
+    # A reissued tenure that later ended shows up as the next row's disconnection.
+    spans.sort(key=lambda s: (s.start, s.end is None))
+    out: list[Span] = []
+    for span in spans:
+        if out and out[-1].end is None and span.end is not None:
+            out[-1] = Span(out[-1].start, span.end, span.end_reason, out[-1].opened_by)
+            continue
+        out.append(span)
+    return out
 
 
 # --------------------------------------------------------------------------- arrays

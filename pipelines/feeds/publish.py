@@ -83,6 +83,10 @@ FEED_SCHEMA = pa.schema(
         pa.field("reissued_on", pa.date32()),
         pa.field("region", pa.string()),
         pa.field("seq", pa.int64(), nullable=False),
+        # How the prior tenure ended: cancel | suspend (双停) | reissue (sold while still held: a
+        # violation) | port_out (the number came back from another carrier and was sold).
+        # Last, so readers by position of the first seven columns are unaffected.
+        pa.field("prior_end", pa.string()),
     ]
 )
 DAILY_PARQUET = "recycled.parquet"
@@ -326,20 +330,23 @@ def _day_rows(con: duckdb.DuckDBPyConnection, day: dt.date, first_seq: int) -> p
             """
             WITH rows AS (
                 SELECT DISTINCT r.msisdn, 'released' AS event, r.disconnected_on, r.released_on,
-                       CAST(NULL AS DATE) AS reissued_on, r.region
-                FROM releases r
+                       CAST(NULL AS DATE) AS reissued_on, r.region, p.end_reason AS prior_end
+                FROM releases r LEFT JOIN tenures p ON p.tenure_id = r.tenure_id
                 WHERE r.logical_date = $day
                 UNION ALL
+                -- Every reissue is a change of subscriber, one after a port-out return too
+                -- (pipelines.feeds.answer); prior_end tells the two apart.
                 SELECT DISTINCT s.msisdn, 'reissued', coalesce(s.disconnected_on, p.tenure_end),
-                       s.released_on, s.reissue_date, s.region
+                       s.released_on, s.reissue_date, s.region, p.end_reason
                 FROM reissues s LEFT JOIN tenures p ON p.tenure_id = s.prior_tenure_id
-                WHERE s.logical_date = $day AND p.end_reason IS DISTINCT FROM 'port_out'
+                WHERE s.logical_date = $day
             )
             SELECT msisdn, event, disconnected_on, released_on, reissued_on, region,
                    ($first - 1 + row_number() OVER (
                         ORDER BY msisdn, event = 'reissued', disconnected_on, reissued_on,
-                                 released_on, region
-                   ))::BIGINT AS seq
+                                 released_on, region, prior_end
+                   ))::BIGINT AS seq,
+                   prior_end
             FROM rows
             ORDER BY seq
             """,

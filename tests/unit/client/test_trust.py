@@ -68,6 +68,7 @@ def rows_table(first_seq: int, count: int) -> pa.Table:
             "reissued_on": pa.array([None] * count, pa.date32()),
             "region": ["GD"] * count,
             "seq": pa.array(range(first_seq, first_seq + count), pa.int64()),
+            "prior_end": ["cancel"] * count,
         },
         schema=FEED_SCHEMA,
     )

@@ -117,8 +117,9 @@ A, B, C, P, S, R = (f"+86138000000{i:02d}" for i in range(1, 7))
 
 def history(con: duckdb.DuckDBPyConnection) -> None:
     """Day 1: A released; B reissued (after release on day 1 too); day 3: C reissued with a
-    violation. P was ported out and then reissued-over (a port: never in the feed); S is
-    suspended (no release); R was cancelled and restored (no release)."""
+    violation. P was ported out, came back and was reissued on day 2 (a change of subscriber,
+    listed with prior_end port_out); S is suspended (no release); R was cancelled and restored
+    (no release)."""
     tenure(con, "TA", A, dt.date(2020, 1, 1), dt.date(2026, 6, 1), "cancel")
     release(con, A, "TA", dt.date(2026, 6, 1), day(1))
     tenure(con, "TB", B, dt.date(2021, 1, 1), dt.date(2026, 5, 1), "reissue")
@@ -161,18 +162,23 @@ def test_rows_come_only_from_releases_and_reissues(
     ]
     assert d1[2]["disconnected_on"] == dt.date(2026, 5, 1) and d1[2]["reissued_on"] == day(1)
     assert d1[0]["reissued_on"] is None and d1[0]["region"] == "GD"
-    # day 2 holds only the reissue over a ported-out number: a port is never recycling
-    assert pq.read_table(paths.day_dir(day(2)) / "recycled.parquet").num_rows == 0
+    assert [r["prior_end"] for r in d1] == ["cancel", "reissue", "reissue"]
+    # day 2: the reissue of a number that came back from a port is a change of subscriber too,
+    # flagged by prior_end (docs/answers.md); the port itself never is
+    d2 = pq.read_table(paths.day_dir(day(2)) / "recycled.parquet").to_pylist()
+    assert [(r["msisdn"], r["event"], r["seq"], r["prior_end"]) for r in d2] == [
+        (P, "reissued", 4, "port_out")
+    ]
     d3 = pq.read_table(paths.day_dir(day(3)) / "recycled.parquet").to_pylist()
     assert [(r["msisdn"], r["event"], r["seq"], r["released_on"], r["region"]) for r in d3] == [
-        (C, "reissued", 4, None, "BJ")
+        (C, "reissued", 5, None, "BJ")
     ]
     every = {
         r["msisdn"]
         for n in (1, 2, 3)
         for r in pq.read_table(paths.day_dir(day(n)) / "recycled.parquet").to_pylist()
     }
-    assert not every & {P, S, R}
+    assert not every & {S, R}
     # CSV and Parquet carry the same rows
     csv = pacsv.read_csv(
         paths.day_dir(day(1)) / "recycled.csv",
@@ -183,8 +189,8 @@ def test_rows_come_only_from_releases_and_reissues(
     ]
     assert [(r.seq, r.rows, r.row_seq_start, r.released, r.reissued) for r in reports] == [
         (1, 3, 1, 2, 1),
-        (2, 0, 4, 0, 0),
-        (3, 1, 4, 0, 1),
+        (2, 1, 4, 0, 1),
+        (3, 1, 5, 0, 1),
     ]
 
 
@@ -221,7 +227,7 @@ def test_manifests_chain_pin_their_files_and_match_the_schemas(
     assert stamp.signed.expires == dt.datetime(2026, 9, 5, tzinfo=dt.UTC)  # 2 days after D, from D
     # the rolling snapshot holds every row so far, in seq order
     snap = pq.read_table(paths.root / "snapshot" / "recycled.parquet")
-    assert snap.column("seq").to_pylist() == [1, 2, 3, 4]
+    assert snap.column("seq").to_pylist() == [1, 2, 3, 4, 5]
     assert Envelope.from_bytes(stamp_raw, Timestamp).signed.version == 3
 
 
@@ -259,8 +265,8 @@ def test_snapshot_keeps_the_last_window_of_days(
     for n in (1, 2, 3):
         report = publish_feed(settings, day(n), con)
     snap = pq.read_table(FeedPaths.of(settings).root / "snapshot" / "recycled.parquet")
-    assert snap.column("seq").to_pylist() == [4]  # days 2..3 only
-    assert report.snapshot_rows == 1
+    assert snap.column("seq").to_pylist() == [4, 5]  # days 2..3 only
+    assert report.snapshot_rows == 2
 
 
 def test_a_failed_publication_leaves_nothing_half_written(
