@@ -419,8 +419,11 @@ def _judge_round(con: Con, k: int, freeze: str, suspend: str) -> None:
                 CASE WHEN r.event = 'suspend' THEN r.effective_date
                      WHEN r.event = 'cancel' AND r.cur_state = 'suspended' THEN r.cur_suspended_on
                 END AS suspended_on,
-                (r.event = 'reissue' AND (r.cur_state IS DISTINCT FROM 'available'
-                    OR r.effective_date < r.cur_released_on)) AS violation
+                -- A number that came back from another carrier (ported_out) is sold without
+                -- reminders: its prior subscriber is not ours to remind, and the feed lists the
+                -- reissue with prior_end = port_out (pipelines.feeds.answer).
+                (r.event = 'reissue' AND (r.cur_state NOT IN ('available', 'ported_out')
+                    OR r.cur_state IS NULL OR coalesce(r.effective_date < r.cur_released_on, false))) AS violation
             FROM j r
         ), x AS (
             SELECT a.*, CASE WHEN a.opens THEN nr_tenure_id(a.msisdn, a.new_start)

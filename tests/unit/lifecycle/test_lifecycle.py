@@ -643,3 +643,17 @@ def test_working_copy_holds_exactly_the_keyed_rows_and_their_rowids(world: World
     for r in got:
         assert world.one("SELECT msisdn FROM number_state WHERE rowid = ?", [r["_rid"]]) == r["msisdn"]
         assert r["state"] == world.state(r["msisdn"])["state"]
+
+
+def test_a_number_back_from_a_port_is_reissued_without_a_violation(world: World) -> None:
+    seeded(world, A)
+    world.event(day(1), A, "port_out")
+    world.run(day(1))
+    world.reissue(day(30), A, ref="NEW")
+    world.run(day(30))
+    assert world.state(A)["state"] == "active"
+    [row] = world.rows("SELECT violation, disconnected_on FROM reissues WHERE msisdn = ?", [A])
+    assert (row["violation"], row["disconnected_on"]) == (False, day(1))
+    assert (
+        world.one("SELECT opened_by FROM tenures WHERE msisdn = ? AND tenure_end IS NULL", [A]) == "reissue"
+    )
