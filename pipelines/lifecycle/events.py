@@ -329,15 +329,19 @@ CASE
          OR (s.state = 'frozen' AND e.effective_date >= s.freeze_ends)) THEN 'restore_after_freeze'
     WHEN e.event = 'restore' AND s.state NOT IN ('suspended', 'frozen') THEN 'illegal_transition'
     WHEN e.event = 'port_out' AND s.state NOT IN ('active', 'suspended') THEN 'illegal_transition'
-    WHEN e.event = 'port_in' AND s.state IN ('active', 'suspended', 'frozen', 'held')
+    -- A released (available) number is in this carrier's pool: only a reissue gives it a new
+    -- subscriber. A port-in comes from another carrier: unknown here, or ported out before.
+    WHEN e.event = 'port_in' AND s.state IN ('active', 'suspended', 'frozen', 'held', 'available')
         THEN 'illegal_transition'
     WHEN e.event = 'restore' AND (e.subscriber_ref IS DISTINCT FROM t.subscriber_ref
          OR e.tenure_start IS DISTINCT FROM t.tenure_start) THEN 'tenure_mismatch'
     WHEN e.event IN ('cancel', 'suspend', 'port_out') AND s.state IS NOT NULL
          AND (e.subscriber_ref <> t.subscriber_ref OR e.tenure_start <> t.tenure_start)
         THEN 'tenure_mismatch'
+    -- A reissue on the day the tenure on record began would open a tenure with the same key
+    -- (number, start day) and hide the first one: a second sale on one day is refused.
     WHEN e.event = 'reissue' AND s.state IS NOT NULL
-         AND (e.effective_date < t.tenure_start OR e.effective_date < t.tenure_end
+         AND (e.effective_date <= t.tenure_start OR e.effective_date < t.tenure_end
               OR (t.tenure_end IS NULL AND e.subscriber_ref = t.subscriber_ref))
         THEN 'tenure_mismatch'
 END

@@ -657,3 +657,29 @@ def test_a_number_back_from_a_port_is_reissued_without_a_violation(world: World)
     assert (
         world.one("SELECT opened_by FROM tenures WHERE msisdn = ? AND tenure_end IS NULL", [A]) == "reissue"
     )
+
+
+def test_a_second_reissue_on_the_day_the_tenure_began_is_quarantined(world: World) -> None:
+    # A tenure is keyed by (number, start day): a second sale on the same day would hide the first.
+    seeded(world, A)
+    world.event(day(1), A, "cancel")
+    world.reissue(day(1), A, ref="N1")
+    world.reissue(day(1), A, ref="N2")
+    world.run(day(1))
+    assert world.one("SELECT count(*) FROM tenures WHERE msisdn = ?", [A]) == 2
+    assert (
+        world.one("SELECT subscriber_ref FROM tenures WHERE msisdn = ? AND tenure_end IS NULL", [A]) == "N1"
+    )
+    assert [q["reason"] for q in world.quarantine()] == ["tenure_mismatch"]
+
+
+def test_a_port_in_of_a_released_number_is_refused(world: World) -> None:
+    # A released number is in this carrier's pool: only a reissue gives it a new subscriber.
+    seeded(world, A)
+    world.event(day(1), A, "cancel")
+    world.run_days(1, 16)
+    assert world.state(A)["state"] == "available"
+    world.event(day(17), A, "port_in", start=None, ref="P1")
+    world.run(day(17))
+    assert world.state(A)["state"] == "available"
+    assert [q["reason"] for q in world.quarantine()] == ["illegal_transition"]
