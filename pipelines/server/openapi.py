@@ -103,9 +103,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "phoneNumberRecycled": {
                 "type": "boolean",
-                "description": "true when the subscriber who held the number on specifiedDate no "
-                "longer holds it (a later subscriber, or the number was permanently disconnected and "
-                "released), or when nobody held it that day (a freeze gap).",
+                "description": "true when the subscriber of the number changed after specifiedDate: "
+                "their tenure ended by cancel, permanent suspension or reissue on or after that day, "
+                "a reissue came after it, or nobody held the number that day (a freeze gap). A port "
+                "alone is never a change (docs/answers.md).",
             }
         },
     },
@@ -145,10 +146,10 @@ _SCHEMAS: dict[str, Any] = {
             "results": {
                 "type": "array",
                 "items": {"type": "string", "enum": ["yes", "no", "no_data"]},
-                "description": "One answer per query, in request order (FCC RND semantics): yes = "
-                "the number was permanently disconnected on or after specifiedDate; no = it was "
-                "not; no_data = not our number (never, or ported away) or the date is outside "
-                "[data_from, today].",
+                "description": "One answer per query, in request order, by the same rule as the "
+                "CAMARA check: yes = phoneNumberRecycled true; no = false; no_data = the check "
+                "would answer 404 (not our number) or OUT_OF_RANGE (before the first date this "
+                "service can answer for the number, or after today).",
             },
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "receipt": {"$ref": "#/components/schemas/SignedQueryReceipt"},

@@ -149,3 +149,73 @@ def test_every_interface_gives_the_one_answer(
             assert rule.verdict != Verdict.TRUE, where
         if any(s.opened_by == "reissue" and d < s.start for s in spans.get(number, [])):
             assert rule.verdict == Verdict.TRUE, where
+
+
+# ------------------------------------------------------------------ the cases seen, by hand
+
+N = {k: f"+86139000000{i:02d}" for i, k in enumerate("ABCDEFG")}
+
+
+def _seen(world: World) -> None:
+    """The lives of the edges issue, one number each (snapshot rows carry years of history)."""
+    for k in "BCDEF":
+        world.subscriber(day(0), N[k], start=GO_LIVE_START, ref="S0")
+    world.event(day(5), N["A"], "port_in", ref="P1", start=None)  # A: ported in on day 5
+    world.event(day(2), N["B"], "cancel", ref="S0", start=GO_LIVE_START)  # B: cancelled and
+    world.reissue(day(2), N["B"], ref="N1")  # reissued the same day
+    world.event(day(1), N["C"], "port_out", ref="S0", start=GO_LIVE_START)  # C: ported out,
+    world.reissue(day(4), N["C"], ref="N1")  # came back and was sold
+    world.event(day(1), N["D"], "cancel", ref="S0", start=GO_LIVE_START)  # D: released,
+    world.reissue(day(6), N["D"], ref="N1")  # reissued,
+    world.event(day(8), N["D"], "port_out", ref="N1", start=day(6))  # then ported away
+    world.event(day(1), N["F"], "cancel", ref="S0", start=GO_LIVE_START)  # F: released, unsold
+
+
+# (number, date, CAMARA /check, bulk, recycle check on the feed)
+SEEN = [
+    ("A", day(3), "400 OUT_OF_RANGE", "no_data", "no"),  # before its port-in: another carrier's
+    ("A", day(6), "false", "no", "no"),
+    ("B", day(2), "true", "yes", "yes"),  # cancelled and reissued that very day
+    ("B", day(3), "false", "no", "no"),  # the new holder's
+    ("C", day(0), "true", "yes", "yes"),  # before a reissue after a port-out return
+    ("C", day(4), "false", "no", "no"),  # the sale day is the new holder's
+    ("D", day(3), "true", "yes", "yes"),  # the reissue stays history after the port-out
+    ("D", day(7), "404", "no_data", "no"),  # the reissued holder ported away
+    ("E", dt.date(2023, 1, 1), "false", "no", "no"),  # before go-live, within its snapshot tenure
+    ("E", GO_LIVE_START - dt.timedelta(days=1), "400 OUT_OF_RANGE", "no_data", "no"),
+    ("F", day(6), "true", "yes", "yes"),  # released, nobody holds it (freeze gap)
+    ("G", day(6), "404", "no_data", "no"),  # never ours
+]
+
+
+def test_the_cases_seen_through_every_interface(tmp_path: Path) -> None:
+    cfg: Settings = replace(Settings(), data_dir=tmp_path / "data", policies={"default": POLICY})
+    con = open_db(tmp_path / "state.duckdb")
+    world = World(con, settings=cfg)
+    _seen(world)
+    for n in range(10):
+        world.run(day(n))
+        publish_feed(cfg, day(n), con)
+    publish_snapshot(cfg, day(9), con)
+    con.close()
+    tokens = TokenStore.open(cfg.data_dir)
+    token = tokens.add("bank", ["check", "bulk"])
+    tokens.close()
+    now = dt.datetime.combine(day(9), dt.time(12), tzinfo=dt.UTC)
+    client = TestClient(create_app(cfg, clock=lambda: now))
+    auth = {"Authorization": f"Bearer {token}"}
+    got = []
+    for k, d, *_ in SEEN:
+        body = {"phoneNumber": N[k], "specifiedDate": d.isoformat()}
+        r = client.post("/number-recycling/v0.2/check", json=body, headers=auth)
+        camara = (
+            str(r.json()["phoneNumberRecycled"]).lower()
+            if r.status_code == 200
+            else f"{r.status_code} {r.json()['code']}"
+            if r.status_code == 400
+            else str(r.status_code)
+        )
+        bulk = client.post("/number-recycling/v0.2/bulk-check", json={"queries": [body]}, headers=auth)
+        feed = answer(feed_spans(FeedPaths.of(cfg), N[k]), d).verdict == Verdict.TRUE
+        got.append((k, d, camara, bulk.json()["results"][0], "yes" if feed else "no"))
+    assert got == SEEN
