@@ -3,3 +3,48 @@
 notification (downloads × feed rows × acknowledgements). Owns the ``alert_acks`` and FCC
 tables (:mod:`pipelines.compliance.schema`).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.compliance.alerts import check_compliance, evaluate_compliance, nightly_alerts
+    from pipelines.compliance.evidence_summary import render_evidence_summary
+    from pipelines.compliance.exports import export_cn_renewal, export_fcc_disconnects
+    from pipelines.compliance.notifications import new_owner_view, notification_evidence
+    from pipelines.compliance.report import build_report
+
+# Names load on first use: db.schema imports compliance.schema for every state file, which
+# must not pull in plotly (report), the server's token store (notifications) and pyarrow.
+_LAZY = {
+    "check_compliance": "pipelines.compliance.alerts",
+    "evaluate_compliance": "pipelines.compliance.alerts",
+    "nightly_alerts": "pipelines.compliance.alerts",
+    "render_evidence_summary": "pipelines.compliance.evidence_summary",
+    "export_cn_renewal": "pipelines.compliance.exports",
+    "export_fcc_disconnects": "pipelines.compliance.exports",
+    "new_owner_view": "pipelines.compliance.notifications",
+    "notification_evidence": "pipelines.compliance.notifications",
+    "build_report": "pipelines.compliance.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "build_report",
+    "check_compliance",
+    "evaluate_compliance",
+    "export_cn_renewal",
+    "export_fcc_disconnects",
+    "new_owner_view",
+    "nightly_alerts",
+    "notification_evidence",
+    "render_evidence_summary",
+]
