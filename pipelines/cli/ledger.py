@@ -174,8 +174,10 @@ def audit_log_cmd(
         f"checkpoint size {report.checkpoint.size}: {report.released} released, "
         f"{len(report.under_reminded)} under-reminded, {len(report.exceptions)} exceptions, "
         f"{len(report.violations)} reissue violations, {len(report.released_without_closure)} "
-        "released without a closure"
+        f"released without a closure, {len(report.effective_without_sent)} effective without a sent entry"
     )
+    for finding in report.effective_without_sent:
+        err.print(finding.describe())
     if not report.passed:
         err.print("[red]AUDIT FAILED[/red]")
         raise typer.Exit(1)

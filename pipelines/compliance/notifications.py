@@ -780,13 +780,13 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerV
     with _connect() as con:
         listings = _listings(con, FeedPaths.of(settings), msisdn, prior_end)
         notices = _notices(settings, con, listings, as_of)
-    notified = len({n.platform for n in notices if n.at.date() <= as_of})
+    # Instants are UTC; the days compared are the carrier's (settings.timezone).
+    notified = len({n.platform for n in notices if settings.carrier_day(n.at) <= as_of})
     since, until = prior_end.isoformat(), as_of.isoformat()
     confirmed: dict[str, set[str]] = {s: set() for s in STATUSES}
     for ack in _acks(settings, msisdn):
-        if since <= ack["received_at"][:10] <= until and (
-            ack["feed_date"] is None or ack["feed_date"] >= since
-        ):
+        received = settings.carrier_day(dt.datetime.strptime(ack["received_at"], _UTC_FORMAT))
+        if since <= received.isoformat() <= until and (ack["feed_date"] is None or ack["feed_date"] >= since):
             confirmed[ack["status"]].add(ack["platform"])
     return _owner_view(msisdn, as_of, tenures[i][0], True, notified, confirmed)
 

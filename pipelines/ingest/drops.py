@@ -451,7 +451,13 @@ def _fast_insert(file: _FileLoad, numbers: NumberLookup, options: Mapping[str, o
     fast = _count(
         con,
         fast_insert_sql(
-            spec, staged_select(spec, region, fast_sql), file.regions, region, numbers, file.sha256
+            spec,
+            staged_select(spec, region, fast_sql),
+            file.regions,
+            region,
+            numbers,
+            file.sha256,
+            file.settings.timezone,
         ),
         file.params,
     )
@@ -478,7 +484,7 @@ def _check_rest(
     rest = staged_select(spec, region, rest_sql)
     if spec.number_columns:
         numbers = phone_classes.add_singles(con, f"({rest})", number_columns(spec), numbers, region)
-    _run(con, checks_sql(spec, rest, file.regions, region, numbers), file.params)
+    _run(con, checks_sql(spec, rest, file.regions, region, numbers, file.settings.timezone), file.params)
     warn_names = [w for w, _ in warnings_sql(spec)]
     counts = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE reason_key IS NULL)"

@@ -214,8 +214,12 @@ def _typed_expr(col: ColumnSpec, alias: int) -> str:
     return v
 
 
-def _rules(spec: DropSpec, regions: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(reason, column, SQL condition over the typed subquery) in the order rows are judged."""
+def _rules(spec: DropSpec, regions: Sequence[str], zone: str) -> list[tuple[str, str, str]]:
+    """(reason, column, SQL condition over the typed subquery) in the order rows are judged.
+
+    ``zone`` is the carrier's time zone (``Settings.timezone``): a timestamp is in the future
+    from the instant the carrier's next day begins (DuckDB's ICU; timestamps are naive UTC).
+    """
     by_reason: dict[str, list[tuple[str, str]]] = {r: [] for r in ROW_REASONS}
     by_reason["malformed_line"].append(("", "malformed IS NOT NULL"))
     for c in spec.columns:
@@ -227,7 +231,11 @@ def _rules(spec: DropSpec, regions: Sequence[str]) -> list[tuple[str, str, str]]
         if c.type in {"date", "timestamp"}:
             by_reason["bad_date"].append((c.name, f"{v} IS NOT NULL AND {t} IS NULL"))
         if c.not_after_logical_date:
-            limit = "$day::DATE" if c.type == "date" else "($day::DATE + INTERVAL 1 DAY)"
+            limit = (
+                "$day::DATE"
+                if c.type == "date"
+                else f"timezone('UTC', timezone({sql_str(zone)}, CAST($day::DATE + 1 AS TIMESTAMP)))"
+            )
             op = ">" if c.type == "date" else ">="
             by_reason["future_date"].append((c.name, f"{t} {op} {limit}"))
         if c.type == "region":
@@ -266,13 +274,19 @@ def duplicates_sql(lines_sql: str) -> str:
 
 
 def checked_select(
-    spec: DropSpec, staged_sql: str, regions: Sequence[str], default_region: str, numbers: NumberLookup
+    spec: DropSpec,
+    staged_sql: str,
+    regions: Sequence[str],
+    default_region: str,
+    numbers: NumberLookup,
+    zone: str,
 ) -> str:
     """SELECT judging every row of ``staged_sql`` (:func:`staged_select`'s SELECT).
 
     Columns: line_no; ``reason_key`` ('reason:column', NULL when accepted); ``detail`` and
     ``original_line`` (refused rows only); ``t_<column>`` typed values; ``w_<warning>`` flags
-    (see :func:`warnings_sql`). Parameter ``$day`` is the logical date. Needs
+    (see :func:`warnings_sql`). Parameter ``$day`` is the logical date, a day in the carrier's
+    time zone ``zone``. Needs
     :data:`DUPLICATES_TABLE` and, for a kind with number columns, the lookup table of
     :mod:`pipelines.ingest.phone_classes`.
     """
@@ -284,7 +298,7 @@ def checked_select(
             joins.append(f"LEFT JOIN {LOOKUP_TABLE} lk{i} ON lk{i}.k = {key}")
     raws = ", ".join(f"r.{raw_col(c.name)}" for c in spec.columns)
     whens = " ".join(
-        f"WHEN {cond} THEN {sql_str(reason + ':' + col)}" for reason, col, cond in _rules(spec, regions)
+        f"WHEN {cond} THEN {sql_str(reason + ':' + col)}" for reason, col, cond in _rules(spec, regions, zone)
     )
     typed_names = ", ".join(typed_col(c.name) for c in spec.columns)
     flags = "".join(f', ({cond}) AS "w_{name}"' for name, cond in warnings_sql(spec))
@@ -306,10 +320,16 @@ def checked_select(
 
 
 def checks_sql(
-    spec: DropSpec, staged_sql: str, regions: Sequence[str], default_region: str, numbers: NumberLookup
+    spec: DropSpec,
+    staged_sql: str,
+    regions: Sequence[str],
+    default_region: str,
+    numbers: NumberLookup,
+    zone: str,
 ) -> str:
     """CREATE the checked table: :func:`checked_select` of every row of ``staged_sql``."""
-    return f"CREATE OR REPLACE TEMP TABLE {CHECKED_TABLE} AS {checked_select(spec, staged_sql, regions, default_region, numbers)}"
+    select = checked_select(spec, staged_sql, regions, default_region, numbers, zone)
+    return f"CREATE OR REPLACE TEMP TABLE {CHECKED_TABLE} AS {select}"
 
 
 def insert_accepted_sql(spec: DropSpec, sha256: str, checked: str, where: str) -> str:
@@ -330,6 +350,7 @@ def fast_insert_sql(
     default_region: str,
     numbers: NumberLookup,
     sha256: str,
+    zone: str,
 ) -> str:
     """INSERT into the kind's table the rows of ``staged_sql`` that pass every rule with no warning.
 
@@ -341,7 +362,7 @@ def fast_insert_sql(
     clean = " AND ".join(
         ["reason_key IS NULL", *(f'NOT coalesce("w_{name}", false)' for name, _ in warnings_sql(spec))]
     )
-    checked = f"({checked_select(spec, staged_sql, regions, default_region, numbers)})"
+    checked = f"({checked_select(spec, staged_sql, regions, default_region, numbers, zone)})"
     return insert_accepted_sql(spec, sha256, checked, clean)
 
 

@@ -286,9 +286,26 @@ def verify_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None = None
 class AuditFinding:
     """One released (or violating) tenure in the audit report."""
 
-    index: int  # of the released / released_with_exception / reissue_violation entry
+    index: int  # of the released / released_with_exception / reissue_violation (/ effective) entry
     tenure_ref: str  # hex
     effective_reminders: int  # reminder_effective entries of the tenure at lower indices
+    # effective_without_sent only: the tenure's reminder_sent entries at lower indices (fewer
+    # than its reminder_effective entries up to and including this one)
+    sent_reminders: int | None = None
+
+    def describe(self) -> str:
+        """One line for the operator: which entry, which tenure, what is wrong."""
+        if self.sent_reminders is not None:
+            return (
+                f"entry {self.index} (tenure_ref {self.tenure_ref}): reminder_effective number "
+                f"{self.effective_reminders} of the tenure, but only {self.sent_reminders} "
+                "reminder_sent entries before it; a reminder was logged effective without being "
+                "logged sent: open the tenure's entries (recycle evidence) to see which"
+            )
+        return (
+            f"entry {self.index} (tenure_ref {self.tenure_ref}): "
+            f"{self.effective_reminders} reminder_effective entries before it"
+        )
 
 
 @dataclass(frozen=True)
@@ -303,10 +320,12 @@ class AuditReport:
     exceptions: tuple[AuditFinding, ...]  # released_with_exception (allowed, reported)
     violations: tuple[AuditFinding, ...]  # reissue_violation entries
     released_without_closure: tuple[AuditFinding, ...]  # no tenure_closed entry before the release
+    # reminder_effective entries outnumbering their tenure's reminder_sent entries before them
+    effective_without_sent: tuple[AuditFinding, ...] = ()
 
     @property
     def passed(self) -> bool:
-        return not self.under_reminded and not self.released_without_closure
+        return not (self.under_reminded or self.released_without_closure or self.effective_without_sent)
 
 
 class _EntryCollector(_Visitor):
@@ -356,6 +375,26 @@ ORDER BY g.idx
 """
 
 
+# Every reminder_effective entry that makes its tenure's reminder_effective entries outnumber the
+# reminder_sent entries before it. The public entry shows type and tenure_ref, not which reminder
+# (that is inside the commitment), so the pairing is by count per tenure: at each effective entry,
+# effective-so-far <= sent-before. Running sums over one window per tenure; sent and effective
+# entries never share an index.
+_UNSENT_SQL = f"""
+WITH r AS (
+    SELECT idx, etype, ref,
+           count(*) FILTER (WHERE etype = {int(EntryType.REMINDER_SENT)}) OVER w AS sent,
+           count(*) FILTER (WHERE etype = {int(EntryType.REMINDER_EFFECTIVE)}) OVER w AS effective
+    FROM log
+    WHERE etype IN ({int(EntryType.REMINDER_SENT)}, {int(EntryType.REMINDER_EFFECTIVE)})
+    WINDOW w AS (PARTITION BY ref ORDER BY idx ROWS UNBOUNDED PRECEDING)
+)
+SELECT idx, ref, effective, sent FROM r
+WHERE etype = {int(EntryType.REMINDER_EFFECTIVE)} AND effective > sent
+ORDER BY idx
+"""
+
+
 def audit_log(
     ledger_dir: Path, vkey: str | Verifier, min_effective: int, origin: str | None = None
 ) -> AuditReport:
@@ -365,8 +404,12 @@ def audit_log(
     the ``reminder_effective`` entries with the same tenure_ref at lower indices (set-based,
     in DuckDB over Arrow columns of the verified entries). ``released_with_exception`` entries
     may have fewer and are listed; ``reissue_violation`` entries are listed; a release whose
-    tenure_ref has no earlier ``tenure_closed`` entry is listed. The public log cannot show
-    whether the reminders fell on distinct days; that needs the openings.
+    tenure_ref has no earlier ``tenure_closed`` entry is listed. A ``reminder_effective``
+    entry is listed (and fails the audit) when its tenure's ``reminder_effective`` entries up
+    to it outnumber the tenure's ``reminder_sent`` entries before it: a reminder logged
+    effective was never logged sent (per tenure, as the public entry does not name the
+    reminder). The public log cannot show whether the reminders fell on distinct days; that
+    needs the openings.
     """
     collector = _EntryCollector()
     report = _scan_log(ledger_dir, vkey, origin, collector)
@@ -375,6 +418,7 @@ def audit_log(
         con.register("log", collector.table())
         counts = con.execute("SELECT etype, count(*) FROM log GROUP BY etype ORDER BY etype").fetchall()
         rows = con.execute(_AUDIT_SQL, {"min_effective": min_effective}).fetchall()
+        unsent = con.execute(_UNSENT_SQL).fetchall()
     finally:
         con.close()
     under: list[AuditFinding] = []
@@ -402,4 +446,7 @@ def audit_log(
         exceptions=tuple(exceptions),
         violations=tuple(violations),
         released_without_closure=tuple(orphans),
+        effective_without_sent=tuple(
+            AuditFinding(int(idx), bytes(ref).hex(), int(eff), int(sent)) for idx, ref, eff, sent in unsent
+        ),
     )

@@ -77,7 +77,8 @@ class ETags:
 
 @dataclass(frozen=True)
 class ServerState:
-    """``clock`` gives wall-clock UTC (today's date for range checks, audit and receipt times)."""
+    """``clock`` gives wall-clock UTC (audit and receipt times; :meth:`today` turns it into the
+    carrier's date for range checks)."""
 
     settings: Settings
     layout: Layout
@@ -106,7 +107,9 @@ class ServerState:
         return index
 
     def today(self, index: SnapshotIndex) -> dt.date:
-        return max(self.clock().date(), index.meta.as_of)
+        """The carrier's date now (``settings.timezone``: at 04:31 in Beijing it is already the
+        Beijing day, while UTC still has the day before), never before the snapshot's own date."""
+        return max(self.settings.carrier_day(self.clock()), index.meta.as_of)
 
 
 def server_state(app: Any) -> ServerState:

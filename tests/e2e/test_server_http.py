@@ -454,3 +454,19 @@ def test_committed_openapi_is_current(world: World) -> None:
     assert "/number-recycling/v0.2/bulk-check" in doc["paths"]
     served = httpx.get(world.url + "/openapi.json").json()
     assert served == doc
+
+
+def test_today_is_the_carriers_day(world: World) -> None:
+    # 04:31 on 12-05 in Beijing is 20:31 on 12-04 in UTC: the carrier (Asia/Shanghai, the CN
+    # default) is already on 12-05, so 12-05 is today, not the future; 12-06 is tomorrow.
+    assert world.settings.timezone == "Asia/Shanghai"
+    early = dt.datetime(2026, 12, 4, 20, 31, tzinfo=dt.UTC)
+    app = create_app(world.settings, clock=lambda: early, snapshot_check_s=0.05)
+    with serving(app) as url:
+        other = World(world.settings, url, world.tokens, app)
+        r = check(other, REISSUED, "2026-12-05")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"phoneNumberRecycled": False}
+        r = check(other, REISSUED, "2026-12-06")
+        assert r.status_code == 400 and r.json()["code"] == "OUT_OF_RANGE", r.text
+        assert "future" in r.json()["message"]

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
-from pipelines.config import Policy, load_settings
+from pipelines.config import Policy, Settings, load_settings
 from pipelines.errors import ConfigError
 
 
@@ -74,3 +75,44 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_policy_reminder_days_resolve_negative_offsets() -> None:
     assert Policy(freeze_days=60, reminder_offsets=(0, 30, -14)).reminder_days() == (0, 30, 46)
+
+
+def test_timezone_defaults_by_region_and_is_validated(tmp_path: Path) -> None:
+    assert load_settings(env={}).timezone == "Asia/Shanghai"
+    assert load_settings(env={"RECYCLE_DEFAULT_REGION": "US"}).timezone == "UTC"
+    assert load_settings(env={}, default_region="US").timezone == "UTC"
+    assert Settings().timezone == "Asia/Shanghai" and Settings(default_region="DE").timezone == "UTC"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('timezone = "Asia/Urumqi"\nreceipt_clock_skew_minutes = 3\n')
+    s = load_settings(cfg, env={})
+    assert (s.timezone, s.receipt_clock_skew_minutes) == ("Asia/Urumqi", 3)
+    assert load_settings(cfg, env={"RECYCLE_TIMEZONE": "Europe/Berlin"}).timezone == "Europe/Berlin"
+    cfg.write_text('timezone = "Mars/Olympus_Mons"\n')
+    with pytest.raises(ConfigError, match=r"timezone 'Mars/Olympus_Mons'.*RECYCLE_TIMEZONE"):
+        load_settings(cfg, env={})
+    with pytest.raises(ConfigError, match=r"timezone '\.\./etc/passwd'"):
+        load_settings(env={"RECYCLE_TIMEZONE": "../etc/passwd"})
+    with pytest.raises(ConfigError, match="receipt_clock_skew_minutes"):
+        Settings(receipt_clock_skew_minutes=-1)
+
+
+def test_carrier_days_in_python_and_sql_agree() -> None:
+    import duckdb
+
+    s = Settings()  # CN: Asia/Shanghai, UTC+8
+    utc = dt.UTC
+    cases = [
+        (dt.datetime(2026, 12, 4, 23, 0, tzinfo=utc), dt.date(2026, 12, 5)),  # 07:00 Beijing
+        (dt.datetime(2026, 12, 5, 12, 0, tzinfo=utc), dt.date(2026, 12, 5)),  # 20:00 Beijing
+        (dt.datetime(2026, 12, 4, 15, 30), dt.date(2026, 12, 4)),  # naive = UTC; 23:30 Beijing
+        (dt.datetime(2026, 12, 4, 16, 30), dt.date(2026, 12, 5)),  # 00:30 Beijing
+        (dt.datetime(2026, 12, 4, 20, 31, tzinfo=utc), dt.date(2026, 12, 5)),  # 04:31 Beijing
+    ]
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'America/New_York'")  # the session's zone must not matter
+    for instant, want in cases:
+        assert s.carrier_day(instant) == want
+        naive = instant.replace(tzinfo=None)
+        assert con.execute(f"SELECT {s.carrier_day_sql('$t')}", {"t": naive}).fetchone() == (want,)
+    assert s.day_start(dt.date(2026, 12, 5)) == dt.datetime(2026, 12, 4, 16, 0, tzinfo=utc)
+    assert Settings(default_region="US").carrier_day(dt.datetime(2026, 12, 4, 23, 0)) == dt.date(2026, 12, 4)

@@ -52,9 +52,10 @@ class LedgerEnv:
 
 
 def tenure_entries(
-    n: int, reminders: int = 2, released: bool = True, prefix: str = "t"
+    n: int, reminders: int = 2, released: bool = True, prefix: str = "t", sent: bool = False
 ) -> list[PreparedEntry]:
-    """``n`` tenures: closed, ``reminders`` effective reminders each, then released."""
+    """``n`` tenures: closed, ``reminders`` effective reminders each (each after its
+    ``reminder_sent`` entry with ``sent``, as the nightly run logs them), then released."""
     out: list[PreparedEntry] = []
     for i in range(n):
         key = f"{prefix}{i}"
@@ -68,6 +69,13 @@ def tenure_entries(
             PreparedEntry(f"{key}:closed", EntryType.TENURE_CLOSED, CanonicalValue.build(base, region="GD"))
         )
         for r in range(reminders):
+            if sent:
+                value = CanonicalValue.build(base, reminder_id=f"{key}-r{r}", channel="sms")
+                out.append(
+                    PreparedEntry(
+                        f"{key}:sent{r}", EntryType.REMINDER_SENT, value, tenure_key=f"{key}:closed"
+                    )
+                )
             value = CanonicalValue.build(
                 base,
                 reminder_id=f"{key}-r{r}",

@@ -35,7 +35,7 @@ def published(env: LedgerEnv) -> LedgerEnv:
     """A ledger of 4 checkpoints (older partial tiles on disk), 600+ entries, two tile levels."""
     with env.open() as ledger:
         for batch in range(4):
-            ledger.append(tenure_entries(40 + 15 * batch, prefix=f"b{batch}-"))
+            ledger.append(tenure_entries(40 + 15 * batch, prefix=f"b{batch}-", sent=True))
             ledger.publish_checkpoint()
     return env
 
@@ -142,13 +142,14 @@ def test_audit_from_the_public_log(env: LedgerEnv) -> None:
     }
     value = CanonicalValue.build(base)
     entries = [
-        *tenure_entries(3, reminders=2),  # compliant
-        *tenure_entries(1, reminders=1, prefix="thin"),  # released after one reminder: offending
+        *tenure_entries(3, reminders=2, sent=True),  # compliant
+        *tenure_entries(1, reminders=1, prefix="thin", sent=True),  # released after one: offending
         PreparedEntry("late:closed", EntryType.TENURE_CLOSED, value),
         PreparedEntry("late:exc", EntryType.RELEASED_WITH_EXCEPTION, value, tenure_key="late:closed"),
         PreparedEntry("orphan:released", EntryType.RELEASED, value, tenure_ref=bytes(range(16))),
         PreparedEntry("viol", EntryType.REISSUE_VIOLATION, value, tenure_key="late:closed"),
         # A reminder logged after the release does not count for it.
+        PreparedEntry("thin0:sent-late", EntryType.REMINDER_SENT, value, tenure_key="thin0:closed"),
         PreparedEntry("thin0:eff-late", EntryType.REMINDER_EFFECTIVE, value, tenure_key="thin0:closed"),
     ]
     with env.open() as ledger:
@@ -167,6 +168,41 @@ def test_audit_from_the_public_log(env: LedgerEnv) -> None:
     assert [f.tenure_ref for f in report.released_without_closure] == [bytes(range(16)).hex()]
     relaxed = audit_log(env.ledger_dir, env.signer.vkey, min_effective=1)
     assert [f.tenure_ref for f in relaxed.under_reminded] == [bytes(range(16)).hex()]
+    assert report.effective_without_sent == ()
+
+
+def test_audit_fails_on_an_effective_reminder_never_sent(env: LedgerEnv) -> None:
+    # A forged log: the carrier logged a reminder effective that it never logged as sent. The
+    # public log shows no reminder ids, so the audit counts per tenure: at every
+    # reminder_effective entry, the tenure's reminder_effective entries so far must not
+    # outnumber its reminder_sent entries before it.
+    base = {"msisdn": "+8613900000001", "tenure_start": dt.date(2020, 1, 1)}
+    value = CanonicalValue.build(base, tenure_end=dt.date(2025, 1, 1))
+
+    def entry(key: str, kind: EntryType) -> PreparedEntry:
+        return PreparedEntry(f"forged:{key}", kind, value, tenure_key="forged:closed")
+
+    entries = [
+        *tenure_entries(2, sent=True),  # honest tenures around it
+        PreparedEntry("forged:closed", EntryType.TENURE_CLOSED, value),
+        entry("sent0", EntryType.REMINDER_SENT),
+        entry("eff0", EntryType.REMINDER_EFFECTIVE),
+        entry("eff1", EntryType.REMINDER_EFFECTIVE),  # no second reminder_sent before it
+        entry("sent1", EntryType.REMINDER_SENT),  # logged after the fact: does not cure it
+        entry("released", EntryType.RELEASED),
+    ]
+    with env.open() as ledger:
+        ledger.append(entries)
+        ledger.publish_checkpoint()
+        forged = ledger.index_of("forged:eff1")
+        ref = ledger.entry(forged or 0).tenure_ref.hex()
+    report = audit_log(env.ledger_dir, env.signer.vkey, min_effective=2, origin=ORIGIN)
+    assert not report.passed
+    assert report.under_reminded == () and report.released == 3  # it has its two effective
+    (finding,) = report.effective_without_sent
+    assert (finding.index, finding.tenure_ref, finding.effective_reminders) == (forged, ref, 2)
+    assert finding.sent_reminders == 1
+    assert "reminder_effective" in finding.describe() and "reminder_sent" in finding.describe()
 
 
 def test_erase_makes_an_entry_unopenable_while_the_log_still_verifies(
