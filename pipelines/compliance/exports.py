@@ -5,11 +5,11 @@ Formats are documented in ``schemas/exports/``. Both are built set-based in Duck
 written with Arrow; neither reads the wall clock, so the same state gives the same bytes.
 
 FCC RND reports are *incremental*: a disconnection is reported once, in the first monthly
-report whose cutoff it falls before. What was reported is kept in the state file
-(``fcc_reported``, one row per disconnection, and ``fcc_reports``, one row per month), so a
-disconnection learnt late (a 双停 suspension becomes final ``suspend_days`` after it began; a
-late drop) goes into the next month's report with its own date, and exporting a month again
-rewrites the same files.
+report whose cutoff falls on or after the day it became permanent (its freeze ended without a
+restore, or the number was sold again: :func:`permanent_disconnections_sql`). What was
+reported is kept in the state file (``fcc_reported``, one row per disconnection, and
+``fcc_reports``, one row per month), so a disconnection learnt late goes into the next month's
+report with its own date, and exporting a month again rewrites the same files.
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ __all__ = [
     "export_fcc_disconnects",
     "month_bounds",
     "parse_month",
+    "permanent_disconnections_sql",
     "state_through",
 ]
 
-# A tenure that ended for good: cancelled, a 双停 suspension that ran its course, or closed by
-# a reissue (even an illegal one: the number did change hands). Ports are not disconnections.
+# How a tenure that may end for good ended: cancelled, a 双停 suspension that ran its course, or
+# closed by a reissue (even an illegal one: the number did change hands). Ports are not
+# disconnections. A cancel or suspension is permanent only once no restore can undo it
+# (permanent_disconnections_sql).
 PERMANENT_END_REASONS = ("cancel", "suspend", "reissue")
 END_REASONS_SQL = "(" + ", ".join(f"'{r}'" for r in PERMANENT_END_REASONS) + ")"
 
@@ -161,17 +164,53 @@ class FccExport:
         return self.numbers == 0
 
 
+def permanent_disconnections_sql(unreported: bool = False) -> str:
+    """SQL (a SELECT): every permanent disconnection on record, as ``tenure_id, msisdn,
+    disconnected_on`` (the tenure's end: the cancel date, or the first day of a 双停
+    suspension) and ``permanent_on``, the first day no restore could undo it.
+
+    A restore is refused from the day the freeze ends (DESIGN "Lifecycle"), so a disconnection
+    is permanent from the earliest of: the freeze end of the number's current episode
+    (``number_state``, frozen/held/available, the tenure still ended), the day the release
+    gate took the number out of its freeze (``state_history``: frozen → held/available; the
+    number may have been sold since), the day it was sold again (``reissues``; a tenure closed
+    by a reissue is permanent that day). A cancel or 双停 restored within its freeze reopened
+    its tenure (no end): it never appears. ``unreported``: only those not in ``fcc_reported``.
+    """
+    skip = "ANTI JOIN fcc_reported r ON r.tenure_id = t.tenure_id" if unreported else ""
+    return f"""
+        WITH ended AS (
+            SELECT t.tenure_id, t.msisdn, t.tenure_end FROM tenures t {skip}
+            WHERE t.tenure_end IS NOT NULL AND t.end_reason IN {END_REASONS_SQL}
+        ), past AS (
+            SELECT s.tenure_id, s.freeze_ends AS on_date FROM number_state s
+            WHERE s.state IN ('frozen', 'held', 'available') AND s.freeze_ends IS NOT NULL
+            UNION ALL
+            SELECT h.tenure_id, h.on_date FROM state_history h
+            WHERE h.from_state = 'frozen' AND h.to_state IN ('held', 'available')
+            UNION ALL
+            SELECT i.prior_tenure_id, i.reissue_date FROM reissues i
+            WHERE i.prior_tenure_id IS NOT NULL
+        )
+        SELECT e.tenure_id, e.msisdn, e.tenure_end AS disconnected_on,
+               min(p.on_date) AS permanent_on
+        FROM ended e JOIN past p ON p.tenure_id = e.tenure_id AND p.on_date >= e.tenure_end
+        GROUP BY ALL
+    """
+
+
 def _record_fcc_month(con: Con, month: dt.date, company_id: str, cutoff: dt.date, max_rows: int) -> None:
-    """Take every unreported disconnection up to ``cutoff`` into the report of ``month``."""
+    """Take every unreported disconnection that became permanent by ``cutoff`` into the
+    report of ``month``."""
     p = {"m": month, "c": cutoff}
     with transaction(con):
         con.execute(
             f"""
             INSERT INTO fcc_reported
-            SELECT t.tenure_id, t.msisdn, t.tenure_end, $m, {_NANP_SQL.replace("msisdn", "t.msisdn")}
-            FROM tenures t
-            ANTI JOIN fcc_reported r ON r.tenure_id = t.tenure_id
-            WHERE t.tenure_end <= $c AND t.end_reason IN {END_REASONS_SQL}
+                (tenure_id, msisdn, disconnected_on, report_month, nanp, permanent_on)
+            SELECT d.tenure_id, d.msisdn, d.disconnected_on, $m, {_NANP_SQL}, d.permanent_on
+            FROM ({permanent_disconnections_sql(unreported=True)}) d
+            WHERE d.permanent_on <= $c
             """,
             p,
         )
@@ -202,9 +241,10 @@ def export_fcc_disconnects(
 
     One row per US (NANP) number: the company id, the batch id of the file, the 10-digit
     number and its most recent permanent disconnection date, for every disconnection not
-    reported before with a date up to the cutoff (the month's last day, or the last night
-    the state has processed if that is earlier: the rest goes into next month's report, as
-    the RND allows). Other numbers are skipped and counted. At most ``max_rows`` rows per
+    reported before that became permanent (:func:`permanent_disconnections_sql`) by the
+    cutoff (the month's last day, or the last night the state has processed if that is
+    earlier: the rest goes into next month's report, as the RND allows). Nothing a restore
+    can still undo is reported, so nothing reported ever needs retracting. Other numbers are skipped and counted. At most ``max_rows`` rows per
     file; each file is a batch ``<YYYYMM>-<NNN>``; a manifest lists them; a month without
     disconnections gets a confirmation file instead. Exporting a month again rewrites the
     same bytes. Call it outside a transaction (it commits what it takes into the report).

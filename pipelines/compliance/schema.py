@@ -19,11 +19,15 @@ DDL: tuple[str, ...] = (
     CREATE TABLE IF NOT EXISTS fcc_reported (  -- key: tenure_id; one row per disconnection
         tenure_id VARCHAR NOT NULL,
         msisdn VARCHAR NOT NULL,               -- E.164
-        disconnected_on DATE NOT NULL,
+        disconnected_on DATE NOT NULL,         -- the tenure's end, the date reported
         report_month DATE NOT NULL,            -- first day of the month of the report that took it
-        nanp BOOLEAN NOT NULL                  -- false: not a US number, counted as skipped
+        nanp BOOLEAN NOT NULL,                 -- false: not a US number, counted as skipped
+        permanent_on DATE                      -- first day no restore could undo it (NULL: taken
+                                               -- before this column existed)
     )
     """,
+    # State files made before permanent_on existed get it (their rows keep NULL).
+    "ALTER TABLE fcc_reported ADD COLUMN IF NOT EXISTS permanent_on DATE",
     """
     CREATE TABLE IF NOT EXISTS fcc_reports (   -- key: report_month
         report_month DATE NOT NULL,

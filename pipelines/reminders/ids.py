@@ -1,5 +1,6 @@
 """What every reminders module shares: the deterministic reminder id, the states in which the
-prior owner is still reminded as SQL, and temp tables filled from Python rows.
+prior owner is still reminded (and in which a number is closing) as SQL, and temp tables filled
+from Python rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pipelines.db import Con, sql_str
 from pipelines.lifecycle.sql import REMINDING_STATES, run_sql
 
 REMINDING_SQL = "(" + ", ".join(sql_str(s) for s in REMINDING_STATES) + ")"
+# States of a number whose own tenure is closing: its prior owner is being reminded, or it
+# waits to be sold again. Such a number is never an SMS address of a reminder.
+CLOSING_SQL = "(" + ", ".join(sql_str(s) for s in (*REMINDING_STATES, "available")) + ")"
 
 
 def reminder_id(tenure_id: str, disconnected_on: dt.date, slot: str, channel: str) -> str:

@@ -1,17 +1,24 @@
 """Step ``schedule``: reminders due for each live disconnection (policy offsets, hold reminders,
 fallbacks on the next channel after a failure), then the outbox rendered for them.
+
+A reminder never goes to the number being recycled (DESIGN "One answer"): an owner's contact
+phone that is the reminded number itself, or a number whose own tenure is closing, is not an
+SMS address (:func:`_sms_blocked_sql`, the one rule every channel choice here reads).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from pipelines.config import Settings
 from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.sql import count_of, drop_tables, policy_sql, run_sql, working_copy
-from pipelines.reminders.ids import REMINDING_SQL
+from pipelines.reminders.ids import CLOSING_SQL, REMINDING_SQL
 from pipelines.reminders.render import render_due
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,22 +29,30 @@ class ScheduleReport:
     fallbacks: int  # next-channel reminders after a failure
     rendered: int  # outbox rows written today
     rendered_one_by_one: int  # of those, rendered without the per-group template fast path
+    # Owners acted on today whose contact phone was not used for SMS: it is the number being
+    # recycled, or a number whose own tenure is closing (_sms_blocked_sql).
+    sms_contacts_skipped: int = 0
+    # Scheduled SMS reminders due today whose address became such a number since they were
+    # scheduled: cancelled, each replaced by a fallback on the owner's next channel.
+    sms_rerouted: int = 0
 
 
 # The temp tables of one schedule_reminders call: each created by the phase named, all dropped
 # together when the call ends (render_due keeps its own).
 _TEMP_TABLES = (
-    "_failed",  # failed/expired reminders due a fallback today: _find_failed
+    "_due_sms",  # scheduled SMS reminders due by today (id, number, address): _find_failed
+    "_closing",  # SMS addresses whose own tenure is closing: _find_failed, then _read_contacts
+    "_blocked",  # the due SMS reminders whose address is blocked (rerouted): _find_failed
+    "_failed",  # failed/expired/blocked reminders due a fallback today: _find_failed
     "_sn",  # the numbers this step acts on and why (new, hold, fallback): _find_numbers
-    "_tc",  # their owners' contacts: _read_contacts
+    "_tc",  # their owners' contacts, sms_to the usable phone: _read_contacts
     "_hold",  # the hold reminders planned for today: _plan_hold
     "_fb",  # the fallback reminders planned for today: _plan_fallbacks
 )
 
 
 _ADDRESS = (
-    "CASE x.channel WHEN 'sms' THEN x.contact_phone WHEN 'email' THEN x.contact_email "
-    "ELSE x.subscriber_ref END"
+    "CASE x.channel WHEN 'sms' THEN x.sms_to WHEN 'email' THEN x.contact_email ELSE x.subscriber_ref END"
 )
 
 
@@ -50,38 +65,95 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
 
     * a new disconnection (cancel, or a 双停 suspension) gets one reminder per policy offset:
       ``disconnected_on + n`` for n >= 0, ``freeze_ends + n`` for n < 0; a date already past
-      (a late event) becomes ``day``. Channel: sms if the owner left a phone, else email,
-      else a letter.
+      (a late event) becomes ``day``. Channel: sms if the owner left a usable phone, else
+      email, else a letter.
     * a number held at the gate today gets one more reminder on every channel the owner has
       that has no effective reminder yet (or the best channel if all have one).
     * a failed/expired reminder gets a fallback on the owner's next channel
-      (sms → email → letter), due ``day``.
+      (sms → email → letter), due ``day``; so does a scheduled SMS reminder due by ``day``
+      whose address is no longer usable (it is cancelled).
     * every scheduled reminder due by ``day`` is rendered into the outbox (pending).
+
+    A phone is usable for SMS unless it is the number being recycled or a number whose own
+    tenure is closing (:func:`_sms_blocked_sql`); skipped contacts are counted and logged.
     """
-    _find_failed(con, day)
+    rerouted = _find_failed(con, day)
     _find_numbers(con, day)
-    _read_contacts(con)
+    skipped = _read_contacts(con)
     scheduled = _schedule_new_disconnections(con, settings, day)
     _plan_hold(con, settings, day)
     hold = _insert_new_reminders(con, day, "_hold")
     _plan_fallbacks(con, settings, day)
     fallbacks = _insert_new_reminders(con, day, "_fb")
     _mark_fallbacks_handled(con)
+    _cancel_blocked(con)
     rendered, one_by_one = render_due(con, settings, day)
+    _log_skipped(con, day, skipped, rerouted)
     drop_tables(con, _TEMP_TABLES)
-    return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one)
+    return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one, skipped, rerouted)
 
 
-def _find_failed(con: Con, day: dt.date) -> None:
+# --------------------------------------------------------------------------- SMS addresses
+
+
+def _add_closing_numbers(con: Con, phones_sql: str) -> None:
+    """Add to ``_closing`` the numbers among ``phones_sql`` (a one-column SELECT) whose own
+    tenure is closing: suspended, frozen, held, or available to be sold again."""
+    # The phones first, then their states: a semi join on the key column keeps the scan of
+    # ten million states to one column until a phone matches.
+    run_sql(
+        con,
+        f"""
+        INSERT INTO _closing
+        SELECT s.msisdn FROM number_state s
+        WHERE s.msisdn IN (SELECT p FROM ({phones_sql}) q(p) WHERE p IS NOT NULL
+                           EXCEPT SELECT msisdn FROM _closing)
+          AND s.state IN {CLOSING_SQL}
+        """,
+    )
+
+
+def _sms_blocked_sql(phone: str, number: str) -> str:
+    """The one rule for an SMS address, as SQL: true when ``phone`` is ``number`` (the number
+    being recycled) or a number in ``_closing``. Such a text would reach whoever holds that
+    number next, and a receipt for it would count as the prior owner reminded."""
+    return f"({phone} = {number} OR {phone} IN (SELECT msisdn FROM _closing))"
+
+
+def _find_failed(con: Con, day: dt.date) -> int:
+    """``_failed``: the reminders due a fallback today: failed/expired ones, and scheduled SMS
+    reminders due by ``day`` whose address is blocked (``_blocked``). Returns how many of
+    those there are."""
+    run_sql(
+        con,
+        """
+        CREATE OR REPLACE TEMP TABLE _due_sms AS
+        SELECT reminder_id, msisdn, address FROM reminders
+        WHERE status = 'scheduled' AND channel = 'sms' AND due_on <= $d
+        """,
+        {"d": day},
+    )
+    run_sql(con, "CREATE OR REPLACE TEMP TABLE _closing (msisdn VARCHAR)")
+    _add_closing_numbers(con, "SELECT address FROM _due_sms")
+    run_sql(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _blocked AS
+        SELECT reminder_id FROM _due_sms WHERE {_sms_blocked_sql("address", "msisdn")}
+        """,
+    )
     run_sql(
         con,
         """
         CREATE OR REPLACE TEMP TABLE _failed AS
         SELECT * FROM reminders
         WHERE status IN ('failed', 'expired') AND NOT fallback_handled AND fallback_due <= $d
+        UNION ALL
+        SELECT * FROM reminders WHERE reminder_id IN (SELECT reminder_id FROM _blocked)
         """,
         {"d": day},
     )
+    return count_of(con, "SELECT count(*) FROM _blocked")
 
 
 def _find_numbers(con: Con, day: dt.date) -> None:
@@ -113,15 +185,48 @@ def _find_numbers(con: Con, day: dt.date) -> None:
     )
 
 
-def _read_contacts(con: Con) -> None:
-    # Their owners' contacts, read from the ten-million-row tenures once for all three.
+def _read_contacts(con: Con) -> int:
+    """``_tc``: the owners' contacts, read from the ten-million-row tenures once for all three
+    kinds of number, with ``sms_to`` the contact phone unless it is blocked. Returns how many
+    owners' phones are blocked."""
     working_copy(
         con,
         "_tc",
         "tenures",
         "tenure_id",
         "SELECT tenure_id FROM _sn UNION ALL SELECT tenure_id FROM _failed",
-        "t.tenure_id, t.contact_phone, t.contact_email, t.subscriber_ref, t.language",
+        "t.tenure_id, t.msisdn, t.contact_phone, t.contact_email, t.subscriber_ref, t.language",
+    )
+    _add_closing_numbers(con, "SELECT contact_phone FROM _tc")
+    blocked = _sms_blocked_sql("contact_phone", "msisdn")
+    run_sql(
+        con,
+        f"""
+        CREATE OR REPLACE TEMP TABLE _tc AS
+        SELECT _tc.*, coalesce({blocked}, false) AS sms_blocked,
+               CASE WHEN NOT coalesce({blocked}, false) THEN contact_phone END AS sms_to
+        FROM _tc
+        """,
+    )
+    return count_of(con, "SELECT count(*) FROM _tc WHERE sms_blocked")
+
+
+def _log_skipped(con: Con, day: dt.date, skipped: int, rerouted: int) -> None:
+    """One warning for the night: counts, and a few masked numbers for the operator to look up."""
+    if not (skipped or rerouted):
+        return
+    examples = run_sql(
+        con,
+        "SELECT nr_mask(msisdn) FROM (SELECT DISTINCT msisdn FROM _tc WHERE sms_blocked) ORDER BY 1 LIMIT 3",
+    ).fetchall()
+    log.warning(
+        "schedule %s: %d owner(s) reminded without SMS, %d scheduled SMS reminder(s) moved to the "
+        "next channel: the contact phone is the number being recycled or a number whose own "
+        "tenure is closing (e.g. owners of %s); ask them for a current contact",
+        day,
+        skipped,
+        rerouted,
+        ", ".join(str(m) for (m,) in examples) or "none",
     )
 
 
@@ -135,7 +240,7 @@ def _schedule_new_disconnections(con: Con, settings: Settings, day: dt.date) -> 
         INSERT INTO reminders
         WITH cand AS (
             SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause,
-                   t.contact_phone, t.contact_email, t.subscriber_ref,
+                   t.sms_to, t.contact_email, t.subscriber_ref,
                    coalesce(t.language, 'zh-CN') AS language, {best} AS channel, {offsets} AS offs
             FROM _sn s JOIN _tc t ON t.tenure_id = s.tenure_id
             WHERE s.why = 'new'
@@ -189,13 +294,13 @@ def _plan_hold(con: Con, settings: Settings, day: dt.date) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE _hold AS
         WITH h AS (
-            SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.cause, t.contact_phone,
+            SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.cause, t.sms_to,
                    t.contact_email, t.subscriber_ref, coalesce(t.language, 'zh-CN') AS language,
                    {best} AS best
             FROM _sn s JOIN _tc t ON t.tenure_id = s.tenure_id
             WHERE s.why = 'hold'
         ), has AS (
-            SELECT h.*, 'sms' AS channel FROM h WHERE contact_phone IS NOT NULL
+            SELECT h.*, 'sms' AS channel FROM h WHERE sms_to IS NOT NULL
             UNION ALL SELECT h.*, 'email' FROM h WHERE contact_email IS NOT NULL
             UNION ALL SELECT h.*, 'letter' FROM h WHERE {letter_on}
         ), effective AS (
@@ -234,7 +339,7 @@ def _plan_fallbacks(con: Con, settings: Settings, day: dt.date) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE _fb AS
         WITH f AS (
-            SELECT f.* EXCLUDE (release_on, cause), t.contact_phone, t.contact_email,
+            SELECT f.* EXCLUDE (release_on, cause), t.sms_to, t.contact_email,
                    t.subscriber_ref, {after} AS next_channel,
                    CASE WHEN s.state = 'held' THEN $d + 1 ELSE s.freeze_ends END AS release_on,
                    s.cause
@@ -264,6 +369,27 @@ def _plan_fallbacks(con: Con, settings: Settings, day: dt.date) -> None:
     )
 
 
+def _cancel_blocked(con: Con) -> None:
+    """Cancel the blocked SMS reminders (their fallbacks are planned) and any pending text of
+    theirs, so that nothing goes to that address."""
+    if not count_of(con, "SELECT count(*) FROM _blocked"):
+        return
+    run_sql(
+        con,
+        """
+        UPDATE outbox SET status = 'cancelled'
+        WHERE status = 'pending' AND reminder_id IN (SELECT reminder_id FROM _blocked)
+        """,
+    )
+    run_sql(
+        con,
+        """
+        UPDATE reminders SET status = 'cancelled'
+        WHERE status = 'scheduled' AND reminder_id IN (SELECT reminder_id FROM _blocked)
+        """,
+    )
+
+
 def _mark_fallbacks_handled(con: Con) -> None:
     if count_of(con, "SELECT count(*) FROM _failed"):
         run_sql(
@@ -280,15 +406,17 @@ def _letter_sql(settings: Settings) -> str:
 
 
 def _best_channel_sql(settings: Settings) -> str:
-    """The owner's best channel as SQL over columns of ``t`` (tenures)."""
+    """The owner's best channel as SQL over columns of ``t`` (``_tc``: SMS only to a usable phone)."""
     return (
-        "CASE WHEN t.contact_phone IS NOT NULL THEN 'sms' "
+        "CASE WHEN t.sms_to IS NOT NULL THEN 'sms' "
         f"WHEN t.contact_email IS NOT NULL THEN 'email' ELSE {_letter_sql(settings)} END"
     )
 
 
 def _next_channel_sql(settings: Settings) -> str:
-    """The owner's next channel after ``f.channel`` as SQL over columns of ``t`` (tenures)."""
+    """The owner's next channel after ``f.channel`` as SQL over columns of ``t`` (``_tc``).
+
+    SMS comes first, so it is never the next channel; a blocked phone needs no test here."""
     letter = _letter_sql(settings)
     return (
         "CASE f.channel WHEN 'sms' THEN CASE WHEN t.contact_email IS NOT NULL THEN 'email' "

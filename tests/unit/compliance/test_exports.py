@@ -8,16 +8,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
+from lifecycle_testkit import World, day
 from typer.testing import CliRunner
 
 from pipelines import db
 from pipelines.cli import app
 from pipelines.compliance.exports import (
+    FccExport,
     export_cn_renewal,
     export_fcc_disconnects,
     month_bounds,
@@ -51,12 +54,25 @@ def tenure(
     reason: str | None,
     start: dt.date = d(1, 1),
     region: str = "NY",
+    permanent: dt.date | None = None,
 ) -> None:
+    """A hand-built tenure; ``permanent``: the day its disconnection became permanent (the
+    release gate took it out of its freeze, or, for one closed by a reissue, the reissue)."""
     tid = f"T{msisdn}{start}"
     con.execute(
         "INSERT INTO tenures VALUES (?, ?, ?, ?, ?, 'S1', ?, NULL, NULL, 'en', 'snapshot', ?)",
         [tid, msisdn, start, end, reason, region, start],
     )
+    if permanent is not None and reason == "reissue":
+        con.execute(
+            "INSERT INTO reissues VALUES (?, ?, ?, ?, ?, NULL, true, ?, ?, ?, 1)",
+            [msisdn, tid, f"N{tid}", permanent, end, permanent, region, SHA],
+        )
+    elif permanent is not None:
+        con.execute(
+            "INSERT INTO state_history VALUES (?, ?, 'frozen', 'available', ?, ?, 'released', NULL, NULL)",
+            [msisdn, tid, permanent, permanent],
+        )
 
 
 def processed_through(con: duckdb.DuckDBPyConnection, night: dt.date) -> None:
@@ -67,17 +83,19 @@ def processed_through(con: duckdb.DuckDBPyConnection, night: dt.date) -> None:
 
 
 def march_history(con: duckdb.DuckDBPyConnection) -> None:
-    tenure(con, us(101), d(3, 3), "cancel")
-    tenure(con, us(102), d(3, 15), "suspend")  # a 双停 suspension that became final
-    tenure(con, us(103), d(3, 5), "cancel", start=d(1, 1))  # disconnected twice in March:
-    tenure(con, us(103), d(3, 20), "cancel", start=d(3, 6))  # one row, the most recent date
+    # Short freezes, so that most of these became permanent in March.
+    tenure(con, us(101), d(3, 3), "cancel", permanent=d(3, 8))
+    tenure(con, us(102), d(3, 15), "suspend", permanent=d(3, 28))  # a 双停 that became final
+    tenure(con, us(103), d(3, 5), "cancel", start=d(1, 1), permanent=d(3, 6))  # disconnected
+    tenure(con, us(103), d(3, 20), "cancel", start=d(3, 6), permanent=d(3, 30))  # twice: one row
     tenure(con, us(104), d(3, 10), "port_out")  # a port is not a disconnection
-    tenure(con, us(105), d(4, 2), "cancel")  # April's
+    tenure(con, us(105), d(3, 12), "cancel", permanent=d(4, 2))  # April's: its freeze ended then
     tenure(con, us(106), None, None)  # active
-    tenure(con, us(107), d(3, 25), "reissue")  # closed by a reissue: it did change hands
-    tenure(con, us(108), d(2, 27), "cancel")  # before the first report: the backlog goes in it
-    tenure(con, "+8613800000001", d(3, 4), "cancel", region="GD")  # not NANP: skipped, counted
-    tenure(con, "+14165550199", d(3, 4), "cancel")  # Canada is NANP too: +1 and 10 digits
+    tenure(con, us(107), d(3, 25), "reissue", permanent=d(3, 25))  # closed by a reissue
+    tenure(con, us(108), d(2, 27), "cancel", permanent=d(2, 28))  # before the first report: backlog
+    tenure(con, us(110), d(3, 29), "cancel")  # still in its freeze: a restore may undo it
+    tenure(con, "+8613800000001", d(3, 4), "cancel", region="GD", permanent=d(3, 9))  # not NANP
+    tenure(con, "+14165550199", d(3, 4), "cancel", permanent=d(3, 9))  # Canada is NANP too
     processed_through(con, d(4, 5))
 
 
@@ -141,13 +159,13 @@ def test_fcc_is_incremental_and_a_month_rewrites_the_same_bytes(
     march_history(con)
     first = export_fcc_disconnects(con, MARCH, tmp_path / "a", "ACME01")
     assert first.new and len(first.files) == 1 and first.files[0].rows == 6
-    # Learnt after March was reported: a 双停 suspension from March 28 became final in May.
-    tenure(con, us(109), d(3, 28), "suspend")
+    # Learnt after March was reported: a 双停 suspension from March 28 became final in April.
+    tenure(con, us(109), d(3, 28), "suspend", permanent=d(4, 20))
     processed_through(con, d(5, 3))
     april = export_fcc_disconnects(con, APRIL, tmp_path / "b", "ACME01")
     assert (april.numbers, april.cutoff) == (2, d(4, 30))
     assert read(tmp_path / "b" / april.files[0].name).splitlines()[1:] == [
-        "ACME01,202604-001,2025550105,2026-04-02",
+        "ACME01,202604-001,2025550105,2026-03-12",
         "ACME01,202604-001,2025550109,2026-03-28",
     ]
     again = export_fcc_disconnects(con, MARCH, tmp_path / "c", "ACME01")
@@ -180,6 +198,122 @@ def test_fcc_refusals(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
         export_fcc_disconnects(con, APRIL, tmp_path, "OTHER1")
     with pytest.raises(TerminalError, match="split at"):
         export_fcc_disconnects(con, APRIL, tmp_path, "ACME01", max_rows=5)
+
+
+# --------------------------------------------------------------------------- FCC: when permanent
+# Histories built by the nightly steps themselves (lifecycle_testkit.World: 10-day freeze,
+# 5-day 双停 suspension, max 3 days held; day(n) is March 1 + n), processed through April 5.
+CANCEL_SOLD = us(201)  # cancel Mar 3, freeze over Mar 13 (held), released Mar 16, sold Mar 20
+CANCEL_RESTORED = us(202)  # cancel Mar 5, restored Mar 10
+CANCEL_LATE_MARCH = us(203)  # cancel Mar 26, freeze over Apr 5
+SUSPENSION_FINAL = us(204)  # 双停 Mar 20, frozen Mar 25, freeze over Apr 4
+SUSPENSION_RESTORED = us(205)  # 双停 Mar 2, frozen Mar 7 (tenure ended Mar 2), restored Mar 10
+CANCEL_RESTORED_IN_APRIL = us(206)  # cancel Mar 28, restored Apr 3 (freeze until Apr 7)
+
+
+@pytest.fixture(scope="module")
+def lived_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lived") / "state.duckdb"
+    con = db.connect(path)
+    world = World(con)
+    for n in (201, 202, 203, 204, 205, 206):
+        world.subscriber(day(0), us(n), region="NY")
+    events = {
+        2: [(CANCEL_SOLD, "cancel")],
+        4: [(CANCEL_RESTORED, "cancel")],
+        1: [(SUSPENSION_RESTORED, "suspend")],
+        9: [(CANCEL_RESTORED, "restore"), (SUSPENSION_RESTORED, "restore")],
+        19: [(SUSPENSION_FINAL, "suspend")],
+        25: [(CANCEL_LATE_MARCH, "cancel")],
+        27: [(CANCEL_RESTORED_IN_APRIL, "cancel")],
+        33: [(CANCEL_RESTORED_IN_APRIL, "restore")],
+    }
+    for n in range(0, 36):
+        for msisdn, event in events.get(n, []):
+            world.event(day(n), msisdn, event, region="NY")
+        if n == 19:
+            world.reissue(day(n), CANCEL_SOLD, region="NY")
+        world.run(day(n))
+    # What the old rule (the tenure's end alone) got wrong: the restored 双停 had ended in March.
+    assert world.state(SUSPENSION_RESTORED)["state"] == "active"
+    assert world.state(CANCEL_SOLD)["state"] == "active"  # sold again: a new tenure
+    con.close()
+    return path
+
+
+@pytest.fixture
+def lived(lived_state: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    copy = tmp_path / "state.duckdb"
+    shutil.copyfile(lived_state, copy)
+    c = db.connect(copy)
+    yield c
+    c.close()
+
+
+def rows_of(out: Path, result: FccExport) -> list[str]:
+    return [line for f in result.files for line in read(out / f.name).splitlines()[1:]]
+
+
+def test_fcc_a_cancel_restored_within_its_freeze_is_never_reported(
+    lived: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    march = export_fcc_disconnects(lived, MARCH, tmp_path / "m", "ACME01")
+    april = export_fcc_disconnects(lived, APRIL, tmp_path / "a", "ACME01")
+    reported = rows_of(tmp_path / "m", march) + rows_of(tmp_path / "a", april)
+    for restored in (CANCEL_RESTORED, SUSPENSION_RESTORED, CANCEL_RESTORED_IN_APRIL):
+        assert not [r for r in reported if restored[2:] in r]
+    assert lived.execute("SELECT count(*) FROM fcc_reported").fetchone() == (3,)
+
+
+def test_fcc_a_cancel_is_reported_in_the_month_its_freeze_ended(
+    lived: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    march = export_fcc_disconnects(lived, MARCH, tmp_path / "m", "ACME01")
+    # Only the cancel whose freeze ended in March (the number has been sold since); the one of
+    # March 26 was still undoable on March 31.
+    assert rows_of(tmp_path / "m", march) == ["ACME01,202603-001,2025550201,2026-03-03"]
+    april = export_fcc_disconnects(lived, APRIL, tmp_path / "a", "ACME01")
+    assert april.cutoff == d(4, 5)  # the last night processed: the day its freeze ended
+    assert "ACME01,202604-001,2025550203,2026-03-26" in rows_of(tmp_path / "a", april)
+    got = lived.execute(
+        "SELECT msisdn, disconnected_on, permanent_on, report_month FROM fcc_reported ORDER BY msisdn"
+    ).fetchall()
+    assert got[0] == (CANCEL_SOLD, d(3, 3), d(3, 13), MARCH)
+    assert got[1] == (CANCEL_LATE_MARCH, d(3, 26), d(4, 5), APRIL)
+
+
+def test_fcc_a_suspension_is_reported_once_it_became_permanent(
+    lived: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    march = export_fcc_disconnects(lived, MARCH, tmp_path / "m", "ACME01")
+    assert SUSPENSION_FINAL[2:] not in "".join(rows_of(tmp_path / "m", march))  # frozen Mar 25
+    april = export_fcc_disconnects(lived, APRIL, tmp_path / "a", "ACME01")
+    assert rows_of(tmp_path / "a", april) == [
+        "ACME01,202604-001,2025550203,2026-03-26",
+        "ACME01,202604-001,2025550204,2026-03-20",  # the suspension's first day
+    ]
+    assert lived.execute(
+        "SELECT disconnected_on, permanent_on FROM fcc_reported WHERE msisdn = ?", [SUSPENSION_FINAL]
+    ).fetchall() == [(d(3, 20), d(4, 4))]
+
+
+def test_fcc_a_month_rerun_is_idempotent(lived: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    march = export_fcc_disconnects(lived, MARCH, tmp_path / "m", "ACME01")
+    april = export_fcc_disconnects(lived, APRIL, tmp_path / "a", "ACME01")
+    taken = lived.execute("SELECT * FROM fcc_reported ORDER BY ALL").fetchall()
+    # More nights pass (the April numbers are released at the gate) before the reruns.
+    world = World(lived)
+    for n in range(36, 41):
+        world.run(day(n))
+    again_april = export_fcc_disconnects(lived, APRIL, tmp_path / "a2", "ACME01")
+    again_march = export_fcc_disconnects(lived, MARCH, tmp_path / "m2", "ACME01")
+    assert not again_april.new and not again_march.new
+    for first, again, old, new in ((march, again_march, "m", "m2"), (april, again_april, "a", "a2")):
+        assert again.files == first.files
+        for f in first.files:
+            assert (tmp_path / new / f.name).read_bytes() == (tmp_path / old / f.name).read_bytes()
+        assert (tmp_path / new / again.manifest.name).read_bytes() == first.manifest.read_bytes()
+    assert lived.execute("SELECT * FROM fcc_reported ORDER BY ALL").fetchall() == taken
 
 
 def cn_history(con: duckdb.DuckDBPyConnection) -> None:
@@ -268,3 +402,16 @@ def test_cli_exports(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     )
     assert cn.exit_code == 0, cn.output
     assert (tmp_path / "cn" / "cn-renewal_2026-03.csv").exists()
+
+
+def test_a_state_file_from_before_permanent_on_gets_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    old = duckdb.connect(str(path))
+    old.execute(
+        "CREATE TABLE fcc_reported (tenure_id VARCHAR NOT NULL, msisdn VARCHAR NOT NULL, "
+        "disconnected_on DATE NOT NULL, report_month DATE NOT NULL, nanp BOOLEAN NOT NULL)"
+    )
+    old.execute("INSERT INTO fcc_reported VALUES ('T1', ?, ?, ?, true)", [us(1), d(2, 1), MARCH])
+    old.close()
+    with db.open_state(path) as con:
+        assert con.execute("SELECT permanent_on FROM fcc_reported").fetchall() == [(None,)]

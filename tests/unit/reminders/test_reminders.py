@@ -357,3 +357,95 @@ def test_letters_disabled_means_no_letter_channel(tmp_path: Path) -> None:
     world.run(day(1))
     assert world.reminders(A) == []
     con.close()
+
+
+# =========================================================================== SMS addresses
+# A reminder never goes to the number being recycled (DESIGN "One answer"): a contact phone
+# that is the number itself, or a number whose own tenure is closing, is not an SMS address.
+
+
+def test_a_number_that_is_its_own_contact_phone_is_reminded_by_email_or_letter(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.subscriber(day(0), A, phone=A, email="a@example.cn")
+    world.subscriber(day(0), B, phone=B, email=None)
+    world.run(day(0))
+    world.event(day(1), A, "cancel")
+    world.event(day(1), B, "cancel")
+    with caplog.at_level("WARNING", logger="pipelines.reminders.schedule"):
+        report = world.run(day(1))["schedule"]
+    assert (report.scheduled, report.sms_contacts_skipped, report.sms_rerouted) == (6, 2, 0)
+    assert {(r["channel"], r["address"]) for r in world.reminders(A)} == {("email", "a@example.cn")}
+    assert {(r["channel"], r["address"]) for r in world.reminders(B)} == {("letter", "S1")}
+    assert world.channels["sms"].sent == []
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "2 owner(s) reminded without SMS" in warning and mask(A) in warning
+    assert A not in warning and B not in warning
+    world.run_days(2, 10)
+    assert world.channels["sms"].sent == []
+    assert world.one("SELECT count(*) FROM reminders WHERE channel = 'sms'") == 0
+
+
+def test_a_contact_phone_that_is_another_closing_number_is_skipped(world: World) -> None:
+    world.subscriber(day(0), A, phone=B, email="a@example.cn")
+    world.subscriber(day(0), B, phone=None, email="b@example.cn")
+    world.subscriber(day(0), C, phone=None, email="c@example.cn")
+    world.run(day(0))
+    world.event(day(1), B, "cancel")  # B's own tenure is closing: frozen
+    world.run(day(1))
+    world.event(day(2), A, "cancel")
+    report = world.run(day(2))["schedule"]
+    assert report.sms_contacts_skipped == 1
+    assert {(r["channel"], r["address"]) for r in world.reminders(A)} == {("email", "a@example.cn")}
+    assert [r.to for r in world.channels["sms"].sent] == []
+
+
+def test_a_contact_phone_of_an_active_other_number_is_used(world: World) -> None:
+    world.subscriber(day(0), A, phone=B, email="a@example.cn")
+    world.subscriber(day(0), B, phone=None, email="b@example.cn")
+    world.run(day(0))
+    world.event(day(1), A, "cancel")
+    report = world.run(day(1))["schedule"]
+    assert report.sms_contacts_skipped == 0
+    assert {(r["channel"], r["address"]) for r in world.reminders(A)} == {("sms", B)}
+    assert [r.to for r in world.channels["sms"].sent] == [B]
+
+
+def test_a_scheduled_sms_to_a_number_that_closed_since_goes_to_the_next_channel(world: World) -> None:
+    world.subscriber(day(0), A, phone=C, email="a@example.cn")
+    world.subscriber(day(0), C, phone=None, email="c@example.cn")
+    world.run(day(0))
+    world.event(day(1), A, "cancel")
+    world.run(day(1))  # day 0 of A's freeze: an SMS to C, which is active
+    assert [r.to for r in world.channels["sms"].sent] == [C]
+    world.event(day(3), C, "suspend")  # C's own tenure is closing now
+    world.run_days(3, 4)
+    day5 = world.run(day(5))["schedule"]  # A's day-4 reminder was scheduled for SMS to C
+    assert (day5.sms_rerouted, day5.fallbacks) == (1, 1)
+    by_slot = {(r["slot"], r["channel"]): r["status"] for r in world.reminders(A)}
+    assert by_slot[("offset:4", "sms")] == "cancelled"
+    assert by_slot[("fallback:offset:4", "email")] == "sent"
+    world.run_days(6, 8)  # the final one (day 8) is rerouted too
+    assert [r.to for r in world.channels["sms"].sent] == [C]
+    assert by_slot.keys() <= {(r["slot"], r["channel"]) for r in world.reminders(A)}
+    assert world.one("SELECT count(*) FROM outbox WHERE address = ? AND status <> 'sent'", [C]) == 0
+
+
+def test_the_gate_counts_nothing_sent_to_the_recycled_number(world: World) -> None:
+    # The SMS gateway would deliver anything it is given, and every text it sent is confirmed
+    # delivered; the e-mails are never confirmed. The number is its owner's contact phone, so
+    # nothing is sent there, and the gate finds no effective reminder: held, then released
+    # with an exception, never as compliant.
+    world.subscriber(day(0), A, phone=A, email="a@example.cn")
+    world.run(day(0))
+    world.event(day(1), A, "cancel")
+    for n in range(1, 16):
+        for text in world.channels["sms"].sent:
+            world.receipt(day(n), text.reminder_id, "delivered", at=day(n - 1))
+        world.channels["sms"].sent.clear()
+        world.run(day(n))
+    assert world.one("SELECT count(*) FROM reminders WHERE address = ?", [A]) == 0
+    hold = [r for r in world.reminders(A) if r["slot"] == "hold"]
+    assert {r["channel"] for r in hold} == {"email", "letter"}
+    (release,) = world.rows("SELECT * FROM releases WHERE msisdn = ?", [A])
+    assert (release["effective_reminders"], release["exception"]) == (0, True)
