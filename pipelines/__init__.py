@@ -9,6 +9,7 @@ Foundations (top level)
     ``errors``   ``RecycleError`` with ``diagnostics()``; terminal vs transient
     ``layout``   every path under the data directory; atomic writes
     ``numbers``  E.164 normalisation and masking for display and logs
+    ``lazy``     package attributes that load their module on first use
     ``db/``      the one DuckDB seam: connect, transactions, options, quoting, the table list
 
 The night, in order (``nightly/`` runs them as ``STEPS``: CLI, Airflow DAG and tests alike)

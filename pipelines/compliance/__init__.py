@@ -6,8 +6,9 @@ tables (:mod:`pipelines.compliance.schema`).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pipelines.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from pipelines.compliance.alerts import check_compliance, evaluate_compliance, nightly_alerts
@@ -30,11 +31,7 @@ _LAZY = {
     "build_report": "pipelines.compliance.report",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

@@ -9,9 +9,9 @@ are what ``recycle platform`` manages tokens with.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pipelines.lazy import lazy_attributes
 from pipelines.server.platforms import DEFAULT_SCOPES, SCOPES, TokenStore, parse_scopes, utc_now
 
 if TYPE_CHECKING:
@@ -28,11 +28,7 @@ _LAZY = {
     "openapi_bytes": "pipelines.server.openapi",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
