@@ -248,7 +248,7 @@ def notifications(
 def new_owner(
     number: NumberArg,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="date YYYY-MM-DD (default: today, UTC)")
+        str | None, typer.Option("--as-of", help="date YYYY-MM-DD (default: the carrier's today)")
     ] = None,
     as_json: JsonOpt = False,
     config: ConfigOpt = None,
@@ -262,7 +262,7 @@ def new_owner(
     from pipelines.server import utc_now
 
     settings = settings_from(config, data)
-    day = utc_now().date() if as_of is None else parse_date(as_of, "--as-of")
+    day = settings.carrier_day(utc_now()) if as_of is None else parse_date(as_of, "--as-of")
     view = new_owner_view(settings, parse_number(number, settings), day)
     if as_json:
         out.print_json(json.dumps(view))

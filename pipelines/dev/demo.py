@@ -25,6 +25,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.config import Settings
+
 console = Console()
 
 DEMO_CONFIG = """\
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     start = (
         dt.date.fromisoformat(args.start)
         if args.start
-        else dt.date.today() - dt.timedelta(days=args.days)  # demo UI only; runs use logical dates
+        # the carrier's today (runs use logical dates; this only picks where the demo's weeks end)
+        else Settings().carrier_day(dt.datetime.now(dt.UTC)) - dt.timedelta(days=args.days)
     )
     last = start + dt.timedelta(days=args.days - 1)
     config = _fresh_data_dir(data)
