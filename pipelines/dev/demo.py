@@ -331,7 +331,6 @@ def _ask_about(msisdn: str, data: Path, config: Path, url: str, token: str, go_l
 
 
 def print_summary(settings: object, start: dt.date, days: int) -> None:
-    from pipelines.config import Settings
     from pipelines.nightly.status import day_status
 
     assert isinstance(settings, Settings)
