@@ -59,15 +59,25 @@ def prepared_entries(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[Pr
     """The queued, not yet appended events in queue order, as prepared ledger entries."""
     rows = con.execute(
         """
-        SELECT seq, idempotency_key, type, msisdn, tenure_start, tenure_end, fields,
-               CASE WHEN type <> 'tenure_closed' THEN
-                   last_value(CASE WHEN type = 'tenure_closed' THEN idempotency_key END IGNORE NULLS)
-                   OVER (PARTITION BY tenure_id ORDER BY seq
-                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-               END AS tenure_key,
-               appended
-        FROM ledger_events
-        ORDER BY seq
+        -- An entry names the closure of its own disconnection: the latest tenure_closed of its
+        -- tenure with the same disconnected_on (a late receipt for a reminder of an earlier
+        -- disconnection, arriving after a restore and a second cancel, belongs to the first),
+        -- else the latest closure of its tenure before it. ASOF joins: one pass, no window.
+        WITH ev AS (
+            SELECT *, json_extract_string(fields, '$.disconnected_on') AS disc FROM ledger_events
+        ), closed AS (
+            SELECT tenure_id, seq AS closed_seq, idempotency_key AS closed_key, disc
+            FROM ev WHERE type = 'tenure_closed'
+        )
+        SELECT ev.seq, ev.idempotency_key, ev.type, ev.msisdn, ev.tenure_start, ev.tenure_end, ev.fields,
+               CASE WHEN ev.type <> 'tenure_closed' THEN coalesce(same.closed_key, last.closed_key) END
+                   AS tenure_key,
+               ev.appended
+        FROM ev
+        ASOF LEFT JOIN closed same
+               ON same.tenure_id = ev.tenure_id AND same.disc = ev.disc AND ev.seq > same.closed_seq
+        ASOF LEFT JOIN closed last ON last.tenure_id = ev.tenure_id AND ev.seq > last.closed_seq
+        ORDER BY ev.seq
         """
     ).fetchall()
     seqs: list[int] = []
