@@ -142,18 +142,13 @@ def listen_socket(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        # Short enough for one line of an 80-column terminal after "error: ".
         if exc.errno == errno.EADDRINUSE:
-            message = (
-                f"port {port} on {host} is already in use (another `recycle serve`, or the Airflow UI?); "
-                f"stop it or choose a free port: recycle serve --port {port + 1}"
-            )
+            message = f"port {port} is in use; choose another: recycle serve --port {port + 1}"
         elif exc.errno == errno.EACCES:
-            message = f"port {port} needs privileges on this machine; use a port above 1023: recycle serve --port 8081"
+            message = f"port {port} needs privileges; choose one above 1023: recycle serve --port 8081"
         else:
-            message = (
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                "check --host (an address of this machine, e.g. 127.0.0.1) and --port"
-            )
+            message = f"cannot listen on {host}:{port} ({exc.strerror or exc}); check --host and --port"
         raise TerminalError(message) from None
     return sock
 
