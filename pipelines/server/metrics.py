@@ -34,6 +34,8 @@ METRICS_SCOPE = "metrics"
 UNMATCHED = "<unmatched>"  # the endpoint label of a path no route serves (a 404)
 # Latency buckets (seconds): a check is answered in about a millisecond, a feed file in tens.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Any other method a client invents is counted as OTHER: labels must stay a small set.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A run of digits long enough to be a phone number, with an optional + or %2B before it.
 _NUMBER_IN_PATH = re.compile(r"(?:\+|%2[Bb])?\d{7,}")
 
@@ -110,6 +112,7 @@ class ServerMetrics:
         self.registry.register(SnapshotCollector(snapshots, settings, clock))
 
     def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "OTHER"
         self.requests.labels(method, endpoint, str(status)).inc()
         self.latency.labels(method, endpoint).observe(seconds)
 

@@ -23,10 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import TerminalError
-from pipelines.feeds.query_snapshot import publish_snapshot
+from pipelines.feeds.query_snapshot import SnapshotHolder, publish_snapshot
 from pipelines.layout import Layout
 from pipelines.server import TokenStore, create_app, serve
 from pipelines.server.app import listen_socket
+from pipelines.server.metrics import ServerMetrics
 
 from .test_server_http import CHECK, NOW, REISSUED, D, build_state, serving
 
@@ -143,6 +144,14 @@ def test_token_use_is_counted_per_platform(served: Served) -> None:
     ):
         assert value(after, use, **labels) - value(before, use, **labels) == moved, labels
     assert value(after, use, platform="prometheus", scope="metrics", outcome="allowed") >= 2
+
+
+def test_an_invented_method_is_counted_as_other(served: Served) -> None:
+    # uvicorn refuses such a request itself (400, before the app); another ASGI server may not.
+    metrics = ServerMetrics(SnapshotHolder(served.settings.data_dir / "none"), served.settings, lambda: NOW)
+    metrics.observe("BREW", "/status", 405, 0.001)
+    text = metrics.exposition().decode()
+    assert 'method="OTHER"' in text and "BREW" not in text
 
 
 def test_metrics_need_a_token_with_the_metrics_scope(served: Served) -> None:
