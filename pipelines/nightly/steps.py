@@ -71,7 +71,15 @@ def step_ingest(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[st
 
     with open_state(Layout(settings.data_dir).state_db) as con:
         report = ingest_day(settings, day, con)
-    return {"ingest": _jsonable(report)}
+    # The night's totals beside the files (properties, which asdict leaves out): the step's
+    # log line and the Airflow task log show them without reading every file's figures.
+    totals = {
+        "rows_in": report.rows_in,
+        "accepted": report.accepted,
+        "quarantined": report.quarantined,
+        "failed_files": len(report.failed),
+    }
+    return {"ingest": {**_jsonable(report), **totals}}
 
 
 def step_receipts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
@@ -194,6 +202,41 @@ def get_step(name: str) -> Step:
     raise KeyError(f"unknown step {name!r}; steps are {', '.join(step_names())}")
 
 
+def report_counts(report: Mapping[str, Any]) -> dict[str, int | float]:
+    """The numbers at the top of a step's report and of each of its sections (a report is
+    ``{"advance": {"released": 32, ...}}``); a list counts as its length. A name met twice
+    is prefixed with its section. Texts, dates and deeper levels are left to the report file."""
+    counts: dict[str, int | float] = {}
+
+    def add(name: str, value: Any, section: str | None) -> None:
+        if isinstance(value, list | tuple):
+            value = len(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        counts[f"{section}.{name}" if name in counts and section else name] = value
+
+    for key, value in _jsonable(report).items():
+        if isinstance(value, Mapping):
+            for inner, inner_value in value.items():
+                add(inner, inner_value, key)
+        else:
+            add(key, value, None)
+    return counts
+
+
+def step_log_line(name: str, day: dt.date, elapsed_s: float, report: Mapping[str, Any]) -> str:
+    """One JSON line per step, for the Airflow task log and log shippers (``"event":
+    "nightly_step"`` finds them); the full report stays in ``runs/<D>/steps/<step>.json``."""
+    line = {
+        "event": "nightly_step",
+        "step": name,
+        "date": day.isoformat(),
+        "elapsed_s": elapsed_s,
+        "counts": report_counts(report),
+    }
+    return json.dumps(line, sort_keys=True, separators=(",", ":"))
+
+
 def run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None = None) -> Mapping[str, Any]:
     """Run one named step for ``day`` and record its report under the run's folder."""
     step = get_step(name)
@@ -204,7 +247,7 @@ def run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None
     # The run folder is a log for operators (it has timings); the state file never does.
     body = {**_jsonable(report), "elapsed_s": elapsed}
     atomic_write_bytes(out, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
-    log.info("step %s for %s done in %.2fs", name, day, elapsed)
+    log.info("%s", step_log_line(name, day, elapsed, report))
     return report
 
 

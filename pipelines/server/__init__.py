@@ -1,6 +1,7 @@
 """The platforms' HTTP service (FastAPI): static feeds and tiles, the CAMARA check, bulk check,
-acknowledgements; platform tokens (stored hashed), the audit log and rate limits. It reads
-only the published query snapshot, never the state file.
+acknowledgements; platform tokens (stored hashed), the audit log and rate limits; Prometheus
+metrics at ``/metrics`` (scope ``metrics``) and one masked log line per request. It reads only
+the published query snapshot, never the state file.
 
 ``create_app`` builds the app and ``serve`` runs it (``recycle serve``); ``openapi_bytes`` is
 the committed ``schemas/openapi.json``. ``TokenStore``, ``parse_scopes`` and ``DEFAULT_SCOPES``

@@ -11,7 +11,8 @@ One module per concern, each route a module-level function reading what the app 
 ``request.app.state.server`` (:mod:`pipelines.server.state`): ``auth`` (token, scope, rate
 limit), ``check`` (CAMARA check, status), ``bulk`` (bulk check, query receipts), ``acks``
 (acknowledgements), ``files`` (feeds and ledger files), ``camara`` (ErrorInfo, x-correlator),
-``openapi`` (the committed document).
+``openapi`` (the committed document), ``metrics`` (Prometheus ``/metrics`` and the one log line
+per request).
 
 Regenerate the committed OpenAPI document after changing an endpoint::
 
@@ -20,14 +21,19 @@ Regenerate the committed OpenAPI document after changing an endpoint::
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import errno
 import functools
 import gc
+import logging
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -35,20 +41,40 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.compliance.notifications import AckStore
 from pipelines.config import Settings
-from pipelines.errors import RecycleError
+from pipelines.errors import RecycleError, TerminalError
 from pipelines.feeds.query_snapshot import SnapshotHolder
 from pipelines.layout import Layout
-from pipelines.server import acks, bulk, check, files
+from pipelines.server import acks, bulk, check, files, metrics
 from pipelines.server.camara import ApiError, CorrelatorMiddleware, api_error, http_error, recycle_error
+from pipelines.server.metrics import RequestMetricsMiddleware, ServerMetrics
 from pipelines.server.openapi import DESCRIPTION, openapi_bytes, openapi_document
 from pipelines.server.platforms import AuditLog, RateLimiter, TokenStore, utc_now
 from pipelines.server.state import ETags, ReceiptKeys, ServerState, server_state
+
+log = logging.getLogger(__name__)
+
+
+def loaded_summary(state: ServerState) -> str:
+    """What the server answers from, for its start-up log line."""
+    status = state.snapshots.status()
+    where = f"data dir {state.settings.data_dir}"
+    if status["loaded"] is None:
+        why = status["error"] or "none is published yet"
+        return (
+            f"{where}: no query snapshot ({why}); /check answers 503 until a nightly run "
+            "publishes one (recycle run --date YYYY-MM-DD)"
+        )
+    return (
+        f"{where}: query snapshot {status['loaded']} as_of {status['as_of']}, "
+        f"{status['tenures']} tenures of {status['numbers']} numbers, feed seq {status['feed_seq']}"
+    )
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = server_state(app)
     await run_in_threadpool(state.snapshots.load_now)
+    log.info("%s", loaded_summary(state))
     # Everything allocated so far lives as long as the server: keep it out of the cyclic
     # GC's full collections, which otherwise show up as multi-millisecond latency spikes.
     gc.freeze()
@@ -66,6 +92,7 @@ def create_app(
     """The server app. ``clock`` gives wall-clock UTC (today's date for range checks, audit and
     receipt times); ``monotonic`` drives the rate limiter."""
     layout = Layout(settings.data_dir)
+    snapshots = SnapshotHolder(layout.snapshot_dir, snapshot_check_s)
     state = ServerState(
         settings=settings,
         layout=layout,
@@ -74,9 +101,10 @@ def create_app(
         audit=AuditLog.open(settings.data_dir, clock),
         acks=AckStore.open(settings.data_dir),
         limiter=RateLimiter(monotonic),
-        snapshots=SnapshotHolder(layout.snapshot_dir, snapshot_check_s),
+        snapshots=snapshots,
         receipt_keys=ReceiptKeys(settings),
         etags=ETags(),
+        metrics=ServerMetrics(snapshots, settings, clock),
     )
     app = FastAPI(
         title="Number recycling: feeds, CAMARA check and bulk check",
@@ -87,6 +115,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(CorrelatorMiddleware)
+    # Added last, so outermost: it also counts and logs what the correlator check refuses.
+    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
     app.state.server = state
     # The stores by name too, as before the split (the e2e tests flush the audit log here).
     app.state.tokens = state.tokens
@@ -96,16 +126,58 @@ def create_app(
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(StarletteHTTPException)(http_error)
     app.exception_handler(RecycleError)(recycle_error)
-    for router in (check.router, bulk.router, acks.router, files.router, check.status_router):
+    routers = (check.router, bulk.router, acks.router, files.router, check.status_router, metrics.router)
+    for router in routers:
         app.include_router(router)
     app.openapi = functools.partial(openapi_document, app)  # type: ignore[method-assign]
     return app
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` as uvicorn binds it, or a TerminalError that names the
+    option to change: bound here, so a port in use is one line, not uvicorn's traceback."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        # Short enough for one line of an 80-column terminal after "error: ".
+        if exc.errno == errno.EADDRINUSE:
+            message = f"port {port} is in use; choose another: recycle serve --port {port + 1}"
+        elif exc.errno == errno.EACCES:
+            message = f"port {port} needs privileges; choose one above 1023: recycle serve --port 8081"
+        else:
+            message = f"cannot listen on {host}:{port} ({exc.strerror or exc}); check --host and --port"
+        raise TerminalError(message) from None
+    return sock
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, with this package's INFO lines (start-up, one line per request,
+    snapshot reloads) on the same handler."""
+    import uvicorn.config
+
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["pipelines"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    sock = listen_socket(host, port)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=log_config(),
+        log_level="info",
+        access_log=False,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    log.info("serving on http://%s:%d (Ctrl+C to stop); metrics at /metrics (scope metrics)", shown, port)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":  # pragma: no cover - the OpenAPI export

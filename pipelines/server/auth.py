@@ -29,6 +29,7 @@ def authorize(request: Request, scope: str, action: str) -> Platform:
     token = bearer_token(request)
     corr = request.headers.get("x-correlator")
     if token is None:
+        state.metrics.token_checked(None, scope, "no_token")
         audit.record(None, action, status=401, path=request.url.path, correlator=corr)
         raise ApiError(
             401,
@@ -38,6 +39,7 @@ def authorize(request: Request, scope: str, action: str) -> Platform:
         )
     platform = state.tokens.authenticate(token)
     if platform is None:
+        state.metrics.token_checked(None, scope, "unknown_token")
         audit.record(
             None,
             action,
@@ -51,7 +53,9 @@ def authorize(request: Request, scope: str, action: str) -> Platform:
             "PERMISSION_DENIED",
             "the token is unknown or was revoked; ask the carrier for a new platform token",
         )
+    request.state.platform = platform.name  # for the request's log line
     if scope not in platform.scopes:
+        state.metrics.token_checked(platform.name, scope, "missing_scope")
         audit.record(
             platform.name,
             action,
@@ -63,6 +67,7 @@ def authorize(request: Request, scope: str, action: str) -> Platform:
         raise ApiError(403, "PERMISSION_DENIED", f"this platform's token does not have the {scope!r} scope")
     wait = state.limiter.take(platform.name, platform.rate, platform.burst)
     if wait is not None:
+        state.metrics.token_checked(platform.name, scope, "rate_limited")
         audit.record(platform.name, action, status=429, path=request.url.path, correlator=corr)
         raise ApiError(
             429,
@@ -70,4 +75,5 @@ def authorize(request: Request, scope: str, action: str) -> Platform:
             f"rate limit of {platform.rate:g} requests/s exceeded; retry after {wait} s",
             {"Retry-After": str(wait)},
         )
+    state.metrics.token_checked(platform.name, scope, "allowed")
     return platform

@@ -28,7 +28,9 @@ from pipelines.numbers import mask
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("check", "bulk", "feeds", "ack")
+# `metrics` is the operators' (Prometheus) scope: never in DEFAULT_SCOPES, because the metrics
+# name every platform and its volumes (pipelines.server.metrics).
+SCOPES = ("check", "bulk", "feeds", "ack", "metrics")
 # What `recycle platform add` grants unless told otherwise: everything, acknowledgements
 # included, because a platform that reads the feed is the one expected to report back.
 DEFAULT_SCOPES = "check,bulk,feeds,ack"

@@ -1,6 +1,7 @@
 """What the app holds for as long as it runs, built once by ``create_app`` and read by every
 route from ``request.app.state.server``: settings and clock, the token, audit and
-acknowledgement stores, the rate limiter, the query snapshot, the receipt key and the ETag cache.
+acknowledgement stores, the rate limiter, the query snapshot, the receipt key, the ETag cache
+and the Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipelines.feeds.wire import ROLE_RECEIPT
 from pipelines.layout import Layout
 from pipelines.ledger.signer import FileSigner
 from pipelines.server.camara import ApiError
+from pipelines.server.metrics import ServerMetrics
 from pipelines.server.platforms import AuditLog, Clock, RateLimiter, TokenStore
 
 
@@ -90,6 +92,7 @@ class ServerState:
     snapshots: SnapshotHolder
     receipt_keys: ReceiptKeys
     etags: ETags
+    metrics: ServerMetrics
 
     def close(self) -> None:
         self.audit.close()
