@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -25,7 +26,20 @@ from pipelines.cli.common import (
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-__all__ = ["gen", "run", "status"]
+    from pipelines.nightly.steps import AlertsMode
+
+__all__ = ["AlertsChoice", "gen", "run", "status"]
+
+
+class AlertsChoice(StrEnum):
+    """``--alerts``: typer refuses any other word (the modes of :data:`~pipelines.nightly.steps.ALERTS_MODES`)."""
+
+    RAISE = "raise"
+    RECORD = "record"
+
+    @property
+    def mode(self) -> AlertsMode:
+        return "raise" if self is AlertsChoice.RAISE else "record"
 
 
 def _days(date: str | None, start: str | None, end: str | None) -> list[dt.date]:
@@ -44,12 +58,22 @@ def _days(date: str | None, start: str | None, end: str | None) -> list[dt.date]
 def gen(
     out_dir: Annotated[Path, typer.Option("--out", help="data directory to write inbox/<date>/ into")],
     start: Annotated[str, typer.Option("--start", help="first logical date YYYY-MM-DD")],
-    days: Annotated[int, typer.Option("--days", min=1)] = 28,
-    rows_per_day: Annotated[int, typer.Option("--rows-per-day", min=1)] = 200,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
-    defect_rate: Annotated[float, typer.Option("--defect-rate", min=0.0, max=1.0)] = 0.02,
-    freeze_days: Annotated[int, typer.Option("--freeze-days", min=1)] = 90,
-    suspend_days: Annotated[int, typer.Option("--suspend-days", min=1)] = 60,
+    days: Annotated[int, typer.Option("--days", min=1, help="number of consecutive nights")] = 28,
+    rows_per_day: Annotated[
+        int, typer.Option("--rows-per-day", min=1, help="lifecycle rows per night (about)")
+    ] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="random seed: the same seed writes the same bytes")] = 1,
+    defect_rate: Annotated[
+        float,
+        typer.Option("--defect-rate", min=0.0, max=1.0, help="share of rows given a defect to quarantine"),
+    ] = 0.02,
+    freeze_days: Annotated[
+        int, typer.Option("--freeze-days", min=1, help="freeze the lives are played with (match the policy)")
+    ] = 90,
+    suspend_days: Annotated[
+        int,
+        typer.Option("--suspend-days", min=1, help="suspension the lives are played with (match the policy)"),
+    ] = 60,
 ) -> None:
     """Write synthetic nightly drops that play out realistic lives (same seed, same bytes)."""
     from pipelines.dev.synth import generate
@@ -78,19 +102,18 @@ def run(
         typer.Option(help="start loopback SMTP/SMS simulators and write the next day's receipts"),
     ] = False,
     alerts: Annotated[
-        str, typer.Option(help="raise: a compliance alert fails the night; record: log it and go on")
-    ] = "raise",
+        AlertsChoice,
+        typer.Option(help="raise: a compliance alert fails the night; record: log it and go on"),
+    ] = AlertsChoice.RAISE,
 ) -> None:
     """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
     from rich.progress import Progress
 
-    from pipelines.nightly.steps import ALERTS_MODES, RunContext, run_day, step_names
+    from pipelines.nightly.steps import RunContext, run_day, step_names
 
     settings = settings_from(config, data)
     days = _days(date, start, end)
-    if alerts not in ALERTS_MODES:
-        raise typer.BadParameter(f"--alerts {alerts!r}: use raise or record")
-    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts)
+    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("nightly run", total=len(days) * len(step_names()))
         for day in days:
