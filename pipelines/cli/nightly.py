@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from pipelines.cli.common import (
     ConfigOpt,
@@ -133,31 +132,24 @@ def status(
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per-file counts and the run's outcome for one logical date."""
-    from pipelines.nightly.status import day_status
+    """Per-file counts and the run's outcome for one logical date; exit 1 when it never ran."""
+    from pipelines.nightly.status import day_status, render_files, render_lifecycle
 
     settings = settings_from(config, data)
-    report = day_status(settings, parse_date(date, "--date"))
+    day = parse_date(date, "--date")
+    report = day_status(settings, day)
     if as_json:
         out.print_json(json.dumps(report, default=str))
-        return
-    table = Table(title=f"drop files {date}")
-    for col in ("file", "kind", "status", "rows_in", "accepted", "quarantined", "reasons"):
-        table.add_column(col)
-    for f in report["files"]:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(f["quarantined_by_reason"].items()))
-        table.add_row(
-            f["file_name"],
-            f["kind"],
-            f["status"],
-            str(f["rows_in"]),
-            str(f["accepted"]),
-            str(f["quarantined"]),
-            reasons,
+    elif report["steps_done"]:
+        render_files(report, out)
+        if "lifecycle" in report:
+            render_lifecycle(report["lifecycle"], out)
+        out.print(f"outcome: {report['outcome']}", highlight=False)
+    if not report["steps_done"]:
+        err.print(f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}", highlight=False)
+        raise typer.Exit(1)
+    if report["outcome"].startswith("incomplete"):
+        err.print(
+            f"once the stopped step's cause is fixed, finish the night: recycle run --date {day}",
+            highlight=False,
         )
-    out.print(table)
-    if "lifecycle" in report:
-        from pipelines.nightly.status import render_lifecycle
-
-        render_lifecycle(report["lifecycle"], out)
-    out.print(f"outcome: {report['outcome']}")

@@ -1,0 +1,13 @@
+"""The data directory the CLI's views are tried on, built once per session and only read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_testkit import build_two_nights
+
+
+@pytest.fixture(scope="session")
+def two_nights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_two_nights(tmp_path_factory.mktemp("two-nights"))
