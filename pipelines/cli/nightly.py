@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from collections.abc import Callable
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -25,7 +27,8 @@ from pipelines.cli.common import (
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from pipelines.nightly.steps import AlertsMode
+    from pipelines.config import Settings
+    from pipelines.nightly.steps import AlertsMode, RunContext
 
 __all__ = ["AlertsChoice", "gen", "run", "status"]
 
@@ -108,22 +111,52 @@ def run(
     """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
     from rich.progress import Progress
 
-    from pipelines.nightly.steps import RunContext, run_day, step_names
+    from pipelines.nightly.steps import RunContext, step_names
 
     settings = settings_from(config, data)
     days = _days(date, start, end)
     ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+    if not err.is_terminal:
+        # Logs, CI and tests: one plain line per night, no bar redrawn into the file.
         for day in days:
-            run_day(settings, day, ctx, on_step=partial(_advance, progress, task, day))
-    err.print(f"ran {len(days)} day(s): {days[0]} .. {days[-1]} in {settings.data_dir}")
+            err.print(_night(settings, day, ctx, lambda _step: None), highlight=False)
+    else:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+            for day in days:
+                line = _night(settings, day, ctx, partial(_advance, progress, task, day))
+                progress.console.print(line, highlight=False)
+    err.print(f"ran {len(days)} day(s): {days[0]} .. {days[-1]} in {settings.data_dir}", highlight=False)
 
 
 def _advance(progress: Progress, task: TaskID, day: dt.date, name: str) -> None:
     """The ``on_step`` callback of ``day`` (bound with ``partial``): name the step, advance the bar."""
     progress.update(task, description=f"{day} {name}")
     progress.advance(task)
+
+
+def _night(settings: Settings, day: dt.date, ctx: RunContext, on_step: Callable[[str], None]) -> str:
+    """Run ``day``; its line: date, outcome (as ``recycle status`` says it) and seconds.
+
+    A step that raises gets its line printed here, naming the step, before the error goes on
+    to the caller (which says why and what to do)."""
+    from pipelines.nightly.status import day_status
+    from pipelines.nightly.steps import run_day
+
+    started = time.monotonic()
+    current: list[str] = []
+
+    def step_started(name: str) -> None:
+        current[:] = [name]
+        on_step(name)
+
+    try:
+        run_day(settings, day, ctx, on_step=step_started)
+    except Exception:
+        step = current[0] if current else "?"
+        err.print(f"{day} failed at step {step} {time.monotonic() - started:.1f}s", highlight=False)
+        raise
+    return f"{day} {day_status(settings, day)['outcome']} {time.monotonic() - started:.1f}s"
 
 
 def status(
