@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from pipelines.cli import audit, ledger, nightly, platform
+from pipelines.cli import audit, doctor, ledger, nightly, platform
 from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
 from pipelines.errors import RecycleError
 
@@ -107,6 +107,7 @@ def build_app() -> typer.Typer:
         ("export-fcc", audit.export_fcc_cmd),
         ("export-cn", audit.export_cn_cmd),
         ("evidence-summary", ledger.evidence_summary_cmd),
+        ("doctor", doctor.doctor),
     ):
         cli.command(name)(command)
     for group, help_text, commands in _GROUPS:

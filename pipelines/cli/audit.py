@@ -160,6 +160,12 @@ def check_cmd(
     from pipelines.compliance.alerts import evaluate_compliance
 
     settings = settings_from(config, data)
+    err.print(
+        f"covers: the night's compliance alerts: unacknowledged reissue violations and the {window_days}-day "
+        "exception rate (the public ledger: recycle audit-log; everything: recycle doctor)",
+        highlight=False,
+        soft_wrap=True,
+    )
     with state_connection(settings) as con:
         report = evaluate_compliance(con, settings, parse_date(date, "--date"), window_days=window_days)
     if as_json:

@@ -181,6 +181,12 @@ def audit_log_cmd(
     settings = settings_from(config, data)
     folder = ledger_dir or Layout(settings.data_dir).ledger_dir
     need = min_effective if min_effective is not None else settings.policy("default").min_effective_reminders
+    err.print(
+        f"covers: the public ledger alone: every release had {need}+ effective-reminder entries and a "
+        "closure (night's alerts: recycle alerts check; everything: recycle doctor)",
+        highlight=False,
+        soft_wrap=True,
+    )
     report = audit_log(folder, (folder / "vkey").read_text().strip(), need)
     out.print(
         f"checkpoint size {report.checkpoint.size}: {report.released} released, "

@@ -179,7 +179,11 @@ def status(
             render_lifecycle(report["lifecycle"], out)
         out.print(f"outcome: {report['outcome']}", highlight=False)
     if not report["steps_done"]:
-        err.print(f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}", highlight=False)
+        err.print(
+            f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     if report["outcome"].startswith("incomplete"):
         err.print(

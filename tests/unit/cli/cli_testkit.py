@@ -16,12 +16,13 @@ NIGHTS = (FIRST, FIRST + dt.timedelta(days=1))
 REUSED_NAME = f"lifecycle_{FIRST}.csv"
 
 
-def build_two_nights(data: Path) -> Path:
-    """Two clean nights in ``data`` (no early reissue: the synthetic freeze is 1 day); the
-    second night has one failed file."""
+def build_two_nights(data: Path, *, failed_file: bool) -> Path:
+    """Two clean nights in ``data`` (no early reissue: the synthetic freeze is 1 day); with
+    ``failed_file`` the second night has one failed file."""
     generate(data, FIRST, len(NIGHTS), 20, 1, 0.0, freeze_days=1, suspend_days=2)
-    first_file = data / "inbox" / str(FIRST) / REUSED_NAME
-    (data / "inbox" / str(NIGHTS[1]) / REUSED_NAME).write_bytes(first_file.read_bytes() + b"\n")
+    if failed_file:
+        first_file = data / "inbox" / str(FIRST) / REUSED_NAME
+        (data / "inbox" / str(NIGHTS[1]) / REUSED_NAME).write_bytes(first_file.read_bytes() + b"\n")
     settings = Settings(data_dir=data)
     for night in NIGHTS:
         run_day(settings, night, RunContext(simulate_gateways=True))
