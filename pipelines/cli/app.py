@@ -6,20 +6,46 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipelines.cli import audit, ledger, nightly, platform
-from pipelines.cli.common import err
+from pipelines.cli import audit, doctor, ledger, nightly, platform
+from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
 from pipelines.errors import RecycleError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "package_version"]
+
+DISTRIBUTION = "number-recycling"
+
+
+def package_version() -> str:
+    """The installed distribution's version (``pyproject.toml``), or say it is not installed."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"recycle {package_version()}", highlight=False)
+        raise typer.Exit()
 
 
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log every step")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help=f"{CONFIG_HELP}; for every command")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help=f"{DATA_HELP}; for every command")] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
 ) -> None:
+    """Options here apply to every command; a command's own --config/--data win over them."""
+    set_global_options(GlobalOptions(config=config, data=data))
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -81,6 +107,7 @@ def build_app() -> typer.Typer:
         ("export-fcc", audit.export_fcc_cmd),
         ("export-cn", audit.export_cn_cmd),
         ("evidence-summary", ledger.evidence_summary_cmd),
+        ("doctor", doctor.doctor),
     ):
         cli.command(name)(command)
     for group, help_text, commands in _GROUPS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,13 @@ from pipelines.numbers import mask
 __all__ = ["ack_cmd", "check_cmd", "export_cn_cmd", "export_fcc_cmd", "list_cmd", "report_cmd"]
 
 MonthOpt = Annotated[str, typer.Option("--month", help="report month YYYY-MM")]
+
+
+class AlertKind(StrEnum):
+    """``alerts ack --kind``: the kinds of :data:`pipelines.compliance.alerts.KINDS`."""
+
+    REISSUE_VIOLATION = "reissue_violation"
+    RELEASE_EXCEPTION = "release_exception"
 
 
 def report_cmd(
@@ -111,7 +119,8 @@ def ack_cmd(
     date: Annotated[str, typer.Option("--date", help="reissue date (violation) or release date (exception)")],
     reason: Annotated[str, typer.Option("--reason", help="why it is known and acceptable")],
     kind: Annotated[
-        str | None, typer.Option("--kind", help="reissue_violation or release_exception (default: both)")
+        AlertKind | None,
+        typer.Option("--kind", help="reissue_violation or release_exception (default: both)"),
     ] = None,
     by: Annotated[str | None, typer.Option("--by", help="who acknowledges (default: login name)")] = None,
     config: ConfigOpt = None,
@@ -125,7 +134,15 @@ def ack_cmd(
     who = by or getpass.getuser()
     with state_connection(settings) as con:
         # The time a person acted is an audit fact, not business time: the wall clock is right.
-        acks = acknowledge(con, e164, parse_date(date, "--date"), reason, who, dt.datetime.now(dt.UTC), kind)
+        acks = acknowledge(
+            con,
+            e164,
+            parse_date(date, "--date"),
+            reason,
+            who,
+            dt.datetime.now(dt.UTC),
+            None if kind is None else kind.value,
+        )
     for a in acks:
         out.print(f"acknowledged {a.kind} of {mask(a.msisdn)} on {a.on_date} by {a.acked_by}")
 
@@ -143,6 +160,12 @@ def check_cmd(
     from pipelines.compliance.alerts import evaluate_compliance
 
     settings = settings_from(config, data)
+    err.print(
+        f"covers: the night's compliance alerts: unacknowledged reissue violations and the {window_days}-day "
+        "exception rate (the public ledger: recycle audit-log; everything: recycle doctor)",
+        highlight=False,
+        soft_wrap=True,
+    )
     with state_connection(settings) as con:
         report = evaluate_compliance(con, settings, parse_date(date, "--date"), window_days=window_days)
     if as_json:

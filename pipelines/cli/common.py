@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,10 +21,10 @@ from pipelines.errors import TransientError
 from pipelines.layout import Layout
 from pipelines.numbers import normalise
 
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: $RECYCLE_CONFIG or built-in)")
-]
-DataOpt = Annotated[Path | None, typer.Option("--data", help="data directory (overrides data_dir)")]
+CONFIG_HELP = "TOML config file (default: $RECYCLE_CONFIG or built-in)"
+DATA_HELP = "data directory (overrides data_dir)"
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)]
+DataOpt = Annotated[Path | None, typer.Option("--data", help=DATA_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 LogicalDateOpt = Annotated[str, typer.Option("--date", help="logical date YYYY-MM-DD")]
 NumberArg = Annotated[str, typer.Argument(help="the number, national or E.164")]
@@ -33,8 +35,31 @@ err = Console(stderr=True)
 out = Console()
 
 
+@dataclass(frozen=True)
+class GlobalOptions:
+    """``--config`` and ``--data`` given before the subcommand (``recycle --config F run ...``)."""
+
+    config: Path | None = None
+    data: Path | None = None
+
+
+# Set by the app's callback on every invocation; a subcommand's own option wins over it.
+_NO_GLOBAL_OPTIONS = GlobalOptions()
+_global_options: ContextVar[GlobalOptions] = ContextVar("recycle_global_options", default=_NO_GLOBAL_OPTIONS)
+
+
+def set_global_options(options: GlobalOptions) -> None:
+    _global_options.set(options)
+
+
 def settings_from(config: Path | None, data: Path | None) -> Settings:
-    """The settings of a command: config file (or $RECYCLE_CONFIG), env, then ``--data``."""
+    """The settings of a command: config file (or $RECYCLE_CONFIG), env, then ``--data``.
+
+    Each of ``--config``/``--data`` is the subcommand's when given there, else the one given
+    before the subcommand."""
+    given = _global_options.get()
+    config = config if config is not None else given.config
+    data = data if data is not None else given.data
     overrides: dict[str, Any] = {} if data is None else {"data_dir": data}
     return load_settings(config, **overrides)
 

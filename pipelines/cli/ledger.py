@@ -37,18 +37,30 @@ def show(
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """A number's tenures, state history and reminders with their receipts (operators only)."""
-    from pipelines.db import open_state
-    from pipelines.layout import Layout
+    """A number's timeline: tenures, state changes, reminders and receipts (operators only).
+
+    With --json, the whole record unmasked. A number not on record exits 1."""
+    from pipelines.cli.timeline import render_timeline
     from pipelines.lifecycle import number_history
+    from pipelines.numbers import mask
 
     settings = settings_from(config, data)
-    with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:
-        history = number_history(con, parse_number(number, settings))
+    e164 = parse_number(number, settings)
+    with state_connection(settings, read_only=True) as con:
+        history = number_history(con, e164)
+    if history["state"] is None and not history["tenures"] and not history["history"]:
+        seen = len(history["quarantined"])
+        also = f"; {seen} quarantined row(s) name it (recycle show NUMBER --json)" if seen else ""
+        err.print(
+            f"{mask(e164)} is not on record in {settings.data_dir}{also}; check the number, "
+            "or the data directory (--data)",
+            highlight=False,
+        )
+        raise typer.Exit(1)
     if as_json:
         out.print_json(json.dumps(history, default=str, ensure_ascii=False))
     else:
-        out.print(history)
+        render_timeline(history, out)
 
 
 def evidence(
@@ -169,6 +181,12 @@ def audit_log_cmd(
     settings = settings_from(config, data)
     folder = ledger_dir or Layout(settings.data_dir).ledger_dir
     need = min_effective if min_effective is not None else settings.policy("default").min_effective_reminders
+    err.print(
+        f"covers: the public ledger alone: every release had {need}+ effective-reminder entries and a "
+        "closure (night's alerts: recycle alerts check; everything: recycle doctor)",
+        highlight=False,
+        soft_wrap=True,
+    )
     report = audit_log(folder, (folder / "vkey").read_text().strip(), need)
     out.print(
         f"checkpoint size {report.checkpoint.size}: {report.released} released, "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from collections.abc import Callable
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from pipelines.cli.common import (
     ConfigOpt,
@@ -25,7 +27,21 @@ from pipelines.cli.common import (
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-__all__ = ["gen", "run", "status"]
+    from pipelines.config import Settings
+    from pipelines.nightly.steps import AlertsMode, RunContext
+
+__all__ = ["AlertsChoice", "gen", "run", "status"]
+
+
+class AlertsChoice(StrEnum):
+    """``--alerts``: typer refuses any other word (the modes of :data:`~pipelines.nightly.steps.ALERTS_MODES`)."""
+
+    RAISE = "raise"
+    RECORD = "record"
+
+    @property
+    def mode(self) -> AlertsMode:
+        return "raise" if self is AlertsChoice.RAISE else "record"
 
 
 def _days(date: str | None, start: str | None, end: str | None) -> list[dt.date]:
@@ -44,12 +60,22 @@ def _days(date: str | None, start: str | None, end: str | None) -> list[dt.date]
 def gen(
     out_dir: Annotated[Path, typer.Option("--out", help="data directory to write inbox/<date>/ into")],
     start: Annotated[str, typer.Option("--start", help="first logical date YYYY-MM-DD")],
-    days: Annotated[int, typer.Option("--days", min=1)] = 28,
-    rows_per_day: Annotated[int, typer.Option("--rows-per-day", min=1)] = 200,
-    seed: Annotated[int, typer.Option("--seed")] = 1,
-    defect_rate: Annotated[float, typer.Option("--defect-rate", min=0.0, max=1.0)] = 0.02,
-    freeze_days: Annotated[int, typer.Option("--freeze-days", min=1)] = 90,
-    suspend_days: Annotated[int, typer.Option("--suspend-days", min=1)] = 60,
+    days: Annotated[int, typer.Option("--days", min=1, help="number of consecutive nights")] = 28,
+    rows_per_day: Annotated[
+        int, typer.Option("--rows-per-day", min=1, help="lifecycle rows per night (about)")
+    ] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="random seed: the same seed writes the same bytes")] = 1,
+    defect_rate: Annotated[
+        float,
+        typer.Option("--defect-rate", min=0.0, max=1.0, help="share of rows given a defect to quarantine"),
+    ] = 0.02,
+    freeze_days: Annotated[
+        int, typer.Option("--freeze-days", min=1, help="freeze the lives are played with (match the policy)")
+    ] = 90,
+    suspend_days: Annotated[
+        int,
+        typer.Option("--suspend-days", min=1, help="suspension the lives are played with (match the policy)"),
+    ] = 60,
 ) -> None:
     """Write synthetic nightly drops that play out realistic lives (same seed, same bytes)."""
     from pipelines.dev.synth import generate
@@ -78,24 +104,29 @@ def run(
         typer.Option(help="start loopback SMTP/SMS simulators and write the next day's receipts"),
     ] = False,
     alerts: Annotated[
-        str, typer.Option(help="raise: a compliance alert fails the night; record: log it and go on")
-    ] = "raise",
+        AlertsChoice,
+        typer.Option(help="raise: a compliance alert fails the night; record: log it and go on"),
+    ] = AlertsChoice.RAISE,
 ) -> None:
     """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
     from rich.progress import Progress
 
-    from pipelines.nightly.steps import ALERTS_MODES, RunContext, run_day, step_names
+    from pipelines.nightly.steps import RunContext, step_names
 
     settings = settings_from(config, data)
     days = _days(date, start, end)
-    if alerts not in ALERTS_MODES:
-        raise typer.BadParameter(f"--alerts {alerts!r}: use raise or record")
-    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts)
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
+    if not err.is_terminal:
+        # Logs, CI and tests: one plain line per night, no bar redrawn into the file.
         for day in days:
-            run_day(settings, day, ctx, on_step=partial(_advance, progress, task, day))
-    err.print(f"ran {len(days)} day(s): {days[0]} .. {days[-1]} in {settings.data_dir}")
+            err.print(_night(settings, day, ctx, lambda _step: None), highlight=False)
+    else:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+            for day in days:
+                line = _night(settings, day, ctx, partial(_advance, progress, task, day))
+                progress.console.print(line, highlight=False)
+    err.print(f"ran {len(days)} day(s): {days[0]} .. {days[-1]} in {settings.data_dir}", highlight=False)
 
 
 def _advance(progress: Progress, task: TaskID, day: dt.date, name: str) -> None:
@@ -104,37 +135,58 @@ def _advance(progress: Progress, task: TaskID, day: dt.date, name: str) -> None:
     progress.advance(task)
 
 
+def _night(settings: Settings, day: dt.date, ctx: RunContext, on_step: Callable[[str], None]) -> str:
+    """Run ``day``; its line: date, outcome (as ``recycle status`` says it) and seconds.
+
+    A step that raises gets its line printed here, naming the step, before the error goes on
+    to the caller (which says why and what to do)."""
+    from pipelines.nightly.status import day_status
+    from pipelines.nightly.steps import run_day
+
+    started = time.monotonic()
+    current: list[str] = []
+
+    def step_started(name: str) -> None:
+        current[:] = [name]
+        on_step(name)
+
+    try:
+        run_day(settings, day, ctx, on_step=step_started)
+    except Exception:
+        step = current[0] if current else "?"
+        err.print(f"{day} failed at step {step} {time.monotonic() - started:.1f}s", highlight=False)
+        raise
+    return f"{day} {day_status(settings, day)['outcome']} {time.monotonic() - started:.1f}s"
+
+
 def status(
     date: LogicalDateOpt,
     config: ConfigOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per-file counts and the run's outcome for one logical date."""
-    from pipelines.nightly.status import day_status
+    """Per-file counts and the run's outcome for one logical date; exit 1 when it never ran."""
+    from pipelines.nightly.status import day_status, render_files, render_lifecycle
 
     settings = settings_from(config, data)
-    report = day_status(settings, parse_date(date, "--date"))
+    day = parse_date(date, "--date")
+    report = day_status(settings, day)
     if as_json:
         out.print_json(json.dumps(report, default=str))
-        return
-    table = Table(title=f"drop files {date}")
-    for col in ("file", "kind", "status", "rows_in", "accepted", "quarantined", "reasons"):
-        table.add_column(col)
-    for f in report["files"]:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(f["quarantined_by_reason"].items()))
-        table.add_row(
-            f["file_name"],
-            f["kind"],
-            f["status"],
-            str(f["rows_in"]),
-            str(f["accepted"]),
-            str(f["quarantined"]),
-            reasons,
+    elif report["steps_done"]:
+        render_files(report, out)
+        if "lifecycle" in report:
+            render_lifecycle(report["lifecycle"], out)
+        out.print(f"outcome: {report['outcome']}", highlight=False)
+    if not report["steps_done"]:
+        err.print(
+            f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}",
+            highlight=False,
+            soft_wrap=True,
         )
-    out.print(table)
-    if "lifecycle" in report:
-        from pipelines.nightly.status import render_lifecycle
-
-        render_lifecycle(report["lifecycle"], out)
-    out.print(f"outcome: {report['outcome']}")
+        raise typer.Exit(1)
+    if report["outcome"].startswith("incomplete"):
+        err.print(
+            f"once the stopped step's cause is fixed, finish the night: recycle run --date {day}",
+            highlight=False,
+        )

@@ -61,7 +61,8 @@ def day_status(settings: Settings, day: dt.date) -> DayStatus:
         "files": files,
         "ingest_report": ingest_report.get("ingest", {}),
     }
-    if life is not None:
+    # The state holds the latest night's figures: a date no step ran for must not show them.
+    if life is not None and done:
         status["lifecycle"] = life
     return status
 
@@ -120,6 +121,37 @@ def _lifecycle_figures(con: Con, day: dt.date) -> LifecycleStatus | None:
     return lifecycle_status(con, day)
 
 
+def render_files(report: Mapping[str, Any], console: Console) -> None:
+    """The day's drop files as a table that fits 80 columns, then each file's quarantine reasons
+    and each failed file's error on lines of their own (long text wraps there, not in a cell).
+
+    ``report`` is a :class:`DayStatus`, or the same read back from JSON. The kind is the file
+    name's prefix (``lifecycle_*``), so the table leaves it out; ``--json`` has it."""
+    table = Table(title=f"drop files {report['date']}")
+    # A long name folds onto a second line rather than two names both ending in "lifecycl…".
+    table.add_column("file", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for col in ("rows_in", "accepted", "quarantined"):
+        table.add_column(col, justify="right", no_wrap=True)
+    files = report["files"]
+    for f in files:
+        table.add_row(
+            f["file_name"], f["status"], str(f["rows_in"]), str(f["accepted"]), str(f["quarantined"])
+        )
+    console.print(table)
+    for f in files:
+        if f["quarantined_by_reason"]:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(f["quarantined_by_reason"].items()))
+            console.print(f"{f['file_name']} quarantined: {reasons}", highlight=False, soft_wrap=True)
+    for f in files:
+        if f["status"] == "failed":
+            console.print(
+                f"[red]{f['file_name']} failed:[/red] {f['error'] or 'no reason recorded'}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
 def render_lifecycle(life: Mapping[str, Any], console: Console) -> None:
     """Operator tables: numbers by state, the release gate and reissues, reminders by channel.
 
@@ -143,10 +175,12 @@ def render_lifecycle(life: Mapping[str, Any], console: Console) -> None:
     )
     console.print(gate)
     statuses = ("scheduled", "sent", "delivered", "acknowledged", "failed", "expired", "cancelled")
-    rem = Table(title="reminders by channel and status")
-    rem.add_column("channel")
+    # A status per row and a channel per column: seven status columns did not fit 80 columns.
+    rem = Table(title="reminders by status and channel")
+    rem.add_column("status")
+    channels = sorted(life["reminders"]["by_channel"].items())
+    for channel, _ in channels:
+        rem.add_column(channel, justify="right")
     for st in statuses:
-        rem.add_column(st, justify="right")
-    for channel, figures in sorted(life["reminders"]["by_channel"].items()):
-        rem.add_row(channel, *(str(figures["by_status"].get(st, 0)) for st in statuses))
+        rem.add_row(st, *(str(figures["by_status"].get(st, 0)) for _, figures in channels))
     console.print(rem)

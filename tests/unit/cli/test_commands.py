@@ -34,6 +34,7 @@ COMMANDS = [
     "export-fcc",
     "export-cn",
     "evidence-summary",
+    "doctor",
     "platform",
     "acks",
     "root",
@@ -73,6 +74,7 @@ OPTIONS = {
     "export-fcc": {"--month", "--company-id", "--out", "--max-rows", "--config", "--data"},
     "export-cn": {"--month", "--out", "--config", "--data"},
     "evidence-summary": {"--number", "--out", "--config", "--data"},
+    "doctor": {"--config", "--data"},
     "platform add": {"--scope", "--rate", "--burst", "--config", "--data"},
     "platform scopes": {"--scope", "--config", "--data"},
     "platform revoke": {"--config", "--data"},
@@ -146,6 +148,7 @@ def test_every_command_is_a_module_level_function_of_a_group_module() -> None:
             "pipelines.cli.ledger",
             "pipelines.cli.audit",
             "pipelines.cli.platform",
+            "pipelines.cli.doctor",
         }, path
 
 
