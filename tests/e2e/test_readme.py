@@ -156,6 +156,8 @@ def build_script(commands: list[Command], python: str) -> tuple[str, list[str]]:
             text = re.sub(rf"\b{port}\b", new, text)
         text = re.sub(r"--token T\b", '--token "$T"', text)
         where = f"README.md line {c.line_no}: {c.text}"
+        if any(defect in text for defect in KNOWN_DEFECTS):
+            where += " (in KNOWN_DEFECTS: fixed? then remove its entry)"
         if c.long_running:
             if "recycle serve" in text:
                 url = "http://127.0.0.1:" + re.search(r"--port (\d+)", text).group(1)  # type: ignore[union-attr]
