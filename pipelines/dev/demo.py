@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     last = start + dt.timedelta(days=args.days - 1)
     refusal = _may_empty(data, fresh=args.fresh, interactive=sys.stdin.isatty())
     if refusal:
-        console.print(refusal, highlight=False)
+        console.print(refusal, highlight=False, soft_wrap=True)  # the command in it stays copyable
         return 1
     config = _fresh_data_dir(data)
 
@@ -291,6 +291,7 @@ def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
         f"[dim]$ {_shown(_recycle())} platform add demo-bank --scope check,bulk,feeds,ack[/dim]"
         "  (its token is printed once and stored hashed)",
         highlight=False,
+        soft_wrap=True,
     )
     port = _free_port()
     server = subprocess.Popen(
