@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml infra/constraints.txt | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.dev.demo --data $(DEMO_DIR)
+	$(BIN)/python -m pipelines.dev.demo --data $(DEMO_DIR) --fresh
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines dags tests benchmarks

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         else Settings().carrier_day(dt.datetime.now(dt.UTC)) - dt.timedelta(days=args.days)
     )
     last = start + dt.timedelta(days=args.days - 1)
+    refusal = _may_empty(data, fresh=args.fresh, interactive=sys.stdin.isatty())
+    if refusal:
+        console.print(refusal, highlight=False, soft_wrap=True)  # the command in it stays copyable
+        return 1
     config = _fresh_data_dir(data)
 
     t0 = time.monotonic()
@@ -148,11 +153,42 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=21)
     parser.add_argument("--rows-per-day", type=int, default=120)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="empty an existing data directory without asking (the demo always starts from an empty one)",
+    )
     return parser.parse_args(argv)
 
 
+def _may_empty(data: Path, *, fresh: bool, interactive: bool) -> str | None:
+    """None when the demo may (re)create ``data``; otherwise why not, and what to run instead.
+
+    An existing, non-empty directory is emptied only with ``--fresh`` or a "y" at the prompt,
+    and only when it is a demo's (it has the ``recycle.toml`` the demo writes): ``--data`` may
+    point anywhere, and a mistyped path must not cost anyone their files.
+    """
+    if not data.exists() or not any(data.iterdir()):
+        return None
+    if not (data / "recycle.toml").is_file():
+        return (
+            f"{data} exists and is not a demo's data directory (no recycle.toml): nothing deleted. "
+            "Choose another one with --data DIR."
+        )
+    if fresh:
+        return None
+    rerun = shlex.join([_shown(sys.executable), "-m", "pipelines.dev.demo", "--data", str(data), "--fresh"])
+    if not interactive:
+        return f"{data} holds an earlier demo: nothing deleted. To start again from empty, run: {rerun}"
+    answer = console.input(f"{data} holds an earlier demo. Delete it and start again? [y/N] ")
+    if answer.strip().lower() in ("y", "yes"):
+        return None
+    return f"kept {data}. To start again from empty, run: {rerun} (or choose another --data DIR)"
+
+
 def _fresh_data_dir(data: Path) -> Path:
-    """Empty ``data`` and write the demo's config there; the process uses it from now on."""
+    """Empty ``data`` (:func:`_may_empty` said so) and write the demo's config there; the
+    process uses it from now on."""
     if data.exists():
         shutil.rmtree(data)  # the demo always starts from an empty embedded default
     data.mkdir(parents=True)
@@ -192,24 +228,40 @@ def _recycle() -> str:
     return str(Path(sys.executable).with_name("recycle"))
 
 
+def _shown(executable: str) -> str:
+    """An executable's path as the user can type it: relative to the cwd when inside it."""
+    path = Path(executable)
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
 _E164 = re.compile(r"\+\d{8,15}")
 _TOKEN = re.compile(r"(nrp_)[A-Za-z0-9_-]+")
 
 
 def _masked(text: str) -> str:
-    """Numbers masked as in every log; platform tokens are secrets and never shown."""
+    """Numbers masked as in every log (for prose: commands are shown runnable); tokens never shown."""
     from pipelines.numbers import mask
 
     return _TOKEN.sub(r"\1…", _E164.sub(lambda m: mask(m.group(0)), text))
 
 
-def _cli(*args: str) -> int:
-    """Run a ``recycle`` command as a newcomer would type it; show it (numbers masked) and its output."""
-    console.print(f"[dim]$ recycle {_masked(' '.join(args))}[/dim]")
-    done = subprocess.run([_recycle(), *args], capture_output=True, text=True, check=False)
+def _cli(*args: str, env: dict[str, str] | None = None) -> int:
+    """Run a ``recycle`` command and show it as the user can run it again, then all its output.
+
+    The command is shown whole (a masked number would not run); what the command prints is
+    the product's own output, which masks numbers itself. ``env`` holds extra variables, such
+    as the platform token, which stay out of the shown command.
+    """
+    console.print(f"[dim]$ {shlex.join([_shown(_recycle()), *args])}[/dim]", highlight=False, soft_wrap=True)
+    done = subprocess.run(
+        [_recycle(), *args], capture_output=True, text=True, check=False, env={**os.environ, **(env or {})}
+    )
     for line in (done.stdout + done.stderr).splitlines():
-        if not line.startswith("20"):  # third-party log lines start with a timestamp
-            console.print(f"  {_masked(line)}", highlight=False)
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if done.returncode:
+        console.print(f"  [red](exit status {done.returncode})[/red]")
     return 1 if done.returncode else 0
 
 
@@ -235,7 +287,12 @@ def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
         .stdout.strip()
         .splitlines()[-1]
     )
-    console.print("[dim]$ recycle platform add demo-bank[/dim]  (token printed once, stored hashed)")
+    console.print(
+        f"[dim]$ {_shown(_recycle())} platform add demo-bank --scope check,bulk,feeds,ack[/dim]"
+        "  (its token is printed once and stored hashed)",
+        highlight=False,
+        soft_wrap=True,
+    )
     port = _free_port()
     server = subprocess.Popen(
         [_recycle(), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -248,17 +305,17 @@ def platform_epilogue(data: Path, config: Path, go_live: dt.date) -> int:
         if not _wait_for_server(url, server):
             console.print("[red]the server did not start[/red]")
             return 1
-        console.print(f"[dim]$ recycle serve --port {port}[/dim]  (running)")
+        console.print(f"[dim]$ {_shown(_recycle())} serve --port {port}[/dim]  (running)", highlight=False)
+        console.print("[dim](the token is passed in $RECYCLE_PLATFORM_TOKEN, never shown)[/dim]")
         failures = _cli(
             "pull",
             "--from",
             url,
-            "--token",
-            token,
             "--state",
             str(data / "platform-demo-bank"),
             "--root",
             str(data / "feeds" / "root.json"),
+            env={"RECYCLE_PLATFORM_TOKEN": token},
         )
         msisdn = _a_reissued_number(data)
         if msisdn is not None:
@@ -309,7 +366,7 @@ def _ask_about(msisdn: str, data: Path, config: Path, url: str, token: str, go_l
         headers={"Authorization": f"Bearer {token}", "x-correlator": "demo-1"},
     )
     console.print(
-        f"  CAMARA POST /number-recycling/v0.2/check -> {answer.status_code} {answer.text}",
+        f"  CAMARA POST /number-recycling/v0.2/check -> {answer.status_code} {_masked(answer.text)}",
         highlight=False,
     )
     # the platform closes the loop: it unbound the prior owner's account
@@ -319,7 +376,7 @@ def _ask_about(msisdn: str, data: Path, config: Path, url: str, token: str, go_l
         headers={"Authorization": f"Bearer {token}"},
     )
     console.print(
-        f"  POST /number-recycling/v0.2/acknowledgements (unbound) -> {ack.status_code} {ack.text}",
+        f"  POST /number-recycling/v0.2/acknowledgements (unbound) -> {ack.status_code} {_masked(ack.text)}",
         highlight=False,
     )
     failures += ack.status_code != 200
