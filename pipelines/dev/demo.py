@@ -111,12 +111,12 @@ def task_logs_in_airflow_home() -> Iterator[None]:
         # a second time keeps the first call's stream (logging.config mutates a shared dict).
         handlers, config = logging.root.handlers[:], structlog.get_config()
         with open(init_log_file(_task_log_path(ti)), "ab") as fh:
-            reset_logging()
+            reset_logging()  # type: ignore[no-untyped-call]
             configure_logging(json_output=True, output=fh, cache_logger_on_first_use=False)
             try:
                 return run_in_process(ti, task, client)
             finally:
-                reset_logging()
+                reset_logging()  # type: ignore[no-untyped-call]
                 structlog.configure(**config)
                 logging.root.handlers[:] = handlers
 
@@ -133,7 +133,7 @@ def _task_log_path(ti: Any) -> str:
     from airflow.sdk.configuration import conf
 
     template = conf.get("logging", "log_filename_template")
-    return jinja2.Template(template).render(ti=ti, try_number=ti.try_number)
+    return str(jinja2.Template(template).render(ti=ti, try_number=ti.try_number))
 
 
 def main(argv: list[str] | None = None) -> int:
