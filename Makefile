@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= var/demo
 
-.PHONY: demo test lint typecheck pytest install bench clean
+.PHONY: demo ui test lint typecheck pytest install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.dev.demo --data $(DEMO_DIR) --fresh
+
+# The Airflow UI on the demo's metadata (run `make demo` first); UI_PORT=8081 by default.
+ui: $(STAMP)
+	VENV_BIN=$(abspath $(BIN)) infra/airflow-ui.sh $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines dags tests benchmarks

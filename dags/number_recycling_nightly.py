@@ -21,7 +21,12 @@ STATE_POOL = "recycle_state"
 def _logical_day(context: dict[str, Any]) -> dt.date:
     forced = context["params"].get("date")
     if forced:
-        return dt.date.fromisoformat(forced)
+        try:
+            return dt.date.fromisoformat(forced)
+        except ValueError:
+            raise AirflowFailException(
+                f"params.date {forced!r} is not a date: trigger again with params.date=YYYY-MM-DD"
+            ) from None
     logical = context.get("logical_date")
     if logical is None:
         raise AirflowFailException("no logical date: trigger with one, or with params.date=YYYY-MM-DD")

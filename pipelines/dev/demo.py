@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -87,6 +88,53 @@ def prepare_airflow(airflow_home: Path, dags_folder: Path) -> dict[str, str]:
             env=os.environ,
         )
     return env
+
+
+@contextlib.contextmanager
+def task_logs_in_airflow_home() -> Iterator[None]:
+    """Write each task's log where the UI reads it while ``dag.test()`` runs nights in-process.
+
+    ``dag.test()`` runs tasks in this process and logs them to the console only, so the UI
+    said "not found on worker" for every demo night. A worker writes JSON lines to
+    ``<base_log_folder>/<log_filename_template>``; this does the same for each in-process task.
+    """
+    from airflow.sdk.execution_time import supervisor
+
+    run_in_process = supervisor.run_task_in_process
+
+    def run_and_log(ti: Any, task: Any, client: Any = None) -> Any:
+        import logging
+
+        import structlog
+        from airflow.sdk.log import configure_logging, init_log_file, reset_logging
+
+        # Put back the console's handlers and structlog config afterwards: configure_logging()
+        # a second time keeps the first call's stream (logging.config mutates a shared dict).
+        handlers, config = logging.root.handlers[:], structlog.get_config()
+        with open(init_log_file(_task_log_path(ti)), "ab") as fh:
+            reset_logging()  # type: ignore[no-untyped-call]
+            configure_logging(json_output=True, output=fh, cache_logger_on_first_use=False)
+            try:
+                return run_in_process(ti, task, client)
+            finally:
+                reset_logging()  # type: ignore[no-untyped-call]
+                structlog.configure(**config)
+                logging.root.handlers[:] = handlers
+
+    supervisor.run_task_in_process = run_and_log  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        supervisor.run_task_in_process = run_in_process  # type: ignore[assignment]
+
+
+def _task_log_path(ti: Any) -> str:
+    """The task's log file, relative to the log folder, as the UI's file handler names it."""
+    import jinja2
+    from airflow.sdk.configuration import conf
+
+    template = conf.get("logging", "log_filename_template")
+    return str(jinja2.Template(template).render(ti=ti, try_number=ti.try_number))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +260,7 @@ def _run_nights(data: Path, start: dt.date, days: int) -> int:
     for i in range(days):
         day = start + dt.timedelta(days=i)
         t = time.monotonic()
-        with _quiet(data / "airflow" / "dag-test.log"):
+        with _quiet(data / "airflow" / "dag-test.log"), task_logs_in_airflow_home():
             run = dag.test(
                 logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
                 # the synthetic drops carry early reissues on purpose: record the alerts, show them below
