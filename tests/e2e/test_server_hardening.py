@@ -1,0 +1,107 @@
+"""The platform server against hostile and careless clients (issue 12, "Server"), over real
+HTTP on loopback: CAMARA 401/403 semantics, one date validator for every endpoint, ``/status``
+without counts, bodies bounded while they stream, JSON depth and ``null`` items refused with a
+400, every refusal audited and no traceback sent, slow clients timed out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from pipelines.config import Settings as AppSettings
+from pipelines.config import load_settings
+from pipelines.db import open_state
+from pipelines.feeds.publish import publish_feed
+from pipelines.feeds.query_snapshot import publish_snapshot
+from pipelines.layout import Layout
+from pipelines.server import TokenStore, create_app
+from tests.e2e.test_server_http import BULK, CHECK, NOW, SAME, D, build_state, open_ledger, serving
+
+
+@dataclass
+class Hostile:
+    settings: AppSettings
+    url: str
+    tokens: dict[str, str]
+    app: Any
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+    settings = load_settings(env={}, data_dir=tmp_path_factory.mktemp("hardening") / "data")
+    ledger, store = open_ledger(settings)
+    with open_state(Layout(settings.data_dir).state_db) as con:
+        build_state(con)
+        publish_feed(settings, D, con, ledger)
+        publish_snapshot(settings, D, con)
+    ledger.close()
+    store.close()
+    ts = TokenStore.open(settings.data_dir)
+    tokens = {
+        "bank": ts.add("bank", ["check", "bulk", "feeds", "ack"], rate=1e6, burst=10**6),
+        "feeder": ts.add("feeder", ["feeds"], rate=1e6, burst=10**6),
+        "gone": ts.add("gone", ["check", "bulk"], rate=1e6, burst=10**6),
+    }
+    ts.revoke("gone")
+    ts.close()
+    app = create_app(settings, clock=lambda: NOW, snapshot_check_s=0.05)
+    with serving(app) as url:
+        yield Hostile(settings, url, tokens, app)
+
+
+def post(
+    h: Hostile, path: str, content: bytes | object, token: str | None = "bank", **headers: str
+) -> httpx.Response:
+    hdrs = {"Content-Type": "application/json", **headers}
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {h.tokens.get(token, token)}"
+    body = content if isinstance(content, bytes) else json.dumps(content).encode()
+    return httpx.post(h.url + path, content=body, headers=hdrs, timeout=60)
+
+
+def audit_lines(h: Hostile) -> list[dict[str, Any]]:
+    h.app.state.audit.flush()
+    folder = h.settings.data_dir / "server" / "audit"
+    return [json.loads(line) for p in sorted(folder.glob("*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def camara(r: httpx.Response) -> tuple[int, str]:
+    doc = r.json()
+    assert set(doc) == {"status", "code", "message"} and doc["status"] == r.status_code, r.text
+    assert "Traceback" not in r.text
+    return r.status_code, doc["code"]
+
+
+ONE = {"phoneNumber": SAME, "specifiedDate": "2024-01-01"}
+
+
+# ------------------------------------------------------------------ 1. CAMARA 401 / 403
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "token", "expected"),
+    [
+        (CHECK, ONE, None, (401, "UNAUTHENTICATED")),
+        (CHECK, ONE, "nrp_never-issued", (401, "UNAUTHENTICATED")),
+        (CHECK, ONE, "gone", (401, "UNAUTHENTICATED")),  # revoked
+        (CHECK, ONE, "feeder", (403, "PERMISSION_DENIED")),  # known, lacks the scope
+        (BULK, {"queries": [ONE]}, "nrp_never-issued", (401, "UNAUTHENTICATED")),
+        (BULK, {"queries": [ONE]}, "gone", (401, "UNAUTHENTICATED")),
+        (BULK, {"queries": [ONE]}, "feeder", (403, "PERMISSION_DENIED")),
+    ],
+)
+def test_unknown_and_revoked_tokens_are_401_missing_scope_is_403(
+    hostile: Hostile, path: str, body: object, token: str | None, expected: tuple[int, str]
+) -> None:
+    assert camara(post(hostile, path, body, token)) == expected
+
+
+def test_unknown_token_on_a_download_is_401(hostile: Hostile) -> None:
+    r = httpx.get(hostile.url + "/feeds/root.json", headers={"Authorization": "Bearer nrp_never-issued"})
+    assert camara(r) == (401, "UNAUTHENTICATED")
