@@ -23,7 +23,7 @@ from pipelines.feeds.wire import Envelope, QueryReceipt, sha256_hex
 from pipelines.ledger.signer import FileSigner
 from pipelines.server.auth import authorize
 from pipelines.server.camara import API, ApiError
-from pipelines.server.check import DATE, PHONE
+from pipelines.server.check import PHONE, parse_date
 from pipelines.server.platforms import PHONE_PATTERN
 from pipelines.server.state import ServerState, server_state
 
@@ -105,14 +105,22 @@ def _first_bad(values: list[Any], ok: Callable[[Any], bool]) -> int:
     return next(i for i, v in enumerate(values) if not ok(v))
 
 
-def _is_date(v: Any) -> bool:
-    if not isinstance(v, str) or not DATE.fullmatch(v):
-        return False
-    try:
-        dt.date.fromisoformat(v)
-    except ValueError:
-        return False
-    return True
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def parse_dates(date_arr: pa.StringArray) -> np.ndarray:
+    """Days since 1970-01-01 per pair, each distinct date parsed by ``check.parse_date`` (the
+    rule /check applies): vectorised over the pairs, Python only once per distinct date."""
+    distinct = pc.unique(date_arr)
+    days = np.empty(len(distinct), dtype=np.int32)
+    for i, value in enumerate(distinct.to_pylist()):
+        try:
+            days[i] = (parse_date(value, "specifiedDate") - _EPOCH).days
+        except ApiError as exc:
+            first = pc.index(date_arr, value).as_py()
+            raise ApiError(400, "INVALID_ARGUMENT", f"query {first + 1}: {exc.message}") from None
+    positions = pc.index_in(date_arr, value_set=distinct).to_numpy()
+    return np.asarray(days[positions], dtype=np.int32)
 
 
 def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today: dt.date) -> list[str]:
@@ -136,17 +144,8 @@ def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today
     if not pc.all(phone_ok).as_py():
         bad = _first_bad(phones, lambda p: bool(PHONE.fullmatch(p)))
         raise ApiError(400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber must match {PHONE_PATTERN}")
-    try:
-        if not pc.all(pc.match_substring_regex(date_arr, r"^\d{4}-\d{2}-\d{2}$")).as_py():
-            raise pa.ArrowInvalid("bad date shape")
-        day_arr = date_arr.cast(pa.date32())
-    except pa.ArrowInvalid:
-        bad = _first_bad(dates, _is_date)
-        raise ApiError(
-            400, "INVALID_ARGUMENT", f"query {bad + 1}: specifiedDate must be a date YYYY-MM-DD"
-        ) from None
+    days = parse_dates(date_arr)
     keys = pc.cast(pc.utf8_slice_codeunits(phone_arr, 1), pa.int64()).to_numpy()
-    days = np.asarray(day_arr.cast(pa.int32()).to_numpy(), dtype=np.int32)
     codes, _ = index.verdicts(np.asarray(keys, dtype=np.int64), days)
     codes[days > day_number(today)] = Verdict.NO_DATA  # a date in the carrier's future
     answers: list[str] = BULK_ANSWERS[codes].tolist()

@@ -29,6 +29,9 @@ status_router = APIRouter()  # included last, where the routes stood before the 
 
 
 def parse_date(value: Any, field: str) -> dt.date:
+    """The one date rule of every endpoint (check here, bulk-check per distinct date): an
+    RFC 3339 full-date that is a real calendar date from 0001-01-01 on. Arrow's date cast,
+    which bulk once used, took ``0000-01-01`` that Python refuses: one function, one answer."""
     if not isinstance(value, str) or not DATE.fullmatch(value):
         raise ApiError(400, "INVALID_ARGUMENT", f"{field} must be a date YYYY-MM-DD (RFC 3339 full-date)")
     try:

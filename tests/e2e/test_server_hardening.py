@@ -6,13 +6,17 @@ without counts, bodies bounded while they stream, JSON depth and ``null`` items 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.config import Settings as AppSettings
 from pipelines.config import load_settings
@@ -21,6 +25,9 @@ from pipelines.feeds.publish import publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
 from pipelines.server import TokenStore, create_app
+from pipelines.server.bulk import parse_dates
+from pipelines.server.camara import ApiError
+from pipelines.server.check import parse_date
 from tests.e2e.test_server_http import BULK, CHECK, NOW, SAME, D, build_state, open_ledger, serving
 
 
@@ -105,3 +112,29 @@ def test_unknown_and_revoked_tokens_are_401_missing_scope_is_403(
 def test_unknown_token_on_a_download_is_401(hostile: Hostile) -> None:
     r = httpx.get(hostile.url + "/feeds/root.json", headers={"Authorization": "Bearer nrp_never-issued"})
     assert camara(r) == (401, "UNAUTHENTICATED")
+
+
+# ------------------------------------------------------------------ 2. one date rule
+
+
+@pytest.mark.parametrize("date", ["0000-01-01", "2024-02-30", "2023-02-29", "2024-00-10", "١٢٣٤-01-01"])
+def test_check_and_bulk_refuse_the_same_dates(hostile: Hostile, date: str) -> None:
+    r = post(hostile, CHECK, {"phoneNumber": SAME, "specifiedDate": date})
+    assert camara(r) == (400, "INVALID_ARGUMENT")
+    r = post(hostile, BULK, {"queries": [ONE, {"phoneNumber": SAME, "specifiedDate": date}]})
+    assert camara(r) == (400, "INVALID_ARGUMENT")
+    assert r.json()["message"].startswith("query 2: specifiedDate")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.from_regex(r"\d{4}-\d{2}-\d{2}", fullmatch=True), st.text(max_size=12)))
+def test_bulk_dates_follow_the_check_rule(value: str) -> None:
+    try:
+        expected: int | None = (parse_date(value, "specifiedDate") - dt.date(1970, 1, 1)).days
+    except ApiError:
+        expected = None
+    try:
+        got: int | None = int(parse_dates(pa.array([value, value], type=pa.string()))[1])
+    except ApiError:
+        got = None
+    assert got == expected
