@@ -123,8 +123,16 @@ async def check(request: Request) -> Response:
 router.add_route(f"{API}/check", check, methods=["POST"], name="checkNumberRecycling")
 
 
+# /status stays open but says only which snapshot answers. It is the readiness probe (the
+# README's start-up wait, `make demo`, a load balancer) and those hold no token; the counts of
+# tenures and numbers are the carrier's business figures (on /metrics, scope `metrics`) and a
+# load error names local paths (in the server's log), so neither is shown here.
+PUBLIC_STATUS = ("loaded", "as_of", "data_from", "feed_seq")
+
+
 @status_router.get("/status", operation_id="getStatus")
 def status(request: Request) -> dict[str, Any]:
     holder = server_state(request.app).snapshots
     holder.current()
-    return {"snapshot": holder.status()}
+    full = holder.status()
+    return {"snapshot": {key: full[key] for key in PUBLIC_STATUS if key in full}}

@@ -375,12 +375,30 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/status", "get"): {
         "tags": ["Status"],
-        "summary": "Which query snapshot is loaded (no token).",
+        "summary": "Which query snapshot is loaded (no token; no counts).",
         "operationId": "getStatus",
         "responses": {
             "200": {
-                "description": "Snapshot status",
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": "Snapshot status: `loaded` is null until the first snapshot",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "snapshot": {
+                                    "type": "object",
+                                    "properties": {
+                                        "loaded": {"type": ["string", "null"]},
+                                        "as_of": {"type": "string", "format": "date"},
+                                        "data_from": {"type": "string", "format": "date"},
+                                        "feed_seq": {"type": "integer"},
+                                    },
+                                    "required": ["loaded"],
+                                }
+                            },
+                        }
+                    }
+                },
             }
         },
     },

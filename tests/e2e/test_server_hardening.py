@@ -138,3 +138,19 @@ def test_bulk_dates_follow_the_check_rule(value: str) -> None:
     except ApiError:
         got = None
     assert got == expected
+
+
+# ------------------------------------------------------------------ 3. /status
+
+
+def test_status_answers_without_a_token_but_shows_no_counts(hostile: Hostile) -> None:
+    r = httpx.get(hostile.url + "/status")
+    assert r.status_code == 200
+    assert r.json() == {
+        "snapshot": {
+            "loaded": r.json()["snapshot"]["loaded"],
+            "as_of": D.isoformat(),
+            "data_from": "2020-01-01",
+            "feed_seq": 1,
+        }
+    }
