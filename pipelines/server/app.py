@@ -45,7 +45,14 @@ from pipelines.errors import RecycleError, TerminalError
 from pipelines.feeds.query_snapshot import SnapshotHolder
 from pipelines.layout import Layout
 from pipelines.server import acks, bulk, check, files, metrics
-from pipelines.server.camara import ApiError, CorrelatorMiddleware, api_error, http_error, recycle_error
+from pipelines.server.camara import (
+    BODY_TIMEOUT_S,
+    ApiError,
+    CorrelatorMiddleware,
+    api_error,
+    http_error,
+    recycle_error,
+)
 from pipelines.server.metrics import RequestMetricsMiddleware, ServerMetrics
 from pipelines.server.openapi import DESCRIPTION, openapi_bytes, openapi_document
 from pipelines.server.platforms import AuditLog, RateLimiter, TokenStore, utc_now
@@ -88,6 +95,7 @@ def create_app(
     clock: Callable[[], dt.datetime] = utc_now,
     monotonic: Callable[[], float] = time.monotonic,
     snapshot_check_s: float = 1.0,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The server app. ``clock`` gives wall-clock UTC (today's date for range checks, audit and
     receipt times); ``monotonic`` drives the rate limiter."""
@@ -105,6 +113,7 @@ def create_app(
         receipt_keys=ReceiptKeys(settings),
         etags=ETags(),
         metrics=ServerMetrics(snapshots, settings, clock),
+        body_timeout_s=body_timeout_s,
     )
     app = FastAPI(
         title="Number recycling: feeds, CAMARA check and bulk check",

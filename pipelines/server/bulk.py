@@ -22,7 +22,7 @@ from pipelines.feeds.query_snapshot import BULK_ANSWERS, SnapshotIndex, day_numb
 from pipelines.feeds.wire import Envelope, QueryReceipt, sha256_hex
 from pipelines.ledger.signer import FileSigner
 from pipelines.server.auth import authorize
-from pipelines.server.camara import API, ApiError
+from pipelines.server.camara import API, ApiError, parse_json, read_body
 from pipelines.server.check import PHONE, parse_date
 from pipelines.server.platforms import PHONE_PATTERN
 from pipelines.server.state import ServerState, server_state
@@ -75,10 +75,7 @@ def _csv_pairs(body: bytes) -> tuple[list[str], list[str]]:
 
 
 def _json_pairs(body: bytes) -> tuple[list[str], list[str]]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "INVALID_ARGUMENT", "the request body is not valid JSON") from None
+    doc = parse_json(body)
     if not isinstance(doc, dict) or set(doc) != {"queries"} or not isinstance(doc["queries"], list):
         raise ApiError(
             400, "INVALID_ARGUMENT", 'the body must be {"queries": [{"phoneNumber", "specifiedDate"}, ...]}'
@@ -140,6 +137,15 @@ def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today
         raise ApiError(
             400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber and specifiedDate must be strings"
         ) from None
+    if phone_arr.null_count or date_arr.null_count:  # JSON null: pa.array takes None as a null
+        bad = _first_bad(
+            [*zip(phones, dates, strict=True)], lambda pair: pair[0] is not None and pair[1] is not None
+        )
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"query {bad + 1}: phoneNumber and specifiedDate must be strings, not null",
+        )
     phone_ok = pc.match_substring_regex(phone_arr, PHONE_PATTERN)
     if not pc.all(phone_ok).as_py():
         bad = _first_bad(phones, lambda p: bool(PHONE.fullmatch(p)))
@@ -199,9 +205,8 @@ async def bulk_check(request: Request) -> Response:
     platform = authorize(request, "bulk", "bulk_check")
     corr = request.headers.get("x-correlator")
     try:
-        body = await request.body()
-        if len(body) > MAX_BULK_BODY:
-            raise ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_BULK_BODY} bytes")
+        too_large = ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_BULK_BODY} bytes")
+        body = await read_body(request, MAX_BULK_BODY, too_large, state.body_timeout_s)
         index = state.snapshot()
         signers = state.receipt_keys.current()
         content_type = request.headers.get("content-type", "application/json")

@@ -5,7 +5,6 @@ query snapshot the answers come from.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from typing import Any
 
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 from pipelines.feeds.answer import Verdict
 from pipelines.feeds.query_snapshot import SnapshotIndex
 from pipelines.server.auth import authorize
-from pipelines.server.camara import API, ApiError
+from pipelines.server.camara import API, ApiError, parse_json, read_body
 from pipelines.server.platforms import PHONE_PATTERN
 from pipelines.server.state import ServerState, server_state
 
@@ -42,12 +41,7 @@ def parse_date(value: Any, field: str) -> dt.date:
 
 def _check_request(body: bytes) -> dict[str, Any]:
     """The JSON object of a check request, which must name specifiedDate."""
-    if len(body) > MAX_CHECK_BODY:
-        raise ApiError(400, "INVALID_ARGUMENT", "the request body is too large")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "INVALID_ARGUMENT", "the request body is not valid JSON") from None
+    doc = parse_json(body)
     if not isinstance(doc, dict):
         raise ApiError(400, "INVALID_ARGUMENT", "the request body must be a JSON object")
     if "specifiedDate" not in doc:
@@ -96,7 +90,11 @@ async def check(request: Request) -> Response:
     fields: dict[str, Any] = {"correlator": request.headers.get("x-correlator")}
     number: str | None = None  # masked by the audit writer
     try:
-        doc = _check_request(await request.body())
+        too_large = ApiError(
+            400, "INVALID_ARGUMENT", f"the request body is larger than {MAX_CHECK_BODY} bytes"
+        )
+        body = await read_body(request, MAX_CHECK_BODY, too_large, state.body_timeout_s)
+        doc = _check_request(body)
         day = parse_date(doc["specifiedDate"], "specifiedDate")
         fields["date"] = day.isoformat()
         number = _check_phone(doc)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import select
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -154,3 +158,95 @@ def test_status_answers_without_a_token_but_shows_no_counts(hostile: Hostile) ->
             "feed_seq": 1,
         }
     }
+
+
+# ------------------------------------------------------------------ 4. bounded bodies, JSON depth
+
+ACK = "/number-recycling/v0.2/acknowledgements"
+
+
+def rss_bytes() -> int:
+    """This process's resident set (the server runs in it, on a thread)."""
+    fields = Path("/proc/self/statm").read_text().split()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def chunked_upload(h: Hostile, path: str, total: int, chunk: int = 64 * 1024) -> tuple[bytes, int]:
+    """POST ``total`` bytes chunked over a raw socket, stopping when the server answers: the
+    response and how many body bytes were sent by then."""
+    host, port = h.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {h.tokens['bank']}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        piece = f"{chunk:x}\r\n".encode() + b"[" * chunk + b"\r\n"
+        sent = 0
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += chunk
+        sock.settimeout(10)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            got = sock.recv(65536)
+            if not got:
+                break
+            answer += got
+    return answer, sent
+
+
+@pytest.mark.parametrize(("path", "limit"), [(CHECK, 16 * 1024), (BULK, 40 * 1024 * 1024)])
+def test_a_huge_chunked_body_is_refused_before_it_is_read(hostile: Hostile, path: str, limit: int) -> None:
+    before = rss_bytes()
+    answer, sent = chunked_upload(hostile, path, total=limit + 50 * 1024 * 1024)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"larger than" in body and b"Traceback" not in answer
+    assert sent < limit + 8 * 1024 * 1024  # answered while the client was still sending
+    assert rss_bytes() - before < limit + 16 * 1024 * 1024
+
+
+def nested(depth: int) -> bytes:
+    return b'{"queries":' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (CHECK, b"[" * 5000 + b"]" * 5000),
+        (CHECK, b'{"specifiedDate":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        (BULK, nested(100_000)),
+        (ACK, b'{"acknowledgements":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+    ],
+)
+def test_deeply_nested_json_is_a_400(hostile: Hostile, path: str, body: bytes) -> None:
+    r = post(hostile, path, body)
+    assert camara(r) == (400, "INVALID_ARGUMENT")
+    assert "nested too deeply" in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"phoneNumber": None, "specifiedDate": "2024-01-01"},
+        {"phoneNumber": SAME, "specifiedDate": None},
+        {"phoneNumber": None, "specifiedDate": None},
+    ],
+)
+def test_null_fields_in_bulk_items_are_a_400_naming_the_query(hostile: Hostile, item: object) -> None:
+    r = post(hostile, BULK, {"queries": [ONE, ONE, item]})
+    assert camara(r) == (400, "INVALID_ARGUMENT")
+    assert r.json()["message"].startswith("query 3: ")
+
+
+def test_null_fields_in_check_are_a_400(hostile: Hostile) -> None:
+    for body in (
+        {"phoneNumber": None, "specifiedDate": "2024-01-01"},
+        {"phoneNumber": SAME, "specifiedDate": None},
+    ):
+        assert camara(post(hostile, CHECK, body)) == (400, "INVALID_ARGUMENT")
