@@ -51,6 +51,7 @@ from pipelines.server.camara import (
     CorrelatorMiddleware,
     api_error,
     http_error,
+    internal_error,
     recycle_error,
 )
 from pipelines.server.metrics import RequestMetricsMiddleware, ServerMetrics
@@ -135,6 +136,7 @@ def create_app(
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(StarletteHTTPException)(http_error)
     app.exception_handler(RecycleError)(recycle_error)
+    app.exception_handler(Exception)(internal_error)
     routers = (check.router, bulk.router, acks.router, files.router, check.status_router, metrics.router)
     for router in routers:
         app.include_router(router)

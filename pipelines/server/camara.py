@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.errors import RecycleError
+from pipelines.server.metrics import masked_path
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +88,44 @@ def parse_json(body: bytes) -> Any:
 # --------------------------------------------------------------------------- exception handlers
 
 
+# Routes audit their own refusals (with the platform and what was asked); what reaches these
+# handlers did not get that far (no route, a wrong method, a failure), so it is audited here:
+# every 4xx and 5xx has an audit line. The path is masked like the access log's.
+
+
+def audit_refusal(app: Any, scope: Scope, status: int, code: str) -> None:
+    state = scope.get("state") or {}
+    app.state.server.audit.record(
+        state.get("platform"),
+        "refused" if status < 500 else "error",
+        path=masked_path(scope["path"]),
+        method=scope["method"],
+        status=status,
+        code=code,
+    )
+
+
 async def api_error(request: Request, exc: ApiError) -> Response:
     return exc.response()
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_ARGUMENT")
+    audit_refusal(request.app, request.scope, exc.status_code, code)
     return ApiError(exc.status_code, code, str(exc.detail)).response()
 
 
 async def recycle_error(request: Request, exc: RecycleError) -> Response:
     log.error("server error: %s", exc.diagnostics())
+    audit_refusal(request.app, request.scope, 503, "UNAVAILABLE")
     return ApiError(503, "UNAVAILABLE", "the service cannot answer right now").response()
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Any other exception: a CAMARA 500, never a traceback. Starlette's ServerErrorMiddleware
+    calls this, then re-raises, so the traceback is in the server's log (uvicorn logs it)."""
+    audit_refusal(request.app, request.scope, 500, "INTERNAL")
+    return ApiError(500, "INTERNAL", "Unknown server error: the carrier has logged it").response()
 
 
 # --------------------------------------------------------------------------- middleware
@@ -134,6 +161,7 @@ class CorrelatorMiddleware:
             err = ApiError(
                 400, "INVALID_ARGUMENT", "x-correlator does not match ^[a-zA-Z0-9-_:;.\\/<>{}]{0,256}$"
             )
+            audit_refusal(scope["app"], scope, err.status, err.code)
             await err.response()(scope, receive, send)
             return
 

@@ -250,3 +250,57 @@ def test_null_fields_in_check_are_a_400(hostile: Hostile) -> None:
         {"phoneNumber": SAME, "specifiedDate": None},
     ):
         assert camara(post(hostile, CHECK, body)) == (400, "INVALID_ARGUMENT")
+
+
+# ------------------------------------------------------------------ 5. every refusal audited, no traceback
+
+
+def refusals(h: Hostile, status: int) -> int:
+    """Audit lines with ``status`` (route-level lines name the action, the rest the path)."""
+    return sum(1 for e in audit_lines(h) if e.get("status") == status)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status"),
+    [
+        ("GET", "/lookup/8613800000001", None, {}, 404),  # no route
+        ("GET", CHECK, None, {}, 405),  # wrong method
+        ("POST", CHECK, json.dumps(ONE).encode(), {"x-correlator": "not valid!"}, 400),
+        ("POST", BULK, nested(100_000), {}, 400),
+        (
+            "POST",
+            BULK,
+            json.dumps({"queries": [{"phoneNumber": None, "specifiedDate": None}]}).encode(),
+            {},
+            400,
+        ),
+        ("POST", CHECK, b"[" * 20_000, {}, 400),
+    ],
+)
+def test_every_refusal_has_an_audit_line(
+    hostile: Hostile, method: str, path: str, body: bytes | None, headers: dict[str, str], status: int
+) -> None:
+    before = refusals(hostile, status)
+    hdrs = {
+        "Authorization": f"Bearer {hostile.tokens['bank']}",
+        "Content-Type": "application/json",
+        **headers,
+    }
+    r = httpx.request(method, hostile.url + path, content=body, headers=hdrs, timeout=30)
+    assert camara(r)[0] == status
+    assert refusals(hostile, status) == before + 1
+    assert "8613800000001" not in json.dumps(audit_lines(hostile))  # paths are masked
+
+
+def test_a_server_failure_is_a_camara_500_audited_without_a_traceback(
+    hostile: Hostile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("signer exploded at /secret/path")
+
+    monkeypatch.setattr(hostile.app.state.server.receipt_keys, "current", broken)
+    before = refusals(hostile, 500)
+    r = post(hostile, BULK, {"queries": [ONE]})
+    assert camara(r) == (500, "INTERNAL")
+    assert "secret" not in r.text and "RuntimeError" not in r.text
+    assert refusals(hostile, 500) == before + 1
