@@ -174,18 +174,35 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+# Slow clients. An idle keep-alive connection is closed after KEEP_ALIVE_S (uvicorn's timer
+# runs from the end of a response to the next request's first byte); a request body has
+# camara.BODY_TIMEOUT_S to arrive (408). uvicorn 0.54 has no deadline for the request line and
+# headers of a new connection: that phase needs a reverse proxy's client_header_timeout.
+KEEP_ALIVE_S = 5.0
+GRACEFUL_SHUTDOWN_S = 10.0  # Ctrl+C or SIGTERM: requests in flight get this long
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, *, keep_alive_s: float = KEEP_ALIVE_S) -> Any:
+    """The uvicorn configuration ``serve`` runs with (also what the tests serve with)."""
     import uvicorn
 
-    sock = listen_socket(host, port)
-    config = uvicorn.Config(
-        create_app(settings),
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_config=log_config(),
         log_level="info",
         access_log=False,
+        timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # uvicorn types it int, uses a float
+        timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
     )
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    sock = listen_socket(host, port)
+    config = uvicorn_config(create_app(settings), host, port)
     shown = f"[{host}]" if ":" in host else host
     log.info("serving on http://%s:%d (Ctrl+C to stop); metrics at /metrics (scope metrics)", shown, port)
     uvicorn.Server(config).run(sockets=[sock])

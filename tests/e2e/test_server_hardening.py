@@ -11,7 +11,10 @@ import json
 import os
 import select
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
+import uvicorn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,8 +33,9 @@ from pipelines.feeds.publish import publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
 from pipelines.server import TokenStore, create_app
+from pipelines.server.app import KEEP_ALIVE_S, uvicorn_config
 from pipelines.server.bulk import parse_dates
-from pipelines.server.camara import ApiError
+from pipelines.server.camara import BODY_TIMEOUT_S, ApiError
 from pipelines.server.check import parse_date
 from tests.e2e.test_server_http import BULK, CHECK, NOW, SAME, D, build_state, open_ledger, serving
 
@@ -304,3 +309,56 @@ def test_a_server_failure_is_a_camara_500_audited_without_a_traceback(
     assert camara(r) == (500, "INTERNAL")
     assert "secret" not in r.text and "RuntimeError" not in r.text
     assert refusals(hostile, 500) == before + 1
+
+
+# ------------------------------------------------------------------ 6. slow clients
+
+
+@contextmanager
+def served_with(app: Any, keep_alive_s: float) -> Iterator[int]:
+    """``app`` under the configuration ``recycle serve`` uses, with a short keep-alive."""
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, keep_alive_s=keep_alive_s))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_serve_configures_the_keep_alive_and_body_deadlines(hostile: Hostile) -> None:
+    app = create_app(hostile.settings)
+    config = uvicorn_config(app, "127.0.0.1", 0)
+    app.state.server.close()
+    assert config.timeout_keep_alive == KEEP_ALIVE_S == 5.0
+    assert BODY_TIMEOUT_S == 60.0
+
+
+def test_a_trickling_body_is_cut_off_and_an_idle_connection_closed(hostile: Hostile) -> None:
+    app = create_app(hostile.settings, clock=lambda: NOW, body_timeout_s=0.5)
+    with (
+        served_with(app, keep_alive_s=0.5) as port,
+        socket.create_connection(("127.0.0.1", port), 10) as sock,
+    ):
+        sock.sendall(
+            f"POST {CHECK} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {hostile.tokens['bank']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{".encode()
+        )
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"REQUEST_TIMEOUT"' in answer and time.monotonic() - started < 5
+    with (
+        served_with(app, keep_alive_s=0.5) as port,
+        socket.create_connection(("127.0.0.1", port), 10) as sock,
+    ):
+        sock.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert sock.recv(65536) == b""  # closed by the server once idle
+        assert time.monotonic() - started < 5
