@@ -23,22 +23,12 @@ from pipelines.compliance.notifications import (
 from pipelines.errors import DataContractError
 from pipelines.feeds.publish import FeedPaths
 from pipelines.server.auth import authorize
-from pipelines.server.camara import API, ApiError
+from pipelines.server.camara import API, ApiError, read_body
 from pipelines.server.state import ServerState, server_state
 
 MAX_ACK_BODY = 32 * 1024 * 1024  # 100,000 JSON acknowledgements with every field are about 13 MB
 
 router = APIRouter()
-
-
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_ACK_BODY:  # refuse before reading it
-        raise ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_ACK_BODY} bytes")
-    body = await request.body()
-    if len(body) > MAX_ACK_BODY:
-        raise ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_ACK_BODY} bytes")
-    return body
 
 
 def _valid_acknowledgements(
@@ -57,6 +47,8 @@ def _valid_acknowledgements(
         )
     except DataContractError as exc:
         raise ApiError(400, "INVALID_ARGUMENT", str(exc)) from None
+    except RecursionError:  # json.loads in read_acknowledgements, on deeply nested JSON
+        raise ApiError(400, "INVALID_ARGUMENT", "the request body is JSON nested too deeply") from None
 
 
 def _audit_fields(receipt: AckReceipt, valid: pa.Table) -> dict[str, Any]:
@@ -88,7 +80,8 @@ async def acknowledgements(request: Request) -> Response:
     corr = request.headers.get("x-correlator")
     received = state.clock()
     try:
-        body = await _read_body(request)
+        too_large = ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_ACK_BODY} bytes")
+        body = await read_body(request, MAX_ACK_BODY, too_large, state.body_timeout_s)
         content_type = request.headers.get("content-type", "application/json")
         answer, fields = await run_in_threadpool(_store, state, platform.name, body, content_type, received)
     except ApiError as exc:

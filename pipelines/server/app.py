@@ -45,7 +45,15 @@ from pipelines.errors import RecycleError, TerminalError
 from pipelines.feeds.query_snapshot import SnapshotHolder
 from pipelines.layout import Layout
 from pipelines.server import acks, bulk, check, files, metrics
-from pipelines.server.camara import ApiError, CorrelatorMiddleware, api_error, http_error, recycle_error
+from pipelines.server.camara import (
+    BODY_TIMEOUT_S,
+    ApiError,
+    CorrelatorMiddleware,
+    api_error,
+    http_error,
+    internal_error,
+    recycle_error,
+)
 from pipelines.server.metrics import RequestMetricsMiddleware, ServerMetrics
 from pipelines.server.openapi import DESCRIPTION, openapi_bytes, openapi_document
 from pipelines.server.platforms import AuditLog, RateLimiter, TokenStore, utc_now
@@ -88,6 +96,7 @@ def create_app(
     clock: Callable[[], dt.datetime] = utc_now,
     monotonic: Callable[[], float] = time.monotonic,
     snapshot_check_s: float = 1.0,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The server app. ``clock`` gives wall-clock UTC (today's date for range checks, audit and
     receipt times); ``monotonic`` drives the rate limiter."""
@@ -105,6 +114,7 @@ def create_app(
         receipt_keys=ReceiptKeys(settings),
         etags=ETags(),
         metrics=ServerMetrics(snapshots, settings, clock),
+        body_timeout_s=body_timeout_s,
     )
     app = FastAPI(
         title="Number recycling: feeds, CAMARA check and bulk check",
@@ -126,6 +136,7 @@ def create_app(
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(StarletteHTTPException)(http_error)
     app.exception_handler(RecycleError)(recycle_error)
+    app.exception_handler(Exception)(internal_error)
     routers = (check.router, bulk.router, acks.router, files.router, check.status_router, metrics.router)
     for router in routers:
         app.include_router(router)
@@ -163,18 +174,35 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+# Slow clients. An idle keep-alive connection is closed after KEEP_ALIVE_S (uvicorn's timer
+# runs from the end of a response to the next request's first byte); a request body has
+# camara.BODY_TIMEOUT_S to arrive (408). uvicorn 0.54 has no deadline for the request line and
+# headers of a new connection: that phase needs a reverse proxy's client_header_timeout.
+KEEP_ALIVE_S = 5.0
+GRACEFUL_SHUTDOWN_S = 10.0  # Ctrl+C or SIGTERM: requests in flight get this long
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, *, keep_alive_s: float = KEEP_ALIVE_S) -> Any:
+    """The uvicorn configuration ``serve`` runs with (also what the tests serve with)."""
     import uvicorn
 
-    sock = listen_socket(host, port)
-    config = uvicorn.Config(
-        create_app(settings),
+    return uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_config=log_config(),
         log_level="info",
         access_log=False,
+        timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # uvicorn types it int, uses a float
+        timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_S),
     )
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    sock = listen_socket(host, port)
+    config = uvicorn_config(create_app(settings), host, port)
     shown = f"[{host}]" if ":" in host else host
     log.info("serving on http://%s:%d (Ctrl+C to stop); metrics at /metrics (scope metrics)", shown, port)
     uvicorn.Server(config).run(sockets=[sock])

@@ -1,5 +1,9 @@
 """Who is asking: the bearer token names a platform, its scopes say what it may call and its
 rate limit how often. Every refusal is written to the audit log before it is answered.
+
+CAMARA's split: 401 ``UNAUTHENTICATED`` when the request proves no identity (no bearer token,
+or one the store does not know or has revoked: "missing, invalid, or expired credentials"),
+403 ``PERMISSION_DENIED`` only for a known platform whose token lacks the scope.
 """
 
 from __future__ import annotations
@@ -43,14 +47,15 @@ def authorize(request: Request, scope: str, action: str) -> Platform:
         audit.record(
             None,
             action,
-            status=403,
+            status=401,
             path=request.url.path,
             correlator=corr,
             reason="unknown or revoked token",
         )
         raise ApiError(
-            403,
-            "PERMISSION_DENIED",
+            401,
+            "UNAUTHENTICATED",
+            "Request not authenticated due to missing, invalid, or expired credentials: "
             "the token is unknown or was revoked; ask the carrier for a new platform token",
         )
     request.state.platform = platform.name  # for the request's log line

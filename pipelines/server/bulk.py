@@ -22,8 +22,8 @@ from pipelines.feeds.query_snapshot import BULK_ANSWERS, SnapshotIndex, day_numb
 from pipelines.feeds.wire import Envelope, QueryReceipt, sha256_hex
 from pipelines.ledger.signer import FileSigner
 from pipelines.server.auth import authorize
-from pipelines.server.camara import API, ApiError
-from pipelines.server.check import DATE, PHONE
+from pipelines.server.camara import API, ApiError, parse_json, read_body
+from pipelines.server.check import PHONE, parse_date
 from pipelines.server.platforms import PHONE_PATTERN
 from pipelines.server.state import ServerState, server_state
 
@@ -75,10 +75,7 @@ def _csv_pairs(body: bytes) -> tuple[list[str], list[str]]:
 
 
 def _json_pairs(body: bytes) -> tuple[list[str], list[str]]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "INVALID_ARGUMENT", "the request body is not valid JSON") from None
+    doc = parse_json(body)
     if not isinstance(doc, dict) or set(doc) != {"queries"} or not isinstance(doc["queries"], list):
         raise ApiError(
             400, "INVALID_ARGUMENT", 'the body must be {"queries": [{"phoneNumber", "specifiedDate"}, ...]}'
@@ -105,14 +102,22 @@ def _first_bad(values: list[Any], ok: Callable[[Any], bool]) -> int:
     return next(i for i, v in enumerate(values) if not ok(v))
 
 
-def _is_date(v: Any) -> bool:
-    if not isinstance(v, str) or not DATE.fullmatch(v):
-        return False
-    try:
-        dt.date.fromisoformat(v)
-    except ValueError:
-        return False
-    return True
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def parse_dates(date_arr: pa.StringArray) -> np.ndarray:
+    """Days since 1970-01-01 per pair, each distinct date parsed by ``check.parse_date`` (the
+    rule /check applies): vectorised over the pairs, Python only once per distinct date."""
+    distinct = pc.unique(date_arr)
+    days = np.empty(len(distinct), dtype=np.int32)
+    for i, value in enumerate(distinct.to_pylist()):
+        try:
+            days[i] = (parse_date(value, "specifiedDate") - _EPOCH).days
+        except ApiError as exc:
+            first = pc.index(date_arr, value).as_py()
+            raise ApiError(400, "INVALID_ARGUMENT", f"query {first + 1}: {exc.message}") from None
+    positions = pc.index_in(date_arr, value_set=distinct).to_numpy()
+    return np.asarray(days[positions], dtype=np.int32)
 
 
 def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today: dt.date) -> list[str]:
@@ -132,21 +137,21 @@ def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today
         raise ApiError(
             400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber and specifiedDate must be strings"
         ) from None
+    if phone_arr.null_count or date_arr.null_count:  # JSON null: pa.array takes None as a null
+        bad = _first_bad(
+            [*zip(phones, dates, strict=True)], lambda pair: pair[0] is not None and pair[1] is not None
+        )
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"query {bad + 1}: phoneNumber and specifiedDate must be strings, not null",
+        )
     phone_ok = pc.match_substring_regex(phone_arr, PHONE_PATTERN)
     if not pc.all(phone_ok).as_py():
         bad = _first_bad(phones, lambda p: bool(PHONE.fullmatch(p)))
         raise ApiError(400, "INVALID_ARGUMENT", f"query {bad + 1}: phoneNumber must match {PHONE_PATTERN}")
-    try:
-        if not pc.all(pc.match_substring_regex(date_arr, r"^\d{4}-\d{2}-\d{2}$")).as_py():
-            raise pa.ArrowInvalid("bad date shape")
-        day_arr = date_arr.cast(pa.date32())
-    except pa.ArrowInvalid:
-        bad = _first_bad(dates, _is_date)
-        raise ApiError(
-            400, "INVALID_ARGUMENT", f"query {bad + 1}: specifiedDate must be a date YYYY-MM-DD"
-        ) from None
+    days = parse_dates(date_arr)
     keys = pc.cast(pc.utf8_slice_codeunits(phone_arr, 1), pa.int64()).to_numpy()
-    days = np.asarray(day_arr.cast(pa.int32()).to_numpy(), dtype=np.int32)
     codes, _ = index.verdicts(np.asarray(keys, dtype=np.int64), days)
     codes[days > day_number(today)] = Verdict.NO_DATA  # a date in the carrier's future
     answers: list[str] = BULK_ANSWERS[codes].tolist()
@@ -200,9 +205,8 @@ async def bulk_check(request: Request) -> Response:
     platform = authorize(request, "bulk", "bulk_check")
     corr = request.headers.get("x-correlator")
     try:
-        body = await request.body()
-        if len(body) > MAX_BULK_BODY:
-            raise ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_BULK_BODY} bytes")
+        too_large = ApiError(400, "OUT_OF_RANGE", f"the body is larger than {MAX_BULK_BODY} bytes")
+        body = await read_body(request, MAX_BULK_BODY, too_large, state.body_timeout_s)
         index = state.snapshot()
         signers = state.receipt_keys.current()
         content_type = request.headers.get("content-type", "application/json")

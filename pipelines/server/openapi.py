@@ -69,6 +69,10 @@ _RESPONSES: dict[str, Any] = {
     "Generic422": _error_response(422, ["MISSING_IDENTIFIER"], "Unprocessable Content"),
     "Generic429": _error_response(429, ["TOO_MANY_REQUESTS"], "Rate limit exceeded; see Retry-After"),
     "Generic503": _error_response(503, ["UNAVAILABLE"], "No snapshot or feed keys published yet"),
+    "Timeout408": _error_response(
+        408, ["REQUEST_TIMEOUT"], "The request body took longer than 60 s to arrive"
+    ),
+    "Generic500": _error_response(500, ["INTERNAL"], "Server error (logged by the carrier; no details sent)"),
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -250,7 +254,9 @@ _UPLOAD_ERRORS = {
     "400": "Generic400",
     "401": "Generic401",
     "403": "Generic403",
+    "408": "Timeout408",
     "429": "Generic429",
+    "500": "Generic500",
     "503": "Generic503",
 }
 
@@ -321,8 +327,10 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "401": "Generic401",
             "403": "Generic403",
             "404": "Generic404",
+            "408": "Timeout408",
             "422": "Generic422",
             "429": "Generic429",
+            "500": "Generic500",
             "503": "Generic503",
         },
     ),
@@ -375,12 +383,30 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/status", "get"): {
         "tags": ["Status"],
-        "summary": "Which query snapshot is loaded (no token).",
+        "summary": "Which query snapshot is loaded (no token; no counts).",
         "operationId": "getStatus",
         "responses": {
             "200": {
-                "description": "Snapshot status",
-                "content": {"application/json": {"schema": {"type": "object"}}},
+                "description": "Snapshot status: `loaded` is null until the first snapshot",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "snapshot": {
+                                    "type": "object",
+                                    "properties": {
+                                        "loaded": {"type": ["string", "null"]},
+                                        "as_of": {"type": "string", "format": "date"},
+                                        "data_from": {"type": "string", "format": "date"},
+                                        "feed_seq": {"type": "integer"},
+                                    },
+                                    "required": ["loaded"],
+                                }
+                            },
+                        }
+                    }
+                },
             }
         },
     },

@@ -21,7 +21,7 @@ from pipelines.feeds.query_snapshot import SnapshotHolder, SnapshotIndex
 from pipelines.feeds.wire import ROLE_RECEIPT
 from pipelines.layout import Layout
 from pipelines.ledger.signer import FileSigner
-from pipelines.server.camara import ApiError
+from pipelines.server.camara import BODY_TIMEOUT_S, ApiError
 from pipelines.server.metrics import ServerMetrics
 from pipelines.server.platforms import AuditLog, Clock, RateLimiter, TokenStore
 
@@ -93,6 +93,7 @@ class ServerState:
     receipt_keys: ReceiptKeys
     etags: ETags
     metrics: ServerMetrics
+    body_timeout_s: float = BODY_TIMEOUT_S  # how long a request body may take (camara.read_body)
 
     def close(self) -> None:
         self.audit.close()

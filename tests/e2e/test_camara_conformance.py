@@ -398,7 +398,7 @@ def body(phone: str | None, date: str) -> dict[str, str]:
         (body(SAME, "2019-12-31"), "checker", 400, "OUT_OF_RANGE"),
         # authentication and authorisation
         (body(SAME, "2024-01-01"), None, 401, "UNAUTHENTICATED"),
-        (body(SAME, "2024-01-01"), "nrp_wrong-token", 403, "PERMISSION_DENIED"),
+        (body(SAME, "2024-01-01"), "nrp_wrong-token", 401, "UNAUTHENTICATED"),
         (body(SAME, "2024-01-01"), "feeder", 403, "PERMISSION_DENIED"),
         # numbers that are not ours
         (body(PORTED, "2024-01-01"), "checker", 404, "IDENTIFIER_NOT_FOUND"),

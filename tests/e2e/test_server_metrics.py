@@ -98,7 +98,7 @@ def test_requests_are_counted_by_route_template_and_status(served: Served) -> No
     before = scrape(served)
     assert check(served).status_code == 200
     assert check(served).status_code == 200
-    assert check(served, token="nrp_not-a-token").status_code == 403
+    assert check(served, token="nrp_not-a-token").status_code == 401
     assert get(served, "/feeds/no-such-file.json", "bank").status_code == 404
     ok = {"method": "POST", "endpoint": CHECK, "status": "200"}
     feeds = {"method": "GET", "endpoint": "/feeds/{rel:path}", "status": "404"}
@@ -113,7 +113,7 @@ def test_requests_are_counted_by_route_template_and_status(served: Served) -> No
 
     eventually(moved)
     after = scrape(served)
-    denied = {"method": "POST", "endpoint": CHECK, "status": "403"}
+    denied = {"method": "POST", "endpoint": CHECK, "status": "401"}
     assert (
         value(after, "recycle_http_requests_total", **denied)
         - value(before, "recycle_http_requests_total", **denied)
