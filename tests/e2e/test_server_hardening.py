@@ -37,7 +37,8 @@ from pipelines.server.app import KEEP_ALIVE_S, uvicorn_config
 from pipelines.server.bulk import parse_dates
 from pipelines.server.camara import BODY_TIMEOUT_S, ApiError
 from pipelines.server.check import parse_date
-from tests.e2e.test_server_http import BULK, CHECK, NOW, SAME, D, build_state, open_ledger, serving
+
+from .test_server_http import BULK, CHECK, NOW, SAME, D, build_state, open_ledger, serving
 
 
 @dataclass
