@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import duckdb
 import typer
@@ -52,16 +52,56 @@ def set_global_options(options: GlobalOptions) -> None:
     _global_options.set(options)
 
 
-def settings_from(config: Path | None, data: Path | None) -> Settings:
+# What a command needs of its data directory (``settings_from(..., needs=...)``):
+# "state": it reads one, so the directory and its state file must exist (every command but two);
+# "dir": `recycle run` without --init: the directory must exist (`recycle gen` writes the drops
+#   into it first; the first night creates the state file);
+# "nothing": `recycle run --init` creates it; `audit-log --ledger F` does not read it.
+DataDirNeeds = Literal["state", "dir", "nothing"]
+
+# A data directory that is not one is a usage error, like an unknown option: exit 2 (click's own
+# code for usage errors, and `main`'s for a RecycleError) for every command, so a script can tell
+# "wrong --data" from a command's own rc 1 ("checked, and it failed" / "that night never ran").
+DATA_DIR_EXIT = 2
+
+
+def settings_from(config: Path | None, data: Path | None, *, needs: DataDirNeeds = "state") -> Settings:
     """The settings of a command: config file (or $RECYCLE_CONFIG), env, then ``--data``.
 
     Each of ``--config``/``--data`` is the subcommand's when given there, else the one given
-    before the subcommand."""
+    before the subcommand. The data directory is checked here, before the command touches
+    anything: a typo in ``--data`` is refused with one line naming the directory and the
+    command that creates one, never silently created (see :data:`DataDirNeeds`)."""
     given = _global_options.get()
     config = config if config is not None else given.config
     data = data if data is not None else given.data
     overrides: dict[str, Any] = {} if data is None else {"data_dir": data}
-    return load_settings(config, **overrides)
+    settings = load_settings(config, **overrides)
+    problem = data_dir_problem(settings.data_dir, needs)
+    if problem is not None:
+        err.print(f"error: {problem}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(DATA_DIR_EXIT)
+    return settings
+
+
+def data_dir_problem(data_dir: Path, needs: DataDirNeeds) -> str | None:
+    """Why ``data_dir`` cannot serve a command that ``needs`` it so (one line), or None."""
+    if needs == "nothing":
+        return None
+    create = (
+        f"check --data / data_dir, or create it: recycle gen --out {data_dir} --start D ..., "
+        f"or recycle run --init --date D --data {data_dir}"
+    )
+    if not data_dir.exists():
+        return f"no data directory {data_dir}; {create}"
+    if not data_dir.is_dir():
+        return f"data directory {data_dir} is not a directory; check --data / data_dir"
+    if needs == "state" and not Layout(data_dir).state_db.is_file():
+        return (
+            f"{data_dir} holds no state file ({Layout(data_dir).state_db.name}): no night has run in it; "
+            f"check --data / data_dir, or run the first night: recycle run --date D --data {data_dir}"
+        )
+    return None
 
 
 def parse_date(value: str, option: str) -> dt.date:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.common import (
+    DATA_DIR_EXIT,
     ConfigOpt,
     DataOpt,
     JsonOpt,
@@ -119,6 +120,16 @@ def verify(
     from pipelines.errors import VerificationError
     from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file
 
+    if not path.exists():
+        # Nothing to verify is not a failed verification (rc 1): a wrong path, like a wrong --data.
+        err.print(
+            f"error: no such file or folder {path}; give an evidence bundle, a .tlog-proof, "
+            "a ledger folder (<data>/ledger) or a checkpoint",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(DATA_DIR_EXIT)
     try:
         if path.is_dir() and (path / "index.json").exists():
             _verify_bundle(path, _verifier_key(path, vkey), origin)
@@ -178,8 +189,17 @@ def audit_log_cmd(
     from pipelines.layout import Layout
     from pipelines.ledger import audit_log
 
-    settings = settings_from(config, data)
+    settings = settings_from(config, data, needs="nothing" if ledger_dir is not None else "state")
     folder = ledger_dir or Layout(settings.data_dir).ledger_dir
+    if not (folder / "vkey").is_file():
+        err.print(
+            f"error: no ledger in {folder} (no vkey file); give a ledger folder with --ledger, "
+            "or run a night first: recycle run --date D",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(DATA_DIR_EXIT)
     need = min_effective if min_effective is not None else settings.policy("default").min_effective_reminders
     err.print(
         f"covers: the public ledger alone: every release had {need}+ effective-reminder entries and a "

@@ -107,14 +107,22 @@ def run(
         AlertsChoice,
         typer.Option(help="raise: a compliance alert fails the night; record: log it and go on"),
     ] = AlertsChoice.RAISE,
+    init: Annotated[
+        bool,
+        typer.Option(
+            "--init", help="create the data directory when it does not exist (else a missing one is refused)"
+        ),
+    ] = False,
 ) -> None:
     """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
     from rich.progress import Progress
 
     from pipelines.nightly.steps import RunContext, step_names
 
-    settings = settings_from(config, data)
     days = _days(date, start, end)
+    settings = settings_from(config, data, needs="nothing" if init else "dir")
+    if init:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
     if not err.is_terminal:
         # Logs, CI and tests: one plain line per night, no bar redrawn into the file.

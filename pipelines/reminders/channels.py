@@ -546,8 +546,28 @@ def letter_batch_path(out_dir: Path, day: dt.date) -> Path:
     return out_dir / f"letters_{day.isoformat()}.csv"
 
 
+# OWASP "CSV Injection": a spreadsheet runs a cell that starts with one of these as a formula.
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe_cell(value: str) -> str:
+    """``value`` as a CSV cell no spreadsheet runs: a leading formula character gets a ``'``.
+
+    The letters CSV carries the subscriber's postal reference, language, subject and text:
+    free text from the carrier's systems, every one of them neutralised (OWASP's rule: prefix
+    a single quote), so ``=cmd|' /C calc'!A0`` or ``=HYPERLINK(...)`` is shown, not run.
+    A phone number in E.164 is no exception: ``+8613800000001`` unescaped is a formula too
+    (a spreadsheet shows 8.6138E+12 and drops the ``+``); ``'+8613800000001`` is text, read
+    as written, and the print house strips one leading ``'`` when it sees one before
+    ``= + - @`` TAB or CR. Only ``reminder_id`` is written as is: the pipeline's own key
+    (``_read`` upserts by it), never starting with any of them.
+    Idempotent: a neutralised cell starts with ``'``, so the day's file rewritten keeps its bytes."""
+    return "'" + value if value.startswith(CSV_FORMULA_PREFIXES) else value
+
+
 class LetterBatchChannel:
-    """Letters for the print house: one UTF-8 CSV per day (columns :data:`LETTER_COLUMNS`).
+    """Letters for the print house: one UTF-8 CSV per day (columns :data:`LETTER_COLUMNS`, cells
+    neutralised by :func:`csv_safe_cell`).
 
     Sending upserts into the day's file, ordered by reminder id, and replaces it atomically:
     sending the same reminders again, in any order or batching, yields the same bytes.
@@ -571,7 +591,10 @@ class LetterBatchChannel:
             return _summarise(self.name, [], failed)
         rows = self._read()
         for r in good:
-            rows[r.reminder_id] = (r.reminder_id, r.to, r.language, r.subject, r.text)
+            rows[r.reminder_id] = (
+                r.reminder_id,
+                *(csv_safe_cell(cell) for cell in (r.to, r.language, r.subject, r.text)),
+            )
         buf = io.StringIO()
         writer = csv.writer(buf)  # RFC 4180: CRLF rows, quoted fields keep their newlines
         writer.writerow(LETTER_COLUMNS)

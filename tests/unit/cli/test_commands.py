@@ -58,7 +58,7 @@ OPTIONS = {
         "--freeze-days",
         "--suspend-days",
     },
-    "run": {"--date", "--from", "--to", "--config", "--data", "--simulate-gateways", "--alerts"},
+    "run": {"--date", "--from", "--to", "--config", "--data", "--simulate-gateways", "--alerts", "--init"},
     "status": {"--date", "--config", "--data", "--json"},
     "show": {"--config", "--data", "--json"},
     "evidence": {"--number", "--out", "--config", "--data"},

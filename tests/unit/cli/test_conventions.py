@@ -7,6 +7,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from typer.main import get_command
 from typer.testing import CliRunner
 
@@ -44,6 +45,9 @@ def test_config_data_and_verbose_before_the_subcommand(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     config = tmp_path / "recycle.toml"
     config.write_text(f'data_dir = "{first}"\n')
+    for folder in (first, second):  # data directories: a state file each (a typo is refused)
+        folder.mkdir()
+        duckdb.connect(str(folder / "state.duckdb")).close()
     runner = CliRunner()
     added = runner.invoke(app, ["-v", "--config", str(config), "platform", "add", "bank-a"])
     assert added.exit_code == 0, added.output

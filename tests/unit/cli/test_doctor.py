@@ -73,7 +73,7 @@ def test_a_tampered_ledger_fails_fsck_and_audit_without_a_traceback(
 
 def test_no_night_yet_says_what_to_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["doctor", "--data", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # not a data directory yet (no state file): every command's rc 2
     assert "no night has run" in result.output and "recycle run --date" in result.output
 
 
