@@ -85,7 +85,19 @@ def connect(
     if not read_only:
         with private_umask():
             create_tables(con)
+            _start_private_wal(con)
     return con
+
+
+def _start_private_wal(con: Con) -> None:
+    """Have DuckDB create the WAL now, under umask 077, with a write that leaves nothing behind.
+
+    Appends keep the file's mode, so a write outside :func:`transaction` / :func:`nightly_step`
+    (an autocommit statement) lands in a 0600 WAL too, until DuckDB's next checkpoint deletes
+    it; the next commit through :func:`_commit` creates it 0600 again.
+    """
+    probe = f"_private_wal_probe_{os.getpid()}"
+    con.execute(f"BEGIN TRANSACTION; CREATE TABLE {probe} (x INTEGER); DROP TABLE {probe}; COMMIT")
 
 
 @contextmanager

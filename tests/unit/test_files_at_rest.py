@@ -148,6 +148,18 @@ def test_wal_of_the_state_is_0600_while_a_writer_has_it(night: Path) -> None:
         con.close()
 
 
+def test_wal_is_0600_for_a_write_outside_a_transaction(night: Path) -> None:
+    state = Layout(night).state_db
+    wal = state.with_name(state.name + ".wal")
+    con = connect(state)
+    try:
+        con.execute("CREATE TABLE at_rest_probe AS SELECT 1 AS x")  # autocommit
+        assert _mode(wal) == 0o600
+        con.execute("DROP TABLE at_rest_probe")
+    finally:
+        con.close()
+
+
 def test_run_refuses_a_world_readable_state_without_traceback(night: Path) -> None:
     state = Layout(night).state_db
     os.chmod(state, 0o644)
