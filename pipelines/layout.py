@@ -147,18 +147,18 @@ def write_private(path: Path, data: bytes, top: Path | None = None) -> None:
 
 
 def create_private_file(path: Path) -> None:
-    """Create ``path`` empty with mode 0600 if it does not exist (for files a library creates
-    with its own mode: SQLite gives its journals the database file's mode)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return
-    os.close(fd)
+    """Create ``path`` empty with mode 0600, or make an existing one 0600 (one written by an
+    older version), before a library opens it with its own mode (SQLite gives its journals
+    the database file's mode)."""
+    os.close(open_private_append(path))
 
 
 def open_private_append(path: Path) -> int:
-    """A file descriptor appending to ``path``, created 0600 if new."""
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+    """A file descriptor appending to ``path``, created 0600 if new and made 0600 if not."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
+    if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    return fd
 
 
 def check_private(path: Path) -> None:

@@ -198,3 +198,19 @@ def test_private_dir_tightens_every_level_down_from_top(tmp_path: Path) -> None:
     assert _mode(tmp_path / "q" / "d" / "x.parquet") == 0o600
     with pytest.raises(ValueError):
         private_dir(tmp_path / "a", top=tmp_path / "b")
+
+
+def test_server_stores_of_an_older_version_are_tightened(tmp_path: Path) -> None:
+    server = tmp_path / "server"
+    server.mkdir(mode=0o755)
+    os.chmod(server, 0o755)
+    TokenStore.open(tmp_path).close()
+    AckStore.open(tmp_path).close()
+    for name in ("platforms.sqlite", "acknowledgements.sqlite"):
+        os.chmod(server / name, 0o644)
+    os.chmod(server, 0o755)
+    TokenStore.open(tmp_path).close()
+    AckStore.open(tmp_path).close()
+    assert _mode(server) == 0o700
+    assert _mode(server / "platforms.sqlite") == 0o600
+    assert _mode(server / "acknowledgements.sqlite") == 0o600
