@@ -39,6 +39,7 @@ from pipelines.errors import DataContractError, TerminalError, TransientError
 from pipelines.feeds.publish import DAILY_CSV, DAILY_PARQUET, SNAPSHOT_DAYS, FeedPaths
 from pipelines.feeds.query_snapshot import TENURES, current_snapshot_dir
 from pipelines.feeds.wire import Envelope, Manifest, sha256_hex
+from pipelines.layout import create_private_file, private_dir
 from pipelines.numbers import mask
 from pipelines.server.platforms import FEED_DOWNLOADS, PHONE_PATTERN, server_dir
 
@@ -317,7 +318,8 @@ class AckStore:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        create_private_file(path)  # numbers: 0600, and SQLite gives its -wal/-shm the same mode
         self.path = path
         self._lock = threading.Lock()
         self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import duckdb
 
 from pipelines.errors import ConfigError
+from pipelines.layout import PRIVATE_FILE_MODE, check_private, private_dir, private_umask
 
 if TYPE_CHECKING:
     from pipelines.config import Settings
@@ -56,7 +57,18 @@ def connect(
     path.parent.mkdir(parents=True, exist_ok=True)
     limit = memory_limit or os.environ.get(ENV_MEMORY_LIMIT) or DEFAULT_MEMORY_LIMIT
     n_threads = threads or _usable_cpus()
-    con = duckdb.connect(str(path), read_only=read_only)
+    temp_dir = path.with_name(path.name + ".tmp")
+    wal = path.with_name(path.name + ".wal")
+    if not read_only:
+        # Numbers and contacts: refuse to write to a state others can read (fix it, then run);
+        # the WAL and spill directory are only tightened (DuckDB re-creates them).
+        check_private(path)
+        if wal.exists():
+            os.chmod(wal, PRIVATE_FILE_MODE)
+        private_dir(temp_dir)
+    # A new state file (and any WAL written while connecting) is created 0600.
+    with private_umask():
+        con = duckdb.connect(str(path), read_only=read_only)
     # SET, not connect(config=...): a second connection to the same file in this process (a
     # plain duckdb.connect, say) would otherwise be refused for a different configuration.
     try:
@@ -68,12 +80,24 @@ def connect(
             f"DuckDB memory limit {limit!r} or threads {n_threads!r} rejected ({exc}); set "
             f"{ENV_MEMORY_LIMIT} to a size such as 3GB or 1500MB"
         ) from exc
-    temp_dir = str(path.with_name(path.name + ".tmp"))
-    if con.execute("SELECT current_setting('temp_directory')").fetchone() != (temp_dir,):
+    if con.execute("SELECT current_setting('temp_directory')").fetchone() != (str(temp_dir),):
         con.execute(f"SET temp_directory = {sql_str(temp_dir)}")
     if not read_only:
-        create_tables(con)
+        with private_umask():
+            create_tables(con)
+            _start_private_wal(con)
     return con
+
+
+def _start_private_wal(con: Con) -> None:
+    """Have DuckDB create the WAL now, under umask 077, with a write that leaves nothing behind.
+
+    Appends keep the file's mode, so a write outside :func:`transaction` / :func:`nightly_step`
+    (an autocommit statement) lands in a 0600 WAL too, until DuckDB's next checkpoint deletes
+    it; the next commit through :func:`_commit` creates it 0600 again.
+    """
+    probe = f"_private_wal_probe_{os.getpid()}"
+    con.execute(f"BEGIN TRANSACTION; CREATE TABLE {probe} (x INTEGER); DROP TABLE {probe}; COMMIT")
 
 
 @contextmanager
@@ -113,7 +137,14 @@ def transaction(con: Con) -> Iterator[Con]:
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("COMMIT")
+    _commit(con)
+
+
+def _commit(con: Con) -> None:
+    # DuckDB deletes its WAL at every checkpoint and re-creates it, with the process umask, at
+    # the next commit: a commit runs under umask 077 so the WAL of the state file is 0600.
+    with private_umask():
+        con.execute("COMMIT")
 
 
 def in_transaction(con: Con) -> bool:
@@ -167,7 +198,7 @@ def nightly_step(
             raise
         _set_insertion_order(con, before)
         if own:
-            con.execute("COMMIT")
+            _commit(con)
         return report
 
     return run

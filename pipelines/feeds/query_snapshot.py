@@ -37,7 +37,7 @@ from pipelines.errors import DataContractError, FormatError
 from pipelines.feeds.answer import BULK_WORDS, END_REASONS, OPENED_BY, Answer, AnswerIndex, Verdict
 from pipelines.feeds.publish import newest_manifest
 from pipelines.feeds.wire import canonical_json, parse_canonical, sha256_hex
-from pipelines.layout import Layout, atomic_write_bytes
+from pipelines.layout import PRIVATE_FILE_MODE, Layout, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,10 @@ def _tenures_table(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd", row_group_size=1 << 20)
+    # Every tenure's number: created 0600 (streamed, not buffered: 10M tenures).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd", row_group_size=1 << 20)
 
 
 def publish_snapshot(
@@ -159,7 +162,7 @@ def publish_snapshot(
     moves forward: replaying an older day writes its snapshot but leaves the newer one current.
     """
     root = Layout(settings.data_dir).snapshot_dir
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     table = _tenures_table(con, day)
     if data_from is None:
         data_from = _data_from(con)
@@ -187,13 +190,15 @@ def publish_snapshot(
             numbers=numbers,
             tenures_sha256=digest,
         )
-        (tmp / META).write_bytes(meta.to_bytes())
+        write_private(tmp / META, meta.to_bytes())
         name = f"{day.isoformat()}-{sha256_hex(meta.to_bytes())[:12]}"
         target = root / name
         if target.exists():
             shutil.rmtree(tmp)
         else:
-            os.chmod(tmp, 0o755)  # noqa: S103 - read by the server process
+            # mkdtemp's 0700 is kept: the snapshot lists every number, and its only reader,
+            # the query server, runs as the same user as the nightly run (it used to be made
+            # 0755, world-readable, for a server under another account; none is).
             os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -202,7 +207,7 @@ def publish_snapshot(
     current = current_snapshot_dir(settings)
     switched = current is None or current.name[:10] <= name[:10]
     if switched:
-        atomic_write_bytes(root / POINTER, (name + "\n").encode())
+        write_private(root / POINTER, (name + "\n").encode())
         _prune(root, keep={name})
     log.info(
         "snapshot %s: %d tenures of %d numbers%s",

@@ -65,7 +65,7 @@ from pipelines.ingest.spec import (
     staged_select,
     warnings_sql,
 )
-from pipelines.layout import Layout, atomic_write_bytes
+from pipelines.layout import Layout, write_private
 
 log = logging.getLogger(__name__)
 
@@ -648,7 +648,8 @@ def _reason_counts(quarantine: pa.Table) -> dict[str, int]:
 def _write_quarantine_parquet(path: Path, quarantine: pa.Table) -> None:
     buf = io.BytesIO()
     pq.write_table(quarantine, buf, compression="zstd")
-    atomic_write_bytes(path, buf.getvalue())
+    # Full numbers and contacts: 0600 in quarantine/<day>/, both directories 0700.
+    write_private(path, buf.getvalue(), top=path.parent.parent)
 
 
 def _register(

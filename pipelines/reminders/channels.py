@@ -35,7 +35,7 @@ import httpx
 
 from pipelines.config import SmsSettings, SmtpSettings
 from pipelines.errors import DataContractError, GatewayError, PermanentDeliveryError
-from pipelines.layout import atomic_write_bytes
+from pipelines.layout import write_private
 from pipelines.numbers import mask, mask_contact
 
 log = logging.getLogger(__name__)
@@ -600,7 +600,7 @@ class LetterBatchChannel:
         writer.writerow(LETTER_COLUMNS)
         writer.writerows(rows[k] for k in sorted(rows))
         try:
-            atomic_write_bytes(self.path, buf.getvalue().encode("utf-8"))
+            write_private(self.path, buf.getvalue().encode("utf-8"))  # names and addresses: 0600 in 0700
         except OSError as exc:
             reason = f"could not write the letter batch {self.path} ({exc}); check disk space and permissions"
             log.error("%s", reason)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError, TerminalError
+from pipelines.layout import create_private_file, open_private_append, private_dir
 from pipelines.numbers import mask
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class TokenStore:
     """Platform tokens in SQLite: only SHA-256 of each 32-byte random token is stored."""
 
     def __init__(self, path: Path, clock: Clock = utc_now) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        create_private_file(path)  # SQLite gives its journal the database file's mode
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
@@ -225,7 +227,7 @@ class AuditLog:
     """
 
     def __init__(self, directory: Path, clock: Clock = utc_now) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory, top=directory.parent)  # server/ and server/audit/: 0700
         self.dir = directory
         self._clock = clock
         self._queue: queue.Queue[tuple[dt.datetime, str | None, str, str | None, dict[str, Any]] | None] = (
@@ -274,10 +276,10 @@ class AuditLog:
             main = self.dir / f"{at.date().isoformat()}.jsonl"
             copy = self.dir / FEED_DOWNLOADS / main.name
             complete = not main.exists() or copy.exists()
-            self._fh = open(main, "a", encoding="utf-8")  # noqa: SIM115
+            self._fh = open(open_private_append(main), "a", encoding="utf-8")  # noqa: SIM115
             if complete:
-                copy.parent.mkdir(exist_ok=True)
-                self._feed_fh = open(copy, "a", encoding="utf-8")  # noqa: SIM115
+                private_dir(copy.parent)
+                self._feed_fh = open(open_private_append(copy), "a", encoding="utf-8")  # noqa: SIM115
         self._fh.write(line + "\n")
         if (
             self._feed_fh is not None
