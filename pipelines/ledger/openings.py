@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from pipelines.db import sql_str
 from pipelines.errors import ConfigError, OpeningErasedError, TerminalError, VerificationError
+from pipelines.layout import private_dir, private_umask
 from pipelines.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
 
 MASTER_KEY_FILE = "openings.key"
@@ -154,7 +155,9 @@ class OpeningsStore:
 
         The integrator passes ``<data>/private/openings`` and ``Layout.keys_dir``.
         """
-        store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # <data>/private and the store inside it are 0700 (pipelines.layout.private_dir): whatever
+        # mode DuckDB gives its files and WAL, nobody else can reach them.
+        private_dir(store_dir, top=store_dir.parent)
         return cls(store_dir, _load_or_create_master_key(keys_dir))
 
     @property
@@ -167,8 +170,9 @@ class OpeningsStore:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            con = duckdb.connect(str(self.path))
-            con.execute(f"ATTACH {sql_str(self.keys_path)} AS dk")
+            with private_umask():  # new store files 0600, like every personal-data file
+                con = duckdb.connect(str(self.path))
+                con.execute(f"ATTACH {sql_str(self.keys_path)} AS dk")
         except duckdb.IOException as exc:
             raise TerminalError(
                 f"cannot open the openings store {self.path}: {exc}. Another process (a second "

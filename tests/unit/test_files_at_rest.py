@@ -41,6 +41,7 @@ PRIVATE_TREES = (
     "snapshot",
     "server",
     "outbox/letters",
+    "private",  # the ledger openings (encrypted too)
 )
 PRIVATE_FILES = ("state.duckdb", "state.duckdb.wal")
 # runs/<day>/gx/: GX's COMPLETE results list the unexpected values (numbers, e-mails).
@@ -117,6 +118,7 @@ def test_personal_data_is_0600_in_0700_directories(night: Path) -> None:
     assert any(p.endswith(".parquet") and p.startswith("quarantine/") for p in private)
     assert any(p.startswith("runs/") and p.endswith(".json") for p in private)
     assert {"server/platforms.sqlite", "server/acknowledgements.sqlite"} <= set(private)
+    assert "private/openings/openings.duckdb" in private
     assert any(p.startswith("feeds/") for p in seen["public"])
     assert "ledger/checkpoint" in seen["public"]
 
