@@ -245,6 +245,7 @@ def lived_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lived(lived_state: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     copy = tmp_path / "state.duckdb"
     shutil.copyfile(lived_state, copy)
+    copy.chmod(0o600)  # a state file holds personal data: db.connect refuses a readable one
     c = db.connect(copy)
     yield c
     c.close()
@@ -413,5 +414,6 @@ def test_a_state_file_from_before_permanent_on_gets_the_column(tmp_path: Path) -
     )
     old.execute("INSERT INTO fcc_reported VALUES ('T1', ?, ?, ?, true)", [us(1), d(2, 1), MARCH])
     old.close()
+    path.chmod(0o600)  # a state file holds personal data: db.connect refuses a readable one
     with db.open_state(path) as con:
         assert con.execute("SELECT permanent_on FROM fcc_reported").fetchall() == [(None,)]
