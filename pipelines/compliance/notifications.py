@@ -736,6 +736,7 @@ def _acks(settings: Settings, msisdn: str) -> list[StoredAck]:
 
 
 def _tenures(settings: Settings, msisdn: str) -> list[tuple[dt.date, dt.date | None, bool]]:
+    """The number's tenures in the latest snapshot: (start, end, began by a reissue)."""
     directory = current_snapshot_dir(settings)
     if directory is None:
         raise TerminalError(
@@ -748,15 +749,15 @@ def _tenures(settings: Settings, msisdn: str) -> list[tuple[dt.date, dt.date | N
             " WHERE msisdn_key = $key ORDER BY tenure_start",
             {"file": str(directory / TENURES), "key": int(msisdn[1:])},
         ).fetchall()
-    return [(start, end, bool(perm)) for start, end, perm in rows]
+    return [(start, end, bool(reissued)) for start, end, reissued in rows]
 
 
 def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerView:
     """The current holder's view of ``msisdn`` on ``as_of`` (二次号码焕新): counts only.
 
-    The holder's tenure is the one open on ``as_of`` in the latest query snapshot. When the
-    tenure before it ended in a permanent disconnection (the number was recycled), counts
-    are taken from that end date up to ``as_of``: distinct platforms notified (downloaded a
+    The holder's tenure is the one open on ``as_of`` in the latest query snapshot. When it
+    began by a reissue (the number was recycled to this holder: pipelines.feeds.answer), counts
+    are taken from the end of the tenure before it up to ``as_of``: distinct platforms notified (downloaded a
     feed file listing the number on a feed day since), and distinct platforms that reported
     each status since (an acknowledgement naming an earlier feed day does not count). Nothing
     about the prior holder is returned: no dates of the prior tenure and no platform names.

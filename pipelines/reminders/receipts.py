@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pipelines.config import Settings
 from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.queue import queue_ledger
-from pipelines.lifecycle.sql import count_of, drop_tables, run_sql, working_copy
+from pipelines.lifecycle.sql import FILE_NAMES, count_of, drop_tables, run_sql, working_copy
 
 
 @dataclass(frozen=True)
@@ -115,8 +115,7 @@ def _read_receipts(con: Con, settings: Settings, day: dt.date) -> int:
                                 coalesce(rr.provider_ref, ''))) AS digest
         FROM rr LEFT JOIN rem USING (reminder_id)
         LEFT JOIN rel ON rel.tenure_id = rem.tenure_id AND rel.disconnected_on = rem.disconnected_on
-        LEFT JOIN (SELECT sha256, min(file_name) AS file_name, min(kind) AS kind FROM files
-                   GROUP BY sha256) f ON f.sha256 = rr.file_sha256
+        LEFT JOIN ({FILE_NAMES}) f ON f.sha256 = rr.file_sha256
         """,
         {"d": day},
     )

@@ -295,3 +295,22 @@ def seeded(world: World, *numbers: str, **kw: Any) -> World:
 
 
 # =========================================================================== go-live
+
+
+def insert_tenure(
+    con: duckdb.DuckDBPyConnection,
+    tid: str,
+    msisdn: str,
+    start: dt.date,
+    end: dt.date | None = None,
+    reason: str | None = None,
+    *,
+    region: str = "GD",
+    opened_by: str = "snapshot",
+) -> None:
+    """A tenures row as the lifecycle writes it, for tests that build a state by hand."""
+    con.execute(
+        "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
+        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [tid, msisdn, start, end, reason, f"sub-{tid}", region, opened_by, start],
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+from lifecycle_testkit import insert_tenure
 from typer.testing import CliRunner
 
 from pipelines.cli.app import app as cli_app
@@ -57,22 +58,6 @@ def at(n: int, hour: int = 10) -> dt.datetime:
     return dt.datetime.combine(day(n), dt.time(hour), dt.UTC)
 
 
-def _tenure(
-    con: duckdb.DuckDBPyConnection,
-    tid: str,
-    msisdn: str,
-    start: dt.date,
-    end: dt.date | None = None,
-    reason: str | None = None,
-    opened_by: str = "snapshot",
-) -> None:
-    con.execute(
-        "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
-        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, 'GD', ?, ?)",
-        [tid, msisdn, start, end, reason, f"sub-{tid}", opened_by, start],
-    )
-
-
 def _release(
     con: duckdb.DuckDBPyConnection, msisdn: str, tid: str, disconnected: dt.date, on: dt.date
 ) -> None:
@@ -101,17 +86,17 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("carrier") / "data"
     settings = load_settings(env={}, data_dir=data)
     with open_state(Layout(data).state_db) as con:
-        _tenure(con, "A", N, dt.date(2020, 1, 1), dt.date(2026, 6, 1), "cancel")
+        insert_tenure(con, "A", N, dt.date(2020, 1, 1), dt.date(2026, 6, 1), "cancel")
         _release(con, N, "A", dt.date(2026, 6, 1), day(1))
-        _tenure(con, "B", N, day(2), day(3), "cancel", opened_by="reissue")
+        insert_tenure(con, "B", N, day(2), day(3), "cancel", opened_by="reissue")
         _reissue(con, N, "A", "B", day(2), dt.date(2026, 6, 1), day(1))
         _release(con, N, "B", day(3), day(3))
-        _tenure(con, "C", N, day(4), opened_by="reissue")
+        insert_tenure(con, "C", N, day(4), opened_by="reissue")
         _reissue(con, N, "B", "C", day(4), day(3), day(3))
-        _tenure(con, "M1", M, dt.date(2019, 1, 1), dt.date(2026, 5, 1), "cancel")
+        insert_tenure(con, "M1", M, dt.date(2019, 1, 1), dt.date(2026, 5, 1), "cancel")
         _release(con, M, "M1", dt.date(2026, 5, 1), day(2))
-        _tenure(con, "H", HELD, dt.date(2021, 3, 1))
-        _tenure(con, "F", FROZEN, dt.date(2021, 3, 1), day(2), "cancel")
+        insert_tenure(con, "H", HELD, dt.date(2021, 3, 1))
+        insert_tenure(con, "F", FROZEN, dt.date(2021, 3, 1), day(2), "cancel")
         for n in range(1, 5):
             publish_feed(settings, day(n), con)
         publish_snapshot(settings, day(4), con)

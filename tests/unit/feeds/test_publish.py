@@ -13,6 +13,7 @@ import jsonschema
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from lifecycle_testkit import insert_tenure
 
 import pipelines.feeds.publish as feeds
 from pipelines.config import Settings, load_settings
@@ -52,22 +53,6 @@ def day(n: int) -> dt.date:
 
 
 # ------------------------------------------------------------------ lifecycle rows (as lifecycle writes them)
-
-
-def tenure(
-    con: duckdb.DuckDBPyConnection,
-    tid: str,
-    msisdn: str,
-    start: dt.date,
-    end: dt.date | None = None,
-    reason: str | None = None,
-    region: str = "GD",
-) -> None:
-    con.execute(
-        "INSERT INTO tenures (tenure_id, msisdn, tenure_start, tenure_end, end_reason, subscriber_ref,"
-        " region, opened_by, opened_logical) VALUES (?, ?, ?, ?, ?, ?, ?, 'snapshot', ?)",
-        [tid, msisdn, start, end, reason, f"sub-{tid}", region, start],
-    )
 
 
 def release(
@@ -120,20 +105,20 @@ def history(con: duckdb.DuckDBPyConnection) -> None:
     violation. P was ported out, came back and was reissued on day 2 (a change of subscriber,
     listed with prior_end port_out); S is suspended (no release); R was cancelled and restored
     (no release)."""
-    tenure(con, "TA", A, dt.date(2020, 1, 1), dt.date(2026, 6, 1), "cancel")
+    insert_tenure(con, "TA", A, dt.date(2020, 1, 1), dt.date(2026, 6, 1), "cancel")
     release(con, A, "TA", dt.date(2026, 6, 1), day(1))
-    tenure(con, "TB", B, dt.date(2021, 1, 1), dt.date(2026, 5, 1), "reissue")
+    insert_tenure(con, "TB", B, dt.date(2021, 1, 1), dt.date(2026, 5, 1), "reissue")
     release(con, B, "TB", dt.date(2026, 5, 1), day(1))
-    tenure(con, "TB2", B, day(1))
+    insert_tenure(con, "TB2", B, day(1))
     reissue(con, B, "TB", "TB2", day(1), dt.date(2026, 5, 1), day(1))
-    tenure(con, "TC", C, dt.date(2022, 1, 1), day(3), "reissue", region="BJ")
-    tenure(con, "TC2", C, day(3), region="BJ")
+    insert_tenure(con, "TC", C, dt.date(2022, 1, 1), day(3), "reissue", region="BJ")
+    insert_tenure(con, "TC2", C, day(3), region="BJ")
     reissue(con, C, "TC", "TC2", day(3), day(3), None, region="BJ")
-    tenure(con, "TP", P, dt.date(2019, 1, 1), dt.date(2026, 8, 1), "port_out")
-    tenure(con, "TP2", P, day(2))
+    insert_tenure(con, "TP", P, dt.date(2019, 1, 1), dt.date(2026, 8, 1), "port_out")
+    insert_tenure(con, "TP2", P, day(2))
     reissue(con, P, "TP", "TP2", day(2), dt.date(2026, 8, 1), None)
-    tenure(con, "TS", S, dt.date(2019, 1, 1))  # suspended: the tenure is still open
-    tenure(con, "TR", R, dt.date(2019, 1, 1))  # cancelled then restored: open again, no release
+    insert_tenure(con, "TS", S, dt.date(2019, 1, 1))  # suspended: the tenure is still open
+    insert_tenure(con, "TR", R, dt.date(2019, 1, 1))  # cancelled then restored: open again, no release
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
