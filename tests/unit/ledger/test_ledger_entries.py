@@ -44,6 +44,7 @@ def test_type_codes_are_fixed() -> None:
         "reissue_violation": 9,
         "feed_manifest": 10,
         "correction": 11,
+        "tenure_statement": 12,
     }
 
 
