@@ -22,6 +22,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipelines.errors import CommitmentError, FormatError
 from pipelines.ledger.entries import CanonicalValue, EntryType
@@ -36,8 +37,17 @@ HEADER = f"{HEADER_PREFIX}{MAJOR}"
 MAX_STATEMENT_BYTES = 64 * 1024
 STATUS_ENDED = "ended"
 STATUS_CURRENT = "current"
-REQUIRED = ("as_of", "issued_at", "issued_local", "issuer", "msisdn", "signer_key", "status")
-REQUIRED += ("subscriber_ref", "tenure_id", "tenure_start", "timezone")
+REQUIRED: tuple[str, ...] = (
+    "as_of",
+    "issued_at",
+    "issued_local",
+    "issuer",
+    "msisdn",
+    "signer_key",
+    "status",
+    "subscriber_ref",
+)
+REQUIRED += ("tenure_id", "tenure_start", "timezone")
 _LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}")
 _SEPARATOR = ("\n" + PROOF_HEADER + "\n").encode("ascii")
 
@@ -137,6 +147,14 @@ class VerifiedStatement:
             f"issued {f['issued_local']} by {f['issuer']}, ledger entry {self.index} in checkpoint "
             f"size {self.checkpoint.size}"
         )
+
+
+def is_statement(path: Path) -> bool:
+    """Whether ``path`` is a file that begins like a tenure statement (``recycle verify`` dispatch)."""
+    if not path.is_file():
+        return False
+    with path.open("rb") as fh:
+        return fh.read(len(HEADER_PREFIX)) == HEADER_PREFIX.encode("ascii")
 
 
 def split_statement(data: bytes) -> tuple[bytes, bytes]:
