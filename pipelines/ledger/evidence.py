@@ -103,7 +103,7 @@ def choose_tenure(
         found = rows
     if not found:
         known = ", ".join(f.tenure_start.isoformat() for f in rows) or "none"
-        asked = f"tenure {tenure}" if tenure is not None else f"a tenure covering {at}"
+        asked = f"tenure {tenure}" if tenure is not None else f"tenure covering {at}"
         raise StatementError(
             f"{mask(msisdn)} has no {asked} (tenures starting: {known}); name one with "
             "recycle statement --number N --tenure START, or see recycle show N"
