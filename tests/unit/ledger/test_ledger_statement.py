@@ -28,7 +28,14 @@ from statement_testkit import (
 
 from pipelines.config import Settings
 from pipelines.db import open_state
-from pipelines.errors import CommitmentError, FormatError, ProofError, SignatureError, StatementError
+from pipelines.errors import (
+    CommitmentError,
+    FormatError,
+    OpeningErasedError,
+    ProofError,
+    SignatureError,
+    StatementError,
+)
 from pipelines.layout import Layout
 from pipelines.ledger import verify_statement
 from pipelines.ledger.evidence import IssuedStatement, erase_number, issue_statement
@@ -171,7 +178,7 @@ def test_a_number_or_tenure_that_does_not_exist_is_a_clear_error(nights: Setting
     with pytest.raises(StatementError, match=r"137\*\*\*\*7000 is not on record"):
         issue(nights, NEVER)
     with pytest.raises(
-        StatementError, match="no tenure 2019-01-01 .tenures starting: 2020-03-01, 2026-01-07"
+        StatementError, match=r"no tenure 2019-01-01 \(tenures starting: 2020-03-01, 2026-01-07\)"
     ):
         issue(nights, RECYCLED, tenure="2019-01-01")
     with pytest.raises(StatementError, match="has no tenure covering 2019-01-01"):
@@ -182,10 +189,10 @@ def test_an_erased_tenure_gets_no_statement_and_erasure_covers_statements(own_ni
     issued = issue(own_nights, RECYCLED, tenure=str(PRIOR_START))
     with open_state(Layout(own_nights.data_dir).state_db) as con, open_ledger(own_nights) as ledger:
         assert erase_number(con, ledger, RECYCLED) >= 4  # closure, reminders, reissue, the statement
-        with pytest.raises(Exception, match="erased"):
+        with pytest.raises(OpeningErasedError):
             ledger.opening(issued.index)
     for kw in ({"tenure": str(PRIOR_START)}, {"at": REISSUED}):
-        with pytest.raises(StatementError, match="was erased .* no statement can be issued"):
+        with pytest.raises(StatementError, match=r"was erased .* no statement can be issued"):
             issue(own_nights, RECYCLED, **kw)
     assert verify_statement(issue(own_nights, LIVE).data, vkey(own_nights)).facts["subscriber_ref"] == "SUB-C"
 
