@@ -69,6 +69,10 @@ class CommitmentError(VerificationError):
     """An opening and canonical value do not reproduce the commitment in a ledger entry."""
 
 
+class StatementError(TerminalError):
+    """A tenure statement cannot be issued: no such number or tenure, an erased tenure, no night run."""
+
+
 class OpeningErasedError(TerminalError):
     """A ledger entry's opening was destroyed on purpose (crypto-shredding); it cannot be opened."""
 

@@ -95,6 +95,7 @@ def build_app() -> typer.Typer:
         ("status", nightly.status),
         ("show", ledger.show),
         ("evidence", ledger.evidence),
+        ("statement", ledger.statement),
         ("verify", ledger.verify),
         ("audit-log", ledger.audit_log_cmd),
         ("erase", ledger.erase),

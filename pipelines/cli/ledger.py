@@ -1,5 +1,6 @@
-"""`recycle show | evidence | evidence-summary | verify | audit-log | erase`: a number's record,
-its proofs from the signed ledger, offline verification, the public-log audit and erasure."""
+"""`recycle show | evidence | evidence-summary | statement | verify | audit-log | erase`: a number's
+record, its proofs from the signed ledger, signed tenure statements, offline verification, the
+public-log audit and erasure."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from pipelines.cli.common import (
     NumberOpt,
     err,
     out,
+    parse_date,
     parse_number,
     settings_from,
     state_connection,
 )
 
-__all__ = ["audit_log_cmd", "erase", "evidence", "evidence_summary_cmd", "show", "verify"]
+__all__ = ["audit_log_cmd", "erase", "evidence", "evidence_summary_cmd", "show", "statement", "verify"]
 
 VkeyOpt = Annotated[
     str | None,
@@ -108,17 +110,65 @@ def evidence_summary_cmd(
     out.print(f"wrote {path}; check the proofs with: recycle verify {out_dir}")
 
 
+def statement(
+    number: NumberOpt,
+    tenure: Annotated[
+        str | None, typer.Option("--tenure", help="the tenure's start date YYYY-MM-DD (or its id T...)")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="the tenure that covered this date YYYY-MM-DD")
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="statement file (default: statement-<tenure id>.txt)")
+    ] = None,
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Issue a signed tenure statement (default: the number's latest tenure), logged in the ledger.
+
+    The file holds the number in clear (it is the subscriber's document) and is written 0600;
+    anyone verifies it offline with `recycle verify FILE --vkey KEY`."""
+    import datetime as dt
+
+    from pipelines.layout import write_private
+    from pipelines.ledger.evidence import issue_statement
+    from pipelines.ledger.nightly import open_ledger
+    from pipelines.numbers import mask
+
+    if tenure is not None and at is not None:
+        raise typer.BadParameter("give --tenure or --at, not both", param_hint="--at")
+    settings = settings_from(config, data)
+    e164 = parse_number(number, settings, "--number")
+    when = None if at is None else parse_date(at, "--at")
+    with state_connection(settings) as con, open_ledger(settings) as ledger:
+        issued = issue_statement(
+            con, ledger, e164, issued_at=dt.datetime.now(dt.UTC), zone=settings.zone, tenure=tenure, at=when
+        )
+    path = out_file or Path(f"statement-{issued.facts.tenure_id}.txt")
+    write_private(path, issued.data)
+    err.print(
+        f"wrote {path} (0600): tenure {issued.facts.tenure_id} of {mask(e164)}, ledger entry "
+        f"{issued.index}; check with: recycle verify {path} --vkey {settings.data_dir}/ledger/vkey",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def verify(
     path: Annotated[
         Path,
-        typer.Argument(help="an evidence bundle folder, a .tlog-proof file, a ledger folder or a checkpoint"),
+        typer.Argument(
+            help="an evidence bundle folder, a .tlog-proof file, a tenure statement, a ledger folder "
+            "or a checkpoint"
+        ),
     ],
     vkey: VkeyOpt = None,
     origin: OriginOpt = None,
 ) -> None:
     """Verify offline; exit 1 with the precise reason on any mismatch."""
     from pipelines.errors import VerificationError
-    from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file
+    from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file, verify_statement
+    from pipelines.ledger.statement import is_statement
 
     if not path.exists():
         # Nothing to verify is not a failed verification (rc 1): a wrong path, like a wrong --data.
@@ -139,6 +189,9 @@ def verify(
                 f"OK: ledger of {report.entries} entries, {report.tiles_checked} tiles and "
                 f"{report.bundles_checked} entry bundles recomputed; root matches the signed checkpoint"
             )
+        elif is_statement(path):
+            stated = verify_statement(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            out.print(f"OK: {stated.describe()}", highlight=False, soft_wrap=True)
         elif path.suffix == ".tlog-proof":
             verified = verify_proof_file(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
             out.print(f"OK: entry {verified.index} ({verified.entry.entry_type.label}) is in the log")

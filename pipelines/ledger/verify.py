@@ -11,10 +11,7 @@ import os
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
 from pipelines.ledger.entries import (
@@ -47,6 +44,12 @@ from pipelines.ledger.tiles import (
     decode_bundle,
     encode_bundle,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# DuckDB and pyarrow are imported by the audit only, where they are used: verify_proof_file is
+# what a light client (statement.py, a tenure statement's verifier) needs, without either.
 
 
 def evidence_extra(entry: Entry, opening: bytes, value: CanonicalValue) -> bytes:
@@ -341,6 +344,9 @@ class _EntryCollector(_Visitor):
 
     def table(self) -> pa.Table:
         """Columns ``idx`` (u64), ``etype`` (u8) and ``ref`` (16 bytes), built without a per-entry loop."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         blob, n = b"".join(self.chunks), self.count
         self.chunks = []  # 50 bytes an entry: do not hold the log twice
         entries = pa.Array.from_buffers(pa.binary(ENTRY_SIZE), n, [None, pa.py_buffer(blob)])
@@ -411,6 +417,8 @@ def audit_log(
     reminder). The public log cannot show whether the reminders fell on distinct days; that
     needs the openings.
     """
+    import duckdb
+
     collector = _EntryCollector()
     report = _scan_log(ledger_dir, vkey, origin, collector)
     con = duckdb.connect()
