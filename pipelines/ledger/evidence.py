@@ -9,7 +9,6 @@ which checks a bundle with :func:`verify_bundle`).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,10 @@ INDEX_FILE = "index.json"
 # index.json lists one small object per entry of one number (tens of entries); 16 MiB is far
 # beyond any real bundle and keeps a hostile one from being read into memory whole.
 MAX_INDEX_BYTES = 16 << 20
-_PROOF_NAME = re.compile(r"(0|[1-9][0-9]{0,19})\.tlog-proof")
+# index.json is read by people (it holds the values in clear): every field it has is checked
+# against the proofs, so a field this version does not know is refused, not shown unchecked.
+_INDEX_FIELDS = {"format", "origin", "vkey", "checkpoint", "entries"}
+_ITEM_FIELDS = {"index", "type", "tenure_ref", "erased", "file", "value"}
 
 
 def ledger_indices(con: duckdb.DuckDBPyConnection, ledger: Ledger, msisdn: str) -> list[int]:
@@ -104,10 +106,10 @@ def _load_index(folder: Path) -> dict[str, Any]:
         raise EvidenceBundleError(
             f"{folder / INDEX_FILE} is not JSON: the bundle is damaged or truncated; ask the carrier for it again"
         ) from None
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT or set(doc) != _INDEX_FIELDS:
         raise EvidenceBundleError(
-            f"{folder / INDEX_FILE} is not a {BUNDLE_FORMAT} index (an object naming its format, "
-            "checkpoint and entries); this is not an evidence bundle, or it was rewritten"
+            f"{folder / INDEX_FILE} is not a {BUNDLE_FORMAT} index (an object of exactly "
+            f"{', '.join(sorted(_INDEX_FIELDS))}); this is not an evidence bundle, or it was rewritten"
         )
     entries = doc.get("entries")
     if not isinstance(entries, list) or not entries:
@@ -121,7 +123,9 @@ def _load_index(folder: Path) -> dict[str, Any]:
 def _item_proof(folder: Path, i: int, item: Any) -> Path | None:
     """The proof file an index item names (None: erased), after checking the item's shape."""
     where = f"{folder / INDEX_FILE} entry {i}"
-    if not isinstance(item, dict) or type(item.get("index")) is not int or item["index"] < 0:
+    if not isinstance(item, dict) or set(item) != _ITEM_FIELDS:
+        raise EvidenceBundleError(f"{where}: not an object of exactly {', '.join(sorted(_ITEM_FIELDS))}")
+    if type(item["index"]) is not int or item["index"] < 0:
         raise EvidenceBundleError(f"{where}: not an object with a non-negative integer index")
     if item.get("erased") is True and item.get("file") is None and item.get("value") is None:
         return None
@@ -176,12 +180,14 @@ def verify_bundle(folder: Path, vkey: str | Verifier, origin: str | None = None)
             f"{folder}: all {erased} entries are erased (crypto-shredded): the bundle proves nothing "
             "about the number's record; the entries' existence is checked with recycle verify <ledger>"
         )
-    _check_whole(folder, doc, verified, listed)
+    _check_whole(folder, doc, verified, listed, vkey if isinstance(vkey, str) else vkey.vkey)
     return BundleReport(verified[0].checkpoint, tuple(verified), erased)
 
 
-def _check_whole(folder: Path, doc: dict[str, Any], verified: list[VerifiedEntry], listed: set[str]) -> None:
-    """No proof left out of the index, and one checkpoint, the one the index states."""
+def _check_whole(
+    folder: Path, doc: dict[str, Any], verified: list[VerifiedEntry], listed: set[str], vkey: str
+) -> None:
+    """No proof left out of the index; one checkpoint, key and origin, the ones the index states."""
     unlisted = sorted(p.name for p in folder.iterdir() if p.suffix == ".tlog-proof" and p.name not in listed)
     if unlisted:
         shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
@@ -196,6 +202,11 @@ def _check_whole(folder: Path, doc: dict[str, Any], verified: list[VerifiedEntry
         raise EvidenceBundleError(
             f"{folder / INDEX_FILE}: its checkpoint {stated!s:.80} is not the one every proof is "
             f"verified against (size {first.size}); index.json was altered or mixes bundles"
+        )
+    if doc["vkey"] != vkey:
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE}: names the key {doc['vkey']!s:.80}, not {vkey}, which verified "
+            "the proofs; index.json was altered or belongs to another bundle"
         )
     if doc.get("origin") != first.origin:
         raise EvidenceBundleError(

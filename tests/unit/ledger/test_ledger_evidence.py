@@ -142,3 +142,19 @@ def test_an_oversized_proof_is_refused_before_reading(bundle: Path, env: LedgerE
         f.truncate(2 << 20)
     with pytest.raises(VerificationError, match="larger than any tlog-proof"):
         verify_bundle(bundle, env.signer.vkey, ORIGIN)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ({"vkey": "other.example+00000000+AQ=="}, "names the key"),
+        ({"wkey": "x"}, "not a number-recycling/evidence/v1 index"),  # found by the fuzzer: an unchecked field
+        ({"origin": "elsewhere.example/log"}, "origin"),
+    ],
+)
+def test_every_field_of_index_json_is_checked(
+    bundle: Path, env: LedgerEnv, edit: dict[str, str], match: str
+) -> None:
+    _rewrite(bundle, _index(bundle) | edit)
+    with pytest.raises(EvidenceBundleError, match=match):
+        verify_bundle(bundle, env.signer.vkey, ORIGIN)
