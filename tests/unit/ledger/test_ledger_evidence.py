@@ -148,7 +148,10 @@ def test_an_oversized_proof_is_refused_before_reading(bundle: Path, env: LedgerE
     ("edit", "match"),
     [
         ({"vkey": "other.example+00000000+AQ=="}, "names the key"),
-        ({"wkey": "x"}, "not a number-recycling/evidence/v1 index"),  # found by the fuzzer: an unchecked field
+        (
+            {"wkey": "x"},
+            "not a number-recycling/evidence/v1 index",
+        ),  # found by the fuzzer: an unchecked field
         ({"origin": "elsewhere.example/log"}, "origin"),
     ],
 )
