@@ -65,6 +65,10 @@ class LogIntegrityError(VerificationError):
     """Tiles, entry bundles and checkpoint on disk disagree: the ledger was damaged or tampered with."""
 
 
+class EvidenceBundleError(VerificationError):
+    """An evidence bundle is empty, truncated, or its index.json disagrees with its proof files."""
+
+
 class CommitmentError(VerificationError):
     """An opening and canonical value do not reproduce the commitment in a ledger entry."""
 

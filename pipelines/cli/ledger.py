@@ -131,8 +131,8 @@ def statement(
     import datetime as dt
 
     from pipelines.layout import write_private
-    from pipelines.ledger.evidence import issue_statement
     from pipelines.ledger.nightly import open_ledger
+    from pipelines.ledger.statement_issue import issue_statement
     from pipelines.numbers import mask
 
     if tenure is not None and at is not None:
@@ -165,10 +165,17 @@ def verify(
     vkey: VkeyOpt = None,
     origin: OriginOpt = None,
 ) -> None:
-    """Verify offline; exit 1 with the precise reason on any mismatch."""
+    """Verify offline; exit 1 with the precise reason on any mismatch.
+
+    A ledger folder with files beyond its signed checkpoint still verifies (rc 0), with a
+    warning naming them (``beyond_checkpoint_advice`` says why it is not a failure)."""
     from pipelines.errors import VerificationError
     from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file, verify_statement
+    from pipelines.ledger.evidence import INDEX_FILE, read_capped, verify_bundle
+    from pipelines.ledger.note import MAX_NOTE_BYTES
+    from pipelines.ledger.proof import MAX_PROOF_BYTES
     from pipelines.ledger.statement import is_statement
+    from pipelines.ledger.verify import beyond_checkpoint_advice
 
     if not path.exists():
         # Nothing to verify is not a failed verification (rc 1): a wrong path, like a wrong --data.
@@ -181,25 +188,34 @@ def verify(
         )
         raise typer.Exit(DATA_DIR_EXIT)
     try:
-        if path.is_dir() and (path / "index.json").exists():
-            _verify_bundle(path, _verifier_key(path, vkey), origin)
+        if path.is_dir() and (path / INDEX_FILE).exists():
+            bundle = verify_bundle(path, _verifier_key(path, vkey), origin)
+            out.print(
+                f"OK: {len(bundle.verified)} proofs verified ({bundle.erased} erased) against the "
+                f"checkpoint of size {bundle.checkpoint.size}"
+            )
         elif path.is_dir():
             report = verify_log(path, _verifier_key(path, vkey), origin)
             out.print(
                 f"OK: ledger of {report.entries} entries, {report.tiles_checked} tiles and "
                 f"{report.bundles_checked} entry bundles recomputed; root matches the signed checkpoint"
             )
+            for line in beyond_checkpoint_advice(report):
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
         elif is_statement(path):
-            stated = verify_statement(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            data = read_capped(path, MAX_PROOF_BYTES, "tenure statement")
+            stated = verify_statement(data, _verifier_key(path.parent, vkey), origin)
             out.print(f"OK: {stated.describe()}", highlight=False, soft_wrap=True)
         elif path.suffix == ".tlog-proof":
-            verified = verify_proof_file(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            data = read_capped(path, MAX_PROOF_BYTES, "tlog-proof")
+            verified = verify_proof_file(data, _verifier_key(path.parent, vkey), origin)
             out.print(f"OK: entry {verified.index} ({verified.entry.entry_type.label}) is in the log")
         else:
-            cp = open_checkpoint(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            data = read_capped(path, MAX_NOTE_BYTES, "signed checkpoint")
+            cp = open_checkpoint(data, _verifier_key(path.parent, vkey), origin)
             out.print(f"OK: checkpoint {cp.origin} size {cp.size}")
     except VerificationError as exc:
-        err.print(f"[red]FAILED:[/red] {exc.diagnostics()}")
+        err.print(f"[red]FAILED:[/red] {exc.diagnostics()}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -212,20 +228,6 @@ def _verifier_key(folder: Path, vkey: str | None) -> str:
         raise typer.BadParameter(f"no --vkey given and no vkey file in {folder}")
     err.print(f"[yellow]using {found}; compare it with the carrier's published key[/yellow]")
     return found.read_text().strip()
-
-
-def _verify_bundle(folder: Path, key: str, origin: str | None) -> None:
-    """Every proof an evidence bundle's ``index.json`` lists; erased entries have no file."""
-    from pipelines.ledger import verify_proof_file
-
-    items = json.loads((folder / "index.json").read_text())
-    entries = items["entries"] if isinstance(items, dict) else items
-    checked = 0
-    for item in entries:
-        if item.get("file"):
-            verify_proof_file((folder / item["file"]).read_bytes(), key, origin)
-            checked += 1
-    out.print(f"OK: {checked} proofs verified ({len(entries) - checked} erased)")
 
 
 def audit_log_cmd(

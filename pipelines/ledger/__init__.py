@@ -34,9 +34,9 @@ from pipelines.ledger.verify import (
 )
 
 if TYPE_CHECKING:
-    from pipelines.ledger.evidence import issue_statement
     from pipelines.ledger.ledger import Ledger
     from pipelines.ledger.openings import Opening, OpeningsStore
+    from pipelines.ledger.statement_issue import issue_statement
 
 # The writer's names (the openings store is a DuckDB file) load on first use: a verifier of
 # proofs and statements (a light client) imports this package without DuckDB or pyarrow.
@@ -44,7 +44,7 @@ _LAZY = {
     "Ledger": "pipelines.ledger.ledger",
     "Opening": "pipelines.ledger.openings",
     "OpeningsStore": "pipelines.ledger.openings",
-    "issue_statement": "pipelines.ledger.evidence",
+    "issue_statement": "pipelines.ledger.statement_issue",
 }
 
 __getattr__ = lazy_attributes(__name__, _LAZY)

@@ -1,29 +1,38 @@
-"""Per-number evidence, erasure and tenure statements: the bridge from a phone number to its
-ledger entries.
+"""Per-number evidence and erasure: the bridge from a phone number to its ledger entries
+(tenure statements: :mod:`pipelines.ledger.statement_issue`).
 
 The public log holds commitments only; which entries belong to a number is known from the
 state file's ``ledger_events`` queue (idempotency keys) and the openings store. Operators run
-these; an auditor needs only the bundle and the carrier's verifier key (``recycle verify``).
+these; an auditor needs only the bundle and the carrier's verifier key (``recycle verify``,
+which checks a bundle with :func:`verify_bundle`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from pipelines.compliance.exports import state_through
-from pipelines.db import transaction
-from pipelines.errors import OpeningErasedError, StatementError
+from pipelines.errors import EvidenceBundleError
 from pipelines.ledger import Ledger
-from pipelines.ledger.entries import NO_TENURE, EntryType, PreparedEntry
-from pipelines.ledger.statement import TenureFacts, statement_text, statement_value
-from pipelines.lifecycle.views import TenureRow, number_history
+from pipelines.ledger.note import Checkpoint, Verifier, b64
+from pipelines.ledger.proof import MAX_PROOF_BYTES
+from pipelines.ledger.verify import VerifiedEntry, verify_proof_file
 from pipelines.numbers import mask
+
+BUNDLE_FORMAT = "number-recycling/evidence/v1"
+INDEX_FILE = "index.json"
+# index.json lists one small object per entry of one number (tens of entries); 16 MiB is far
+# beyond any real bundle and keeps a hostile one from being read into memory whole.
+MAX_INDEX_BYTES = 16 << 20
+# index.json is read by people (it holds the values in clear): every field it has is checked
+# against the proofs, so a field this version does not know is refused, not shown unchecked.
+_INDEX_FIELDS = {"format", "origin", "vkey", "checkpoint", "entries"}
+_ITEM_FIELDS = {"index", "type", "tenure_ref", "erased", "file", "value"}
 
 
 def ledger_indices(con: duckdb.DuckDBPyConnection, ledger: Ledger, msisdn: str) -> list[int]:
@@ -65,147 +74,142 @@ def erase_number(con: duckdb.DuckDBPyConnection, ledger: Ledger, msisdn: str) ->
     return len(indices)
 
 
-# ---------------------------------------------------------------- tenure statements
-
-_TENURE_ENTRIES_SQL = """
-    -- The tenure's own entries, and the reissue entry (logged under the prior tenure) that began it.
-    SELECT idempotency_key FROM ledger_events
-    WHERE appended AND msisdn = $m AND (tenure_id = $t OR (type IN ('reissued', 'reissue_violation')
-          AND json_extract_string(fields, '$.new_tenure_start') = CAST($s AS VARCHAR)))
-    ORDER BY seq
-"""
-
-
 @dataclass(frozen=True)
-class IssuedStatement:
-    """A statement file's bytes (the number in clear: write it 0600) and what it says."""
+class BundleReport:
+    """What :func:`verify_bundle` established: every listed proof verified, none missing."""
 
-    data: bytes
-    facts: TenureFacts
-    index: int
-    checkpoint_size: int
+    checkpoint: Checkpoint
+    verified: tuple[VerifiedEntry, ...]
+    erased: int  # entries listed as erased (crypto-shredded): in the log, no longer openable
 
 
-def choose_tenure(
-    tenures: Sequence[TenureRow], msisdn: str, tenure: str | None = None, at: dt.date | None = None
-) -> TenureFacts:
-    """The tenure ``--tenure`` names (its start date or id), the one covering ``at``, else the latest.
+def read_capped(path: Path, limit: int, what: str) -> bytes:
+    """``path``'s bytes, refused (not read) when larger than ``limit``: sizes come from the input."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise EvidenceBundleError(f"{path}: {size} bytes is larger than any {what} ({limit} bytes)")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise EvidenceBundleError(
+            f"{path} is missing: the bundle is truncated; ask the carrier for it again "
+            "(recycle evidence --number N --out DIR)"
+        ) from None
+    except OSError as exc:
+        raise EvidenceBundleError(f"{path} cannot be read ({exc.strerror})") from None
 
-    On a day the number changed hands both tenures cover ``at``; the one that began that day is
-    chosen (its holder is the one asking "since when"; the prior owner names his by start date).
-    """
-    rows = [_facts(msisdn, t) for t in tenures]
-    if tenure is not None:
-        found = [f for f in rows if tenure in (f.tenure_id, f.tenure_start.isoformat())]
-    elif at is not None:
-        found = [f for f in rows if f.tenure_start <= at and (f.tenure_end is None or at <= f.tenure_end)]
-    else:
-        found = rows
-    if not found:
-        known = ", ".join(f.tenure_start.isoformat() for f in rows) or "none"
-        asked = f"tenure {tenure}" if tenure is not None else f"tenure covering {at}"
-        raise StatementError(
-            f"{mask(msisdn)} has no {asked} (tenures starting: {known}); name one with "
-            "recycle statement --number N --tenure START, or see recycle show N"
+
+def _load_index(folder: Path) -> dict[str, Any]:
+    data = read_capped(folder / INDEX_FILE, MAX_INDEX_BYTES, INDEX_FILE)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE} is not JSON: the bundle is damaged or truncated; ask the carrier for it again"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT or set(doc) != _INDEX_FIELDS:
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE} is not a {BUNDLE_FORMAT} index (an object of exactly "
+            f"{', '.join(sorted(_INDEX_FIELDS))}); this is not an evidence bundle, or it was rewritten"
         )
-    return max(found, key=lambda f: f.tenure_start)
+    entries = doc.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE} lists no entries: an empty bundle proves nothing; ask the "
+            "carrier for the number's bundle again (recycle evidence --number N --out DIR)"
+        )
+    return doc
 
 
-def _facts(msisdn: str, row: TenureRow) -> TenureFacts:
-    end = row["tenure_end"]
-    return TenureFacts(
-        tenure_id=row["tenure_id"],
-        msisdn=msisdn,
-        subscriber_ref=row["subscriber_ref"],
-        tenure_start=dt.date.fromisoformat(row["tenure_start"]),
-        tenure_end=None if end is None else dt.date.fromisoformat(end),
-        end_reason=row["end_reason"],
-        opened_by=row["opened_by"],
-    )
+def _item_proof(folder: Path, i: int, item: Any) -> Path | None:
+    """The proof file an index item names (None: erased), after checking the item's shape."""
+    where = f"{folder / INDEX_FILE} entry {i}"
+    if not isinstance(item, dict) or set(item) != _ITEM_FIELDS:
+        raise EvidenceBundleError(f"{where}: not an object of exactly {', '.join(sorted(_ITEM_FIELDS))}")
+    if type(item["index"]) is not int or item["index"] < 0:
+        raise EvidenceBundleError(f"{where}: not an object with a non-negative integer index")
+    if item.get("erased") is True and item.get("file") is None and item.get("value") is None:
+        return None
+    name = item.get("file")
+    if item.get("erased") is not False or not isinstance(name, str) or name != f"{item['index']}.tlog-proof":
+        raise EvidenceBundleError(
+            f"{where}: must name its proof file {item['index']}.tlog-proof (or be erased with no "
+            "file and no value)"
+        )
+    return folder / name
 
 
-def _refuse_erased(con: duckdb.DuckDBPyConnection, ledger: Ledger, facts: TenureFacts) -> None:
-    """A statement would publish again what an erasure destroyed: refuse it."""
-    params = {"m": facts.msisdn, "t": facts.tenure_id, "s": facts.tenure_start}
-    for (key,) in con.execute(_TENURE_ENTRIES_SQL, params).fetchall():
-        index = ledger.index_of(key)
-        if index is None:
+def _check_item(item: dict[str, Any], got: VerifiedEntry, where: str) -> None:
+    """What index.json says in clear must be what the proof proves: readers read index.json."""
+    claimed = (item["index"], item.get("type"), item.get("tenure_ref"), item.get("value"))
+    proven = (got.index, got.entry.entry_type.label, got.entry.tenure_ref.hex(), got.value.as_dict())
+    for name, a, b in zip(("index", "type", "tenure_ref", "value"), claimed, proven, strict=True):
+        if a != b:
+            raise EvidenceBundleError(
+                f"{where}: index.json says {name} {a!r:.60} but the proof proves {b!r:.60}; "
+                "index.json was altered: rely on the proofs, not on it"
+            )
+
+
+def verify_bundle(folder: Path, vkey: str | Verifier, origin: str | None = None) -> BundleReport:
+    """Verify an evidence bundle offline: every proof ``index.json`` lists, and the bundle whole.
+
+    Beyond each proof (:func:`verify_proof_file`) a bundle must prove something and hide
+    nothing: ``index.json`` lists at least one entry and at least one that is not erased (an
+    empty or all-erased bundle proves nothing, so it fails rather than saying "OK: 0"); every
+    listed file exists; no proof file in the folder is left out of the index (a truncated
+    index); what the index states in clear (index, type, tenure_ref, value, the checkpoint)
+    is what the proofs prove. Raises :class:`EvidenceBundleError` naming what is missing.
+    """
+    doc = _load_index(folder)
+    verified: list[VerifiedEntry] = []
+    listed: set[str] = set()
+    erased = 0
+    for i, item in enumerate(doc["entries"]):
+        path = _item_proof(folder, i, item)
+        if path is None:
+            erased += 1
             continue
-        try:
-            ledger.opening(index)
-        except OpeningErasedError:
-            raise StatementError(
-                f"tenure {facts.tenure_id} of {mask(facts.msisdn)} was erased (ledger entry {index} "
-                "crypto-shredded on request): no statement can be issued for it"
-            ) from None
-
-
-def issue_statement(
-    con: duckdb.DuckDBPyConnection,
-    ledger: Ledger,
-    msisdn: str,
-    *,
-    issued_at: dt.datetime,
-    zone: dt.tzinfo,
-    tenure: str | None = None,
-    at: dt.date | None = None,
-) -> IssuedStatement:
-    """Issue a signed statement of one of ``msisdn``'s tenures (see :func:`choose_tenure`).
-
-    Appends a ``tenure_statement`` entry committing to the facts and publishes a checkpoint
-    covering it, so the statement carries its own inclusion proof; the entry is also recorded in
-    ``ledger_events`` (appended), so ``recycle erase`` shreds it with the number's other entries.
-    ``issued_at`` is the wall clock on purpose: when the statement was made, not a logical date;
-    the facts are as of the last night run (``as_of``). Raises :class:`StatementError`.
-    """
-    tenures = number_history(con, msisdn)["tenures"]
-    if not tenures:
-        raise StatementError(
-            f"{mask(msisdn)} is not on record: no tenure to state; check the number (recycle show N)"
+        if path.name in listed:
+            raise EvidenceBundleError(f"{folder / INDEX_FILE} lists {path.name} twice")
+        listed.add(path.name)
+        got = verify_proof_file(read_capped(path, MAX_PROOF_BYTES, "tlog-proof"), vkey, origin)
+        _check_item(item, got, f"{path}")
+        verified.append(got)
+    if not verified:
+        raise EvidenceBundleError(
+            f"{folder}: all {erased} entries are erased (crypto-shredded): the bundle proves nothing "
+            "about the number's record; the entries' existence is checked with recycle verify <ledger>"
         )
-    facts = choose_tenure(tenures, msisdn, tenure, at)
-    _refuse_erased(con, ledger, facts)
-    as_of = state_through(con)
-    if as_of is None or ledger.checkpoint is None:
-        raise StatementError("no night has been run into this state yet: run one (recycle run --date D)")
-    value = statement_value(
-        facts,
-        as_of=as_of,
-        issuer=ledger.origin,
-        signer_key=ledger.verifier.label,
-        issued_at=issued_at,
-        zone=zone,
-    )
-    key = f"tenure_statement:{facts.tenure_id}:{value.get('issued_at')}"
-    _record_statement(con, key, facts, as_of)
-    (index,) = ledger.append([PreparedEntry(key, EntryType.TENURE_STATEMENT, value, tenure_ref=NO_TENURE)])
-    checkpoint = ledger.publish_checkpoint()
-    # The text is signed from the logged value: a second issue in the same second reuses the entry.
-    data = ledger.sign_note(statement_text(ledger.opening(index).value)) + ledger.proof_file(index)
-    return IssuedStatement(data, facts, index, checkpoint.size)
+    _check_whole(folder, doc, verified, listed, vkey if isinstance(vkey, str) else vkey.vkey)
+    return BundleReport(verified[0].checkpoint, tuple(verified), erased)
 
 
-def _record_statement(con: duckdb.DuckDBPyConnection, key: str, facts: TenureFacts, as_of: dt.date) -> None:
-    """The statement's row in the ledger queue, already appended: erasure and evidence find it.
-
-    Recorded before the append: a crash in between leaves a row whose key is not in the log,
-    which every reader skips (``ledger.index_of`` is None); the other order could leave an entry
-    that erasure never finds.
-    """
-    with transaction(con):
-        con.execute(
-            """
-            INSERT INTO ledger_events
-            SELECT coalesce((SELECT max(seq) FROM ledger_events), 0) + 1, $k, $d, $d, 'tenure_statement',
-                   $m, $t, $s, $e, '{}', true
-            WHERE $k NOT IN (SELECT idempotency_key FROM ledger_events)
-            """,
-            {
-                "k": key,
-                "d": as_of,
-                "m": facts.msisdn,
-                "t": facts.tenure_id,
-                "s": facts.tenure_start,
-                "e": facts.tenure_end,
-            },
+def _check_whole(
+    folder: Path, doc: dict[str, Any], verified: list[VerifiedEntry], listed: set[str], vkey: str
+) -> None:
+    """No proof left out of the index; one checkpoint, key and origin, the ones the index states."""
+    unlisted = sorted(p.name for p in folder.iterdir() if p.suffix == ".tlog-proof" and p.name not in listed)
+    if unlisted:
+        shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE} does not list {shown}: the index is truncated or was edited; "
+            "ask the carrier for the bundle again"
+        )
+    checkpoints = {v.checkpoint for v in verified}
+    stated = doc.get("checkpoint")
+    first = verified[0].checkpoint
+    if len(checkpoints) > 1 or stated != {"size": first.size, "root": b64(first.root)}:
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE}: its checkpoint {stated!s:.80} is not the one every proof is "
+            f"verified against (size {first.size}); index.json was altered or mixes bundles"
+        )
+    if doc["vkey"] != vkey:
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE}: names the key {doc['vkey']!s:.80}, not {vkey}, which verified "
+            "the proofs; index.json was altered or belongs to another bundle"
+        )
+    if doc.get("origin") != first.origin:
+        raise EvidenceBundleError(
+            f"{folder / INDEX_FILE}: origin {doc.get('origin')!r:.80} is not the proofs' {first.origin!r}"
         )

@@ -38,12 +38,13 @@ from pipelines.errors import (
 )
 from pipelines.layout import Layout
 from pipelines.ledger import verify_statement
-from pipelines.ledger.evidence import IssuedStatement, erase_number, issue_statement
+from pipelines.ledger.evidence import erase_number
 from pipelines.ledger.nightly import open_ledger
 from pipelines.ledger.note import b64, sign_note
 from pipelines.ledger.proof import TlogProof
 from pipelines.ledger.signer import load_or_create_signer
 from pipelines.ledger.statement import split_statement
+from pipelines.ledger.statement_issue import IssuedStatement, issue_statement
 from pipelines.numbers import mask
 
 ISSUED_AT = dt.datetime(2026, 1, 8, 2, 30, 5, tzinfo=dt.UTC)  # 10:30:05 in Shanghai
