@@ -222,12 +222,26 @@ def verify(
 def _verifier_key(folder: Path, vkey: str | None) -> str:
     """``--vkey`` (a key string or a file holding one), else the ``vkey`` file in ``folder``."""
     if vkey is not None:
-        return Path(vkey).read_text().strip() if Path(vkey).is_file() else vkey
+        return _key_file_text(Path(vkey)) or vkey
     found = folder / "vkey"
     if not found.exists():
         raise typer.BadParameter(f"no --vkey given and no vkey file in {folder}")
     err.print(f"[yellow]using {found}; compare it with the carrier's published key[/yellow]")
     return found.read_text().strip()
+
+
+def _key_file_text(path: Path) -> str | None:
+    """The key in file ``path``, or None when ``--vkey`` is not a readable file (a key string).
+
+    A key string longer than the OS allows for a file name makes ``is_file`` raise, not
+    return False (ENAMETOOLONG); a key file is one line, so 64 KiB bounds the read."""
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as fh:
+            return fh.read(64 << 10).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
 
 
 def audit_log_cmd(

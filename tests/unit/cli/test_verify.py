@@ -105,3 +105,13 @@ def test_files_beyond_the_checkpoint_are_named_with_the_checkpoint_size(tmp_path
 def test_a_clean_ledger_has_no_warning(tmp_path: Path) -> None:
     rc, _, err = _verify(_ledger(tmp_path))
     assert rc == 0 and "WARNING" not in err
+
+
+def test_a_vkey_too_long_for_a_file_name_is_taken_as_a_key(tmp_path: Path) -> None:
+    """`--vkey` names a key file or is the key itself; a string longer than a file name may be
+    (ENAMETOOLONG) is a key that does not match, never a traceback."""
+    _ledger(tmp_path)
+    result = CliRunner().invoke(app, ["verify", str(tmp_path / "bundle"), "--vkey", "k" * 5000])
+    assert result.exit_code == 1, result.stderr
+    assert "FAILED" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
