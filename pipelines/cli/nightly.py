@@ -113,10 +113,22 @@ def run(
             "--init", help="create the data directory when it does not exist (else a missing one is refused)"
         ),
     ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0.0,
+            help="seconds to wait for another run on the same data directory (default: refuse at once)",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
+    """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process.
+
+    One run at a time per data directory: the run holds its night lock for all its dates, and a
+    second run refuses at once (exit 75) naming the holder, or waits up to --wait seconds."""
     from rich.progress import Progress
 
+    from pipelines.db import night_lock
     from pipelines.nightly.steps import RunContext, step_names
 
     days = _days(date, start, end)
@@ -124,17 +136,24 @@ def run(
     if init:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
-    if not err.is_terminal:
-        # Logs, CI and tests: one plain line per night, no bar redrawn into the file.
-        for day in days:
-            err.print(_night(settings, day, ctx, lambda _step: None), highlight=False)
-    else:
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+    # Refusing is the default, not waiting: a second run is most often a mistake (a cron
+    # entry beside the Airflow DAG, a backfill typed twice); queueing is asked for with --wait.
+    with night_lock(settings.data_dir, days, wait=wait, on_wait=_say):
+        if not err.is_terminal:
+            # Logs, CI and tests: one plain line per night, no bar redrawn into the file.
             for day in days:
-                line = _night(settings, day, ctx, partial(_advance, progress, task, day))
-                progress.console.print(line, highlight=False)
+                err.print(_night(settings, day, ctx, lambda _step: None), highlight=False)
+        else:
+            with Progress(console=err, transient=True) as progress:
+                task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+                for day in days:
+                    line = _night(settings, day, ctx, partial(_advance, progress, task, day))
+                    progress.console.print(line, highlight=False)
     err.print(f"ran {len(days)} day(s): {days[0]} .. {days[-1]} in {settings.data_dir}", highlight=False)
+
+
+def _say(line: str) -> None:
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _advance(progress: Progress, task: TaskID, day: dt.date, name: str) -> None:
