@@ -193,6 +193,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-file counts and the run's outcome for one logical date; exit 1 when it never ran."""
+    from pipelines.db.locks import describe_night, night_holder
     from pipelines.nightly.status import day_status, render_files, render_lifecycle
 
     settings = settings_from(config, data)
@@ -205,14 +206,19 @@ def status(
         if "lifecycle" in report:
             render_lifecycle(report["lifecycle"], out)
         out.print(f"outcome: {report['outcome']}", highlight=False)
+    # A night at work has its steps half done: say who runs it, not "it stopped" or "never ran".
+    running = night_holder(settings.data_dir)
+    if running is not None:
+        err.print(f"a nightly run is at work: {describe_night(running)}", highlight=False, soft_wrap=True)
     if not report["steps_done"]:
-        err.print(
-            f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        if running is None:
+            err.print(
+                f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}",
+                highlight=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(1)
-    if report["outcome"].startswith("incomplete"):
+    if running is None and report["outcome"].startswith("incomplete"):
         err.print(
             f"once the stopped step's cause is fixed, finish the night: recycle run --date {day}",
             highlight=False,

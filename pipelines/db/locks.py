@@ -56,6 +56,7 @@ DEFAULT_READER_WAIT_S = 120.0
 # reader hangs, and the step fails transiently: Airflow retries it, `recycle run` says so).
 DEFAULT_WRITER_WAIT_S = 900.0
 NIGHT_LOCK_NAME = "night.lock"
+PROBE_GRACE_S = 0.5
 
 OnWait = Callable[[str], None]
 Mode = Literal["read", "write"]
@@ -297,7 +298,11 @@ def night_lock(
         def say() -> None:
             on_wait(f"waiting up to {wait:g}s for the nightly run {describe_night(read_holder(holder))}")
 
-        if not _acquire(fd, fcntl.LOCK_EX, _deadline(wait), say if wait > 0 else lambda: None):
+        # Never less than a moment: `recycle status` probes the lock (night_holder) and must
+        # not make a run that starts in that instant refuse.
+        if not _acquire(
+            fd, fcntl.LOCK_EX, _deadline(max(wait, PROBE_GRACE_S)), say if wait > 0 else lambda: None
+        ):
             os.close(fd)
             raise BusyError(
                 f"another nightly run holds {data_dir}: {describe_night(read_holder(holder))}; one night "
@@ -312,6 +317,21 @@ def night_lock(
         yield
     finally:
         _release(lock)
+
+
+def night_holder(data_dir: Path) -> dict[str, object] | None:
+    """The holder of ``data_dir``'s night lock when another process holds it now, else None."""
+    lock = data_dir / NIGHT_LOCK_NAME
+    if lock in _held or not lock.exists():
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # momentary: a run waits PROBE_GRACE_S for it
+    except BlockingIOError:
+        return read_holder(lock.with_name(lock.name + ".holder"))
+    finally:
+        os.close(fd)
+    return None
 
 
 def describe_night(holder: dict[str, object]) -> str:

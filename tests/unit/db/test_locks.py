@@ -125,8 +125,9 @@ def test_a_writer_gives_up_on_a_reader_that_hangs(tmp_path: Path, holders: list[
     state = tmp_path / "state.duckdb"
     assert _hold(holders, tmp_path, "read", state, "r").holds()
     lines: list[str] = []
-    with pytest.raises(BusyError, match="readers still hold"), state_lock(
-        state, write=True, wait=0.3, on_wait=lines.append
+    with (
+        pytest.raises(BusyError, match="readers still hold"),
+        state_lock(state, write=True, wait=0.3, on_wait=lines.append),
     ):
         pass
     assert lines == [f"waiting for readers of {state} to finish"]
@@ -171,9 +172,12 @@ def test_locks_are_reentrant_in_one_process_and_their_files_private(tmp_path: Pa
             pass
         with night_lock(tmp_path, [dt.date(2026, 3, 1)]), night_lock(tmp_path, [dt.date(2026, 3, 1)]):
             pass
-    with state_lock(state, write=False, wait=0), pytest.raises(TerminalError, match="asked to write"):
-        with state_lock(state, write=True, wait=0):
-            pass
+    with (
+        state_lock(state, write=False, wait=0),
+        pytest.raises(TerminalError, match="asked to write"),
+        state_lock(state, write=True, wait=0),
+    ):
+        pass
     names = ["state.duckdb.lock", "state.duckdb.lock.gate", "state.duckdb.lock.holder", "night.lock"]
     for name in [*names, "night.lock.holder"]:
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
