@@ -293,6 +293,9 @@ def night_lock(
     lock = data_dir / NIGHT_LOCK_NAME
     if not _reenter(lock, "write"):
         holder = lock.with_name(lock.name + ".holder")
+        # A library caller (a test, an Airflow task on a first night) may come before any
+        # directory exists, as open_state does; `recycle run` has refused a missing one already.
+        data_dir.mkdir(parents=True, exist_ok=True)
         fd = _open_lock_file(lock)
 
         def say() -> None:
