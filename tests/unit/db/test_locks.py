@@ -167,6 +167,7 @@ def test_a_second_night_is_refused_at_once_naming_the_holder_or_waits(
 
 def test_locks_are_reentrant_in_one_process_and_their_files_private(tmp_path: Path) -> None:
     state = tmp_path / "state.duckdb"
+    tmp_path.chmod(0o755)  # a data directory also holds published files: its mode is left alone
     with writing_for("x"), state_lock(state, write=True, wait=0):
         with state_lock(state, write=True, wait=0), state_lock(state, write=False, wait=0):
             pass
@@ -181,3 +182,4 @@ def test_locks_are_reentrant_in_one_process_and_their_files_private(tmp_path: Pa
     names = ["state.duckdb.lock", "state.duckdb.lock.gate", "state.duckdb.lock.holder", "night.lock"]
     for name in [*names, "night.lock.holder"]:
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
