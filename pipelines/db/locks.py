@@ -228,7 +228,12 @@ def _take_reader(lock: Path, seconds: float, on_wait: OnWait) -> tuple[int, ...]
     holder = lock.with_name(lock.name + ".holder")
     deadline = _deadline(seconds)
 
-    def say() -> None:
+    said: list[bool] = []
+
+    def say() -> None:  # one line, though the wait may miss the gate and then the lock
+        if said:
+            return
+        said.append(True)
         on_wait(
             f"waiting up to {seconds:g}s for {lock.parent / lock.stem}: {describe_holder(read_holder(holder))} "
             f"is writing it (${ENV_READER_WAIT} sets the wait)"
