@@ -127,7 +127,7 @@ def main() -> None:
         app()
     except RecycleError as exc:
         err.print(f"[red]error:[/red] {exc.diagnostics()}")
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipelines.config import Settings
-from pipelines.db import open_state, transaction
+from pipelines.db import night_lock, open_state, transaction, writing_for
 from pipelines.layout import Layout, atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,15 @@ def step_log_line(name: str, day: dt.date, elapsed_s: float, report: Mapping[str
 
 
 def run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None = None) -> Mapping[str, Any]:
+    """Run one named step for ``day`` under the night lock (``recycle run`` already holds it for
+    all its dates; an Airflow task takes it here and refuses, transiently, while a `recycle run`
+    holds it), naming the step as the state file's writer (:mod:`pipelines.db.locks`)."""
+    purpose = f"nightly step {name} of {day}"
+    with night_lock(settings.data_dir, [day], purpose=purpose), writing_for(purpose):
+        return _run_step(settings, day, name, ctx)
+
+
+def _run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None) -> Mapping[str, Any]:
     """Run one named step for ``day`` and record its report under the run's folder."""
     step = get_step(name)
     started = time.monotonic()
