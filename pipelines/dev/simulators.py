@@ -537,7 +537,7 @@ fresh AS ({fresh})
 SELECT * FROM old
 UNION ALL
 SELECT * FROM fresh ANTI JOIN old USING (reminder_id, channel)
-ORDER BY at, reminder_id, channel, status
+ORDER BY "at", reminder_id, channel, status
 """
 )
 
