@@ -97,12 +97,7 @@ def send_reminders(
     del settings  # channels are built by the caller from the settings
     _find_pending(con, day)
     _read_ledger_facts(con)
-    journal: SendJournal | None = None
-    replayed = 0
-    if journal_dir is not None:
-        path = send_journal_path(journal_dir, day)
-        replayed = _replay_journal(con, day, read_send_journal(path, day))
-        journal = SendJournal(path)
+    journal, replayed = _open_journal(con, day, journal_dir)
     per_channel = _pending_per_channel(con)
     no_channel = _warn_about_missing_channels(per_channel, channels)
     counts = dict.fromkeys(("attempted", "sent", "failed", "retry", "batches"), 0)
@@ -133,6 +128,15 @@ def send_reminders(
     return SendReport(
         day, c["attempted"], c["sent"], c["failed"], c["retry"], no_channel, c["batches"], replayed
     )
+
+
+def _open_journal(con: Con, day: dt.date, journal_dir: Path | None) -> tuple[SendJournal | None, int]:
+    """The night's journal, opened to append after its missed acceptances were recorded (how many)."""
+    if journal_dir is None:
+        return None, 0
+    path = send_journal_path(journal_dir, day)
+    replayed = _replay_journal(con, day, read_send_journal(path, day))
+    return SendJournal(path), replayed
 
 
 def _replay_journal(con: Con, day: dt.date, accepted: Mapping[str, SendResult]) -> int:
