@@ -123,6 +123,7 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
 
     layout = Layout(settings.data_dir)
     letters_dir = layout.outbox_dir / "letters"
+    journal_dir = layout.outbox_dir / "journal"  # no second send after a kill: reminders.journal
     with open_state(layout.state_db) as con:
         channels: dict[str, Channel]
         if not ctx.simulate_gateways:
@@ -131,7 +132,8 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
                 "sms": SmsHttpChannel(settings.sms),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
-            return {"send": _jsonable(send_reminders(con, settings, day, channels))}
+            report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
+            return {"send": _jsonable(report)}
         from pipelines.dev.simulators import GatewaySimulator, write_receipts
 
         with GatewaySimulator() as sim:
@@ -140,7 +142,7 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
                 "sms": SmsHttpChannel(sim.sms_settings()),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
-            report = send_reminders(con, settings, day, channels)
+            report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
             accepted = sim.drain()
         receipts = write_receipts(
             accepted, letters_dir, day, layout.inbox(day + dt.timedelta(days=1)), ctx.gateway_seed
