@@ -102,7 +102,7 @@ class ContactVault:
         return live[-1] if live else "live-1"
 
     def _aead(self, epoch: str, *, create: bool) -> AESGCMSIV | None:
-        if epoch in self._keys and (self._keys[epoch] is not None or not create):
+        if self._keys.get(epoch) is not None:
             return self._keys[epoch]
         path = self.key_path(epoch)
         if create and not path.exists():
@@ -134,12 +134,20 @@ class ContactVault:
     def open(self, sealed: Iterable[bytes | None]) -> pa.Array:
         """The values of ``sealed``; None for None and for a value whose key was erased."""
         out: list[str | None] = []
+        # Each batch looks again whether a key file still exists (one stat per epoch per batch):
+        # another vault - the retention step's - may have erased it since it was loaded here.
+        seen: dict[bytes, AESGCMSIV | None] = {}
         for blob in sealed:
             if blob is None:
                 out.append(None)
                 continue
             header = blob[:HEADER_SIZE]
-            aead = self._aead(epoch_name(header), create=False)
+            if header not in seen:
+                epoch = epoch_name(header)
+                if not self.key_path(epoch).exists():
+                    self._keys[epoch] = None
+                seen[header] = self._aead(epoch, create=False)
+            aead = seen[header]
             if aead is None:
                 out.append(None)  # crypto-shredded: its key is gone
                 continue
@@ -207,8 +215,19 @@ def register_functions(con: duckdb.DuckDBPyConnection, vault: ContactVault) -> N
     def epoch(values: pa.Array) -> pa.Array:
         return pa.array([None if v is None else epoch_name(v[:HEADER_SIZE]) for v in values.to_pylist()])
 
-    kw = {"type": "arrow", "side_effects": False}
-    con.create_function("contact_seal", seal, ["VARCHAR"], "BLOB", **kw)  # type: ignore[arg-type]
-    con.create_function("contact_open", open_, ["BLOB"], "VARCHAR", **kw)  # type: ignore[arg-type]
-    con.create_function("contact_reseal", reseal, ["BLOB", "VARCHAR"], "BLOB", **kw)  # type: ignore[arg-type]
-    con.create_function("contact_epoch", epoch, ["BLOB"], "VARCHAR", **kw)  # type: ignore[arg-type]
+    # NULLs pass in and out ("special"): an erased value opens to NULL.
+    for name, fn, args, out in (
+        ("contact_seal", seal, ["VARCHAR"], "BLOB"),
+        ("contact_open", open_, ["BLOB"], "VARCHAR"),
+        ("contact_reseal", reseal, ["BLOB", "VARCHAR"], "BLOB"),
+        ("contact_epoch", epoch, ["BLOB"], "VARCHAR"),
+    ):
+        con.create_function(
+            name,
+            fn,  # type: ignore[arg-type]
+            args,  # type: ignore[arg-type]
+            out,  # type: ignore[arg-type]
+            type="arrow",
+            null_handling="special",
+            side_effects=False,
+        )
