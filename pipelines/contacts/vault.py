@@ -31,7 +31,7 @@ import datetime as dt
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import duckdb
@@ -161,8 +161,14 @@ class ContactVault:
         return pa.array(out, pa.string())
 
     def reseal(self, sealed: Iterable[bytes | None], epoch: str) -> pa.Array:
-        """``sealed`` opened and sealed again under ``epoch`` (a shredded value stays None)."""
-        return self.seal(self.open(sealed).to_pylist(), epoch)
+        """``sealed`` opened and sealed again under ``epoch``; a value whose key is gone (erased, or
+        a state file copied without its keys) is kept as it is, never turned into NULL."""
+        blobs = list(sealed)
+        opened = self.open(blobs).to_pylist()
+        moved = self.seal(opened, epoch).to_pylist()
+        return pa.array(
+            [m if o is not None else b for b, o, m in zip(blobs, opened, moved, strict=True)], pa.binary()
+        )
 
     def erase(self, epoch: str) -> bool:
         """Crypto-shred ``epoch``: delete its key file (and fsync the directory). True if it existed."""
@@ -216,18 +222,11 @@ def register_functions(con: duckdb.DuckDBPyConnection, vault: ContactVault) -> N
         return pa.array([None if v is None else epoch_name(v[:HEADER_SIZE]) for v in values.to_pylist()])
 
     # NULLs pass in and out ("special"): an erased value opens to NULL.
-    for name, fn, args, out in (
+    functions: tuple[tuple[str, Callable[..., pa.Array], list[str], str], ...] = (
         ("contact_seal", seal, ["VARCHAR"], "BLOB"),
         ("contact_open", open_, ["BLOB"], "VARCHAR"),
         ("contact_reseal", reseal, ["BLOB", "VARCHAR"], "BLOB"),
         ("contact_epoch", epoch, ["BLOB"], "VARCHAR"),
-    ):
-        con.create_function(
-            name,
-            fn,  # type: ignore[arg-type]
-            args,  # type: ignore[arg-type]
-            out,  # type: ignore[arg-type]
-            type="arrow",
-            null_handling="special",
-            side_effects=False,
-        )
+    )
+    for name, fn, args, out in functions:
+        con.create_function(name, fn, args, out, type="arrow", null_handling="special", side_effects=False)

@@ -78,7 +78,7 @@ def _recoverable(data: Path, value: str) -> bool:
             try:
                 if vault.open([raw[at : at + size]])[0].as_py() == value:
                     return True
-            except Exception:  # noqa: BLE001 - not a sealed value at this offset
+            except Exception:
                 pass
             at = raw.find(header, at + 1)
     return False
