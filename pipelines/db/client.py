@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
+from pipelines.contacts.vault import ContactVault, register_functions
 from pipelines.db.locks import state_lock
 from pipelines.errors import ConfigError
 from pipelines.layout import PRIVATE_FILE_MODE, check_private, private_dir, private_umask
@@ -82,6 +83,8 @@ def connect(
             f"DuckDB memory limit {limit!r} or threads {n_threads!r} rejected ({exc}); set "
             f"{ENV_MEMORY_LIMIT} to a size such as 3GB or 1500MB"
         ) from exc
+    # Contacts are sealed at rest (pipelines.contacts): every connection can seal and open them.
+    register_functions(con, ContactVault.for_state(path))
     if con.execute("SELECT current_setting('temp_directory')").fetchone() != (str(temp_dir),):
         con.execute(f"SET temp_directory = {sql_str(temp_dir)}")
     if not read_only:

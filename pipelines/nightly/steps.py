@@ -172,6 +172,17 @@ def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
         return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
 
 
+def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """Retention: contacts released ``contact_retention_days`` ago are crypto-shredded."""
+    from pipelines.contacts import ContactVault
+    from pipelines.contacts.retention import retire_contacts
+
+    layout = Layout(settings.data_dir)
+    with open_state(layout.state_db) as con:
+        vault = ContactVault.for_state(layout.state_db)
+        return {"contacts": _jsonable(retire_contacts(con, vault, day, settings.contact_retention_days))}
+
+
 def step_alerts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     """Last: the feed is out before a compliance stop fails the night loudly."""
     from pipelines.compliance.alerts import nightly_alerts
@@ -189,6 +200,7 @@ STEPS: tuple[Step, ...] = (
     Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
     Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
     Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
+    Step("contacts", step_contacts, doc="retention: contacts erased a set time after release"),
     Step("alerts", step_alerts, doc="compliance: reissue violations, release exception rate"),
 )
 

@@ -37,6 +37,7 @@ from pipelines.config import SmsSettings, SmtpSettings
 from pipelines.errors import DataContractError, GatewayError, PermanentDeliveryError
 from pipelines.layout import write_private
 from pipelines.numbers import mask, mask_contact
+from pipelines.spreadsheet import csv_safe_cell
 
 log = logging.getLogger(__name__)
 
@@ -567,23 +568,11 @@ def letter_batch_path(out_dir: Path, day: dt.date) -> Path:
     return out_dir / f"letters_{day.isoformat()}.csv"
 
 
-# OWASP "CSV Injection": a spreadsheet runs a cell that starts with one of these as a formula.
-CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe_cell(value: str) -> str:
-    """``value`` as a CSV cell no spreadsheet runs: a leading formula character gets a ``'``.
-
-    The letters CSV carries the subscriber's postal reference, language, subject and text:
-    free text from the carrier's systems, every one of them neutralised (OWASP's rule: prefix
-    a single quote), so ``=cmd|' /C calc'!A0`` or ``=HYPERLINK(...)`` is shown, not run.
-    A phone number in E.164 is no exception: ``+8613800000001`` unescaped is a formula too
-    (a spreadsheet shows 8.6138E+12 and drops the ``+``); ``'+8613800000001`` is text, read
-    as written, and the print house strips one leading ``'`` when it sees one before
-    ``= + - @`` TAB or CR. Only ``reminder_id`` is written as is: the pipeline's own key
-    (``_read`` upserts by it), never starting with any of them.
-    Idempotent: a neutralised cell starts with ``'``, so the day's file rewritten keeps its bytes."""
-    return "'" + value if value.startswith(CSV_FORMULA_PREFIXES) else value
+# The letters CSV carries the subscriber's postal reference, language, subject and text: free
+# text from the carrier's systems, every cell neutralised by the one rule (pipelines.spreadsheet).
+# An E.164 number is no exception: ``+8613800000001`` unescaped is a formula too; the print
+# house strips one leading ``'`` before ``= + - @`` TAB or CR. Only ``reminder_id`` is written as
+# is: the pipeline's own key (``_read`` upserts by it), never starting with any of them.
 
 
 class LetterBatchChannel:

@@ -191,10 +191,13 @@ def _find_pending(con: Con, day: dt.date) -> None:
         con,
         """
         CREATE OR REPLACE TEMP TABLE _send AS
-        SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts,
-               row_number() OVER (PARTITION BY channel ORDER BY reminder_id) AS rn
-        FROM outbox
-        WHERE status = 'pending' AND due_on <= $d AND (last_attempt_on IS NULL OR last_attempt_on < $d)
+        SELECT *, row_number() OVER (PARTITION BY channel ORDER BY reminder_id) AS rn
+        FROM (SELECT reminder_id, channel, contact_open(address) AS address, language, subject, text,
+                     due_on, html, attempts
+              FROM outbox
+              WHERE status = 'pending' AND due_on <= $d
+                AND (last_attempt_on IS NULL OR last_attempt_on < $d))
+        WHERE address IS NOT NULL  -- NULL: opened to nothing, its key was erased (never sent)
         ORDER BY channel, rn
         """,
         {"d": day},

@@ -144,7 +144,7 @@ class World:
     ) -> tuple[str, int]:
         sha = self._file("subscribers", d)
         self.con.execute(
-            "INSERT INTO subscriber_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO subscriber_rows VALUES (?, ?, ?, ?, ?, ?, ?, contact_seal(?), contact_seal(?), ?)",
             [sha, self.lines[sha], d, msisdn, start, region, ref, email, phone, language],
         )
         return sha, self.lines[sha]
@@ -164,7 +164,7 @@ class World:
     ) -> tuple[str, int]:
         sha = self._file("lifecycle", d)
         self.con.execute(
-            "INSERT INTO lifecycle_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO lifecycle_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, contact_seal(?), contact_seal(?), ?)",
             [sha, self.lines[sha], d, msisdn, event, eff or d, region, ref, start, email, phone, language],
         )
         return sha, self.lines[sha]
@@ -242,12 +242,16 @@ class World:
         return got[0]
 
     def tenure(self, tid: str) -> dict[str, Any]:
-        got = self.rows("SELECT * FROM tenures WHERE tenure_id = ?", [tid])
+        got = self.rows(
+            "SELECT * REPLACE (contact_open(contact_email) AS contact_email, contact_open(contact_phone) "
+            "AS contact_phone) FROM tenures WHERE tenure_id = ?",
+            [tid],
+        )
         assert len(got) == 1
         return got[0]
 
     def reminders(self, msisdn: str, status: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM reminders WHERE msisdn = ?"
+        sql = "SELECT * REPLACE (contact_open(address) AS address) FROM reminders WHERE msisdn = ?"
         params: list[Any] = [msisdn]
         if status:
             sql += " AND status = ?"
