@@ -13,6 +13,7 @@ again on the next bind. It uses smpplib's PDU codec, like the channel.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import heapq
@@ -20,15 +21,15 @@ import socket
 import struct
 import threading
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from smpplib import consts, smpp
 
-from pipelines.config import SmppSettings
+from pipelines.config import Settings, SmppSettings
+from pipelines.reminders.smpp import SmppChannel
 from pipelines.reminders.smpp_receipts import PartReceipt
 from pipelines.reminders.smpp_text import decode_segment
 
@@ -70,7 +71,7 @@ class SmscSimulator:
         self,
         *,
         system_id: str = "recycle",
-        password: str = "simpass",
+        password: str = "simpass",  # noqa: S107 - the loopback simulator's own, not a secret
         rate: float | None = None,
         resp_delay_s: float = 0.0,
         drop_after: int | None = None,
@@ -255,7 +256,9 @@ class _Link:
             buf += chunk
         return buf
 
-    def _answer(self, command: str, sequence: int, delay_s: float = 0.0, sub: Submitted | None = None, **p: Any) -> None:
+    def _answer(
+        self, command: str, sequence: int, delay_s: float = 0.0, sub: Submitted | None = None, **p: Any
+    ) -> None:
         pdu = smpp.make_pdu(command, client=self.seq, **p)
         pdu.sequence = sequence
         with self.cv:
@@ -320,7 +323,11 @@ class _Link:
             with self.cv:
                 if self.dropped.is_set() or (self.closed.is_set() and not self.out):
                     return
-                due = [heapq.heappop(self.out) for _ in range(len(self.out)) if self.out[0][0] <= time.monotonic()]
+                due = [
+                    heapq.heappop(self.out)
+                    for _ in range(len(self.out))
+                    if self.out[0][0] <= time.monotonic()
+                ]
                 receipts = self.sim._due_receipts() if self.bound else []
                 if not due and not receipts:
                     self.cv.wait(0.005)
@@ -365,4 +372,26 @@ class _Link:
         self.conn.close()
 
 
-warnings.filterwarnings("ignore", category=DeprecationWarning, module="smpplib")
+@contextlib.contextmanager
+def simulated_smpp(
+    settings: Settings, day: dt.date, seed: int
+) -> Iterator[tuple[SmscSimulator | None, SmppChannel | None]]:
+    """``--simulate-gateways``: with ``[channels.smpp]`` set, an SMSC simulator and the channel
+    bound to it (its window and rate); else (None, None) and SMS go to the HTTP simulator.
+
+    The night is simulated, so receipts are timed at 20:00 of the carrier's day ``day`` (the
+    logical night, not the wall clock): they then count for that day, as a real night's would."""
+    if settings.smpp is None:
+        yield None, None
+        return
+    night = settings.day_start(day) + dt.timedelta(hours=20)
+    with SmscSimulator(seed=seed, zone=settings.zone, receipt_clock=lambda: night, late=0.05) as smsc:
+        channel = SmppChannel(
+            smsc.settings(window=settings.smpp.window, rate=settings.smpp.rate, receipt_grace_s=2.0),
+            zone=settings.zone,
+            clock=lambda: night,
+        )
+        try:
+            yield smsc, channel
+        finally:
+            channel.close()

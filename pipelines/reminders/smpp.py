@@ -18,6 +18,7 @@ the SMSC's receipts export (the next night's ``receipts_*`` drop), judged by the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import select
@@ -45,7 +46,7 @@ from pipelines.reminders.channels import (
     _summarise,
     _utc_now,
 )
-from pipelines.reminders.smpp_receipts import BindReceipt, ReceiptBook, parse_receipt
+from pipelines.reminders.smpp_receipts import BindReceipt, PartReceipt, ReceiptBook, parse_receipt
 from pipelines.reminders.smpp_text import Segment, segments
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,20 @@ class _Link:
             resp = self.read(settings.timeout_s)
         except _LinkDown as exc:
             self.close()
-            raise GatewayError(f"{where} dropped the link while binding ({exc}); check the SMSC's log") from exc
-        if resp is None or resp.command != "bind_transceiver_resp" or int(resp.status) != consts.SMPP_ESME_ROK:
+            raise GatewayError(
+                f"{where} dropped the link while binding ({exc}); check the SMSC's log"
+            ) from exc
+        if (
+            resp is None
+            or resp.command != "bind_transceiver_resp"
+            or int(resp.status) != consts.SMPP_ESME_ROK
+        ):
             self.close()
-            status = "no answer" if resp is None else f"0x{int(resp.status):08X} {consts.DESCRIPTIONS.get(int(resp.status), '')}"
+            status = (
+                "no answer"
+                if resp is None
+                else f"0x{int(resp.status):08X} {consts.DESCRIPTIONS.get(int(resp.status), '')}"
+            )
             raise GatewayError(
                 f"{where} refused the bind ({status}); check RECYCLE_SMPP_SYSTEM_ID and RECYCLE_SMPP_PASSWORD"
             )
@@ -157,10 +168,8 @@ class _Link:
             raise _LinkDown(f"unreadable PDU from the SMSC ({type(exc).__name__})") from exc
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class SmppChannel:
@@ -193,6 +202,10 @@ class SmppChannel:
     def receipts(self) -> tuple[BindReceipt, ...]:
         """Receipts that arrived on the bind so far, one per reminder whose every part reported."""
         return self._book.complete()
+
+    def late_receipts(self, parts: Sequence[PartReceipt]) -> tuple[BindReceipt, ...]:
+        """The reminders' receipts that ``parts`` (come after the bind closed) complete."""
+        return self._book.with_late(parts)
 
     def __enter__(self) -> SmppChannel:
         return self
@@ -372,7 +385,9 @@ class SmppChannel:
             if r.reminder_id in batch.failed or not parts:
                 continue
             # provider_ref: the SMSC's id of the first part; every part's receipt maps back anyway.
-            sent.append(SendResult(r.reminder_id, self.name, parts[min(parts)], batch.accepted_at[r.reminder_id]))
+            sent.append(
+                SendResult(r.reminder_id, self.name, parts[min(parts)], batch.accepted_at[r.reminder_id])
+            )
         return _summarise(self.name, sent, list(batch.failed.values()))
 
     def _failure(self, r: OutgoingReminder, permanent: bool, reason: str) -> SendFailure:

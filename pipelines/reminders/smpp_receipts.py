@@ -119,7 +119,11 @@ class ReceiptBook:
                 continue
             states = [r.states[p] for p in sorted(r.states)]
             status = next((s for s, _ in states if s != "delivered"), "delivered")
-            out.append(BindReceipt(reminder_id, status, max(at for _, at in states), r.message_ids[min(r.message_ids)]))
+            out.append(
+                BindReceipt(
+                    reminder_id, status, max(at for _, at in states), r.message_ids[min(r.message_ids)]
+                )
+            )
         return tuple(out)
 
     def _at(self, done: str | None) -> dt.datetime:
