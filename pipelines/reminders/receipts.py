@@ -101,7 +101,9 @@ def apply_bind_receipts(
 
 @nightly_step
 def _apply_bind(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport:
-    return _apply(con, settings, day, "SELECT * FROM _bind_rows", day + dt.timedelta(days=1))
+    return _apply(
+        con, settings, day, "SELECT * FROM _bind_rows WHERE logical_date = $d", day + dt.timedelta(days=1)
+    )
 
 
 def _apply(con: Con, settings: Settings, day: dt.date, source: str, sent_before: dt.date) -> ReceiptsReport:

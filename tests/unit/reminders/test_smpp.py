@@ -90,8 +90,10 @@ def test_ucs2_long_message_is_segmented_and_reassembles() -> None:
     with SmscSimulator() as sim:
         with channel(sim) as ch:
             ch.send_batch(
-                reminders(1, ZH)
-                + [OutgoingReminder("REN", "sms", "+447700900123", "en", "", EN, dt.date(2026, 3, 1))]
+                [
+                    *reminders(1, ZH),
+                    OutgoingReminder("REN", "sms", "+447700900123", "en", "", EN, dt.date(2026, 3, 1)),
+                ]
             )
         codings = {(s.destination, s.data_coding) for s in sim.submitted}
         assert ("8613900000000", DATA_CODING_UCS2) in codings and ("447700900123", DATA_CODING_GSM) in codings
