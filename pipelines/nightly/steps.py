@@ -111,43 +111,52 @@ def step_schedule(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
 
 
 def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    """Outbox -> channels. With ``simulate_gateways``, loopback SMTP/SMS simulators take the
-    reminders through the real adapters and write the next night's ``receipts_*`` drop."""
+    """Outbox -> channels. With ``simulate_gateways``, loopback SMTP/SMS simulators (and an SMSC
+    when ``[channels.smpp]`` is set) take the reminders through the real adapters and write the
+    next night's ``receipts_*`` drop. SMPP receipts that arrive on the bind count this night."""
     from pipelines.reminders import send_reminders
-    from pipelines.reminders.channels import (
-        Channel,
-        LetterBatchChannel,
-        SmsHttpChannel,
-        SmtpChannel,
-    )
+    from pipelines.reminders.bind_receipts import finish_smpp_night
+    from pipelines.reminders.channels import Channel, LetterBatchChannel, SmsHttpChannel, SmtpChannel
+    from pipelines.reminders.smpp import SmppChannel
 
     layout = Layout(settings.data_dir)
     letters_dir = layout.outbox_dir / "letters"
     journal_dir = layout.outbox_dir / "journal"  # no second send after a kill: reminders.journal
+    next_inbox = layout.inbox(day + dt.timedelta(days=1))
     with open_state(layout.state_db) as con:
         channels: dict[str, Channel]
         if not ctx.simulate_gateways:
+            smpp = SmppChannel(settings.smpp, zone=settings.zone) if settings.smpp else None
             channels = {
                 "email": SmtpChannel(settings.smtp),
-                "sms": SmsHttpChannel(settings.sms),
+                "sms": smpp or SmsHttpChannel(settings.sms),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
             report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
-            return {"send": _jsonable(report)}
+            smpp_report = finish_smpp_night(con, settings, day, smpp, next_inbox) if smpp else None
+            return {"send": _jsonable(report), "smpp": _jsonable(smpp_report)}
         from pipelines.dev.simulators import GatewaySimulator, write_receipts
+        from pipelines.dev.smsc import simulated_smpp
 
-        with GatewaySimulator() as sim:
+        with GatewaySimulator() as sim, simulated_smpp(settings, day, ctx.gateway_seed) as (smsc, smpp):
             channels = {
                 "email": SmtpChannel(sim.smtp_settings()),
-                "sms": SmsHttpChannel(sim.sms_settings()),
+                "sms": smpp or SmsHttpChannel(sim.sms_settings()),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
             report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
             accepted = sim.drain()
-        receipts = write_receipts(
-            accepted, letters_dir, day, layout.inbox(day + dt.timedelta(days=1)), ctx.gateway_seed
-        )
-        return {"send": _jsonable(report), "simulated_receipts": str(receipts) if receipts else None}
+            smpp_report = None
+            if smsc is not None and smpp is not None:
+                smpp.close()  # the grace period first: what the SMSC holds after it is "late"
+                late = smsc.undelivered_receipts()
+                smpp_report = finish_smpp_night(con, settings, day, smpp, next_inbox, late)
+        receipts = write_receipts(accepted, letters_dir, day, next_inbox, ctx.gateway_seed)
+        return {
+            "send": _jsonable(report),
+            "smpp": _jsonable(smpp_report),
+            "simulated_receipts": str(receipts) if receipts else None,
+        }
 
 
 def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:

@@ -45,14 +45,14 @@ ChannelName = Literal["email", "sms", "letter"]
 CHANNELS: tuple[ChannelName, ...] = ("email", "sms", "letter")
 LETTER_COLUMNS = ("reminder_id", "to", "language", "subject", "text")
 
-_E164 = re.compile(r"\+[1-9]\d{5,14}")
+E164 = re.compile(r"\+[1-9]\d{5,14}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _QUEUED_AS = re.compile(r"queued as\s+(\S+)", re.IGNORECASE)
 _DIGIT_RUN = re.compile(r"\+?\d{7,}")  # any phone number, in whatever format a gateway echoes it
 
 
-def _utc_now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     # Acceptance by a gateway is a real event in time, not a business date: the one place in
     # this module where the wall clock is meant. Tests inject a fixed clock.
     return dt.datetime.now(dt.UTC)
@@ -187,7 +187,7 @@ def send_with_retry(
     return BatchOutcome(tuple(sent), tuple(permanent + transient))
 
 
-def _check_batch(channel: ChannelName, reminders: Sequence[OutgoingReminder]) -> None:
+def check_batch(channel: ChannelName, reminders: Sequence[OutgoingReminder]) -> None:
     seen: set[str] = set()
     for r in reminders:
         if r.channel != channel:
@@ -197,7 +197,7 @@ def _check_batch(channel: ChannelName, reminders: Sequence[OutgoingReminder]) ->
         seen.add(r.reminder_id)
 
 
-def _summarise(channel: ChannelName, sent: list[SendResult], failed: list[SendFailure]) -> BatchOutcome:
+def summarise(channel: ChannelName, sent: list[SendResult], failed: list[SendFailure]) -> BatchOutcome:
     if sent or failed:
         log.info(
             "%s batch: %d sent, %d transient failure(s), %d permanent failure(s)",
@@ -227,7 +227,7 @@ class SmtpChannel:
         settings: SmtpSettings,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         local_hostname: str | None = None,
     ) -> None:
         self._settings = settings
@@ -241,7 +241,7 @@ class SmtpChannel:
     def send_batch(
         self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
     ) -> BatchOutcome:
-        _check_batch(self.name, reminders)
+        check_batch(self.name, reminders)
         sent: list[SendResult] = []
         failed: list[SendFailure] = []
         conn: smtplib.SMTP | None = None
@@ -269,7 +269,7 @@ class SmtpChannel:
                                 else self._failure(r, True, "not an e-mail address")
                                 for r in reminders[index:]
                             )
-                            return _summarise(self.name, sent, failed)
+                            return summarise(self.name, sent, failed)
                     try:
                         ref = self._deliver(conn, reminder, message)
                     except PermanentDeliveryError as exc:
@@ -290,7 +290,7 @@ class SmtpChannel:
         finally:
             if conn is not None:
                 _quit(conn)
-        return _summarise(self.name, sent, failed)
+        return summarise(self.name, sent, failed)
 
     def _failure(self, reminder: OutgoingReminder, permanent: bool, reason: str) -> SendFailure:
         if permanent:
@@ -455,7 +455,7 @@ class SmsHttpChannel:
         concurrency: int = 4,
         max_consecutive_errors: int = 5,
         ssl_context: ssl.SSLContext | None = None,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -468,7 +468,7 @@ class SmsHttpChannel:
     def send_batch(
         self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
     ) -> BatchOutcome:
-        _check_batch(self.name, reminders)
+        check_batch(self.name, reminders)
         if not reminders:
             return BatchOutcome()
         headers = {"Authorization": f"Bearer {self._settings.token}"} if self._settings.token else {}
@@ -491,13 +491,13 @@ class SmsHttpChannel:
                     results = list(pool.map(one, reminders))
         sent = [r for r in results if isinstance(r, SendResult)]
         failed = [r for r in results if isinstance(r, SendFailure)]
-        return _summarise(self.name, sent, failed)
+        return summarise(self.name, sent, failed)
 
     def _send_one(
         self, client: httpx.Client, breaker: _Breaker, r: OutgoingReminder
     ) -> SendResult | SendFailure:
         url = self._settings.url
-        if not _E164.fullmatch(r.to):
+        if not E164.fullmatch(r.to):
             return self._failure(r, True, "not an E.164 number")
         if breaker.open:
             return self._failure(r, False, f"not tried: SMS gateway {url} unreachable in this batch")
@@ -585,14 +585,14 @@ class LetterBatchChannel:
 
     name: ChannelName = "letter"
 
-    def __init__(self, out_dir: Path, day: dt.date, *, clock: Callable[[], dt.datetime] = _utc_now) -> None:
+    def __init__(self, out_dir: Path, day: dt.date, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.path = letter_batch_path(out_dir, day)
         self._clock = clock
 
     def send_batch(
         self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
     ) -> BatchOutcome:
-        _check_batch(self.name, reminders)
+        check_batch(self.name, reminders)
         failed = [
             SendFailure(r.reminder_id, self.name, True, "no postal reference")
             for r in reminders
@@ -600,7 +600,7 @@ class LetterBatchChannel:
         ]
         good = [r for r in reminders if r.to.strip()]
         if not good:
-            return _summarise(self.name, [], failed)
+            return summarise(self.name, [], failed)
         rows = self._read()
         for r in good:
             rows[r.reminder_id] = (
@@ -617,7 +617,7 @@ class LetterBatchChannel:
             reason = f"could not write the letter batch {self.path} ({exc}); check disk space and permissions"
             log.error("%s", reason)
             failed.extend(SendFailure(r.reminder_id, self.name, False, reason) for r in good)
-            return _summarise(self.name, [], failed)
+            return summarise(self.name, [], failed)
         accepted_at = self._clock()
         sent = [
             SendResult(r.reminder_id, self.name, f"{self.path.name}#{r.reminder_id}", accepted_at)
@@ -626,7 +626,7 @@ class LetterBatchChannel:
         if on_accepted:  # the whole batch is in the file at once: it was accepted at once
             for result in sent:
                 on_accepted(result)
-        return _summarise(self.name, sent, failed)
+        return summarise(self.name, sent, failed)
 
     def _read(self) -> dict[str, tuple[str, ...]]:
         if not self.path.exists():
