@@ -37,6 +37,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -391,18 +392,20 @@ def _lifecycle_sql(
     return table
 
 
-def with_grades(table: pa.Table) -> pa.Table:
-    """The grade columns from ``effective``, ``exception``, ``violation`` and ``prior_end``
-    (pipelines.feeds.grade, the one rule), which replace them."""
-    codes = grade_codes(
+def row_grade_codes(table: pa.Table) -> npt.NDArray[np.int8]:
+    """The grade code (pipelines.feeds.grade, the one rule) of each row of ``_GRADED_ROWS``."""
+    port = pc.equal(table.column("prior_end"), "port_out").fill_null(False)
+    return grade_codes(
         np.asarray(table.column("effective").to_numpy(zero_copy_only=False), dtype=np.int64),
         np.asarray(table.column("exception").to_numpy(zero_copy_only=False), dtype=bool),
         np.asarray(table.column("violation").to_numpy(zero_copy_only=False), dtype=bool),
-        np.asarray(
-            pc.equal(table.column("prior_end"), "port_out").fill_null(False).to_numpy(zero_copy_only=False)
-        ),
+        np.asarray(port.to_numpy(zero_copy_only=False), dtype=bool),
     )
-    grades = [GRADES[c] for c in codes.tolist()]
+
+
+def with_grades(table: pa.Table) -> pa.Table:
+    """The grade columns in place of ``effective``, ``exception`` and ``violation``."""
+    grades = [GRADES[c] for c in row_grade_codes(table).tolist()]
     table = table.drop_columns(["effective", "exception", "violation"])
     return (
         table.append_column("reminders_reached", pa.array([g.reminders_reached for g in grades], pa.int8()))
@@ -428,9 +431,10 @@ def _day_rows(con: duckdb.DuckDBPyConnection, day: dt.date, first_seq: int) -> p
     return with_grades(table).select(FEED_SCHEMA.names).cast(FEED_SCHEMA)
 
 
-def latest_graded_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
-    """Per number, its latest feed row up to night ``day`` (the last by night, then seq), graded:
-    the grade the bulk answer gives for the number (``docs/answers.md``)."""
+def latest_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    """Per number, its latest feed row up to night ``day`` (the last by night, then seq), with
+    what its grade needs (:func:`row_grade_codes`): the grade the bulk answer gives for the
+    number (``docs/answers.md``)."""
     rows = _GRADED_ROWS.format(nights="<= $day")
     table = _lifecycle_sql(
         con,
@@ -446,7 +450,7 @@ def latest_graded_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table
         """,
         {"day": day},
     )
-    return with_grades(table)
+    return table
 
 
 def _notice_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
@@ -736,12 +740,13 @@ __all__ = [
     "conform",
     "ensure_root",
     "feed_manifest_value",
-    "latest_graded_rows",
+    "latest_rows",
     "load_root",
     "newest_manifest",
     "publish_feed",
     "read_feed_table",
     "role_signers",
     "rotate_root",
+    "row_grade_codes",
     "with_grades",
 ]

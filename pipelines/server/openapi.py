@@ -155,8 +155,26 @@ _SCHEMAS: dict[str, Any] = {
                 "would answer 404 (not our number) or OUT_OF_RANGE (before the first date this "
                 "service can answer for the number, or after today).",
             },
+            "risk": {
+                "type": "array",
+                "items": {"anyOf": [{"$ref": "#/components/schemas/RiskGrade"}, {"type": "null"}]},
+                "description": "Aligned with results: for a yes, the risk grade of the number's "
+                "latest release or reissue (null when it has none yet: still pending); null for "
+                "no and no_data. Not covered by the receipt's response_sha256.",
+            },
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "receipt": {"$ref": "#/components/schemas/SignedQueryReceipt"},
+        },
+    },
+    "RiskGrade": {
+        "type": "object",
+        "required": ["level", "remindersReached", "releaseException", "violation", "priorPort"],
+        "properties": {
+            "level": {"type": "string", "enum": ["low", "medium", "high"]},
+            "remindersReached": {"type": "integer", "enum": [0, 1, 2], "description": "2 = two or more"},
+            "releaseException": {"type": "boolean"},
+            "violation": {"type": "boolean"},
+            "priorPort": {"type": "boolean"},
         },
     },
     "AcknowledgementsRequest": {
