@@ -382,7 +382,8 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/feeds/{rel}", "get"): {
         "tags": ["Feeds"],
         "summary": "Signed feed files: root.json, timestamp.json, roots/N.root.json, manifests/N.json, "
-        "daily/<D>/{recycled.parquet,recycled.csv,manifest.json}, snapshot/recycled.{parquet,csv}.",
+        "daily/<D>/{recycled.parquet,recycled.csv,notices.parquet,notices.csv,manifest.json}, "
+        "snapshot/recycled.{parquet,csv}.",
         "description": "Scope `feeds`. Strong ETag; If-None-Match answers 304.",
         "operationId": "getFeedFile",
         "security": [{"bearer": []}],
