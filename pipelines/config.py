@@ -30,12 +30,17 @@ class Policy:
     reminder_offsets: tuple[int, ...] = (0, 30, -14)  # days after disconnection; <0: before freeze end
     min_effective_reminders: int = 2  # delivered/acknowledged reminders on distinct days
     max_hold_days: int = 30  # after this many days held, release with a compliance exception
+    # Days a number is listed as pending (the platforms' notice) before the gate may release it,
+    # counted in the carrier's days from the night it was listed (docs/feeds.md, "Pending").
+    min_notice_days: int = 7
 
     def __post_init__(self) -> None:
         if self.freeze_days < 1 or self.suspend_days < 1:
             raise ConfigError("policy: freeze_days and suspend_days must be at least 1 day")
-        if self.min_effective_reminders < 0 or self.max_hold_days < 0:
-            raise ConfigError("policy: min_effective_reminders and max_hold_days must be >= 0")
+        if self.min_effective_reminders < 0 or self.max_hold_days < 0 or self.min_notice_days < 0:
+            raise ConfigError(
+                "policy: min_effective_reminders, max_hold_days and min_notice_days must be >= 0"
+            )
         for off in self.reminder_offsets:
             if off >= self.freeze_days or -off > self.freeze_days:
                 raise ConfigError(
