@@ -505,16 +505,19 @@ def _quoted_records(
     record holding the file's last line. When a record spans lines, LINES_VIEW is rebuilt over
     RECORDS_TABLE: one row per record from then on.
     """
+    # A line whose text is exact (no error, or only a NUL: refused, but it may still open a
+    # record) is parsed; lines read in another encoding or cut short are not.
     rows = con.execute(
-        f"SELECT line_no, line FROM {LINES_VIEW} WHERE line_no > 1 AND err IS NULL AND contains(line, '\"') "
-        "ORDER BY line_no"
+        f"SELECT line_no, line, err FROM {LINES_VIEW} WHERE line_no > 1 AND contains(line, '\"') "
+        "AND (err IS NULL OR contains(line, chr(0))) ORDER BY line_no"
     ).fetchall()
-    parsed = records.parse_quoted(rows, dialect.delim)
+    parsed = records.parse_quoted([(n, line) for n, line, _ in rows], dialect.delim)
     first_lines = records.openers(parsed)
     if not first_lines:
         return parsed, 0, lines
     following = _following_lines(con, first_lines)
-    joined = records.join_records(first_lines, dict(rows), following, dialect)
+    opened = {n: (line, err) for n, line, err in rows if n in set(first_lines)}
+    joined = records.join_records(first_lines, opened, following, dialect)
     unclosed = records.unclosed_detail(dialect)
     for i, n in enumerate(parsed.line_nos):
         if n in joined.records:

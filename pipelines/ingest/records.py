@@ -67,14 +67,14 @@ class Dialect:
 
 def join_records(
     first_lines: list[int],
-    text: Mapping[int, str],
+    opened: Mapping[int, tuple[str, str | None]],
     following: Mapping[int, tuple[str, str | None]],
     dialect: Dialect,
 ) -> Joined:
     """Join each opener in ``first_lines`` (ascending) with the lines that finish its record.
 
-    ``text`` holds the openers' lines, ``following`` (line_no -> (line, err)) the lines after
-    them. An opener taken by an earlier record is skipped; one that gives no sound record joins
+    ``opened`` holds the openers' (line, err), ``following`` (line_no -> (line, err)) the lines
+    after them. An opener taken by an earlier record is skipped; one that gives no sound record joins
     nothing (its own error says why).
     """
     joined = Joined({}, [])
@@ -82,7 +82,7 @@ def join_records(
     for first in first_lines:
         if first in taken:
             continue
-        span = _span(first, text[first], following, dialect)
+        span = _span(first, opened[first], following, dialect)
         if span is None:
             continue
         last, record, err = span
@@ -93,11 +93,15 @@ def join_records(
 
 
 def _span(
-    first: int, line: str, following: Mapping[int, tuple[str, str | None]], dialect: Dialect
+    first: int,
+    opener: tuple[str, str | None],
+    following: Mapping[int, tuple[str, str | None]],
+    dialect: Dialect,
 ) -> tuple[int, str, str | None] | None:
     """(last line, joined text, error) of the record starting at ``first``; None if none is sound."""
+    line = opener[0]
     parts = [line]
-    errors: list[str] = []
+    errors = [f"line {first}: {opener[1]}"] if opener[1] else []
 
     def lines() -> Iterator[str]:
         yield line + "\n"
