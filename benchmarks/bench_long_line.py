@@ -25,7 +25,9 @@ from pathlib import Path
 
 DAY = dt.date(2026, 1, 5)
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = b"msisdn,event,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language\n"
+HEADER = (
+    b"msisdn,event,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language\n"
+)
 GOOD = b"13812345678,cancel,2026-01-05,GD,S1,2019-03-01,,,zh-CN\n"
 
 

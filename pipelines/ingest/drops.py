@@ -115,7 +115,7 @@ class FileReport:
     accepted: int = 0
     quarantined: int = 0
     quarantined_by_reason: Mapping[str, int] = field(default_factory=dict)
-    encoding: str | None = None  # utf-8 | utf-8-sig | gbk (the file's; others' lines quarantined); None: Parquet
+    encoding: str | None = None  # utf-8 | utf-8-sig | gbk (other lines quarantined); None: Parquet
     delimiter: str | None = None  # , or |; None for Parquet
     gx_success: bool | None = None  # None when GX did not run (file skipped or failed)
     gx_rows: int = 0  # accepted rows GX validated (a sample of a big file when it found nothing)
@@ -260,7 +260,9 @@ def _ingest_file(
                 name,
                 kind,
                 facts.sha256,
-                DataContractError(f"{name}: not a readable Parquet file ({reason}); deliver the export again"),
+                DataContractError(
+                    f"{name}: not a readable Parquet file ({reason}); deliver the export again"
+                ),
             )
 
 

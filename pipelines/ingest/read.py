@@ -37,7 +37,6 @@ import codecs
 import contextlib
 import csv
 import hashlib
-import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -218,7 +217,8 @@ def _duckdb_lines(con: duckdb.DuckDBPyConnection, ahead: ReadAhead, lines: int) 
         con.execute(f"DROP TABLE IF EXISTS {LINES_TABLE}")
         return False
     _lines_view(
-        con, f"SELECT rowid + 1 AS line_no, coalesce(line, '') AS line, NULL::VARCHAR AS err FROM {LINES_TABLE}"
+        con,
+        f"SELECT rowid + 1 AS line_no, coalesce(line, '') AS line, NULL::VARCHAR AS err FROM {LINES_TABLE}",
     )
     return True
 

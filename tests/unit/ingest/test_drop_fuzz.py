@@ -57,7 +57,9 @@ def _written(records: list[list[str]], terminator: str) -> bytes:
 
 
 csvish = st.builds(_written, rows, st.sampled_from(["\n", "\r\n", "\r"]))
-text_lines = st.lists(st.lists(st.sampled_from([*_ODD, "13812345678", "2026-01-05"]), max_size=12).map("".join))
+text_lines = st.lists(
+    st.lists(st.sampled_from([*_ODD, "13812345678", "2026-01-05"]), max_size=12).map("".join)
+)
 raw = st.one_of(
     csvish,
     st.binary(max_size=400).map(lambda b: (HEADER + "\n").encode() + b),

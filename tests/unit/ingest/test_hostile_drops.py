@@ -27,7 +27,9 @@ from pipelines.layout import Layout
 
 HOSTILE = Path(__file__).parent / "vectors" / "hostile"
 ROOT = Path(__file__).resolve().parents[3]
-HEADER = b"msisdn,event,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language\n"
+HEADER = (
+    b"msisdn,event,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language\n"
+)
 
 
 @pytest.fixture
@@ -155,7 +157,14 @@ def test_an_over_long_line_is_quarantined_and_its_neighbours_kept(settings: Sett
 def test_a_200_mib_line_is_read_in_bounded_memory(tmp_path: Path) -> None:
     # The tester's 200 MB line took 4.5 GB; the benchmark ingests one in a child process.
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_long_line.py"), "--mib", "200", "--dir", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_long_line.py"),
+            "--mib",
+            "200",
+            "--dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -23,10 +23,10 @@ with open("lifecycle_quoted_newline.csv", "wb") as fh:
     fh.write(
         (
             HEADER + "\r\n"
-            "13812345678,cancel,2026-01-05,GD,\"S1 line one\r\nline two\",2019-03-01,,,zh-CN\r\n"
-            "13812345679,cancel,2026-01-05,GD,\"S2 stray quote,,,,en\r\n"
+            '13812345678,cancel,2026-01-05,GD,"S1 line one\r\nline two",2019-03-01,,,zh-CN\r\n'
+            '13812345679,cancel,2026-01-05,GD,"S2 stray quote,,,,en\r\n'
             "13812345680,cancel,2026-01-05,GD,S3,,,,en\r\n"
-            "13812345681,cancel,2026-01-05,GD,\"S4\r\n\r\nthree lines\",,,,en\r\n"
+            '13812345681,cancel,2026-01-05,GD,"S4\r\n\r\nthree lines",,,,en\r\n'
         ).encode()
     )
 
@@ -37,7 +37,9 @@ with open("lifecycle_nul.csv", "wb") as fh:
     fh.write(b"13812345680,cancel,2026-01-05,GD,S3,,,,zh-CN\n")
 
 with open("lifecycle_extra_columns.csv", "wb") as fh:
-    fh.write(b"msisdn,event,Colour,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language,notes\n")
+    fh.write(
+        b"msisdn,event,Colour,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language,notes\n"
+    )
     fh.write(b"13812345678,cancel,red,2026-01-05,GD,S1,,,,zh-CN,hello\n")
     fh.write(b"13812345679,cancel,blue,2026-01-05,GD,S2,,,,en,\n")
 
@@ -53,10 +55,16 @@ with open("lifecycle_mixed_encoding.csv", "wb") as fh:
 
 with open("lifecycle_mostly_gbk.csv", "wb") as fh:
     fh.write(("\n".join(utf8_lines) + "\n").encode("gbk"))
-    fh.write("13812345680,cancel,2026-01-05,GD,王五-S3,,,,zh-CN\n".encode("utf-8"))
+    fh.write("13812345680,cancel,2026-01-05,GD,王五-S3,,,,zh-CN\n".encode())
 
-table = pa.table({"msisdn": ["+8613812345678"] * 2000, "reissue_date": ["2026-01-05"] * 2000,
-                  "region": ["GD"] * 2000, "subscriber_ref": [f"N{i}" for i in range(2000)]})
+table = pa.table(
+    {
+        "msisdn": ["+8613812345678"] * 2000,
+        "reissue_date": ["2026-01-05"] * 2000,
+        "region": ["GD"] * 2000,
+        "subscriber_ref": [f"N{i}" for i in range(2000)],
+    }
+)
 buf = io.BytesIO()
 pq.write_table(table, buf, compression="none", use_dictionary=False)
 data = bytearray(buf.getvalue())
