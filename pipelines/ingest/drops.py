@@ -251,19 +251,14 @@ def _ingest_file(
         except duckdb.Error as exc:
             if _is_csv(name):
                 raise  # DuckDB reads a CSV drop's lines only after checking them: a bug, not the file
-            # A Parquet file's footer can be sound and a page broken: found only when the rows
-            # are read, inside the file's transaction, which has been rolled back.
-            reason = str(exc).splitlines()[0][:300]
-            return _fail(
-                con,
-                day,
-                name,
-                kind,
-                facts.sha256,
-                DataContractError(
-                    f"{name}: not a readable Parquet file ({reason}); deliver the export again"
-                ),
-            )
+            return _fail(con, day, name, kind, facts.sha256, _unreadable_parquet(name, exc))
+
+
+def _unreadable_parquet(name: str, exc: duckdb.Error) -> DataContractError:
+    """A Parquet drop DuckDB could not read to the end: its footer can be sound and a page broken,
+    found only when the rows are read, inside the file's transaction (rolled back by then)."""
+    reason = str(exc).splitlines()[0][:300]
+    return DataContractError(f"{name}: not a readable Parquet file ({reason}); deliver the export again")
 
 
 MAX_NAME_BYTES = 200  # the quarantine, GX result and transcoding files append up to 8 bytes; 255 is the limit
