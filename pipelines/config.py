@@ -101,6 +101,11 @@ class Settings:
     # A gateway's clock may run behind ours: a receipt up to this many minutes before its
     # reminder's send time still counts (reminders.receipts).
     receipt_clock_skew_minutes: int = 10
+    # Contacts are erased (crypto-shredded, pipelines.contacts) this many days after release.
+    # 180: the prior owner may still need an urgent notice after a release with an exception
+    # and a complaint about a missed reminder is usually raised within months; PIPL's
+    # "minimum necessary" asks for no longer. The ledger keeps the evidence without contacts.
+    contact_retention_days: int = 180
 
     def __post_init__(self) -> None:
         name = self.timezone or _REGION_ZONES.get(self.default_region.upper(), "UTC")
@@ -115,6 +120,8 @@ class Settings:
         object.__setattr__(self, "timezone", name)
         if self.receipt_clock_skew_minutes < 0:
             raise ConfigError("config: receipt_clock_skew_minutes must be >= 0")
+        if self.contact_retention_days < 1:
+            raise ConfigError("config: contact_retention_days must be >= 1 (days after release)")
 
     def policy(self, region: str) -> Policy:
         """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""

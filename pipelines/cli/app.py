@@ -95,6 +95,7 @@ def build_app() -> typer.Typer:
         ("status", nightly.status),
         ("show", ledger.show),
         ("evidence", ledger.evidence),
+        ("statement", ledger.statement),
         ("verify", ledger.verify),
         ("audit-log", ledger.audit_log_cmd),
         ("erase", ledger.erase),
@@ -126,7 +127,7 @@ def main() -> None:
         app()
     except RecycleError as exc:
         err.print(f"[red]error:[/red] {exc.diagnostics()}")
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -619,7 +619,11 @@ def _known_optimizers(con: duckdb.DuckDBPyConnection, names: str) -> str:
 
 def _gx_rows(con: duckdb.DuckDBPyConnection, spec: DropSpec, sha256: str, every: int) -> pa.Table:
     """The stored rows of the file GX is shown: every ``every``-th line, an even, deterministic sample."""
-    cols = ", ".join(f'"{c}"' for c in spec.names)
+    # GX judges the values as stored, contacts opened (they are sealed at rest).
+    cols = ", ".join(
+        f'contact_open("{c.name}") AS "{c.name}"' if c.type in {"email", "phone"} else f'"{c.name}"'
+        for c in spec.columns
+    )
     return con.sql(
         f"SELECT line_no, {cols} FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)} "
         f"AND line_no % {every} = 0 ORDER BY line_no"

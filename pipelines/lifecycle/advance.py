@@ -8,6 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipelines.config import Settings
+from pipelines.contacts.retention import reseal_released
 from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.queue import cancel_unsent_reminders, queue_ledger
 from pipelines.lifecycle.sql import count_rows, drop_tables, policy_sql, run_sql, working_copy
@@ -184,6 +185,8 @@ def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
         """,
     )
     cancel_unsent_reminders(con, "SELECT tenure_id FROM _gate WHERE outcome <> 'held'")
+    # Released: contacts move under the release day's key, erased contact_retention_days later.
+    reseal_released(con, day, "SELECT tenure_id FROM _gate WHERE outcome <> 'held'")
     rows = run_sql(con, "SELECT outcome, count(*) FROM _gate GROUP BY outcome").fetchall()
     return {str(k): int(v) for k, v in rows}
 

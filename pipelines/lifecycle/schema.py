@@ -17,8 +17,8 @@ DDL: tuple[str, ...] = (
         end_reason VARCHAR,                         -- cancel | suspend | port_out | reissue
         subscriber_ref VARCHAR NOT NULL,
         region VARCHAR NOT NULL,
-        contact_email VARCHAR,
-        contact_phone VARCHAR,
+        contact_email BLOB,                         -- sealed (pipelines.contacts): live, then released-<day>
+        contact_phone BLOB,
         language VARCHAR,
         opened_by VARCHAR NOT NULL,                 -- snapshot | cancel | suspend | port_in | reissue
         opened_logical DATE NOT NULL
