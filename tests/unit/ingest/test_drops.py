@@ -244,7 +244,7 @@ def test_gbk_bom_pipe_crlf_and_undecodable_lines(settings: Settings) -> None:
     assert bq[3][2] == "13812340002|2026-01-06|GD|T2|||zh-CN"  # no BOM, no \r
 
     u = files["lifecycle_2026-01-05_zz.csv"]
-    assert (u.encoding, u.rows_in, u.accepted, u.quarantined) == ("mixed", 3, 2, 1)
+    assert (u.encoding, u.rows_in, u.accepted, u.quarantined) == ("utf-8", 3, 2, 1)
     ((reason, detail, original),) = _quarantine(settings, u.name).values()
     assert reason == "malformed_line" and "undecodable" in detail and "\\xff\\xfe\\xfd" in original
     assert u.warnings == {"language_defaulted": 1}
