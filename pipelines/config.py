@@ -101,6 +101,10 @@ class Settings:
     # A gateway's clock may run behind ours: a receipt up to this many minutes before its
     # reminder's send time still counts (reminders.receipts).
     receipt_clock_skew_minutes: int = 10
+    # The Airflow DAG's sensor waits this long for a night's required drops (and for its carrier
+    # day to end), looking every drops_poke_seconds; then the night fails, having written nothing.
+    drops_wait_minutes: float = 360.0
+    drops_poke_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         name = self.timezone or _REGION_ZONES.get(self.default_region.upper(), "UTC")
@@ -115,6 +119,8 @@ class Settings:
         object.__setattr__(self, "timezone", name)
         if self.receipt_clock_skew_minutes < 0:
             raise ConfigError("config: receipt_clock_skew_minutes must be >= 0")
+        if self.drops_wait_minutes < 0 or self.drops_poke_seconds <= 0:
+            raise ConfigError("config: drops_wait_minutes must be >= 0 and drops_poke_seconds > 0")
 
     def policy(self, region: str) -> Policy:
         """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""

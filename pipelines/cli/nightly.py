@@ -113,17 +113,26 @@ def run(
             "--init", help="create the data directory when it does not exist (else a missing one is refused)"
         ),
     ] = False,
+    empty_night: Annotated[
+        bool,
+        typer.Option(
+            "--empty-night", help="run without a lifecycle or reissue drop, on purpose (the waiver is recorded)"
+        ),
+    ] = False,
 ) -> None:
     """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
     from rich.progress import Progress
 
+    from pipelines.nightly.preflight import check_nights
     from pipelines.nightly.steps import RunContext, step_names
 
     days = _days(date, start, end)
     settings = settings_from(config, data, needs="nothing" if init else "dir")
+    # Every night of the command is checked before anything is written (run_day checks each again).
+    check_nights(settings, days, now=dt.datetime.now(dt.UTC), empty_night=empty_night)
     if init:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
+    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode, empty_night=empty_night)
     if not err.is_terminal:
         # Logs, CI and tests: one plain line per night, no bar redrawn into the file.
         for day in days:
