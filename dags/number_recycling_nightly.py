@@ -74,7 +74,10 @@ def _wait_for_drops(**context: Any) -> bool:
     day = _logical_day(context)
     try:
         reason = waiting_for(
-            load_settings(), day, now=dt.datetime.now(dt.UTC), empty_night=bool(context["params"]["empty_night"])
+            load_settings(),
+            day,
+            now=dt.datetime.now(dt.UTC),
+            empty_night=bool(context["params"]["empty_night"]),
         )
     except NightRefusedError as exc:
         raise AirflowFailException(exc.diagnostics()) from exc

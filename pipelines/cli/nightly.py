@@ -116,7 +116,8 @@ def run(
     empty_night: Annotated[
         bool,
         typer.Option(
-            "--empty-night", help="run without a lifecycle or reissue drop, on purpose (the waiver is recorded)"
+            "--empty-night",
+            help="run without a lifecycle or reissue drop, on purpose (the waiver is recorded)",
         ),
     ] = False,
 ) -> None:
@@ -195,6 +196,9 @@ def status(
         if "lifecycle" in report:
             render_lifecycle(report["lifecycle"], out)
         out.print(f"outcome: {report['outcome']}", highlight=False)
+        waived = report.get("preflight", {}).get("waived_drops")
+        if waived:
+            out.print(f"empty night: ran without {', '.join(waived)} drops (--empty-night)", highlight=False)
     if not report["steps_done"]:
         err.print(
             f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}",

@@ -152,7 +152,10 @@ WAITING_CONFIG = "drops_wait_minutes = 0.05\ndrops_poke_seconds = 1\n" + CONFIG 
 
 def _tree(root: Path) -> dict[str, tuple[int, str]]:
     return {
-        str(p.relative_to(root)): (p.lstat().st_mode, hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "")
+        str(p.relative_to(root)): (
+            p.lstat().st_mode,
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "",
+        )
         for p in sorted(root.rglob("*"))
     }
 
@@ -164,7 +167,9 @@ def test_a_night_without_drops_waits_then_fails_and_writes_nothing(
     the run fails before ``preflight`` and every step: the data directory is byte-identical."""
     data = tmp_path / "no-drops"
     (data / "inbox" / str(START)).mkdir(parents=True)
-    (data / "inbox" / str(START) / "receipts_late.csv").write_text("reminder_id,channel,status,at,provider_ref\n")
+    (data / "inbox" / str(START) / "receipts_late.csv").write_text(
+        "reminder_id,channel,status,at,provider_ref\n"
+    )
     config = tmp_path / "recycle.toml"
     config.write_text(WAITING_CONFIG.format(data=data))
     monkeypatch.setenv("RECYCLE_CONFIG", str(config))

@@ -63,7 +63,15 @@ def _tree(root: Path) -> dict[str, tuple[int, str]]:
 
 def _recycle_run(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from pipelines.cli.app import main; main()", "run", "--data", str(data), *args],
+        [
+            sys.executable,
+            "-c",
+            "from pipelines.cli.app import main; main()",
+            "run",
+            "--data",
+            str(data),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
