@@ -16,7 +16,7 @@ The night, in order (``nightly/`` runs them as ``STEPS``: CLI, Airflow DAG and t
     ``ingest/``     drop files -> accepted rows or quarantine (reason code, original line)
     ``reminders/``  receipts, the schedule, rendered outbox, channel adapters, sending
     ``lifecycle/``  tenures and number state, events, the freeze clock, the release gate
-    ``ledger/``     the signed C2SP tlog-tiles log of hiding commitments; evidence bundles
+    ``ledger/``     the signed C2SP tlog-tiles log of hiding commitments; evidence bundles, tenure statements
     ``feeds/``      wire types, the signed daily feed and manifest chain, the query snapshot
 
 Around the night

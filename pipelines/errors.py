@@ -12,6 +12,9 @@ from __future__ import annotations
 class RecycleError(Exception):
     """Base of every error this package raises on purpose."""
 
+    # The `recycle` command's exit status for it (`cli.app.main`): 2 unless a subclass says.
+    exit_code = 2
+
     def diagnostics(self) -> str:
         """A human-readable explanation for the operator (the message, by default)."""
         return str(self)
@@ -23,6 +26,13 @@ class TerminalError(RecycleError):
 
 class TransientError(RecycleError):
     """A passing condition (I/O, network, a gateway down); a retry may succeed."""
+
+
+class BusyError(TransientError):
+    """Another process holds the state file or the night (:mod:`pipelines.db.locks`): try again later."""
+
+    # sysexits.h EX_TEMPFAIL: a script can tell "busy, retry" from a failure or a usage error.
+    exit_code = 75
 
 
 class ConfigError(TerminalError):
@@ -65,8 +75,16 @@ class LogIntegrityError(VerificationError):
     """Tiles, entry bundles and checkpoint on disk disagree: the ledger was damaged or tampered with."""
 
 
+class EvidenceBundleError(VerificationError):
+    """An evidence bundle is empty, truncated, or its index.json disagrees with its proof files."""
+
+
 class CommitmentError(VerificationError):
     """An opening and canonical value do not reproduce the commitment in a ledger entry."""
+
+
+class StatementError(TerminalError):
+    """A tenure statement cannot be issued: no such number or tenure, an erased tenure, no night run."""
 
 
 class OpeningErasedError(TerminalError):

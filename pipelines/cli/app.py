@@ -96,6 +96,7 @@ def build_app() -> typer.Typer:
         ("status", nightly.status),
         ("show", ledger.show),
         ("evidence", ledger.evidence),
+        ("statement", ledger.statement),
         ("verify", ledger.verify),
         ("audit-log", ledger.audit_log_cmd),
         ("erase", ledger.erase),
@@ -128,7 +129,7 @@ def main() -> None:
     except RecycleError as exc:
         # One line (soft_wrap: no folding at 80 columns in a log), the message taken literally.
         err.print(f"[red]error:[/red] {escape(exc.diagnostics())}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

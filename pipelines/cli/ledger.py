@@ -1,5 +1,6 @@
-"""`recycle show | evidence | evidence-summary | verify | audit-log | erase`: a number's record,
-its proofs from the signed ledger, offline verification, the public-log audit and erasure."""
+"""`recycle show | evidence | evidence-summary | statement | verify | audit-log | erase`: a number's
+record, its proofs from the signed ledger, signed tenure statements, offline verification, the
+public-log audit and erasure."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from pipelines.cli.common import (
     NumberOpt,
     err,
     out,
+    parse_date,
     parse_number,
     settings_from,
     state_connection,
 )
 
-__all__ = ["audit_log_cmd", "erase", "evidence", "evidence_summary_cmd", "show", "verify"]
+__all__ = ["audit_log_cmd", "erase", "evidence", "evidence_summary_cmd", "show", "statement", "verify"]
 
 VkeyOpt = Annotated[
     str | None,
@@ -71,14 +73,12 @@ def evidence(
     data: DataOpt = None,
 ) -> None:
     """Write the evidence bundle of a number: one C2SP tlog-proof per ledger entry + index.json."""
-    from pipelines.db import open_state
-    from pipelines.layout import Layout
     from pipelines.ledger.evidence import write_number_evidence
     from pipelines.ledger.nightly import open_ledger
 
     settings = settings_from(config, data)
     e164 = parse_number(number, settings)
-    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+    with state_connection(settings) as con, open_ledger(settings) as ledger:
         try:
             index_path, n = write_number_evidence(con, ledger, e164, out_dir)
         except LookupError as exc:
@@ -108,17 +108,72 @@ def evidence_summary_cmd(
     out.print(f"wrote {path}; check the proofs with: recycle verify {out_dir}")
 
 
+def statement(
+    number: NumberOpt,
+    tenure: Annotated[
+        str | None, typer.Option("--tenure", help="the tenure's start date YYYY-MM-DD (or its id T...)")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="the tenure that covered this date YYYY-MM-DD")
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="statement file (default: statement-<tenure id>.txt)")
+    ] = None,
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Issue a signed tenure statement (default: the number's latest tenure), logged in the ledger.
+
+    The file holds the number in clear (it is the subscriber's document) and is written 0600;
+    anyone verifies it offline with `recycle verify FILE --vkey KEY`."""
+    import datetime as dt
+
+    from pipelines.layout import write_private
+    from pipelines.ledger.nightly import open_ledger
+    from pipelines.ledger.statement_issue import issue_statement
+    from pipelines.numbers import mask
+
+    if tenure is not None and at is not None:
+        raise typer.BadParameter("give --tenure or --at, not both", param_hint="--at")
+    settings = settings_from(config, data)
+    e164 = parse_number(number, settings, "--number")
+    when = None if at is None else parse_date(at, "--at")
+    with state_connection(settings) as con, open_ledger(settings) as ledger:
+        issued = issue_statement(
+            con, ledger, e164, issued_at=dt.datetime.now(dt.UTC), zone=settings.zone, tenure=tenure, at=when
+        )
+    path = out_file or Path(f"statement-{issued.facts.tenure_id}.txt")
+    write_private(path, issued.data)
+    err.print(
+        f"wrote {path} (0600): tenure {issued.facts.tenure_id} of {mask(e164)}, ledger entry "
+        f"{issued.index}; check with: recycle verify {path} --vkey {settings.data_dir}/ledger/vkey",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def verify(
     path: Annotated[
         Path,
-        typer.Argument(help="an evidence bundle folder, a .tlog-proof file, a ledger folder or a checkpoint"),
+        typer.Argument(
+            help="an evidence bundle folder, a .tlog-proof file, a tenure statement, a ledger folder "
+            "or a checkpoint"
+        ),
     ],
     vkey: VkeyOpt = None,
     origin: OriginOpt = None,
 ) -> None:
-    """Verify offline; exit 1 with the precise reason on any mismatch."""
+    """Verify offline; exit 1 with the precise reason on any mismatch.
+
+    A ledger folder with files beyond its signed checkpoint still verifies (rc 0), with a
+    warning naming them (``beyond_checkpoint_advice`` says why it is not a failure)."""
     from pipelines.errors import VerificationError
-    from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file
+    from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file, verify_statement
+    from pipelines.ledger.evidence import INDEX_FILE, read_capped, verify_bundle
+    from pipelines.ledger.note import MAX_NOTE_BYTES
+    from pipelines.ledger.proof import MAX_PROOF_BYTES
+    from pipelines.ledger.statement import is_statement
+    from pipelines.ledger.verify import beyond_checkpoint_advice
 
     if not path.exists():
         # Nothing to verify is not a failed verification (rc 1): a wrong path, like a wrong --data.
@@ -131,29 +186,41 @@ def verify(
         )
         raise typer.Exit(DATA_DIR_EXIT)
     try:
-        if path.is_dir() and (path / "index.json").exists():
-            _verify_bundle(path, _verifier_key(path, vkey), origin)
+        if path.is_dir() and (path / INDEX_FILE).exists():
+            bundle = verify_bundle(path, _verifier_key(path, vkey), origin)
+            out.print(
+                f"OK: {len(bundle.verified)} proofs verified ({bundle.erased} erased) against the "
+                f"checkpoint of size {bundle.checkpoint.size}"
+            )
         elif path.is_dir():
             report = verify_log(path, _verifier_key(path, vkey), origin)
             out.print(
                 f"OK: ledger of {report.entries} entries, {report.tiles_checked} tiles and "
                 f"{report.bundles_checked} entry bundles recomputed; root matches the signed checkpoint"
             )
+            for line in beyond_checkpoint_advice(report):
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
+        elif is_statement(path):
+            data = read_capped(path, MAX_PROOF_BYTES, "tenure statement")
+            stated = verify_statement(data, _verifier_key(path.parent, vkey), origin)
+            out.print(f"OK: {stated.describe()}", highlight=False, soft_wrap=True)
         elif path.suffix == ".tlog-proof":
-            verified = verify_proof_file(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            data = read_capped(path, MAX_PROOF_BYTES, "tlog-proof")
+            verified = verify_proof_file(data, _verifier_key(path.parent, vkey), origin)
             out.print(f"OK: entry {verified.index} ({verified.entry.entry_type.label}) is in the log")
         else:
-            cp = open_checkpoint(path.read_bytes(), _verifier_key(path.parent, vkey), origin)
+            data = read_capped(path, MAX_NOTE_BYTES, "signed checkpoint")
+            cp = open_checkpoint(data, _verifier_key(path.parent, vkey), origin)
             out.print(f"OK: checkpoint {cp.origin} size {cp.size}")
     except VerificationError as exc:
-        err.print(f"[red]FAILED:[/red] {exc.diagnostics()}")
+        err.print(f"[red]FAILED:[/red] {exc.diagnostics()}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
 def _verifier_key(folder: Path, vkey: str | None) -> str:
     """``--vkey`` (a key string or a file holding one), else the ``vkey`` file in ``folder``."""
     if vkey is not None:
-        return Path(vkey).read_text().strip() if Path(vkey).is_file() else vkey
+        return _key_file_text(Path(vkey)) or vkey
     found = folder / "vkey"
     if not found.exists():
         raise typer.BadParameter(f"no --vkey given and no vkey file in {folder}")
@@ -161,18 +228,18 @@ def _verifier_key(folder: Path, vkey: str | None) -> str:
     return found.read_text().strip()
 
 
-def _verify_bundle(folder: Path, key: str, origin: str | None) -> None:
-    """Every proof an evidence bundle's ``index.json`` lists; erased entries have no file."""
-    from pipelines.ledger import verify_proof_file
+def _key_file_text(path: Path) -> str | None:
+    """The key in file ``path``, or None when ``--vkey`` is not a readable file (a key string).
 
-    items = json.loads((folder / "index.json").read_text())
-    entries = items["entries"] if isinstance(items, dict) else items
-    checked = 0
-    for item in entries:
-        if item.get("file"):
-            verify_proof_file((folder / item["file"]).read_bytes(), key, origin)
-            checked += 1
-    out.print(f"OK: {checked} proofs verified ({len(entries) - checked} erased)")
+    A key string longer than the OS allows for a file name makes ``is_file`` raise, not
+    return False (ENAMETOOLONG); a key file is one line, so 64 KiB bounds the read."""
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as fh:
+            return fh.read(64 << 10).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
 
 
 def audit_log_cmd(
@@ -229,8 +296,6 @@ def erase(
     yes: Annotated[bool, typer.Option("--yes", help="confirm: this cannot be undone")] = False,
 ) -> None:
     """Crypto-shred a number's ledger openings (erasure request); the log stays verifiable."""
-    from pipelines.db import open_state
-    from pipelines.layout import Layout
     from pipelines.ledger.evidence import erase_number
     from pipelines.ledger.nightly import open_ledger
     from pipelines.numbers import mask
@@ -239,6 +304,6 @@ def erase(
     e164 = parse_number(number, settings)
     if not yes:
         raise typer.BadParameter("erasure cannot be undone; repeat with --yes")
-    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+    with state_connection(settings) as con, open_ledger(settings) as ledger:
         n = erase_number(con, ledger, e164)
     err.print(f"erased the openings of {n} entries about {mask(e164)}")

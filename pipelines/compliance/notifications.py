@@ -120,6 +120,9 @@ def _read_json(body: bytes) -> pa.Table:
         raise DataContractError(f"item {i + 1}: unknown field(s) {names}; allowed: {', '.join(JSON_FIELDS)}")
     try:
         array = pa.array(items, type=_STRING_STRUCT)
+    except UnicodeEncodeError:  # a "\ud800" escape: a lone surrogate is no UTF-8 text
+        i = next(i for i, item in enumerate(items) if not _is_utf8(item))
+        raise DataContractError(f"item {i + 1}: a field holds a lone UTF-16 surrogate, not text") from None
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         i, name = next(
             (
@@ -132,6 +135,14 @@ def _read_json(body: bytes) -> pa.Table:
         )
         raise DataContractError(f"item {i + 1}: {name} must be a string") from None
     return pa.Table.from_struct_array(array).rename_columns(list(CSV_HEADER))
+
+
+def _is_utf8(item: dict[str, Any]) -> bool:
+    try:
+        json.dumps(item, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_csv(body: bytes) -> pa.Table:
@@ -176,7 +187,10 @@ def _first_bad_csv_line(data: bytes) -> str | None:
             if n == len(lines):
                 continue  # after the newline that ends the last line
             return f"line {n}: blank line; remove it"
-        fields = next(csv.reader([text]))
+        try:
+            fields = next(csv.reader([text]))
+        except csv.Error as exc:  # a field over csv's 128 KiB limit, a lone carriage return
+            return f"line {n}: {exc}"
         if len(fields) != len(CSV_HEADER):
             return f"line {n}: expected {len(CSV_HEADER)} fields ({','.join(CSV_HEADER)}), got {len(fields)}"
     return None

@@ -94,7 +94,13 @@ def parse_canonical(data: bytes, what: str) -> Any:
         raise FormatError(f"{what}: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"{what}: not JSON ({exc})") from None
-    if canonical_json(obj) != data:
+    except RecursionError:  # json.loads recurses per nesting level; metadata is 4 levels deep
+        raise FormatError(f"{what}: JSON nested too deeply") from None
+    try:
+        canonical = canonical_json(obj)
+    except UnicodeEncodeError:  # a "\ud800" escape: a lone surrogate has no UTF-8 form
+        raise FormatError(f"{what}: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+    if canonical != data:
         raise FormatError(
             f"{what}: not in canonical form (sorted keys, no whitespace, UTF-8, no escapes); "
             "the file was altered or written by another tool"

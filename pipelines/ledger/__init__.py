@@ -3,9 +3,14 @@
 Writers (the nightly run) use :class:`Ledger` with a :class:`CheckpointSigner` and an
 :class:`OpeningsStore`; auditors and platforms use :func:`verify_proof_file`,
 :func:`verify_log` and :func:`audit_log`, which need only public files and the verifier key.
-Formats and the audit procedure are described in ``docs/ledger.md``.
+Formats and the audit procedure are described in ``docs/ledger.md``; signed tenure statements
+(:func:`issue_statement` writes one, :func:`verify_statement` checks one offline) in
+``docs/statements.md``.
 """
 
+from typing import TYPE_CHECKING
+
+from pipelines.lazy import lazy_attributes
 from pipelines.ledger.entries import (
     CanonicalValue,
     Entry,
@@ -14,11 +19,10 @@ from pipelines.ledger.entries import (
     commitment,
     tenure_ref_for,
 )
-from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.merkle import verify_consistency, verify_inclusion
 from pipelines.ledger.note import Checkpoint, Verifier, open_checkpoint
-from pipelines.ledger.openings import Opening, OpeningsStore
 from pipelines.ledger.signer import CheckpointSigner, FileSigner, Signer, load_or_create_signer
+from pipelines.ledger.statement import VerifiedStatement, verify_statement
 from pipelines.ledger.verify import (
     AuditFinding,
     AuditReport,
@@ -28,6 +32,22 @@ from pipelines.ledger.verify import (
     verify_log,
     verify_proof_file,
 )
+
+if TYPE_CHECKING:
+    from pipelines.ledger.ledger import Ledger
+    from pipelines.ledger.openings import Opening, OpeningsStore
+    from pipelines.ledger.statement_issue import issue_statement
+
+# The writer's names (the openings store is a DuckDB file) load on first use: a verifier of
+# proofs and statements (a light client) imports this package without DuckDB or pyarrow.
+_LAZY = {
+    "Ledger": "pipelines.ledger.ledger",
+    "Opening": "pipelines.ledger.openings",
+    "OpeningsStore": "pipelines.ledger.openings",
+    "issue_statement": "pipelines.ledger.statement_issue",
+}
+
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "AuditFinding",
@@ -45,9 +65,11 @@ __all__ = [
     "PreparedEntry",
     "Signer",
     "VerifiedEntry",
+    "VerifiedStatement",
     "Verifier",
     "audit_log",
     "commitment",
+    "issue_statement",
     "load_or_create_signer",
     "open_checkpoint",
     "tenure_ref_for",
@@ -55,4 +77,5 @@ __all__ = [
     "verify_inclusion",
     "verify_log",
     "verify_proof_file",
+    "verify_statement",
 ]

@@ -53,6 +53,7 @@ class EntryType(IntEnum):
     REISSUE_VIOLATION = 9  # a reissue of a number that was not available (compliance violation)
     FEED_MANIFEST = 10  # commits to one day's signed feed manifest
     CORRECTION = 11  # corrects an earlier entry (the value names it); entries are never rewritten
+    TENURE_STATEMENT = 12  # a signed tenure statement was issued: commits to its facts (statement.py)
 
     @property
     def label(self) -> str:

@@ -33,7 +33,7 @@ from pipelines.ledger.entries import (
 )
 from pipelines.ledger.log import CHECKPOINT_FILE, VKEY_FILE, TiledLog, WriterLock
 from pipelines.ledger.merkle import EMPTY_ROOT, verify_consistency
-from pipelines.ledger.note import Checkpoint, Verifier, b64, open_checkpoint
+from pipelines.ledger.note import Checkpoint, Verifier, b64, open_checkpoint, sign_note
 from pipelines.ledger.openings import NewOpening, Opening, OpeningsStore
 from pipelines.ledger.proof import TileReader, TlogProof, consistency_proof, inclusion_proof
 from pipelines.ledger.signer import CheckpointSigner
@@ -162,6 +162,19 @@ class Ledger:
     def vkey(self) -> str:
         """The verifier key auditors pin: ``name+hex8+base64``."""
         return self._verifier.vkey
+
+    @property
+    def verifier(self) -> Verifier:
+        """The log's verifier key (``label`` names it as ``name+hex8``)."""
+        return self._verifier
+
+    def sign_note(self, text: bytes) -> bytes:
+        """A C2SP signed note of ``text`` by the log's key (a tenure statement, ``statement.py``).
+
+        One key for checkpoints and statements: a verifier pins one published key. The signer
+        refuses any text that parses as a checkpoint, so a note can never pass for one.
+        """
+        return sign_note(text, [self._signer])
 
     def _tiles(self) -> TileReader:
         if self._reader is None or self._reader.size != self._log.size:

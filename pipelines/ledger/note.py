@@ -23,6 +23,12 @@ from pipelines.errors import FormatError, SignatureError
 
 ALG_ED25519 = 0x01
 MAX_SIGNATURES = 100  # Go's note.Open refuses more, to bound the work per note
+# A checkpoint note is three short lines and a few signatures (100 of them are ~14 KB): a file
+# larger than this is not a note, and readers refuse it before reading it whole.
+MAX_NOTE_BYTES = 1 << 16
+# Tree sizes are non-negative int64, as in Go's tlog (strconv.ParseInt(.., 10, 64)): a larger
+# size cannot be a real log, and an unbounded one would drive proof and tile loops.
+MAX_TREE_SIZE = (1 << 63) - 1
 _SIG_PREFIX = "— "  # em dash, space
 _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
@@ -192,6 +198,8 @@ def open_note(msg: bytes, verifiers: Sequence[Verifier]) -> Note:
     :class:`FormatError` for a malformed note, :class:`SignatureError` for a bad signature from
     a known key or when no known key signed it.
     """
+    if len(msg) > MAX_NOTE_BYTES:
+        raise FormatError(f"malformed note: {len(msg)} bytes is larger than any note ({MAX_NOTE_BYTES})")
     _check_text(msg)
     split = msg.rfind(b"\n\n")
     if split < 0:
@@ -250,8 +258,8 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if not self.origin or "\n" in self.origin or any(ch < " " for ch in self.origin):
             raise FormatError("checkpoint: the origin must be one non-empty line")
-        if self.size < 0 or len(self.root) != 32:
-            raise FormatError("checkpoint: size must be >= 0 and the root 32 bytes")
+        if not 0 <= self.size <= MAX_TREE_SIZE or len(self.root) != 32:
+            raise FormatError(f"checkpoint: size must be 0..{MAX_TREE_SIZE} and the root 32 bytes")
 
     def to_bytes(self) -> bytes:
         return f"{self.origin}\n{self.size}\n{b64(self.root)}\n".encode()
@@ -269,8 +277,10 @@ class Checkpoint:
                 "checkpoint: expected exactly origin, size and root lines (extension lines are not accepted)"
             )
         origin, size, root64 = lines[:3]
-        if not _DECIMAL.fullmatch(size):
-            raise FormatError(f"checkpoint: tree size {size[:24]!r} is not a decimal without leading zeros")
+        if not _DECIMAL.fullmatch(size) or len(size) > len(str(MAX_TREE_SIZE)):
+            raise FormatError(
+                f"checkpoint: tree size {size[:24]!r} is not a decimal up to {MAX_TREE_SIZE} without leading zeros"
+            )
         root = b64decode_strict(root64, "checkpoint root")
         if len(root) != 32:
             raise FormatError(f"checkpoint: root hash is {len(root)} bytes, expected 32")

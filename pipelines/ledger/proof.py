@@ -27,6 +27,9 @@ from pipelines.ledger.tiles import (
 
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROOF_HASHES = 64
+# The largest real proof: a 64 KiB canonical value in base64, 64 hashes and a checkpoint note
+# with up to 100 signatures is under 100 KiB; a larger file is refused before it is parsed.
+MAX_PROOF_BYTES = 1 << 20
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 
 
@@ -134,6 +137,8 @@ class TlogProof:
     @classmethod
     def from_bytes(cls, data: bytes) -> TlogProof:
         """Parse strictly; the result re-serialises to exactly ``data``."""
+        if len(data) > MAX_PROOF_BYTES:
+            raise FormatError(f"tlog-proof: {len(data)} bytes is larger than any proof ({MAX_PROOF_BYTES})")
         head, sep, checkpoint = data.partition(b"\n\n")
         if not sep or not checkpoint:
             raise FormatError("tlog-proof: no blank line before the checkpoint")

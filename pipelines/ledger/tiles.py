@@ -99,6 +99,12 @@ class Tile:
         return tile
 
 
+def max_tile_bytes(tile: Tile) -> int:
+    """The most bytes ``tile``'s file can hold: ``width`` hashes, or ``width`` entries of at most
+    ``MAX_ENTRY_SIZE`` each. A reader refuses a larger file before reading it (a hostile mirror)."""
+    return tile.width * (2 + MAX_ENTRY_SIZE if tile.level == ENTRIES else 32)
+
+
 def partial_width(size: int, level: int) -> int:
     """Width of the partial tile at ``level`` for a tree of ``size`` (0: there is none)."""
     return (size >> (TILE_HEIGHT * level)) % TILE_WIDTH

@@ -11,10 +11,7 @@ import os
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING
 
 from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
 from pipelines.ledger.entries import (
@@ -29,7 +26,7 @@ from pipelines.ledger.entries import (
     commitment,
     tenure_ref_for,
 )
-from pipelines.ledger.log import CHECKPOINT_FILE, frontier_root, is_beyond, split_hashes
+from pipelines.ledger.log import CHECKPOINT_FILE, PENDING_FILE, frontier_root, is_beyond, split_hashes
 from pipelines.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,
@@ -46,7 +43,14 @@ from pipelines.ledger.tiles import (
     Tile,
     decode_bundle,
     encode_bundle,
+    max_tile_bytes,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# DuckDB and pyarrow are imported by the audit only, where they are used: verify_proof_file is
+# what a light client (statement.py, a tenure statement's verifier) needs, without either.
 
 
 def evidence_extra(entry: Entry, opening: bytes, value: CanonicalValue) -> bytes:
@@ -106,6 +110,10 @@ class LogReport:
     tiles_checked: int
     bundles_checked: int
     ignored_files: tuple[str, ...] = ()  # beyond the checkpoint (a crashed batch) or not tile paths
+    # The tiles and entry bundles among ``ignored_files`` that only a larger tree has: written
+    # after the signed checkpoint, covered by no signature (see ``beyond_checkpoint_advice``).
+    beyond_checkpoint: tuple[str, ...] = ()
+    pending: bool = False  # the writer's marker of a batch appended but not yet signed is present
 
 
 @dataclass
@@ -114,6 +122,7 @@ class _Files:
 
     widths: dict[tuple[int, int], set[int]] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    beyond: list[str] = field(default_factory=list)
 
 
 def _scan_files(ledger_dir: Path, size: int) -> _Files:
@@ -132,9 +141,11 @@ def _scan_files(ledger_dir: Path, size: int) -> _Files:
                 continue
             if is_beyond(tile, size):
                 files.ignored.append(rel)
+                files.beyond.append(rel)
                 continue
             files.widths.setdefault((tile.level, tile.index), set()).add(tile.width)
     files.ignored.sort()
+    files.beyond.sort()
     return files
 
 
@@ -151,7 +162,13 @@ class _Checker:
 
     def _read(self, tile: Tile) -> bytes:
         try:
-            return (self.dir / tile.path).read_bytes()
+            path = self.dir / tile.path
+            if path.stat().st_size > max_tile_bytes(tile):
+                raise LogIntegrityError(
+                    f"{tile.path} is {path.stat().st_size} bytes, more than a {tile.width}-wide tile can "
+                    "hold; the file was altered or replaced: restore it from a mirror or backup"
+                )
+            return path.read_bytes()
         except FileNotFoundError as exc:
             raise LogIntegrityError(
                 f"{tile.path} is missing but the checkpointed tree of size {self.size} needs it; "
@@ -269,7 +286,15 @@ def _scan_log(
             f"the entries hash to a different root than the signed checkpoint of size {size}: "
             "entries or tiles were altered after signing"
         )
-    return LogReport(checkpoint, size, checker.tiles_checked, checker.bundles_checked, tuple(files.ignored))
+    return LogReport(
+        checkpoint,
+        size,
+        checker.tiles_checked,
+        checker.bundles_checked,
+        tuple(files.ignored),
+        tuple(files.beyond),
+        (ledger_dir / PENDING_FILE).exists(),
+    )
 
 
 def verify_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None = None) -> LogReport:
@@ -277,9 +302,48 @@ def verify_log(ledger_dir: Path, vkey: str | Verifier, origin: str | None = None
 
     Recomputes every leaf hash from the entry bundles, every tile level above, and the root,
     comparing each with the files on disk and the root with the signed checkpoint. Files
-    beyond the checkpoint (a crashed, unpublished batch) are reported in ``ignored_files``.
+    beyond the checkpoint (a crashed, unpublished batch) are reported in ``ignored_files``
+    and ``beyond_checkpoint``; :func:`beyond_checkpoint_advice` says what they mean.
     """
     return _scan_log(ledger_dir, vkey, origin, None)
+
+
+def beyond_checkpoint_advice(report: LogReport) -> list[str]:
+    """Warning lines for files the signed checkpoint does not cover; empty when there are none.
+
+    A warning, not a failure, and the reason: the signed checkpoint alone says what the log
+    holds, and everything up to its size verified; files past it are covered by no signature,
+    so they neither add to nor take from that. The writer leaves them, by design, when a night
+    stops between appending a batch and signing it (``log.py``'s crash protocol), and deletes
+    them the next time it opens the ledger; failing on them would call every interrupted night
+    tampering. They must still be seen: nothing in them may be relied on until a checkpoint
+    covers them, and without the writer's pending marker nobody is known to have written them.
+    """
+    size = report.checkpoint.size
+    lines: list[str] = []
+    if report.beyond_checkpoint:
+        shown = ", ".join(report.beyond_checkpoint[:5])
+        more = f" and {len(report.beyond_checkpoint) - 5} more" if len(report.beyond_checkpoint) > 5 else ""
+        why = (
+            "the writer's pending marker is there: a night is appending now, or stopped after "
+            "appending and before signing; if no night is running, rerun the last one "
+            "(recycle run --date D): its ledger step removes them and appends again"
+            if report.pending
+            else "no pending marker says the ledger writer left them: if this is the carrier's ledger, "
+            "find out what wrote them; on a mirror, sync it again from the carrier"
+        )
+        lines.append(
+            f"WARNING: {len(report.beyond_checkpoint)} tile file(s) beyond the signed checkpoint of size "
+            f"{size}, which no signature covers: {shown}{more}; {why}. Do not rely on them."
+        )
+    stray = sorted(set(report.ignored_files) - set(report.beyond_checkpoint))
+    if stray:
+        shown = ", ".join(stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+        lines.append(
+            f"WARNING: {len(stray)} file(s) under tile/ that are not tiles of the log (ignored): {shown}; "
+            "temporary files of an interrupted write are removed when the ledger is next opened"
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -341,6 +405,9 @@ class _EntryCollector(_Visitor):
 
     def table(self) -> pa.Table:
         """Columns ``idx`` (u64), ``etype`` (u8) and ``ref`` (16 bytes), built without a per-entry loop."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         blob, n = b"".join(self.chunks), self.count
         self.chunks = []  # 50 bytes an entry: do not hold the log twice
         entries = pa.Array.from_buffers(pa.binary(ENTRY_SIZE), n, [None, pa.py_buffer(blob)])
@@ -411,6 +478,8 @@ def audit_log(
     reminder). The public log cannot show whether the reminders fell on distinct days; that
     needs the openings.
     """
+    import duckdb
+
     collector = _EntryCollector()
     report = _scan_log(ledger_dir, vkey, origin, collector)
     con = duckdb.connect()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipelines.config import Settings
-from pipelines.db import open_state, transaction
+from pipelines.db import night_lock, open_state, transaction, writing_for
 from pipelines.layout import Layout, atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
 
     layout = Layout(settings.data_dir)
     letters_dir = layout.outbox_dir / "letters"
+    journal_dir = layout.outbox_dir / "journal"  # no second send after a kill: reminders.journal
     with open_state(layout.state_db) as con:
         channels: dict[str, Channel]
         if not ctx.simulate_gateways:
@@ -132,7 +133,8 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
                 "sms": SmsHttpChannel(settings.sms),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
-            return {"send": _jsonable(send_reminders(con, settings, day, channels))}
+            report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
+            return {"send": _jsonable(report)}
         from pipelines.dev.simulators import GatewaySimulator, write_receipts
 
         with GatewaySimulator() as sim:
@@ -141,7 +143,7 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
                 "sms": SmsHttpChannel(sim.sms_settings()),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
-            report = send_reminders(con, settings, day, channels)
+            report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
             accepted = sim.drain()
         receipts = write_receipts(
             accepted, letters_dir, day, layout.inbox(day + dt.timedelta(days=1)), ctx.gateway_seed
@@ -239,6 +241,15 @@ def step_log_line(name: str, day: dt.date, elapsed_s: float, report: Mapping[str
 
 
 def run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None = None) -> Mapping[str, Any]:
+    """Run one named step for ``day`` under the night lock (``recycle run`` already holds it for
+    all its dates; an Airflow task takes it here and refuses, transiently, while a `recycle run`
+    holds it), naming the step as the state file's writer (:mod:`pipelines.db.locks`)."""
+    purpose = f"nightly step {name} of {day}"
+    with night_lock(settings.data_dir, [day], purpose=purpose), writing_for(purpose):
+        return _run_step(settings, day, name, ctx)
+
+
+def _run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None) -> Mapping[str, Any]:
     """Run one named step for ``day`` and record its report under the run's folder."""
     step = get_step(name)
     started = time.monotonic()

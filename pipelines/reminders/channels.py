@@ -114,13 +114,23 @@ class BatchOutcome:
         return tuple(f for f in self.failed if f.permanent)
 
 
+AcceptedHook = Callable[[SendResult], None]
+"""Called with each acceptance as soon as the gateway's answer is read, before the caller's thread
+hands the gateway its next message (the send journal's ``record``); it must be thread-safe."""
+
+
 class Channel(Protocol):
-    """A reminder channel. ``send_batch`` never raises for one bad message; it reports it."""
+    """A reminder channel. ``send_batch`` never raises for one bad message; it reports it.
+
+    ``on_accepted``, when given, is called with every acceptance before the next message of the
+    same thread goes out (:mod:`pipelines.reminders.journal`: no second send after a kill)."""
 
     @property
     def name(self) -> ChannelName: ...
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome: ...
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome: ...
 
 
 def send_with_retry(
@@ -130,12 +140,14 @@ def send_with_retry(
     attempts: int = 3,
     backoff_s: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
+    on_accepted: AcceptedHook | None = None,
 ) -> BatchOutcome:
     """Send ``reminders``, retrying transient failures ``attempts - 1`` times with backoff.
 
     Waits ``backoff_s``, ``2 * backoff_s``, ... between attempts. The returned outcome holds
     every send and what still failed (permanent, or transient after the last attempt) so the
-    caller can fall back to the next channel.
+    caller can fall back to the next channel. ``on_accepted`` goes to the channel; it is not
+    passed when None, so a channel written without the hook (a test's) still works.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
@@ -155,7 +167,7 @@ def send_with_retry(
                 attempts,
             )
             sleep(delay)
-        outcome = channel.send_batch(pending)
+        outcome = channel.send_batch(pending, on_accepted) if on_accepted else channel.send_batch(pending)
         sent.extend(outcome.sent)
         permanent.extend(outcome.permanent)
         transient = list(outcome.transient)
@@ -225,7 +237,9 @@ class SmtpChannel:
         _, _, domain = settings.sender.rpartition("@")
         self._domain = domain or "localhost"
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
         _check_batch(self.name, reminders)
         sent: list[SendResult] = []
         failed: list[SendFailure] = []
@@ -268,6 +282,8 @@ class SmtpChannel:
                         failed.append(self._failure(reminder, False, str(exc)))
                     else:
                         sent.append(SendResult(reminder.reminder_id, self.name, ref, self._clock()))
+                        if on_accepted:  # before the next MAIL FROM: the journal has it
+                            on_accepted(sent[-1])
                         log.debug("email %s accepted for %s", reminder.reminder_id, mask_contact(reminder.to))
                     break
         finally:
@@ -448,7 +464,9 @@ class SmsHttpChannel:
         self._verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._clock = clock
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
         _check_batch(self.name, reminders)
         if not reminders:
             return BatchOutcome()
@@ -460,7 +478,10 @@ class SmsHttpChannel:
         ) as client:
 
             def one(reminder: OutgoingReminder) -> SendResult | SendFailure:
-                return self._send_one(client, breaker, reminder)
+                result = self._send_one(client, breaker, reminder)
+                if on_accepted and isinstance(result, SendResult):
+                    on_accepted(result)  # in this worker, before it takes its next message
+                return result
 
             if self._concurrency == 1:
                 results = [one(r) for r in reminders]
@@ -579,7 +600,9 @@ class LetterBatchChannel:
         self.path = letter_batch_path(out_dir, day)
         self._clock = clock
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
         _check_batch(self.name, reminders)
         failed = [
             SendFailure(r.reminder_id, self.name, True, "no postal reference")
@@ -611,6 +634,9 @@ class LetterBatchChannel:
             SendResult(r.reminder_id, self.name, f"{self.path.name}#{r.reminder_id}", accepted_at)
             for r in good
         ]
+        if on_accepted:  # the whole batch is in the file at once: it was accepted at once
+            for result in sent:
+                on_accepted(result)
         return _summarise(self.name, sent, failed)
 
     def _read(self) -> dict[str, tuple[str, ...]]:

@@ -102,6 +102,12 @@ def _first_bad(values: list[Any], ok: Callable[[Any], bool]) -> int:
     return next(i for i, v in enumerate(values) if not ok(v))
 
 
+def _is_utf8(value: Any) -> bool:
+    return not isinstance(value, str) or value.encode("utf-8", "surrogatepass") == value.encode(
+        "utf-8", "replace"
+    )
+
+
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -129,6 +135,15 @@ def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today
     try:
         phone_arr = pa.array(phones, type=pa.string())
         date_arr = pa.array(dates, type=pa.string())
+    except UnicodeEncodeError:  # a "\ud800" escape in the JSON: a lone surrogate is no UTF-8 text
+        bad = _first_bad(
+            [*zip(phones, dates, strict=True)], lambda pair: _is_utf8(pair[0]) and _is_utf8(pair[1])
+        )
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"query {bad + 1}: phoneNumber and specifiedDate must be text (no lone surrogate)",
+        ) from None
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         bad = _first_bad(
             [*zip(phones, dates, strict=True)],

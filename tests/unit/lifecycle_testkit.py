@@ -21,7 +21,7 @@ import pipelines.lifecycle as lc
 import pipelines.reminders as rm
 from pipelines import db
 from pipelines.config import Policy, Settings
-from pipelines.reminders.channels import BatchOutcome, OutgoingReminder, SendFailure, SendResult
+from pipelines.reminders.channels import AcceptedHook, BatchOutcome, OutgoingReminder, SendFailure, SendResult
 
 D0 = dt.date(2026, 3, 1)
 # Compressed time, as in the demo: 10-day freeze, 5-day 双停 suspension, reminders on day 0,
@@ -79,7 +79,9 @@ class MemoryChannel:
         self.transient = set(transient)
         self.sent: list[OutgoingReminder] = []
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
         ok: list[SendResult] = []
         bad: list[SendFailure] = []
         for r in reminders:
@@ -97,6 +99,8 @@ class MemoryChannel:
                         dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
                     )
                 )
+                if on_accepted:
+                    on_accepted(ok[-1])
         return BatchOutcome(tuple(ok), tuple(bad))
 
 

@@ -44,6 +44,7 @@ def test_type_codes_are_fixed() -> None:
         "reissue_violation": 9,
         "feed_manifest": 10,
         "correction": 11,
+        "tenure_statement": 12,
     }
 
 
@@ -59,7 +60,7 @@ def test_entry_round_trip_and_layout() -> None:
     [
         b"\x01\x06" + bytes(48) + b"\x00",  # trailing byte
         b"\x01\x06" + bytes(47),  # short
-        b"\x01\x0c" + bytes(48),  # unknown type 12
+        b"\x01\x0d" + bytes(48),  # unknown type 13 (12 is tenure_statement)
         b"\x01\x00" + bytes(48),  # unknown type 0
         b"\x02\x06" + bytes(48),  # unknown version
     ],
