@@ -160,6 +160,7 @@ def _tree(root: Path) -> dict[str, tuple[int, str]]:
     }
 
 
+@pytest.mark.slow  # about a minute: dag.test() reschedules the sensor until its 3 s timeout
 def test_a_night_without_drops_waits_then_fails_and_writes_nothing(
     tmp_path: Path, airflow_db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
