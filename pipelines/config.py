@@ -142,6 +142,10 @@ class Settings:
     # and a complaint about a missed reminder is usually raised within months; PIPL's
     # "minimum necessary" asks for no longer. The ledger keeps the evidence without contacts.
     contact_retention_days: int = 180
+    # The Airflow DAG's sensor waits this long for a night's required drops (and for its carrier
+    # day to end), looking every drops_poke_seconds; then the night fails, having written nothing.
+    drops_wait_minutes: float = 360.0
+    drops_poke_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         name = self.timezone or _REGION_ZONES.get(self.default_region.upper(), "UTC")
@@ -158,6 +162,8 @@ class Settings:
             raise ConfigError("config: receipt_clock_skew_minutes must be >= 0")
         if self.contact_retention_days < 1:
             raise ConfigError("config: contact_retention_days must be >= 1 (days after release)")
+        if self.drops_wait_minutes < 0 or self.drops_poke_seconds <= 0:
+            raise ConfigError("config: drops_wait_minutes must be >= 0 and drops_poke_seconds > 0")
 
     def policy(self, region: str) -> Policy:
         """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""

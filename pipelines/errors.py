@@ -119,6 +119,16 @@ class ComplianceViolationError(TerminalError):
     """The nightly run found a reissue that broke the release gate, or too many exceptions."""
 
 
+class NightRefusedError(TerminalError):
+    """A night's preconditions do not hold (its date, the nights before and after it, its drops);
+    it was refused before its first step, so nothing of it was written."""
+
+
+class NightNotReadyError(NightRefusedError):
+    """The night cannot run *yet*: its carrier day has not ended or a required drop is missing.
+    Refused like any other by ``recycle run``; the Airflow sensor waits on it instead."""
+
+
 class GatewayError(TransientError):
     """A reminder channel (SMTP, SMS gateway, print house) refused or did not answer."""
 

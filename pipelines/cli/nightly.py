@@ -113,6 +113,13 @@ def run(
             "--init", help="create the data directory when it does not exist (else a missing one is refused)"
         ),
     ] = False,
+    empty_night: Annotated[
+        bool,
+        typer.Option(
+            "--empty-night",
+            help="run without a lifecycle or reissue drop, on purpose (the waiver is recorded)",
+        ),
+    ] = False,
     wait: Annotated[
         float,
         typer.Option(
@@ -129,13 +136,20 @@ def run(
     from rich.progress import Progress
 
     from pipelines.db import night_lock
+    from pipelines.db.locks import night_holder
+    from pipelines.nightly.preflight import check_nights
     from pipelines.nightly.steps import RunContext, step_names
 
     days = _days(date, start, end)
     settings = settings_from(config, data, needs="nothing" if init else "dir")
+    # Every night of the command is checked before anything is written, the lock file included
+    # (run_day checks each again under the lock). While another run is at work its night is half
+    # done: the lock answers first (busy, or --wait), not a misleading "previous night incomplete".
+    if night_holder(settings.data_dir) is None:
+        check_nights(settings, days, now=dt.datetime.now(dt.UTC), empty_night=empty_night)
     if init:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
+    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode, empty_night=empty_night)
     # Refusing is the default, not waiting: a second run is most often a mistake (a cron
     # entry beside the Airflow DAG, a backfill typed twice); queueing is asked for with --wait.
     with night_lock(settings.data_dir, days, wait=wait, on_wait=_say):
@@ -206,6 +220,9 @@ def status(
         if "lifecycle" in report:
             render_lifecycle(report["lifecycle"], out)
         out.print(f"outcome: {report['outcome']}", highlight=False)
+        waived = report.get("preflight", {}).get("waived_drops")
+        if waived:
+            out.print(f"empty night: ran without {', '.join(waived)} drops (--empty-night)", highlight=False)
     # A night at work has its steps half done: say who runs it, not "it stopped" or "never ran".
     running = night_holder(settings.data_dir)
     if running is not None:

@@ -34,6 +34,7 @@ class RunContext:
     gateway_seed: int = 7  # the simulated receipts' seed
     alerts_mode: AlertsMode = "raise"  # "record": log a compliance stop instead of failing
     exception_rate_window_days: int = 30
+    empty_night: bool = False  # --empty-night: run without the required drops, on purpose (preflight)
 
 
 AlertsMode = Literal["raise", "record"]
@@ -289,8 +290,14 @@ def run_day(
     ctx: RunContext | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Mapping[str, Any]]:
-    """Run every step for ``day`` in order, in this process."""
+    """Run every step for ``day`` in order, in this process, once the night's preconditions
+    hold (``pipelines.nightly.preflight``: a refused night raises before anything is written)."""
+    from pipelines.nightly import preflight
+
     ctx = ctx or RunContext()
+    # The wall clock only decides whether day D has ended in the carrier's zone; steps use D.
+    check = preflight.check_night(settings, day, now=dt.datetime.now(dt.UTC), empty_night=ctx.empty_night)
+    preflight.record_check(settings, check)
     reports: dict[str, Mapping[str, Any]] = {}
     for step in STEPS:
         if on_step:

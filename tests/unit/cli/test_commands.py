@@ -68,6 +68,7 @@ OPTIONS = {
         "--simulate-gateways",
         "--alerts",
         "--init",
+        "--empty-night",
         "--wait",
     },
     "status": {"--date", "--config", "--data", "--json"},
