@@ -180,6 +180,21 @@ class Settings:
             instant = instant.replace(tzinfo=dt.UTC)
         return instant.astimezone(self.zone).date()
 
+    def night_of(self, logical: dt.datetime) -> dt.date:
+        """The carrier's day an Airflow run's logical date names.
+
+        A scheduled run's interval starts at the carrier's midnight (the DAG's timetable is in
+        its zone); a date an operator types (``airflow dags test DAG 2026-09-03``) arrives as
+        midnight UTC. Both name that very day, in every zone, east or west of UTC; any other
+        instant (a trigger "now") names the carrier's day it falls in."""
+        if logical.tzinfo is None:
+            logical = logical.replace(tzinfo=dt.UTC)
+        local = logical.astimezone(self.zone)
+        utc = logical.astimezone(dt.UTC)
+        if local.time() != dt.time() and utc.time() == dt.time():
+            return utc.date()
+        return local.date()
+
     def day_start(self, day: dt.date) -> dt.datetime:
         """The instant (aware, UTC) the carrier's ``day`` begins."""
         return dt.datetime.combine(day, dt.time(), self.zone).astimezone(dt.UTC)

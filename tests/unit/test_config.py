@@ -139,3 +139,19 @@ def test_channels_smpp_refuses_a_password_in_the_file_and_bad_values(tmp_path: P
         load_settings(cfg, env={})
     with pytest.raises(ConfigError, match="at most 8"):
         load_settings(env={"RECYCLE_SMPP_PASSWORD": "123456789"})
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/New_York", "UTC", "Pacific/Kiritimati"])
+def test_an_airflow_logical_date_names_the_carrier_day_east_or_west(zone: str) -> None:
+    """The DAG's timetable starts a night's interval at the carrier's midnight; a typed date is
+    midnight UTC; a trigger "now" falls inside the carrier's day. Each names the right day."""
+    s = Settings(timezone=zone)
+    day = dt.date(2026, 9, 3)
+    assert s.night_of(dt.datetime.combine(day, dt.time(), s.zone)) == day
+    assert s.night_of(dt.datetime.combine(day, dt.time(), s.zone).astimezone(dt.UTC)) == day  # as Airflow
+    assert s.night_of(dt.datetime(2026, 9, 3, tzinfo=dt.UTC)) == day
+    assert s.night_of(dt.datetime(2026, 9, 3)) == day  # naive: UTC
+    noon_local = dt.datetime.combine(day, dt.time(12), s.zone)
+    assert s.night_of(noon_local.astimezone(dt.UTC)) == day
+    late_local = dt.datetime.combine(day, dt.time(23, 30), s.zone)
+    assert s.night_of(late_local) == day
