@@ -213,7 +213,9 @@ _ZH = _Texts(
             sms_lead=Template("紧急：您的原号码${number}已于${release}放号，可能很快分配给新用户，"),
         ),
         "violation": _Urgent(
-            subject=Template("【${carrier}】紧急通知：号码${number}已于${release}分配给新用户，请立即解绑账户"),
+            subject=Template(
+                "【${carrier}】紧急通知：号码${number}已于${release}分配给新用户，请立即解绑账户"
+            ),
             letter_title=Template("紧急通知：手机号码${number}已分配给新用户"),
             lead=Template(
                 "紧急通知：您在${carrier}的原手机号码${number}已于${release}分配给新用户，"
@@ -316,7 +318,9 @@ _EN = _Texts(
             ),
         ),
         "exception": _Urgent(
-            subject=Template("URGENT ${carrier}: mobile number ${number} was released for reissue on ${release}"),
+            subject=Template(
+                "URGENT ${carrier}: mobile number ${number} was released for reissue on ${release}"
+            ),
             letter_title=Template("URGENT: mobile number ${number} has been released for reissue"),
             lead=Template(
                 "URGENT: the mobile number ${number}, which you cancelled with ${carrier} on "
