@@ -187,7 +187,7 @@ STEPS: tuple[Step, ...] = (
     Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
     Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
     Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
-    Step("alerts", step_alerts, doc="compliance: reissue violations, releases with an exception, the exception rate"),
+    Step("alerts", step_alerts, doc="compliance: reissue violations, exceptions, exception rates"),
 )
 
 
