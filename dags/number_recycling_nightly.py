@@ -1,8 +1,12 @@
-"""Nightly number-recycling run: one Airflow task per pipeline step, nothing else.
+"""Nightly number-recycling run: a sensor for the night's drops, its preflight, then one Airflow
+task per pipeline step, nothing else.
 
 The business logic lives in ``pipelines``; each task passes the logical date and reads the
 settings from the environment (``RECYCLE_CONFIG`` / ``RECYCLE_DATA_DIR``). Steps that write
 the DuckDB state share the pool ``recycle_state`` (size 1): DuckDB allows one writer.
+``drops`` waits (reschedule mode: no worker slot held) for the night's carrier day to end and
+its lifecycle/reissue drops (``pipelines.nightly.preflight``); ``preflight`` checks the night
+again and records its grounds; a refused night writes nothing.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from pipelines.config import load_settings
 from pipelines.nightly.steps import STEPS
 
 STATE_POOL = "recycle_state"
+# Read when the DAG is parsed: a sensor's timing is fixed then (drops_wait_minutes in the config).
+_SETTINGS = load_settings()
 
 
 def _logical_day(context: dict[str, Any]) -> dt.date:
@@ -34,7 +41,6 @@ def _logical_day(context: dict[str, Any]) -> dt.date:
 
 
 def _run(step_name: str, **context: Any) -> dict[str, Any]:
-    from pipelines.config import load_settings
     from pipelines.errors import TerminalError
     from pipelines.nightly.steps import RunContext, run_step
 
@@ -51,9 +57,57 @@ def _run(step_name: str, **context: Any) -> dict[str, Any]:
     return {"date": day.isoformat(), "step": step_name}
 
 
+@task.sensor(
+    task_id="drops",
+    poke_interval=_SETTINGS.drops_poke_seconds,
+    timeout=_SETTINGS.drops_wait_minutes * 60,
+    mode="reschedule",
+    retries=0,
+)
+def _wait_for_drops(**context: Any) -> bool:
+    """True once the night may run; a refusal waiting cannot fix fails at once."""
+    import logging
+
+    from pipelines.errors import NightRefusedError
+    from pipelines.nightly.preflight import waiting_for
+
+    day = _logical_day(context)
+    try:
+        reason = waiting_for(
+            load_settings(),
+            day,
+            now=dt.datetime.now(dt.UTC),
+            empty_night=bool(context["params"]["empty_night"]),
+        )
+    except NightRefusedError as exc:
+        raise AirflowFailException(exc.diagnostics()) from exc
+    if reason:
+        logging.getLogger(__name__).warning("waiting: %s", reason)
+    return reason is None
+
+
+@task(task_id="preflight", retries=0)
+def _preflight(**context: Any) -> dict[str, Any]:
+    """Check the night again (time passed since the sensor) and record its grounds."""
+    from pipelines.errors import NightRefusedError
+    from pipelines.nightly import preflight
+
+    settings, day = load_settings(), _logical_day(context)
+    try:
+        check = preflight.check_night(
+            settings, day, now=dt.datetime.now(dt.UTC), empty_night=bool(context["params"]["empty_night"])
+        )
+    except NightRefusedError as exc:
+        raise AirflowFailException(exc.diagnostics()) from exc
+    preflight.record_check(settings, check)
+    return {"date": day.isoformat(), "replay": check.replay, "waived_drops": list(check.waived_drops)}
+
+
 @dag(
     dag_id="number_recycling_nightly",
-    schedule="@daily",
+    # Logical date D = the start of the interval [D, D+1) UTC; the run starts when it ends (with
+    # Airflow 3's default cron timetable the run for D would start at D 00:00, before D's drops).
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
@@ -63,20 +117,21 @@ def _run(step_name: str, **context: Any) -> dict[str, Any]:
         "date": Param(None, type=["null", "string"], format="date"),
         # "record": log compliance alerts instead of failing the night (backfills, demos)
         "alerts_mode": Param("raise", enum=["raise", "record"]),
+        # true: run without a lifecycle/reissue drop, on purpose (recorded in runs/<D>/preflight.json)
+        "empty_night": Param(False, type="boolean"),
     },
     tags=["number-recycling"],
     doc_md=__doc__,
 )
 def number_recycling_nightly() -> None:
-    previous = None
+    previous = _wait_for_drops() >> _preflight()
     for step in STEPS:
         current = task(
             task_id=step.name,
             pool=STATE_POOL if step.writes_state else "default_pool",
             doc_md=step.doc,
         )(_run)(step.name)
-        if previous is not None:
-            previous >> current
+        previous >> current
         previous = current
 
 

@@ -35,14 +35,19 @@ class Policy:
     # reminder and then silence let a release with an exception pass unnoticed (issue 15).
     hold_reminder_every_days: int = 7
     max_hold_reminders: int = 5
+    # Days a number is listed as pending (the platforms' notice) before the gate may release it,
+    # counted in the carrier's days from the night it was listed (docs/feeds.md, "Pending").
+    min_notice_days: int = 7
 
     def __post_init__(self) -> None:
         if self.freeze_days < 1 or self.suspend_days < 1:
             raise ConfigError("policy: freeze_days and suspend_days must be at least 1 day")
         if self.hold_reminder_every_days < 1 or self.max_hold_reminders < 1:
             raise ConfigError("policy: hold_reminder_every_days and max_hold_reminders must be at least 1")
-        if self.min_effective_reminders < 0 or self.max_hold_days < 0:
-            raise ConfigError("policy: min_effective_reminders and max_hold_days must be >= 0")
+        if self.min_effective_reminders < 0 or self.max_hold_days < 0 or self.min_notice_days < 0:
+            raise ConfigError(
+                "policy: min_effective_reminders, max_hold_days and min_notice_days must be >= 0"
+            )
         for off in self.reminder_offsets:
             if off >= self.freeze_days or -off > self.freeze_days:
                 raise ConfigError(
@@ -73,6 +78,36 @@ class SmsSettings:
 
 
 @dataclass(frozen=True)
+class SmppSettings:
+    """``[channels.smpp]``: the carrier's SMSC over SMPP 3.4 (DESIGN.md, "Channels and scale").
+
+    Env RECYCLE_SMPP_HOST, _PORT, _SYSTEM_ID, _PASSWORD, _SOURCE; the password only from the
+    environment (or an Airflow Connection), never from the file. Set, SMS go through the SMSC."""
+
+    host: str = "localhost"
+    port: int = 2775
+    system_id: str = ""
+    password: str | None = field(default=None, repr=False)
+    source: str = ""  # source address: the carrier's short code (e.g. 10086) or sender name
+    window: int = 50  # submit_sm in flight
+    rate: float = 500.0  # messages/s the SMSC allows
+    timeout_s: float = 10.0  # a response later than this: the link is dead, rebind
+    enquire_link_s: float = 30.0  # idle this long: enquire_link
+    receipt_grace_s: float = 5.0  # after the last submit, wait this long for receipts on the bind
+    max_rebinds: int = 5  # per batch; then the rest of the batch is transient
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.rate <= 0 or self.timeout_s <= 0 or self.receipt_grace_s < 0:
+            raise ConfigError("[channels.smpp]: window >= 1, rate > 0, timeout_s > 0, receipt_grace_s >= 0")
+        # SMPP 3.4 (5.2.1, 5.2.2): system_id at most 15 octets, password at most 8; longer ones
+        # would be cut short on the wire and the bind refused with a misleading answer.
+        if len(self.system_id.encode()) > 15 or len((self.password or "").encode()) > 8:
+            raise ConfigError(
+                "[channels.smpp]: system_id is at most 15 characters and RECYCLE_SMPP_PASSWORD at most 8"
+            )
+
+
+@dataclass(frozen=True)
 class LetterSettings:
     """Letters go to the print house as one CSV batch per day under ``<data>/outbox/letters``."""
 
@@ -98,6 +133,7 @@ class Settings:
     policies: Mapping[str, Policy] = field(default_factory=lambda: {"default": Policy()})
     smtp: SmtpSettings = SmtpSettings()
     sms: SmsSettings = SmsSettings()
+    smpp: SmppSettings | None = None  # None: no [channels.smpp], SMS go to the HTTP gateway
     letter: LetterSettings = LetterSettings()
     ledger: LedgerSettings = LedgerSettings()
     exception_rate_threshold: float = 0.05  # alert when released-with-exception / released exceeds this
@@ -108,6 +144,15 @@ class Settings:
     # A gateway's clock may run behind ours: a receipt up to this many minutes before its
     # reminder's send time still counts (reminders.receipts).
     receipt_clock_skew_minutes: int = 10
+    # Contacts are erased (crypto-shredded, pipelines.contacts) this many days after release.
+    # 180: the prior owner may still need an urgent notice after a release with an exception
+    # and a complaint about a missed reminder is usually raised within months; PIPL's
+    # "minimum necessary" asks for no longer. The ledger keeps the evidence without contacts.
+    contact_retention_days: int = 180
+    # The Airflow DAG's sensor waits this long for a night's required drops (and for its carrier
+    # day to end), looking every drops_poke_seconds; then the night fails, having written nothing.
+    drops_wait_minutes: float = 360.0
+    drops_poke_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         name = self.timezone or _REGION_ZONES.get(self.default_region.upper(), "UTC")
@@ -122,6 +167,10 @@ class Settings:
         object.__setattr__(self, "timezone", name)
         if self.receipt_clock_skew_minutes < 0:
             raise ConfigError("config: receipt_clock_skew_minutes must be >= 0")
+        if self.contact_retention_days < 1:
+            raise ConfigError("config: contact_retention_days must be >= 1 (days after release)")
+        if self.drops_wait_minutes < 0 or self.drops_poke_seconds <= 0:
+            raise ConfigError("config: drops_wait_minutes must be >= 0 and drops_poke_seconds > 0")
 
     def policy(self, region: str) -> Policy:
         """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""
@@ -193,6 +242,11 @@ _ENV: dict[str, tuple[str, str, type]] = {
     "RECYCLE_SMTP_STARTTLS": ("smtp", "starttls", bool),
     "RECYCLE_SMS_URL": ("sms", "url", str),
     "RECYCLE_SMS_TOKEN": ("sms", "token", str),
+    "RECYCLE_SMPP_HOST": ("smpp", "host", str),
+    "RECYCLE_SMPP_PORT": ("smpp", "port", int),
+    "RECYCLE_SMPP_SYSTEM_ID": ("smpp", "system_id", str),
+    "RECYCLE_SMPP_PASSWORD": ("smpp", "password", str),
+    "RECYCLE_SMPP_SOURCE": ("smpp", "source", str),
 }
 
 
@@ -241,10 +295,13 @@ def load_settings(
         "smtp": dict(channels.pop("smtp", {})),
         "sms": dict(channels.pop("sms", {})),
         "letter": dict(channels.pop("letter", {})),
+        "smpp": dict(channels.pop("smpp", {})),
         "ledger": dict(doc.pop("ledger", {})),
     }
     if "from" in sections["smtp"]:
         sections["smtp"]["sender"] = sections["smtp"].pop("from")
+    if "password" in sections["smpp"]:
+        raise ConfigError("[channels.smpp]: the password comes from RECYCLE_SMPP_PASSWORD only; remove it")
     if channels:
         raise ConfigError(f"[channels]: unknown channel(s) {', '.join(sorted(channels))}")
     top: dict[str, Any] = dict(doc)
@@ -257,6 +314,8 @@ def load_settings(
     top["policies"] = policies
     top["smtp"] = _build(SmtpSettings, sections["smtp"], "[channels.smtp]")
     top["sms"] = _build(SmsSettings, sections["sms"], "[channels.sms]")
+    smpp_set = sections["smpp"] or any(n.startswith("RECYCLE_SMPP_") for n in env)
+    top["smpp"] = _build(SmppSettings, sections["smpp"], "[channels.smpp]") if smpp_set else None
     top["letter"] = _build(LetterSettings, sections["letter"], "[channels.letter]")
     top["ledger"] = _build(LedgerSettings, sections["ledger"], "[ledger]")
     # Overrides join before the build (not dataclasses.replace after it), so a region given

@@ -12,6 +12,9 @@ from __future__ import annotations
 class RecycleError(Exception):
     """Base of every error this package raises on purpose."""
 
+    # The `recycle` command's exit status for it (`cli.app.main`): 2 unless a subclass says.
+    exit_code = 2
+
     def diagnostics(self) -> str:
         """A human-readable explanation for the operator (the message, by default)."""
         return str(self)
@@ -23,6 +26,13 @@ class TerminalError(RecycleError):
 
 class TransientError(RecycleError):
     """A passing condition (I/O, network, a gateway down); a retry may succeed."""
+
+
+class BusyError(TransientError):
+    """Another process holds the state file or the night (:mod:`pipelines.db.locks`): try again later."""
+
+    # sysexits.h EX_TEMPFAIL: a script can tell "busy, retry" from a failure or a usage error.
+    exit_code = 75
 
 
 class ConfigError(TerminalError):
@@ -107,6 +117,16 @@ class FeedConflictError(TerminalError):
 
 class ComplianceViolationError(TerminalError):
     """The nightly run found a reissue that broke the release gate, or too many exceptions."""
+
+
+class NightRefusedError(TerminalError):
+    """A night's preconditions do not hold (its date, the nights before and after it, its drops);
+    it was refused before its first step, so nothing of it was written."""
+
+
+class NightNotReadyError(NightRefusedError):
+    """The night cannot run *yet*: its carrier day has not ended or a required drop is missing.
+    Refused like any other by ``recycle run``; the Airflow sensor waits on it instead."""
 
 
 class GatewayError(TransientError):

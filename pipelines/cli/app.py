@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from pipelines.cli import audit, doctor, ledger, nightly, platform
 from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
@@ -126,8 +127,9 @@ def main() -> None:
     try:
         app()
     except RecycleError as exc:
-        err.print(f"[red]error:[/red] {exc.diagnostics()}")
-        sys.exit(2)
+        # One line (soft_wrap: no folding at 80 columns in a log), the message taken literally.
+        err.print(f"[red]error:[/red] {escape(exc.diagnostics())}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
+from pipelines.db.locks import reader_wait_seconds
 from pipelines.errors import TransientError
 from pipelines.layout import Layout
 from pipelines.numbers import normalise
@@ -123,15 +124,21 @@ def parse_number(number: str, settings: Settings, param_hint: str = "NUMBER") ->
 
 @contextmanager
 def state_connection(settings: Settings, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The state file of ``settings``, with the operator's next step when it is missing or busy."""
+    """The state file of ``settings`` for an operator's command, under the state lock.
+
+    While a night's step writes the file, the command waits up to ``$RECYCLE_STATE_WAIT_SECONDS``
+    (one line on stderr says for whom), then stops with a BusyError naming the writer and the
+    next command (:mod:`pipelines.db.locks`). A command that writes (``alerts ack``, ``erase``)
+    waits the same bounded time: an operator is at the terminal."""
     path = Layout(settings.data_dir).state_db
     if read_only and not path.exists():
         raise typer.BadParameter(f"no state file at {path}; check --data / data_dir")
     try:
-        with open_state(path, read_only=read_only) as con:
+        with open_state(path, read_only=read_only, wait=reader_wait_seconds()) as con:
             yield con
     except duckdb.IOException as exc:
+        # A process that opened the file without the lock (a plain duckdb.connect, an older version).
         raise TransientError(
-            f"cannot open {path}: {exc}. The nightly run holds the state file while it writes "
-            "(DuckDB allows one process); retry when it has finished"
+            f"cannot open {path}: {exc}. Another process holds the state file outside the lock "
+            "(DuckDB allows one); stop it, or retry when it has finished"
         ) from exc

@@ -73,14 +73,12 @@ def evidence(
     data: DataOpt = None,
 ) -> None:
     """Write the evidence bundle of a number: one C2SP tlog-proof per ledger entry + index.json."""
-    from pipelines.db import open_state
-    from pipelines.layout import Layout
     from pipelines.ledger.evidence import write_number_evidence
     from pipelines.ledger.nightly import open_ledger
 
     settings = settings_from(config, data)
     e164 = parse_number(number, settings)
-    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+    with state_connection(settings) as con, open_ledger(settings) as ledger:
         try:
             index_path, n = write_number_evidence(con, ledger, e164, out_dir)
         except LookupError as exc:
@@ -298,8 +296,6 @@ def erase(
     yes: Annotated[bool, typer.Option("--yes", help="confirm: this cannot be undone")] = False,
 ) -> None:
     """Crypto-shred a number's ledger openings (erasure request); the log stays verifiable."""
-    from pipelines.db import open_state
-    from pipelines.layout import Layout
     from pipelines.ledger.evidence import erase_number
     from pipelines.ledger.nightly import open_ledger
     from pipelines.numbers import mask
@@ -308,6 +304,6 @@ def erase(
     e164 = parse_number(number, settings)
     if not yes:
         raise typer.BadParameter("erasure cannot be undone; repeat with --yes")
-    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
+    with state_connection(settings) as con, open_ledger(settings) as ledger:
         n = erase_number(con, ledger, e164)
     err.print(f"erased the openings of {n} entries about {mask(e164)}")

@@ -113,28 +113,61 @@ def run(
             "--init", help="create the data directory when it does not exist (else a missing one is refused)"
         ),
     ] = False,
+    empty_night: Annotated[
+        bool,
+        typer.Option(
+            "--empty-night",
+            help="run without a lifecycle or reissue drop, on purpose (the waiver is recorded)",
+        ),
+    ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0.0,
+            help="seconds to wait for another run on the same data directory (default: refuse at once)",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process."""
+    """Run the nightly pipeline for one logical date, or consecutive dates (backfill), in-process.
+
+    One run at a time per data directory: the run holds its night lock for all its dates, and a
+    second run refuses at once (exit 75) naming the holder, or waits up to --wait seconds."""
     from rich.progress import Progress
 
+    from pipelines.db import night_lock
+    from pipelines.db.locks import night_holder
+    from pipelines.nightly.preflight import check_nights
     from pipelines.nightly.steps import RunContext, step_names
 
     days = _days(date, start, end)
     settings = settings_from(config, data, needs="nothing" if init else "dir")
+    # Every night of the command is checked before anything is written, the lock file included
+    # (run_day checks each again under the lock). While another run is at work its night is half
+    # done: the lock answers first (busy, or --wait), not a misleading "previous night incomplete".
+    if night_holder(settings.data_dir) is None:
+        check_nights(settings, days, now=dt.datetime.now(dt.UTC), empty_night=empty_night)
     if init:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode)
-    if not err.is_terminal:
-        # Logs, CI and tests: one plain line per night, no bar redrawn into the file.
-        for day in days:
-            err.print(_night(settings, day, ctx, lambda _step: None), highlight=False)
-    else:
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+    ctx = RunContext(simulate_gateways=simulate_gateways, alerts_mode=alerts.mode, empty_night=empty_night)
+    # Refusing is the default, not waiting: a second run is most often a mistake (a cron
+    # entry beside the Airflow DAG, a backfill typed twice); queueing is asked for with --wait.
+    with night_lock(settings.data_dir, days, wait=wait, on_wait=_say):
+        if not err.is_terminal:
+            # Logs, CI and tests: one plain line per night, no bar redrawn into the file.
             for day in days:
-                line = _night(settings, day, ctx, partial(_advance, progress, task, day))
-                progress.console.print(line, highlight=False)
+                err.print(_night(settings, day, ctx, lambda _step: None), highlight=False)
+        else:
+            with Progress(console=err, transient=True) as progress:
+                task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+                for day in days:
+                    line = _night(settings, day, ctx, partial(_advance, progress, task, day))
+                    progress.console.print(line, highlight=False)
     err.print(f"ran {len(days)} day(s): {days[0]} .. {days[-1]} in {settings.data_dir}", highlight=False)
+
+
+def _say(line: str) -> None:
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _advance(progress: Progress, task: TaskID, day: dt.date, name: str) -> None:
@@ -174,6 +207,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-file counts and the run's outcome for one logical date; exit 1 when it never ran."""
+    from pipelines.db.locks import describe_night, night_holder
     from pipelines.nightly.status import day_status, render_files, render_lifecycle
 
     settings = settings_from(config, data)
@@ -186,14 +220,22 @@ def status(
         if "lifecycle" in report:
             render_lifecycle(report["lifecycle"], out)
         out.print(f"outcome: {report['outcome']}", highlight=False)
+        waived = report.get("preflight", {}).get("waived_drops")
+        if waived:
+            out.print(f"empty night: ran without {', '.join(waived)} drops (--empty-night)", highlight=False)
+    # A night at work has its steps half done: say who runs it, not "it stopped" or "never ran".
+    running = night_holder(settings.data_dir)
+    if running is not None:
+        err.print(f"a nightly run is at work: {describe_night(running)}", highlight=False, soft_wrap=True)
     if not report["steps_done"]:
-        err.print(
-            f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        if running is None:
+            err.print(
+                f"no run for {day} in {settings.data_dir}; run: recycle run --date {day}",
+                highlight=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(1)
-    if report["outcome"].startswith("incomplete"):
+    if running is None and report["outcome"].startswith("incomplete"):
         err.print(
             f"once the stopped step's cause is fixed, finish the night: recycle run --date {day}",
             highlight=False,

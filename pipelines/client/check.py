@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from pipelines.client.store import STATE_DB, connect
 from pipelines.errors import TerminalError
 from pipelines.feeds.answer import Verdict, answer, spans_from_feed
@@ -64,7 +66,8 @@ class LocalFeed:
         The one answer rule (:mod:`pipelines.feeds.answer`) over the number's feed rows: yes
         when a prior subscriber's tenure ended on or after ``since``, a reissue came after it,
         or the number was released and nobody holds it since. "no" means nothing in the feed
-        says so: a disconnection is listed once the number is released (or reissued).
+        says so: a disconnection is listed the night it happens (the pending list), and a
+        restore withdraws it.
         """
         e164 = number if _E164.fullmatch(number) else normalise(number, self._region)
         if e164 is None:
@@ -75,11 +78,24 @@ class LocalFeed:
                 f"SELECT {', '.join(self._COLS)} FROM feed_rows WHERE msisdn = ? ORDER BY seq", [e164]
             ).fetchall()
         ]
+        found += self._notices(e164)
         spans = spans_from_feed(
             [(r["event"], r["disconnected_on"], r["reissued_on"], r["prior_end"]) for r in found]
         )
         recycled = answer(spans, since).verdict == Verdict.TRUE
         return LocalAnswer(recycled, _why(found, since) if recycled else None, self.covered_from)
+
+    def _notices(self, e164: str) -> list[dict[str, Any]]:
+        """The number's pending-list rows, as feed rows (a store of an older pull has none)."""
+        try:
+            rows = self._con.execute(
+                "SELECT seq, msisdn, event, disconnected_on, NULL, NULL, region, feed_date, cause "
+                "FROM notice_rows WHERE msisdn = ? ORDER BY seq",
+                [e164],
+            ).fetchall()
+        except duckdb.CatalogException:
+            return []
+        return [dict(zip(self._COLS, row, strict=True)) for row in rows]
 
 
 def check_local(state_dir: Path, number: str, since: dt.date, default_region: str = "CN") -> LocalAnswer:

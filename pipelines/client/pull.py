@@ -1,7 +1,7 @@
 """``recycle pull``: fetch the signed feed, drive the trust state machine, then store.
 
 A pull verifies everything before it stores anything (``docs/feeds.md`` §3): the root chain,
-the timestamp, every new manifest, each day's ``recycled.parquet`` and the ledger inclusion of
+the timestamp, every new manifest, each day's ``recycled.parquet`` and pending list (``notices.parquet``) and the ledger inclusion of
 each manifest. The checks are :class:`~pipelines.client.trust.TrustedFeed`'s (bytes in,
 verdicts out); this module only fetches (:mod:`pipelines.client.fetch`) and, once all of it
 verified, stores in one DuckDB transaction (:mod:`pipelines.client.store`). Any failure raises
@@ -48,6 +48,7 @@ class PullReport:
     rows: int  # rows stored by this pull
     checkpoint_size: int | None
     up_to_date: bool  # nothing new was published
+    notices: int = 0  # pending-list rows (pending, withdrawn) stored by this pull
 
 
 def pull(
@@ -92,6 +93,9 @@ def _verify(fetch: Fetcher, trust: TrustedFeed, config: ClientConfig) -> Verifie
     while (pending := trust.next_feed_file) is not None:
         path, what = f"feeds/{pending.meta.path}", f"feed file of seq {pending.seq}"
         trust.update_rows(require(fetch, path, config.max_file_bytes, what))
+    while (notices := trust.next_notice_file) is not None:
+        path, what = f"feeds/{notices.meta.path}", f"pending list of seq {notices.seq}"
+        trust.update_notices(require(fetch, path, config.max_file_bytes, what))
     trust.verify_ledger(LedgerTiles(fetch))
     return trust.verified()
 
@@ -107,4 +111,5 @@ def _report(trust: TrustedFeed, got: VerifiedPull) -> PullReport:
         rows=rows,
         checkpoint_size=None if got.checkpoint is None else got.checkpoint.size,
         up_to_date=not got.manifests,
+        notices=sum(t.num_rows for t in got.notices),
     )

@@ -1,8 +1,8 @@
-"""The client's verified copy: ``<state>/feed.duckdb`` with the rows, the manifests and the
-trust state (``client_state``: root, timestamp version, last seq, last checkpoint).
+"""The client's verified copy: ``<state>/feed.duckdb`` with the rows, the pending list
+(``notice_rows``), the manifests and the trust state (``client_state``: root, timestamp version, last seq, last checkpoint).
 
 Its own small database, not the carrier's state file: :func:`pipelines.db.connect` would create
-the carrier's tables in it, so the connection is opened here with the client's three tables;
+the carrier's tables in it, so the connection is opened here with the client's own tables;
 writes go through :func:`pipelines.db.transaction` like every other writer.
 """
 
@@ -27,6 +27,16 @@ DDL = (
         feed_date DATE NOT NULL)""",
     # a store made before feeds carried how the prior tenure ended
     "ALTER TABLE feed_rows ADD COLUMN IF NOT EXISTS prior_end VARCHAR",
+    # ... and before they carried the risk grade
+    "ALTER TABLE feed_rows ADD COLUMN IF NOT EXISTS reminders_reached TINYINT",
+    "ALTER TABLE feed_rows ADD COLUMN IF NOT EXISTS release_exception BOOLEAN",
+    "ALTER TABLE feed_rows ADD COLUMN IF NOT EXISTS violation BOOLEAN",
+    "ALTER TABLE feed_rows ADD COLUMN IF NOT EXISTS risk VARCHAR",
+    # the pending list: notices listed and withdrawn, by their own seq
+    """CREATE TABLE IF NOT EXISTS notice_rows (
+        seq BIGINT NOT NULL, msisdn VARCHAR NOT NULL, event VARCHAR NOT NULL,
+        disconnected_on DATE NOT NULL, earliest_release_on DATE NOT NULL, cause VARCHAR, region VARCHAR,
+        feed_date DATE NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS manifests (
         seq BIGINT NOT NULL, feed_date DATE NOT NULL, sha256 VARCHAR NOT NULL, manifest BLOB NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS client_state (key VARCHAR PRIMARY KEY, value BLOB NOT NULL)",
@@ -57,6 +67,7 @@ def load_last_pull(con: duckdb.DuckDBPyConnection) -> LastPull:
         feed_date=dt.date.fromisoformat(state["feed_date"].decode()) if "feed_date" in state else None,
         last_row_seq=int(state.get("last_row_seq", b"0")),
         checkpoint=state.get("checkpoint"),
+        last_notice_seq=int(state.get("last_notice_seq", b"0")),
     )
 
 
@@ -72,6 +83,7 @@ def _new_state(got: VerifiedPull) -> dict[str, bytes]:
             "manifest_sha256": sha256_hex(data).encode(),
             "feed_date": env.signed.feed_date.isoformat().encode(),
             "last_row_seq": str(got.last_row_seq).encode(),
+            "last_notice_seq": str(got.last_notice_seq).encode(),
         }
     if got.checkpoint_note is not None:
         state["checkpoint"] = got.checkpoint_note
@@ -84,11 +96,12 @@ def store_pull(con: duckdb.DuckDBPyConnection, got: VerifiedPull) -> None:
     with transaction(con):
         if got.tables:
             con.register("pulled_rows", pa.concat_tables(got.tables))
-            con.execute(
-                "INSERT INTO feed_rows BY NAME SELECT seq, msisdn, event, disconnected_on, released_on, "
-                "reissued_on, region, feed_date, prior_end FROM pulled_rows"
-            )
+            con.execute("INSERT INTO feed_rows BY NAME SELECT * FROM pulled_rows")
             con.unregister("pulled_rows")
+        if got.notices:
+            con.register("pulled_notices", pa.concat_tables(got.notices))
+            con.execute("INSERT INTO notice_rows BY NAME SELECT * FROM pulled_notices")
+            con.unregister("pulled_notices")
         for env, data in got.manifests:
             con.execute(
                 "INSERT INTO manifests VALUES (?, ?, ?, ?)",

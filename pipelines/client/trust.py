@@ -6,7 +6,8 @@ Bytes go in, verdicts come out: :class:`TrustedFeed` starts from what the last p
 1. :meth:`~TrustedFeed.update_root` for every newer root, then :meth:`~TrustedFeed.finish_roots`;
 2. :meth:`~TrustedFeed.update_timestamp`;
 3. :meth:`~TrustedFeed.update_manifest` for every seq :attr:`~TrustedFeed.next_manifest_seq` names;
-4. :meth:`~TrustedFeed.update_rows` for every file :attr:`~TrustedFeed.next_feed_file` names;
+4. :meth:`~TrustedFeed.update_rows` for every file :attr:`~TrustedFeed.next_feed_file` names,
+   then :meth:`~TrustedFeed.update_notices` for every pending list :attr:`~TrustedFeed.next_notice_file` names;
 5. :meth:`~TrustedFeed.verify_ledger`, which reads the tiles it needs through a callable
    (which tiles a proof needs depends on the proof, so the caller cannot hand them over first);
 
@@ -41,7 +42,7 @@ from pipelines.errors import (
     SignatureError,
     TamperedFileError,
 )
-from pipelines.feeds.publish import FEED_SCHEMA, feed_manifest_value
+from pipelines.feeds.publish import FEED_SCHEMA, GRADE_COLUMNS, NOTICE_SCHEMA, feed_manifest_value
 from pipelines.feeds.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
@@ -83,6 +84,7 @@ class LastPull:
     feed_date: dt.date | None = None
     last_row_seq: int = 0
     checkpoint: bytes | None = None  # the signed note of the last checkpoint seen
+    last_notice_seq: int = 0  # the pending list's last seq stored (notices.parquet)
 
 
 class FeedFile(NamedTuple):
@@ -103,6 +105,8 @@ class VerifiedPull:
     last_row_seq: int
     checkpoint_note: bytes | None
     checkpoint: Checkpoint | None
+    notices: tuple[pa.Table, ...] = ()  # the pending lists of the manifests that have one
+    last_notice_seq: int = 0
 
 
 def check_fresh(expires: dt.datetime, now: dt.datetime, what: str) -> None:
@@ -125,6 +129,8 @@ class TrustedFeed:
         self.timestamp: Timestamp | None = None
         self.manifests: list[tuple[Envelope[Manifest], bytes]] = []
         self.tables: list[pa.Table] = []
+        self.notices: list[pa.Table] = []
+        self._notices_checked = 0  # manifests whose pending list is verified (or that have none)
         self.checkpoint_note = last.checkpoint
         self.checkpoint: Checkpoint | None = None
         self._ledger_done = False
@@ -282,12 +288,50 @@ class TrustedFeed:
         )
         return table
 
+    # ------------------------------------------------------------------ 4b. pending lists
+
+    @property
+    def next_notice_file(self) -> FeedFile | None:
+        """The day's ``notices.parquet`` (the pending list) to fetch next, after every day's rows;
+        None when all are in. A manifest of an earlier publisher lists none: nothing to fetch."""
+        if self.next_feed_file is not None:
+            raise RuntimeError("update_notices() comes after every day's rows")
+        while self._notices_checked < len(self.manifests):
+            m = self.manifests[self._notices_checked][0].signed
+            meta = next((f for f in m.files if f.path.endswith("/notices.parquet")), None)
+            if meta is not None:
+                return FeedFile(m.seq, meta)
+            self._notices_checked += 1
+        return None
+
+    @property
+    def last_notice_seq(self) -> int:
+        return self.last.last_notice_seq + sum(int(t.num_rows) for t in self.notices)
+
+    def update_notices(self, data: bytes) -> pa.Table:
+        """The file :attr:`next_notice_file` names: as its manifest signs it, seqs contiguous."""
+        pending = self.next_notice_file
+        if pending is None:
+            raise RuntimeError("every day's pending list is already verified")
+        m, meta = self.manifests[self._notices_checked][0].signed, pending.meta
+        if len(data) != meta.length or sha256_hex(data) != meta.sha256:
+            raise TamperedFileError(
+                f"{meta.path}: length or SHA-256 differs from the signed manifest seq {m.seq}; the "
+                "file was altered in transit or on the server"
+            )
+        table = verify_notices(data, m, meta.rows, self.last_notice_seq + 1)
+        self.notices.append(
+            table.append_column("feed_date", pa.array([m.feed_date] * table.num_rows, pa.date32()))
+        )
+        self._notices_checked += 1
+        return table
+
     # ------------------------------------------------------------------ 5. ledger
 
     def verify_ledger(self, read_tile: ReadTile) -> Checkpoint | None:
         """Every new manifest is committed to the ledger, each checkpoint consistent with the last."""
-        if self.next_feed_file is not None:
-            raise RuntimeError("verify_ledger() comes after every day's rows")
+        if self.next_feed_file is not None or self.next_notice_file is not None:
+            raise RuntimeError("verify_ledger() comes after every day's rows and pending list")
         root = self.root.signed
         if self.checkpoint_note is not None and root.ledger is not None:
             self.checkpoint = open_checkpoint(
@@ -318,6 +362,8 @@ class TrustedFeed:
             last_row_seq=self.last_row_seq,
             checkpoint_note=self.checkpoint_note,
             checkpoint=self.checkpoint,
+            notices=tuple(self.notices),
+            last_notice_seq=self.last_notice_seq,
         )
 
 
@@ -334,15 +380,15 @@ def _verify_signature_any(env: Envelope[Manifest], chain: Sequence[Envelope[Root
 
 
 # Columns a feed file of an earlier 1.x publisher may lack (filled with nulls here).
-OPTIONAL_FEED_COLUMNS = frozenset({"prior_end"})
+OPTIONAL_FEED_COLUMNS = frozenset({"prior_end", *GRADE_COLUMNS})
 
 
-def _known_columns(table: pa.Table, seq: int) -> pa.Table:
+def _known_columns(table: pa.Table, seq: int, schema: pa.Schema = FEED_SCHEMA) -> pa.Table:
     """The columns this version knows, in its order; columns a later publisher added are left
     out (the file's SHA-256 in the signed manifest still covers them), an optional one missing
     from an earlier publisher's file is null."""
     columns = []
-    for field in FEED_SCHEMA:
+    for field in schema:
         if field.name in table.schema.names:
             column = table.column(field.name)
             if column.type != field.type:
@@ -354,7 +400,7 @@ def _known_columns(table: pa.Table, seq: int) -> pa.Table:
             columns.append(pa.nulls(table.num_rows, field.type))
         else:
             raise TamperedFileError(f"feed seq {seq}: unexpected columns {table.schema.names}")
-    return pa.Table.from_arrays(columns, schema=FEED_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def verify_rows(data: bytes, manifest: Manifest, first_seq: int) -> pa.Table:
@@ -379,6 +425,29 @@ def verify_rows(data: bytes, manifest: Manifest, first_seq: int) -> pa.Table:
     events = set(table.column("event").to_pylist())
     if not events <= {"released", "reissued"}:
         raise TamperedFileError(f"feed seq {manifest.seq}: unknown event(s) {sorted(events)}")
+    return table
+
+
+def verify_notices(data: bytes, manifest: Manifest, rows: int, first_seq: int) -> pa.Table:
+    """A day's pending list (bytes): schema, the row count its manifest signs, seqs contiguous
+    from ``first_seq`` (the notices' own numbering), known events."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise TamperedFileError(
+            f"notices of seq {manifest.seq}: the parquet file does not parse ({exc})"
+        ) from None
+    table = _known_columns(table, manifest.seq, NOTICE_SCHEMA)
+    if table.num_rows != rows:
+        raise TamperedFileError(
+            f"notices of seq {manifest.seq}: {table.num_rows} rows, the manifest says {rows}"
+        )
+    seqs = table.column("seq").to_numpy()
+    if not np.array_equal(seqs, np.arange(first_seq, first_seq + table.num_rows)):
+        raise FeedGapError(f"notices of seq {manifest.seq}: seqs are not contiguous from {first_seq}")
+    events = set(table.column("event").to_pylist())
+    if not events <= {"pending", "withdrawn"}:
+        raise TamperedFileError(f"notices of seq {manifest.seq}: unknown event(s) {sorted(events)}")
     return table
 
 

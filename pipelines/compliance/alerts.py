@@ -3,8 +3,8 @@
 :func:`check_compliance` fails the night (``ComplianceViolationError``, terminal: the
 Airflow task fails without retry) when
 
-* a reissue broke the release gate (the number was sold again while frozen, held, active…)
-  and nobody has acknowledged it yet — not only today's: an unacknowledged violation keeps
+* a reissue broke the release gate (the number was sold again while frozen, held, active…, or
+  before it had been listed as pending for ``min_notice_days``) and nobody has acknowledged it yet — not only today's: an unacknowledged violation keeps
   failing every following night, so a skipped or cleared task cannot bury it; or
 * a number was released with a compliance exception (``max_hold_days`` ran out before the
   prior owner had ``min_effective_reminders`` effective reminders) and nobody has
@@ -37,6 +37,7 @@ from pipelines.config import Settings
 from pipelines.db import open_state
 from pipelines.errors import ComplianceViolationError, TerminalError
 from pipelines.layout import Layout
+from pipelines.lifecycle.notices import notice_listed_sql, notice_served_sql
 from pipelines.numbers import mask
 
 __all__ = [
@@ -60,15 +61,30 @@ _SHOWN = 10  # masked numbers named in an alert message; the report lists them a
 
 Con = duckdb.DuckDBPyConnection
 
+
 # One row per item an alert is about. Violations: every violating reissue recorded up to the
 # night; exceptions: releases with an exception inside the window (bounds bound by the caller).
-_VIOLATIONS = """
-    SELECT r.msisdn, r.reissue_date AS on_date, r.region, r.logical_date,
-           EXISTS (SELECT 1 FROM alert_acks a WHERE a.kind = 'reissue_violation'
-                   AND a.msisdn = r.msisdn AND a.on_date = r.reissue_date) AS acknowledged
-    FROM reissues r
-    WHERE r.violation AND r.logical_date <= $d
+# A reissue is a violation when the lifecycle recorded one (not available: frozen, held, …) or
+# when the number had been listed as pending for fewer than min_notice_days on the sale day
+# (the notice rule, lifecycle.notices; numbers released before notices existed were never
+# listed and are not flagged for it). ``inside_notice`` names the second reason.
+def _violations_sql(settings: Settings) -> str:
+    served = notice_served_sql(
+        settings, "r.prior_tenure_id", "r.disconnected_on", "r.region", "r.reissue_date"
+    )
+    listed = notice_listed_sql("r.prior_tenure_id", "r.disconnected_on")
+    return f"""
+    SELECT * FROM (
+        SELECT r.msisdn, r.reissue_date AS on_date, r.region, r.logical_date, r.violation,
+               ({listed} AND NOT {served}) AS inside_notice,
+               EXISTS (SELECT 1 FROM alert_acks a WHERE a.kind = 'reissue_violation'
+                       AND a.msisdn = r.msisdn AND a.on_date = r.reissue_date) AS acknowledged
+        FROM reissues r
+        WHERE r.logical_date <= $d
+    ) WHERE violation OR inside_notice
 """
+
+
 _EXCEPTION_ACKED = """EXISTS (SELECT 1 FROM alert_acks a WHERE a.kind = 'release_exception'
                    AND a.msisdn = r.msisdn AND a.on_date = r.released_on)"""
 _EXCEPTIONS = f"""
@@ -113,6 +129,7 @@ class AlertReport:
     acknowledged_violations: int
     open_violations: tuple[str, ...]  # "<masked> <region> <reissue date>", the first few
     open_exceptions: tuple[str, ...]  # the first few unacknowledged exceptions on record
+    inside_notice: int = 0  # of the violations: sold before min_notice_days of pending listing
     # Releases with an exception recorded up to ``day`` (not only the window's), acknowledged or not.
     exceptions_on_record: int = 0
     acknowledged_exceptions_on_record: int = 0
@@ -177,7 +194,14 @@ class AlertReport:
                 + (f" and {more} more (see `recycle report`)" if more > 0 else "")
                 + ". These numbers were sold again before the release gate let them go (freeze "
                 "over and the prior owner reminded): the prior owner's accounts may now answer "
-                "to the new subscriber. Each prior owner has been sent an urgent notice."
+                "to the new subscriber."
+                + (
+                    f" {self.inside_notice} of them were sold before platforms had seen the number "
+                    "in the pending list for the policy's min_notice_days."
+                    if self.inside_notice
+                    else ""
+                )
+                + " Prior owners of numbers sold before their release have been sent an urgent notice."
             )
         if self.unacknowledged_exceptions:
             more = self.unacknowledged_exceptions - len(self.open_exceptions)
@@ -237,7 +261,11 @@ def evaluate_compliance(
     released_row = con.execute(
         "SELECT count(*) FROM releases WHERE released_on BETWEEN $w AND $d", p
     ).fetchone()
-    violations, acked_violations, open_violations = _tally(con, _VIOLATIONS, {"d": day})
+    violations_sql = _violations_sql(settings)
+    violations, acked_violations, open_violations = _tally(con, violations_sql, {"d": day})
+    notice_row = con.execute(
+        f"SELECT count(*) FROM ({violations_sql}) WHERE inside_notice", {"d": day}
+    ).fetchone()
     exceptions, acked_exceptions, _ = _tally(con, _EXCEPTIONS, p)
     on_record, acked_on_record, open_exceptions = _tally(con, _EXCEPTIONS_ON_RECORD, {"d": day})
     return AlertReport(
@@ -251,6 +279,7 @@ def evaluate_compliance(
         acknowledged_violations=acked_violations,
         open_violations=open_violations,
         open_exceptions=open_exceptions,
+        inside_notice=int(notice_row[0]) if notice_row else 0,
         exceptions_on_record=on_record,
         acknowledged_exceptions_on_record=acked_on_record,
         rate_breaches=_rate_breaches(con, settings.exception_rate_threshold, p),

@@ -128,6 +128,11 @@ class ExportFile:
 def _csv(table: pa.Table, header: tuple[str, ...]) -> bytes:
     # Values are digits, dates, codes and booleans: nothing needs quoting, so none is used
     # (pyarrow would refuse a value that did). Header written by hand: pyarrow quotes it.
+    # Not neutralised against CSV injection (pipelines.spreadsheet), on purpose: both files are
+    # machine formats - the FCC RND upload and the CN industry platform's import - whose
+    # parsers would take a leading ' as part of the value, and the CN file's E.164 numbers all
+    # start with "+". No free text reaches them: numbers are validated E.164, regions are
+    # configured province codes, the rest dates, counts and booleans.
     buf = io.BytesIO()
     buf.write((",".join(header) + "\n").encode())
     if table.num_rows:

@@ -37,6 +37,7 @@ from pipelines.db import Con
 from pipelines.errors import TerminalError
 from pipelines.layout import atomic_write_bytes
 from pipelines.lifecycle.sql import expand_sql
+from pipelines.spreadsheet import csv_safe_table
 
 __all__ = ["HEADLINE", "ReportSummary", "build_report"]
 
@@ -504,8 +505,10 @@ def _chart(fig: go.Figure, div_id: str) -> str:
 
 
 def _csv_bytes(table: pa.Table) -> bytes:
+    # For people, opened in spreadsheets: text cells (regions, references, quarantined lines,
+    # platform names) neutralised by the one rule, pipelines.spreadsheet; pyarrow quotes them.
     buf = io.BytesIO()
-    pacsv.write_csv(table, buf)
+    pacsv.write_csv(csv_safe_table(table), buf)
     return buf.getvalue()
 
 

@@ -1,5 +1,6 @@
 """The one DuckDB seam: connections with the nightly settings, transactions, option toggles,
-literal quoting, and the explicit list of tables (:mod:`pipelines.db.schema`)."""
+literal quoting, the explicit list of tables (:mod:`pipelines.db.schema`), and who may open
+the state file when (:mod:`pipelines.db.locks`: one writer or many readers, one night at a time)."""
 
 from pipelines.db.client import (
     ENV_MEMORY_LIMIT,
@@ -14,6 +15,7 @@ from pipelines.db.client import (
     sql_str,
     transaction,
 )
+from pipelines.db.locks import night_lock, state_lock, writing_for
 
 __all__ = [
     "ENV_MEMORY_LIMIT",
@@ -22,9 +24,12 @@ __all__ = [
     "current_options",
     "duckdb_options",
     "in_transaction",
+    "night_lock",
     "nightly_step",
     "open_state",
     "set_options",
     "sql_str",
+    "state_lock",
     "transaction",
+    "writing_for",
 ]

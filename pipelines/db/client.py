@@ -4,8 +4,9 @@ Everything that talks to a DuckDB file goes through here: :func:`connect` / :fun
 (the nightly settings, tables created from :mod:`pipelines.db.schema`), :func:`transaction`
 and :func:`nightly_step`, option toggles (:func:`current_options`, :func:`set_options`,
 :func:`duckdb_options`) and literal quoting (:func:`sql_str`). Only the nightly run's writing
-tasks open the state file (DuckDB allows one writer process); the server reads published
-query snapshots instead.
+tasks write the state file (DuckDB allows one writer process), under the writer lock of
+:mod:`pipelines.db.locks`, which operators' commands wait for as readers; the server reads
+published query snapshots instead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 
+from pipelines.contacts.vault import ContactVault, register_functions
+from pipelines.db.locks import state_lock
 from pipelines.errors import ConfigError
 from pipelines.layout import PRIVATE_FILE_MODE, check_private, private_dir, private_umask
 
@@ -80,6 +83,8 @@ def connect(
             f"DuckDB memory limit {limit!r} or threads {n_threads!r} rejected ({exc}); set "
             f"{ENV_MEMORY_LIMIT} to a size such as 3GB or 1500MB"
         ) from exc
+    # Contacts are sealed at rest (pipelines.contacts): every connection can seal and open them.
+    register_functions(con, ContactVault.for_state(path))
     if con.execute("SELECT current_setting('temp_directory')").fetchone() != (str(temp_dir),):
         con.execute(f"SET temp_directory = {sql_str(temp_dir)}")
     if not read_only:
@@ -101,12 +106,23 @@ def _start_private_wal(con: Con) -> None:
 
 
 @contextmanager
-def open_state(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(path, read_only=read_only)
-    try:
-        yield con
-    finally:
-        con.close()
+def open_state(
+    path: Path, *, read_only: bool = False, wait: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The state file, opened under its reader or writer lock (:mod:`pipelines.db.locks`).
+
+    Every opener of the state file comes through here, so an operator's command and a nightly
+    step wait for each other (``wait`` seconds, None: the default of the kind) instead of
+    failing on DuckDB's own lock. The lock is taken before DuckDB opens the file and released
+    after it is closed. (:func:`connect` alone takes no lock: tests and benchmarks own their file.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with state_lock(path, write=not read_only, wait=wait):
+        con = connect(path, read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def create_tables(con: Con) -> None:

@@ -4,11 +4,12 @@ owns in its own ``schema.py``; nothing exists because some module happened to be
 from __future__ import annotations
 
 from pipelines.compliance import schema as compliance
+from pipelines.contacts import schema as contacts
 from pipelines.ingest import schema as ingest
 from pipelines.lifecycle import schema as lifecycle
 from pipelines.reminders import schema as reminders
 
-OWNERS = (ingest, lifecycle, reminders, compliance)
+OWNERS = (ingest, lifecycle, reminders, compliance, contacts)
 
 
 def all_ddl() -> tuple[str, ...]:

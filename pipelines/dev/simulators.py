@@ -36,7 +36,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from pipelines.config import SmsSettings, SmtpSettings
 from pipelines.db import sql_str
-from pipelines.layout import atomic_write_bytes
+from pipelines.layout import write_private
 from pipelines.reminders.channels import LETTER_COLUMNS
 
 RECEIPT_COLUMNS = ("reminder_id", "channel", "status", "at", "provider_ref")
@@ -358,16 +358,25 @@ def write_receipts(
     addresses never work on that channel. Each outcome depends only on (seed, reminder_id,
     address), so the same input gives a byte-identical file. Returns the path, or ``None``
     when there is nothing to report.
+
+    A file already there is never overwritten with less: its rows stay and only receipts of
+    (reminder, channel) pairs it lacks are added. A replay of a night sends nothing (every
+    reminder went out the first time), so without this rule its empty ``accepted`` would
+    rewrite the next night's drop with the letters' receipts alone (535 lines became 81) and
+    that night's rerun would refuse the changed file. A replay leaves the file byte-identical
+    (not even rewritten); a write is atomic and 0600 (it is a drop of the carrier's inbox).
     """
     messages = _accepted_table(accepted)
     letter_files = _letter_batches(letters_dir, day)
-    if not messages.num_rows and not letter_files:
-        return None
     out = inbox_dir / f"receipts_{day.isoformat()}.csv"
-    data = _receipts_csv(messages, letter_files, day, seed, out.name)
+    existing = out if out.is_file() else None
+    if not messages.num_rows and not letter_files:
+        return existing
+    data = _receipts_csv(messages, letter_files, day, seed, out.name, existing)
     if data.count(b"\n") <= 1:
         return None  # letters read, but none of them is answered on this day
-    atomic_write_bytes(out, data)
+    if existing is None or data != existing.read_bytes():
+        write_private(out, data)
     return out
 
 
@@ -426,19 +435,28 @@ def _letters_sql(letter_files: list[Path]) -> str:
 
 
 def _receipts_csv(
-    messages: pa.Table, letter_files: list[Path], day: dt.date, seed: int, file_name: str
+    messages: pa.Table,
+    letter_files: list[Path],
+    day: dt.date,
+    seed: int,
+    file_name: str,
+    existing: Path | None,
 ) -> bytes:
-    """The receipts file's bytes, as DuckDB's CSV writer produces them (header line included)."""
+    """The receipts file's bytes, as DuckDB's CSV writer produces them (header line included);
+    with ``existing``, its rows and the new receipts of (reminder, channel) pairs it lacks."""
     params: dict[str, object] = {"seed": str(seed), "day": day}
     if letter_files:
         params["files"] = [str(f) for f in letter_files]
+    query = _RECEIPTS_SQL.replace("{letters}", _letters_sql(letter_files))
+    if existing is not None:
+        params["existing"] = str(existing)
+        query = _MERGE_SQL.format(fresh=query)
     con = duckdb.connect()
     try:
         con.register("accepted", messages)
         con.register("profiles", _profiles_table())
         with tempfile.TemporaryDirectory(prefix="receipts-") as tmp:
             tmp_csv = Path(tmp) / file_name
-            query = _RECEIPTS_SQL.replace("{letters}", _letters_sql(letter_files))
             con.execute(
                 f"COPY ({query}) TO {sql_str(tmp_csv)} (FORMAT csv, HEADER true, DELIMITER ',')",
                 params,
@@ -507,6 +525,21 @@ SELECT reminder_id, channel, status,
 FROM receipts
 ORDER BY offset_s, reminder_id, channel, status
 """
+
+
+# The rows of an existing receipts file (read as the texts they are) and the fresh receipts of the
+# pairs it lacks, in the receipts query's order: ``at`` is a fixed-width text of its offset_s.
+_MERGE_SQL = (
+    "WITH old AS (SELECT * FROM read_csv($existing, header = true, auto_detect = false, columns = {{"
+    + ", ".join(f"'{c}': 'VARCHAR'" for c in RECEIPT_COLUMNS)
+    + """}}, quote = '"', escape = '"')),
+fresh AS ({fresh})
+SELECT * FROM old
+UNION ALL
+SELECT * FROM fresh ANTI JOIN old USING (reminder_id, channel)
+ORDER BY "at", reminder_id, channel, status
+"""
+)
 
 
 def _letter_batches(letters_dir: Path | None, day: dt.date) -> list[Path]:

@@ -128,13 +128,17 @@ def spans_from_feed(rows: Sequence[tuple[str, dt.date | None, dt.date | None, st
     """A number's tenures as far as the recycled-number feed tells them, for the same rule.
 
     ``rows`` are the number's feed rows in ``seq`` order as (event, disconnected_on,
-    reissued_on, prior_end). A row says a tenure ended on ``disconnected_on`` (how:
-    ``prior_end``, a cancel when not given) and, for ``reissued``, that a tenure began by a
-    reissue on ``reissued_on``. Start dates of ended tenures are not in the feed; the rule does
-    not need them for a feed's answers, which are only ever "true" or "nothing listed".
+    reissued_on, prior_end), the pending list's rows among them as (``pending`` or
+    ``withdrawn``, disconnected_on, None, cause). A row says a tenure ended on
+    ``disconnected_on`` (how: ``prior_end``, a cancel when not given) and, for ``reissued``,
+    that a tenure began by a reissue on ``reissued_on``; a ``withdrawn`` row takes back the end
+    its ``pending`` row announced (a restore re-opens the tenure). Start dates of ended tenures
+    are not in the feed; the rule does not need them for a feed's answers, which are only ever
+    "true" or "nothing listed".
     """
     spans: list[Span] = []
-    seen_ends: set[dt.date] = set()
+    withdrawn = {d for event, d, _, _ in rows if event == "withdrawn" and d is not None}
+    seen_ends: set[dt.date] = set(withdrawn)
     for event, disconnected_on, reissued_on, prior_end in rows:
         if disconnected_on is not None and disconnected_on not in seen_ends:
             seen_ends.add(disconnected_on)

@@ -8,6 +8,7 @@ Layout under ``<data>/feeds/`` (see ``docs/feeds.md``)::
     manifests/<seq>.json          every manifest by seq (same bytes as the daily copy)
     daily/<D>/recycled.parquet    one row per number released or reissued on logical day D
     daily/<D>/recycled.csv
+    daily/<D>/notices.parquet     the pending list: notices listed or withdrawn on D (+ .csv)
     daily/<D>/manifest.json
     snapshot/recycled.parquet     the rows of the last 400 feed days (+ .csv)
 
@@ -35,12 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipelines.config import Settings
 from pipelines.errors import ConfigError, DataContractError, FeedConflictError, FormatError
+from pipelines.feeds.grade import GRADES, grade_codes
 from pipelines.feeds.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
@@ -87,10 +92,33 @@ FEED_SCHEMA = pa.schema(
         # violation) | port_out (the number came back from another carrier and was sold).
         # Last, so readers by position of the first seven columns are unaffected.
         pa.field("prior_end", pa.string()),
+        # The risk grade of the row (pipelines.feeds.grade): added after prior_end, so older
+        # clients, which keep the columns they know and drop the rest, read these files too.
+        pa.field("reminders_reached", pa.int8()),  # 0, 1, 2 (= 2 or more)
+        pa.field("release_exception", pa.bool_()),
+        pa.field("violation", pa.bool_()),
+        pa.field("risk", pa.string()),  # low | medium | high
+    ]
+)
+GRADE_COLUMNS = ("reminders_reached", "release_exception", "violation", "risk")
+# The pending list (pipelines.lifecycle.notices): one row per notice listed or withdrawn on the
+# night, in its own file so that a client that knows only recycled.parquet is unaffected; its
+# seq is the notice_events seq, contiguous over the nights.
+NOTICE_SCHEMA = pa.schema(
+    [
+        pa.field("msisdn", pa.string(), nullable=False),
+        pa.field("event", pa.string(), nullable=False),  # pending | withdrawn
+        pa.field("disconnected_on", pa.date32(), nullable=False),
+        pa.field("earliest_release_on", pa.date32(), nullable=False),
+        pa.field("cause", pa.string()),  # cancel | suspend
+        pa.field("region", pa.string()),
+        pa.field("seq", pa.int64(), nullable=False),
     ]
 )
 DAILY_PARQUET = "recycled.parquet"
 DAILY_CSV = "recycled.csv"
+NOTICES_PARQUET = "notices.parquet"
+NOTICES_CSV = "notices.csv"
 _KEY_INDEX = "feed-keys.json"  # keyid -> signer name; public information, beside the keys
 _DAY_DIR = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -130,6 +158,7 @@ class FeedReport:
     ledger_index: int | None
     already_published: bool  # the day existed and the rebuild matched it byte for byte
     snapshot_rows: int
+    notices: int = 0  # pending notices listed or withdrawn that night (notices.parquet)
 
 
 # --------------------------------------------------------------------------- paths
@@ -323,41 +352,117 @@ def rotate_root(settings: Settings, day: dt.date, *, rotate_online: bool = True)
 # --------------------------------------------------------------------------- rows
 
 
-def _day_rows(con: duckdb.DuckDBPyConnection, day: dt.date, first_seq: int) -> pa.Table:
-    """The day's feed rows, ordered (msisdn, released before reissued), numbered from first_seq."""
+# Every release and reissue as a feed row, with what its risk grade needs (``effective``,
+# ``exception``, ``violation``); ``{nights}`` picks the nights (``= $day``, ``<= $day``). A reissue's reminders are those of
+# its release, or, sold before any release (a violation), those effective by the sale day.
+_GRADED_ROWS = """
+    SELECT DISTINCT r.msisdn, 'released' AS event, r.disconnected_on, r.released_on,
+           CAST(NULL AS DATE) AS reissued_on, r.region, p.end_reason AS prior_end,
+           r.effective_reminders AS effective, r.exception, false AS violation, r.logical_date
+    FROM releases r LEFT JOIN tenures p ON p.tenure_id = r.tenure_id
+    WHERE r.logical_date {nights}
+    UNION ALL
+    -- Every reissue is a change of subscriber, one after a port-out return too
+    -- (pipelines.feeds.answer); prior_end tells the two apart.
+    SELECT DISTINCT s.msisdn, 'reissued', coalesce(s.disconnected_on, p.tenure_end),
+           s.released_on, s.reissue_date, s.region, p.end_reason,
+           coalesce(rl.effective_reminders, (
+               SELECT count(DISTINCT m.effective_on) FROM reminders m
+               WHERE m.tenure_id = s.prior_tenure_id AND m.disconnected_on = p.tenure_end
+               AND m.status IN ('delivered', 'acknowledged') AND m.effective_on <= s.reissue_date
+           ), 0), coalesce(rl.exception, false), s.violation, s.logical_date
+    FROM reissues s LEFT JOIN tenures p ON p.tenure_id = s.prior_tenure_id
+    LEFT JOIN releases rl ON rl.tenure_id = s.prior_tenure_id
+        AND rl.disconnected_on = coalesce(s.disconnected_on, p.tenure_end)
+    WHERE s.logical_date {nights}
+"""
+# The order of rows within a night: their seq.
+_ROW_ORDER = "msisdn, event = 'reissued', disconnected_on, reissued_on, released_on, region, prior_end"
+
+
+def _lifecycle_sql(
+    con: duckdb.DuckDBPyConnection, day: dt.date, sql: str, params: dict[str, object]
+) -> pa.Table:
     try:
-        rel = con.sql(
-            """
-            WITH rows AS (
-                SELECT DISTINCT r.msisdn, 'released' AS event, r.disconnected_on, r.released_on,
-                       CAST(NULL AS DATE) AS reissued_on, r.region, p.end_reason AS prior_end
-                FROM releases r LEFT JOIN tenures p ON p.tenure_id = r.tenure_id
-                WHERE r.logical_date = $day
-                UNION ALL
-                -- Every reissue is a change of subscriber, one after a port-out return too
-                -- (pipelines.feeds.answer); prior_end tells the two apart.
-                SELECT DISTINCT s.msisdn, 'reissued', coalesce(s.disconnected_on, p.tenure_end),
-                       s.released_on, s.reissue_date, s.region, p.end_reason
-                FROM reissues s LEFT JOIN tenures p ON p.tenure_id = s.prior_tenure_id
-                WHERE s.logical_date = $day
-            )
-            SELECT msisdn, event, disconnected_on, released_on, reissued_on, region,
-                   ($first - 1 + row_number() OVER (
-                        ORDER BY msisdn, event = 'reissued', disconnected_on, reissued_on,
-                                 released_on, region, prior_end
-                   ))::BIGINT AS seq,
-                   prior_end
-            FROM rows
-            ORDER BY seq
-            """,
-            params={"day": day, "first": first_seq},
-        ).to_arrow_table()
+        table: pa.Table = con.sql(sql, params=params).to_arrow_table()
     except duckdb.CatalogException as exc:
         raise DataContractError(
             f"feeds for {day}: the state has no lifecycle tables ({exc}); run the lifecycle step first"
         ) from exc
-    table: pa.Table = rel
-    return table.cast(FEED_SCHEMA)
+    return table
+
+
+def row_grade_codes(table: pa.Table) -> npt.NDArray[np.int8]:
+    """The grade code (pipelines.feeds.grade, the one rule) of each row of ``_GRADED_ROWS``."""
+    port = pc.equal(table.column("prior_end"), "port_out").fill_null(False)
+    return grade_codes(
+        np.asarray(table.column("effective").to_numpy(zero_copy_only=False), dtype=np.int64),
+        np.asarray(table.column("exception").to_numpy(zero_copy_only=False), dtype=bool),
+        np.asarray(table.column("violation").to_numpy(zero_copy_only=False), dtype=bool),
+        np.asarray(port.to_numpy(zero_copy_only=False), dtype=bool),
+    )
+
+
+def with_grades(table: pa.Table) -> pa.Table:
+    """The grade columns in place of ``effective``, ``exception`` and ``violation``."""
+    grades = [GRADES[c] for c in row_grade_codes(table).tolist()]
+    table = table.drop_columns(["effective", "exception", "violation"])
+    return (
+        table.append_column("reminders_reached", pa.array([g.reminders_reached for g in grades], pa.int8()))
+        .append_column("release_exception", pa.array([g.release_exception for g in grades], pa.bool_()))
+        .append_column("violation", pa.array([g.violation for g in grades], pa.bool_()))
+        .append_column("risk", pa.array([g.level for g in grades], pa.string()))
+    )
+
+
+def _day_rows(con: duckdb.DuckDBPyConnection, day: dt.date, first_seq: int) -> pa.Table:
+    """The day's feed rows, ordered (msisdn, released before reissued), numbered from first_seq."""
+    rows = _GRADED_ROWS.format(nights="= $day")
+    table = _lifecycle_sql(
+        con,
+        day,
+        f"""
+        SELECT * EXCLUDE (logical_date),
+               ($first - 1 + row_number() OVER (ORDER BY {_ROW_ORDER}))::BIGINT AS seq
+        FROM ({rows}) ORDER BY seq
+        """,
+        {"day": day, "first": first_seq},
+    )
+    return with_grades(table).select(FEED_SCHEMA.names).cast(FEED_SCHEMA)
+
+
+def latest_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    """Per number, its latest feed row up to night ``day`` (the last by night, then seq), with
+    what its grade needs (:func:`row_grade_codes`): the grade the bulk answer gives for the
+    number (``docs/answers.md``)."""
+    rows = _GRADED_ROWS.format(nights="<= $day")
+    table = _lifecycle_sql(
+        con,
+        day,
+        f"""
+        SELECT * FROM ({rows})
+        -- the last in seq order: later night first; in a night a reissue after a release
+        QUALIFY row_number() OVER (
+            PARTITION BY msisdn
+            ORDER BY logical_date DESC, event = 'reissued' DESC, disconnected_on DESC, reissued_on DESC
+        ) = 1
+        ORDER BY msisdn
+        """,
+        {"day": day},
+    )
+    return table
+
+
+def _notice_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    """The pending notices listed and withdrawn on night ``day``, in seq order."""
+    table = _lifecycle_sql(
+        con,
+        day,
+        "SELECT msisdn, event, disconnected_on, earliest_release_on, cause, region, seq "
+        "FROM notice_events WHERE logical_date = $day ORDER BY seq",
+        {"day": day},
+    )
+    return table.cast(NOTICE_SCHEMA)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -376,11 +481,22 @@ def read_feed_table(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``'s columns: a column an earlier version did not publish is null."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.schema.names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _snapshot_table(paths: FeedPaths, day: dt.date, today: pa.Table) -> pa.Table:
     """Rows of feed days D-399 .. D, in seq order (read back from the published daily files)."""
     first = day - dt.timedelta(days=SNAPSHOT_DAYS - 1)
     tables = [
-        pq.read_table(paths.day_dir(d) / DAILY_PARQUET).cast(FEED_SCHEMA)
+        conform(pq.read_table(paths.day_dir(d) / DAILY_PARQUET), FEED_SCHEMA)
         for d in paths.published_days()
         if first <= d < day
     ]
@@ -399,6 +515,7 @@ class _Built:
     released: int
     reissued: int
     snapshot_rows: int
+    notices: int
 
 
 def _previous(paths: FeedPaths, day: dt.date) -> Envelope[Manifest] | None:
@@ -426,7 +543,11 @@ def _build(
     seq = 1 if prev is None else prev.signed.seq + 1
     first_row = 1 if prev is None else prev.signed.row_seq_start + prev.signed.row_count
     table = _day_rows(con, day, first_row)
+    notices = _notice_rows(con, day)
     daily = {DAILY_PARQUET: _parquet_bytes(table), DAILY_CSV: _csv_bytes(table)}
+    daily |= {NOTICES_PARQUET: _parquet_bytes(notices), NOTICES_CSV: _csv_bytes(notices)}
+    rows_of = {DAILY_PARQUET: table.num_rows, DAILY_CSV: table.num_rows}
+    rows_of |= {NOTICES_PARQUET: notices.num_rows, NOTICES_CSV: notices.num_rows}
     snap_table = _snapshot_table(paths, day, table)
     snapshot = {DAILY_PARQUET: _parquet_bytes(snap_table), DAILY_CSV: _csv_bytes(snap_table)}
     events = table.column("event").to_pylist()
@@ -437,13 +558,19 @@ def _build(
         prev_manifest_sha256=None if prev is None else sha256_hex(prev.to_bytes()),
         row_seq_start=first_row,
         row_count=table.num_rows,
-        files=tuple(file_meta(rel_daily(day, n), b, table.num_rows) for n, b in sorted(daily.items())),
+        files=tuple(file_meta(rel_daily(day, n), b, rows_of[n]) for n, b in sorted(daily.items())),
         snapshot=tuple(
             file_meta(f"snapshot/{n}", b, snap_table.num_rows) for n, b in sorted(snapshot.items())
         ),
     )
     return _Built(
-        manifest, daily, snapshot, events.count("released"), events.count("reissued"), snap_table.num_rows
+        manifest,
+        daily,
+        snapshot,
+        events.count("released"),
+        events.count("reissued"),
+        snap_table.num_rows,
+        notices.num_rows,
     )
 
 
@@ -517,6 +644,7 @@ def publish_feed(
         ledger_index=None if m.ledger is None else m.ledger.index,
         already_published=already,
         snapshot_rows=built.snapshot_rows,
+        notices=built.notices,
     )
 
 
@@ -604,15 +732,21 @@ def newest_manifest(settings: Settings) -> Envelope[Manifest] | None:
 
 __all__ = [
     "FEED_SCHEMA",
+    "GRADE_COLUMNS",
+    "NOTICE_SCHEMA",
     "FeedPaths",
     "FeedReport",
     "commit_manifest",
+    "conform",
     "ensure_root",
     "feed_manifest_value",
+    "latest_rows",
     "load_root",
     "newest_manifest",
     "publish_feed",
     "read_feed_table",
     "role_signers",
     "rotate_root",
+    "row_grade_codes",
+    "with_grades",
 ]

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from pipelines.config import Settings
 from pipelines.errors import DataContractError, FormatError
 from pipelines.feeds.answer import BULK_WORDS, END_REASONS, OPENED_BY, Answer, AnswerIndex, Verdict
-from pipelines.feeds.publish import newest_manifest
+from pipelines.feeds.publish import latest_rows, newest_manifest, row_grade_codes
 from pipelines.feeds.wire import canonical_json, parse_canonical, sha256_hex
 from pipelines.layout import PRIVATE_FILE_MODE, Layout, private_dir, write_private
 
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 POINTER = "current"
 TENURES = "tenures.parquet"
+# Per number, the risk grade of its latest release or reissue (pipelines.feeds.grade): what the
+# bulk answer adds to a "yes". A snapshot written before grades existed has none (no grade).
+GRADES_FILE = "grades.parquet"
 META = "meta.json"
 KEEP_SNAPSHOTS = 4  # old directories kept after a switch (a server may still be loading one)
 _EPOCH = dt.date(1970, 1, 1)
@@ -145,6 +148,15 @@ def _tenures_table(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
     return table
 
 
+def _grades_table(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
+    """(msisdn_key, grade code) per number released or reissued up to ``day``, by key: the
+    grade of the number's latest feed row, from the feed's own query and grading."""
+    rows = latest_rows(con, day)
+    codes = row_grade_codes(rows)
+    keys = pc.cast(pc.utf8_slice_codeunits(rows.column("msisdn"), 1), pa.int64())
+    return pa.table({"msisdn_key": keys, "grade": pa.array(codes, pa.int8())}).sort_by("msisdn_key")
+
+
 def _write_parquet(table: pa.Table, path: Path) -> None:
     # Every tenure's number: created 0600 (streamed, not buffered: 10M tenures).
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
@@ -164,6 +176,7 @@ def publish_snapshot(
     root = Layout(settings.data_dir).snapshot_dir
     private_dir(root)
     table = _tenures_table(con, day)
+    grades = _grades_table(con, day)  # before _data_from, whose fetchone leaves a result open
     if data_from is None:
         data_from = _data_from(con)
     if data_from is None:
@@ -173,6 +186,7 @@ def publish_snapshot(
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{day.isoformat()}.tmp-"))
     try:
         _write_parquet(table, tmp / TENURES)
+        _write_parquet(grades, tmp / GRADES_FILE)
         digest = sha256_hex((tmp / TENURES).read_bytes())
         manifest = newest_manifest(settings)
         if manifest is not None and manifest.signed.feed_date > day:
@@ -246,9 +260,26 @@ def _pointed(root: Path) -> Path | None:
 class SnapshotIndex:
     """A published snapshot loaded for answering: its metadata and the rule over its tenures."""
 
-    def __init__(self, meta: SnapshotMeta, answers: AnswerIndex) -> None:
+    def __init__(
+        self,
+        meta: SnapshotMeta,
+        answers: AnswerIndex,
+        graded: tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]],
+    ) -> None:
         self.meta = meta
         self.answers = answers
+        self._graded_keys, self._grades = graded
+
+    def grades(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int8]:
+        """Per key, the code (pipelines.feeds.grade.GRADES) of the number's latest release or
+        reissue; -1 for a number never released nor reissued."""
+        out = np.full(len(keys), -1, dtype=np.int8)
+        if not len(self._graded_keys):
+            return out
+        at = np.minimum(np.searchsorted(self._graded_keys, keys), len(self._graded_keys) - 1)
+        found = self._graded_keys[at] == keys
+        out[found] = self._grades[at][found]
+        return out
 
     @classmethod
     def load(cls, directory: Path) -> SnapshotIndex:
@@ -275,7 +306,7 @@ class SnapshotIndex:
             codes("end_reason", END_REASONS),
             codes("opened_by", OPENED_BY),
         )
-        return cls(meta, answers)
+        return cls(meta, answers, _load_grades(directory))
 
     def answer(self, key: int, day: dt.date) -> Answer:
         """The rule's answer for one number (E.164 digits as an integer) and date."""
@@ -292,6 +323,15 @@ class SnapshotIndex:
     ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int32]]:
         """:meth:`AnswerIndex.verdicts` over this snapshot's tenures."""
         return self.answers.verdicts(keys, days)
+
+
+def _load_grades(directory: Path) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
+    path = directory / GRADES_FILE
+    if not path.exists():  # written before grades existed
+        return np.empty(0, np.int64), np.empty(0, np.int8)
+    table = pq.read_table(path)
+    keys = np.asarray(table.column("msisdn_key").to_numpy(), dtype=np.int64)
+    return keys, np.asarray(table.column("grade").to_numpy(), dtype=np.int8)
 
 
 class SnapshotHolder:

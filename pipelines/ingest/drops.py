@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -114,12 +115,13 @@ class FileReport:
     accepted: int = 0
     quarantined: int = 0
     quarantined_by_reason: Mapping[str, int] = field(default_factory=dict)
-    encoding: str | None = None  # utf-8 | utf-8-sig | gbk | mixed; None for Parquet
+    encoding: str | None = None  # utf-8 | utf-8-sig | gbk (other lines quarantined); None: Parquet
     delimiter: str | None = None  # , or |; None for Parquet
     gx_success: bool | None = None  # None when GX did not run (file skipped or failed)
     gx_rows: int = 0  # accepted rows GX validated (a sample of a big file when it found nothing)
     warnings: Mapping[str, int] = field(default_factory=dict)  # e.g. contact_phone_dropped
     error: str | None = None  # why a failed file failed, and what to do
+    ignored_columns: tuple[str, ...] = ()  # header columns no contract names (warned once per file)
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,12 @@ def _ingest_inbox(
         log.warning("ingest %s: no inbox folder %s; nothing to ingest", day, inbox)
         return IngestReport(day=day, files=())
     # Dot files are uploads still in flight (write to .name, then rename).
-    paths = sorted(p for p in inbox.iterdir() if p.is_file() and not p.name.startswith("."))
+    paths = sorted(p for p in inbox.iterdir() if not p.name.startswith("."))
     regions = sorted(province_codes() | {k.upper() for k in settings.policies if k != "default"})
-    reports = tuple(_ingest_file(settings, layout, day, con, path, regions) for path in paths)
+    reports = tuple(
+        _refuse_entry(con, day, path) or _ingest_file(settings, layout, day, con, path, regions)
+        for path in paths
+    )
     report = IngestReport(day=day, files=reports)
     log.info(
         "ingest %s: %d file(s), %d failed; rows in %d, accepted %d, quarantined %d",
@@ -243,6 +248,64 @@ def _ingest_file(
             return _load(file, steps)
         except DataContractError as exc:
             return _fail(con, day, name, kind, facts.sha256, exc)
+        except duckdb.Error as exc:
+            if _is_csv(name):
+                raise  # DuckDB reads a CSV drop's lines only after checking them: a bug, not the file
+            return _fail(con, day, name, kind, facts.sha256, _unreadable_parquet(name, exc))
+
+
+def _unreadable_parquet(name: str, exc: duckdb.Error) -> DataContractError:
+    """A Parquet drop DuckDB could not read to the end: its footer can be sound and a page broken,
+    found only when the rows are read, inside the file's transaction (rolled back by then)."""
+    reason = str(exc).splitlines()[0][:300]
+    return DataContractError(f"{name}: not a readable Parquet file ({reason}); deliver the export again")
+
+
+MAX_NAME_BYTES = 200  # the quarantine, GX result and transcoding files append up to 8 bytes; 255 is the limit
+
+
+def _refuse_entry(con: duckdb.DuckDBPyConnection, day: dt.date, path: Path) -> FileReport | None:
+    """The failed report of an inbox entry that is not read at all; None for a drop to read.
+
+    A symbolic link (it may point anywhere: its target's content would land in the state and
+    the quarantine), a fifo, a device or a directory is refused unread (``lstat``, never
+    followed), and so is a name too long to derive the files a drop leaves behind.
+    """
+    name = path.name
+    spec = spec_for_file(name)
+    kind = spec.kind if spec else "unknown"
+    try:
+        what = _not_regular(path.lstat().st_mode)
+    except OSError:
+        return None  # gone meanwhile: reading it reports why
+    if what is not None:
+        error = (
+            f"{path}: {what}, not a regular file; refused unread. Put the drop itself in the inbox "
+            f"(not a link to it) and rerun the day (`recycle run --date {day}`)"
+        )
+    elif len(name.encode()) > MAX_NAME_BYTES:
+        error = (
+            f"{name[:60]}…: a file name of {len(name.encode())} bytes (more than {MAX_NAME_BYTES}); "
+            f"refused unread. Rename it in {path.parent} and rerun the day (`recycle run --date {day}`)"
+        )
+    else:
+        return None
+    return _fail(con, day, name, kind, "", DataContractError(error))
+
+
+def _not_regular(mode: int) -> str | None:
+    """What an inbox entry is when it is not a regular file (by ``lstat``), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {
+        stat.S_ISLNK: "a symbolic link",
+        stat.S_ISDIR: "a directory",
+        stat.S_ISFIFO: "a fifo (named pipe)",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
+    return next((what for test, what in kinds.items() if test(mode)), "not a file")
 
 
 def _skip_if_ingested(
@@ -389,7 +452,16 @@ def _load(file: _FileLoad, steps: _Steps) -> FileReport:
         gx_success=stored.gx.success,
         gx_rows=stored.gx.validated_rows,
         warnings=stored.warnings,
+        ignored_columns=staged.ignored_columns,
     )
+    if staged.ignored_columns:
+        log.warning(
+            "ingest %s %s: ignored column(s) no %s contract names: %s",
+            file.day,
+            file.name,
+            spec.kind,
+            ", ".join(staged.ignored_columns),
+        )
     _log_file(
         file.day,
         report,
@@ -547,7 +619,11 @@ def _known_optimizers(con: duckdb.DuckDBPyConnection, names: str) -> str:
 
 def _gx_rows(con: duckdb.DuckDBPyConnection, spec: DropSpec, sha256: str, every: int) -> pa.Table:
     """The stored rows of the file GX is shown: every ``every``-th line, an even, deterministic sample."""
-    cols = ", ".join(f'"{c}"' for c in spec.names)
+    # GX judges the values as stored, contacts opened (they are sealed at rest).
+    cols = ", ".join(
+        f'contact_open("{c.name}") AS "{c.name}"' if c.type in {"email", "phone"} else f'"{c.name}"'
+        for c in spec.columns
+    )
     return con.sql(
         f"SELECT line_no, {cols} FROM {spec.table} WHERE file_sha256 = {sql_str(sha256)} "
         f"AND line_no % {every} = 0 ORDER BY line_no"

@@ -39,8 +39,8 @@ DDL: tuple[str, ...] = (
         region VARCHAR NOT NULL,          -- province code, e.g. GD
         subscriber_ref VARCHAR USING COMPRESSION zstd NOT NULL,
         tenure_start DATE,
-        contact_email VARCHAR USING COMPRESSION zstd,
-        contact_phone VARCHAR USING COMPRESSION zstd,            -- E.164, another number of the same owner
+        contact_email BLOB,               -- sealed (pipelines.contacts): ciphertext does not compress
+        contact_phone BLOB,               -- sealed E.164, another number of the same owner
         language VARCHAR NOT NULL        -- zh-CN | en
     )
     """,
@@ -64,8 +64,8 @@ DDL: tuple[str, ...] = (
         tenure_start DATE NOT NULL,
         region VARCHAR NOT NULL,
         subscriber_ref VARCHAR USING COMPRESSION zstd NOT NULL,
-        contact_email VARCHAR USING COMPRESSION zstd,
-        contact_phone VARCHAR USING COMPRESSION zstd,
+        contact_email BLOB,               -- sealed (pipelines.contacts)
+        contact_phone BLOB,
         language VARCHAR NOT NULL
     )
     """,

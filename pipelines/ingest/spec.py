@@ -421,6 +421,8 @@ def accepted_select(spec: DropSpec) -> str:
         t = typed_col(c.name)
         if c.type == "language":
             t = f"coalesce({t}, {sql_str(DEFAULT_LANGUAGE)})"
+        elif c.type in {"email", "phone"}:
+            t = f"contact_seal({t})"  # a contact reaches the state file only sealed
         items.append(f'{t} AS "{c.name}"')
     return ", ".join(items)
 

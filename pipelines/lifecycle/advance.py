@@ -8,7 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pipelines.config import Settings
+from pipelines.contacts.retention import reseal_released
 from pipelines.db import Con, nightly_step
+from pipelines.lifecycle.notices import notice_served_sql
 from pipelines.lifecycle.queue import cancel_unsent_reminders, queue_ledger
 from pipelines.lifecycle.sql import count_rows, drop_tables, policy_sql, run_sql, working_copy
 
@@ -21,6 +23,7 @@ class AdvanceReport:
     held: int  # newly held today
     released_with_exception: int
     still_held: int
+    waiting_notice: int = 0  # at the gate, but not yet listed as pending for min_notice_days
 
 
 # The temp tables of one advance_time call, each created by the phase named, all dropped
@@ -51,7 +54,7 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
     included), so a rerun after the day's later steps changes nothing.
     """
     expired = _find_candidates(con, settings, day)
-    _find_due(con, settings, day)
+    waiting = _find_due(con, settings, day)
     # The tenures of these numbers, read once: the gate needs their dates, an expired
     # suspension closes its tenure.
     working_copy(con, "_at", "tenures", "tenure_id", "SELECT tenure_id FROM _cand")
@@ -69,6 +72,7 @@ def advance_time(con: Con, settings: Settings, day: dt.date) -> AdvanceReport:
         held=int(counts.get("held", 0)),
         released_with_exception=int(counts.get("released_with_exception", 0)),
         still_held=count_rows(con, "number_state", "state = 'held'"),
+        waiting_notice=waiting,
     )
     _drop_temp_tables(con)
     return report
@@ -113,9 +117,11 @@ def _find_candidates(con: Con, settings: Settings, day: dt.date) -> int:
     return count_rows(con, "_exp")
 
 
-def _find_due(con: Con, settings: Settings, day: dt.date) -> None:
+def _find_due(con: Con, settings: Settings, day: dt.date) -> int:
     """``_due``: the numbers at the release gate today (frozen until today, held, or an expired
-    suspension whose freeze is already over), with their region's gate policy."""
+    suspension whose freeze is already over), with their region's gate policy; those not yet
+    listed as pending for ``min_notice_days`` are left out (they stay frozen or held and come
+    back every night). Return how many wait for their notice."""
     p = {"d": day}
     min_eff = policy_sql(settings, "min_effective_reminders", "d.region")
     max_hold = policy_sql(settings, "max_hold_days", "d.region")
@@ -134,6 +140,13 @@ def _find_due(con: Con, settings: Settings, day: dt.date) -> None:
         """,
         p,
     )
+    # The notice period: platforms must have seen the number in the pending list for
+    # min_notice_days before it may be sold again, whatever the reminders say; an exception
+    # (max_hold_days) does not skip it either.
+    served = notice_served_sql(settings, "d.tenure_id", "d.disconnected_on", "d.region", "$d")
+    before = count_rows(con, "_due")
+    run_sql(con, f"DELETE FROM _due d WHERE NOT {served}", p)
+    return before - count_rows(con, "_due")
 
 
 def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
@@ -184,6 +197,8 @@ def _release_gate(con: Con, day: dt.date) -> dict[str, int]:
         """,
     )
     cancel_unsent_reminders(con, "SELECT tenure_id FROM _gate WHERE outcome <> 'held'")
+    # Released: contacts move under the release day's key, erased contact_retention_days later.
+    reseal_released(con, day, "SELECT tenure_id FROM _gate WHERE outcome <> 'held'")
     rows = run_sql(con, "SELECT outcome, count(*) FROM _gate GROUP BY outcome").fetchall()
     return {str(k): int(v) for k, v in rows}
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pipelines.config import Settings
 from pipelines.db import Con, nightly_step
+from pipelines.lifecycle.notices import list_notices
 from pipelines.lifecycle.queue import cancel_unsent_reminders, queue_ledger
 from pipelines.lifecycle.sql import (
     FILE_NAMES,
@@ -36,6 +37,8 @@ class EventsReport:
     reissues: int = 0
     violations: int = 0
     rounds: int = 0
+    notices_listed: int = 0  # numbers newly listed as pending tonight (lifecycle.notices)
+    notices_withdrawn: int = 0
 
 
 # --------------------------------------------------------------------------- temp tables
@@ -98,6 +101,9 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
     if event_rows:
         applied, reissues, violations = _apply_rounds(con, settings, day, rounds)
     _flush_quarantine(con, day)
+    # After the day's events and the gate (step advance ran first): every live disconnection
+    # is listed, every restored one withdrawn, tonight.
+    notices = list_notices(con, settings, day)
     reasons = dict(run_sql(con, "SELECT reason, count(*) FROM _q GROUP BY reason ORDER BY reason").fetchall())
     report = EventsReport(
         day=day,
@@ -110,6 +116,8 @@ def apply_events(con: Con, settings: Settings, day: dt.date) -> EventsReport:
         reissues=reissues,
         violations=violations,
         rounds=rounds,
+        notices_listed=notices.listed,
+        notices_withdrawn=notices.withdrawn,
     )
     _drop_temp_tables(con)
     return report

@@ -1,5 +1,5 @@
-"""Tables the lifecycle owns: tenures, number state and its history, releases, reissues, and
-the queue of facts for the ledger (``ledger_events``).
+"""Tables the lifecycle owns: tenures, number state and its history, releases, reissues, the
+pending recycle notices (``notice_events``) and the queue of facts for the ledger (``ledger_events``).
 
 Created by :func:`pipelines.db.connect` from the list in :mod:`pipelines.db.schema`.
 """
@@ -17,8 +17,8 @@ DDL: tuple[str, ...] = (
         end_reason VARCHAR,                         -- cancel | suspend | port_out | reissue
         subscriber_ref VARCHAR NOT NULL,
         region VARCHAR NOT NULL,
-        contact_email VARCHAR,
-        contact_phone VARCHAR,
+        contact_email BLOB,                         -- sealed (pipelines.contacts): live, then released-<day>
+        contact_phone BLOB,
         language VARCHAR,
         opened_by VARCHAR NOT NULL,                 -- snapshot | cancel | suspend | port_in | reissue
         opened_logical DATE NOT NULL
@@ -94,6 +94,19 @@ DDL: tuple[str, ...] = (
         tenure_end DATE,
         fields JSON NOT NULL,
         appended BOOLEAN NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS notice_events (      -- key: (event, tenure_id, disconnected_on); read ORDER BY seq
+        seq BIGINT NOT NULL,                        -- contiguous from 1, in the order listed (the push seam)
+        event VARCHAR NOT NULL,                     -- pending | withdrawn
+        msisdn VARCHAR NOT NULL,
+        tenure_id VARCHAR NOT NULL,
+        disconnected_on DATE NOT NULL,              -- the permanent disconnection the notice is about
+        earliest_release_on DATE NOT NULL,          -- freeze end or end of the notice, the later
+        cause VARCHAR NOT NULL,                     -- cancel | suspend
+        region VARCHAR NOT NULL,
+        logical_date DATE NOT NULL                  -- the night it was listed / withdrawn
     )
     """,
 )

@@ -251,7 +251,9 @@ def number_history(con: Con, msisdn_e164: str) -> NumberHistory:
         "tenures": _typed_rows(
             con,
             TenureRow,
-            "SELECT * EXCLUDE (msisdn) FROM tenures WHERE msisdn = $m ORDER BY tenure_start",
+            # Contacts opened for the operator's views, which mask them; NULL once erased.
+            "SELECT * EXCLUDE (msisdn) REPLACE (contact_open(contact_email) AS contact_email, "
+            "contact_open(contact_phone) AS contact_phone) FROM tenures WHERE msisdn = $m ORDER BY tenure_start",
             p,
         ),
         "history": _typed_rows(
@@ -286,7 +288,8 @@ def _reminders_with_receipts(con: Con, p: dict[str, Any]) -> list[ReminderRow]:
     reminders = _rows(
         con,
         """
-        SELECT r.* EXCLUDE (msisdn), o.status AS outbox_status, o.attempts AS outbox_attempts,
+        SELECT r.* EXCLUDE (msisdn) REPLACE (coalesce(contact_open(r.address), '(erased)') AS address),
+               o.status AS outbox_status, o.attempts AS outbox_attempts,
                o.last_error AS outbox_last_error
         FROM reminders r LEFT JOIN outbox o ON o.reminder_id = r.reminder_id
         WHERE r.msisdn = $m ORDER BY r.disconnected_on, r.due_on, r.reminder_id

@@ -14,6 +14,7 @@ from pipelines.config import Settings
 from pipelines.db import Con, open_state
 from pipelines.layout import Layout
 from pipelines.lifecycle import STATES, LifecycleStatus, lifecycle_status
+from pipelines.nightly.preflight import read_record, steps_done
 from pipelines.nightly.steps import step_names
 
 
@@ -38,6 +39,7 @@ class DayStatus(TypedDict):
     files: list[FileStatus]
     ingest_report: dict[str, Any]  # the ingest step's report, as its step file holds it
     lifecycle: NotRequired[LifecycleStatus]  # absent while there is no state (no night has run)
+    preflight: NotRequired[dict[str, Any]]  # the night's recorded grounds (an --empty-night waiver)
 
 
 def day_status(settings: Settings, day: dt.date) -> DayStatus:
@@ -50,7 +52,7 @@ def day_status(settings: Settings, day: dt.date) -> DayStatus:
             files = _files(con, day)
             life = _lifecycle_figures(con, day)
     steps_dir = layout.run_dir(day) / "steps"
-    done = [s for s in step_names() if (steps_dir / f"{s}.json").exists()]
+    done = steps_done(layout, day)
     ingest_report: dict[str, Any] = {}
     if (steps_dir / "ingest.json").exists():
         ingest_report = json.loads((steps_dir / "ingest.json").read_text())
@@ -61,6 +63,9 @@ def day_status(settings: Settings, day: dt.date) -> DayStatus:
         "files": files,
         "ingest_report": ingest_report.get("ingest", {}),
     }
+    preflight = read_record(layout, day)
+    if preflight is not None:
+        status["preflight"] = preflight
     # The state holds the latest night's figures: a date no step ran for must not show them.
     if life is not None and done:
         status["lifecycle"] = life

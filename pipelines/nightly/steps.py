@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipelines.config import Settings
-from pipelines.db import open_state, transaction
+from pipelines.db import night_lock, open_state, transaction, writing_for
 from pipelines.layout import Layout, atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class RunContext:
     gateway_seed: int = 7  # the simulated receipts' seed
     alerts_mode: AlertsMode = "raise"  # "record": log a compliance stop instead of failing
     exception_rate_window_days: int = 30
+    empty_night: bool = False  # --empty-night: run without the required drops, on purpose (preflight)
 
 
 AlertsMode = Literal["raise", "record"]
@@ -111,41 +112,52 @@ def step_schedule(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
 
 
 def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    """Outbox -> channels. With ``simulate_gateways``, loopback SMTP/SMS simulators take the
-    reminders through the real adapters and write the next night's ``receipts_*`` drop."""
+    """Outbox -> channels. With ``simulate_gateways``, loopback SMTP/SMS simulators (and an SMSC
+    when ``[channels.smpp]`` is set) take the reminders through the real adapters and write the
+    next night's ``receipts_*`` drop. SMPP receipts that arrive on the bind count this night."""
     from pipelines.reminders import send_reminders
-    from pipelines.reminders.channels import (
-        Channel,
-        LetterBatchChannel,
-        SmsHttpChannel,
-        SmtpChannel,
-    )
+    from pipelines.reminders.bind_receipts import finish_smpp_night
+    from pipelines.reminders.channels import Channel, LetterBatchChannel, SmsHttpChannel, SmtpChannel
+    from pipelines.reminders.smpp import SmppChannel
 
     layout = Layout(settings.data_dir)
     letters_dir = layout.outbox_dir / "letters"
+    journal_dir = layout.outbox_dir / "journal"  # no second send after a kill: reminders.journal
+    next_inbox = layout.inbox(day + dt.timedelta(days=1))
     with open_state(layout.state_db) as con:
         channels: dict[str, Channel]
         if not ctx.simulate_gateways:
+            smpp = SmppChannel(settings.smpp, zone=settings.zone) if settings.smpp else None
             channels = {
                 "email": SmtpChannel(settings.smtp),
-                "sms": SmsHttpChannel(settings.sms),
+                "sms": smpp or SmsHttpChannel(settings.sms),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
-            return {"send": _jsonable(send_reminders(con, settings, day, channels))}
+            report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
+            smpp_report = finish_smpp_night(con, settings, day, smpp, next_inbox) if smpp else None
+            return {"send": _jsonable(report), "smpp": _jsonable(smpp_report)}
         from pipelines.dev.simulators import GatewaySimulator, write_receipts
+        from pipelines.dev.smsc import simulated_smpp
 
-        with GatewaySimulator() as sim:
+        with GatewaySimulator() as sim, simulated_smpp(settings, day, ctx.gateway_seed) as (smsc, smpp):
             channels = {
                 "email": SmtpChannel(sim.smtp_settings()),
-                "sms": SmsHttpChannel(sim.sms_settings()),
+                "sms": smpp or SmsHttpChannel(sim.sms_settings()),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
-            report = send_reminders(con, settings, day, channels)
+            report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
             accepted = sim.drain()
-        receipts = write_receipts(
-            accepted, letters_dir, day, layout.inbox(day + dt.timedelta(days=1)), ctx.gateway_seed
-        )
-        return {"send": _jsonable(report), "simulated_receipts": str(receipts) if receipts else None}
+            smpp_report = None
+            if smsc is not None and smpp is not None:
+                smpp.close()  # the grace period first: what the SMSC holds after it is "late"
+                late = smsc.undelivered_receipts()
+                smpp_report = finish_smpp_night(con, settings, day, smpp, next_inbox, late)
+        receipts = write_receipts(accepted, letters_dir, day, next_inbox, ctx.gateway_seed)
+        return {
+            "send": _jsonable(report),
+            "smpp": _jsonable(smpp_report),
+            "simulated_receipts": str(receipts) if receipts else None,
+        }
 
 
 def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
@@ -170,6 +182,17 @@ def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
         return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
 
 
+def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """Retention: contacts released ``contact_retention_days`` ago are crypto-shredded."""
+    from pipelines.contacts import ContactVault
+    from pipelines.contacts.retention import retire_contacts
+
+    layout = Layout(settings.data_dir)
+    with open_state(layout.state_db) as con:
+        vault = ContactVault.for_state(layout.state_db)
+        return {"contacts": _jsonable(retire_contacts(con, vault, day, settings.contact_retention_days))}
+
+
 def step_alerts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     """Last: the feed is out before a compliance stop fails the night loudly."""
     from pipelines.compliance.alerts import nightly_alerts
@@ -187,6 +210,7 @@ STEPS: tuple[Step, ...] = (
     Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
     Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
     Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
+    Step("contacts", step_contacts, doc="retention: contacts erased a set time after release"),
     Step("alerts", step_alerts, doc="compliance: reissue violations, exceptions, exception rates"),
 )
 
@@ -238,6 +262,15 @@ def step_log_line(name: str, day: dt.date, elapsed_s: float, report: Mapping[str
 
 
 def run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None = None) -> Mapping[str, Any]:
+    """Run one named step for ``day`` under the night lock (``recycle run`` already holds it for
+    all its dates; an Airflow task takes it here and refuses, transiently, while a `recycle run`
+    holds it), naming the step as the state file's writer (:mod:`pipelines.db.locks`)."""
+    purpose = f"nightly step {name} of {day}"
+    with night_lock(settings.data_dir, [day], purpose=purpose), writing_for(purpose):
+        return _run_step(settings, day, name, ctx)
+
+
+def _run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None) -> Mapping[str, Any]:
     """Run one named step for ``day`` and record its report under the run's folder."""
     step = get_step(name)
     started = time.monotonic()
@@ -257,8 +290,14 @@ def run_day(
     ctx: RunContext | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Mapping[str, Any]]:
-    """Run every step for ``day`` in order, in this process."""
+    """Run every step for ``day`` in order, in this process, once the night's preconditions
+    hold (``pipelines.nightly.preflight``: a refused night raises before anything is written)."""
+    from pipelines.nightly import preflight
+
     ctx = ctx or RunContext()
+    # The wall clock only decides whether day D has ended in the carrier's zone; steps use D.
+    check = preflight.check_night(settings, day, now=dt.datetime.now(dt.UTC), empty_night=ctx.empty_night)
+    preflight.record_check(settings, check)
     reports: dict[str, Mapping[str, Any]] = {}
     for step in STEPS:
         if on_step:

@@ -37,6 +37,7 @@ from pipelines.config import SmsSettings, SmtpSettings
 from pipelines.errors import DataContractError, GatewayError, PermanentDeliveryError
 from pipelines.layout import write_private
 from pipelines.numbers import mask, mask_contact
+from pipelines.spreadsheet import csv_safe_cell
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,14 @@ ChannelName = Literal["email", "sms", "letter"]
 CHANNELS: tuple[ChannelName, ...] = ("email", "sms", "letter")
 LETTER_COLUMNS = ("reminder_id", "to", "language", "subject", "text")
 
-_E164 = re.compile(r"\+[1-9]\d{5,14}")
+E164 = re.compile(r"\+[1-9]\d{5,14}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _QUEUED_AS = re.compile(r"queued as\s+(\S+)", re.IGNORECASE)
 _DIGIT_RUN = re.compile(r"\+?\d{7,}")  # any phone number, in whatever format a gateway echoes it
 
 
-def _utc_now() -> dt.datetime:
+def utc_now() -> dt.datetime:
     # Acceptance by a gateway is a real event in time, not a business date: the one place in
     # this module where the wall clock is meant. Tests inject a fixed clock.
     return dt.datetime.now(dt.UTC)
@@ -114,13 +115,23 @@ class BatchOutcome:
         return tuple(f for f in self.failed if f.permanent)
 
 
+AcceptedHook = Callable[[SendResult], None]
+"""Called with each acceptance as soon as the gateway's answer is read, before the caller's thread
+hands the gateway its next message (the send journal's ``record``); it must be thread-safe."""
+
+
 class Channel(Protocol):
-    """A reminder channel. ``send_batch`` never raises for one bad message; it reports it."""
+    """A reminder channel. ``send_batch`` never raises for one bad message; it reports it.
+
+    ``on_accepted``, when given, is called with every acceptance before the next message of the
+    same thread goes out (:mod:`pipelines.reminders.journal`: no second send after a kill)."""
 
     @property
     def name(self) -> ChannelName: ...
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome: ...
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome: ...
 
 
 def send_with_retry(
@@ -130,12 +141,14 @@ def send_with_retry(
     attempts: int = 3,
     backoff_s: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
+    on_accepted: AcceptedHook | None = None,
 ) -> BatchOutcome:
     """Send ``reminders``, retrying transient failures ``attempts - 1`` times with backoff.
 
     Waits ``backoff_s``, ``2 * backoff_s``, ... between attempts. The returned outcome holds
     every send and what still failed (permanent, or transient after the last attempt) so the
-    caller can fall back to the next channel.
+    caller can fall back to the next channel. ``on_accepted`` goes to the channel; it is not
+    passed when None, so a channel written without the hook (a test's) still works.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
@@ -155,7 +168,7 @@ def send_with_retry(
                 attempts,
             )
             sleep(delay)
-        outcome = channel.send_batch(pending)
+        outcome = channel.send_batch(pending, on_accepted) if on_accepted else channel.send_batch(pending)
         sent.extend(outcome.sent)
         permanent.extend(outcome.permanent)
         transient = list(outcome.transient)
@@ -174,7 +187,7 @@ def send_with_retry(
     return BatchOutcome(tuple(sent), tuple(permanent + transient))
 
 
-def _check_batch(channel: ChannelName, reminders: Sequence[OutgoingReminder]) -> None:
+def check_batch(channel: ChannelName, reminders: Sequence[OutgoingReminder]) -> None:
     seen: set[str] = set()
     for r in reminders:
         if r.channel != channel:
@@ -184,7 +197,7 @@ def _check_batch(channel: ChannelName, reminders: Sequence[OutgoingReminder]) ->
         seen.add(r.reminder_id)
 
 
-def _summarise(channel: ChannelName, sent: list[SendResult], failed: list[SendFailure]) -> BatchOutcome:
+def summarise(channel: ChannelName, sent: list[SendResult], failed: list[SendFailure]) -> BatchOutcome:
     if sent or failed:
         log.info(
             "%s batch: %d sent, %d transient failure(s), %d permanent failure(s)",
@@ -214,7 +227,7 @@ class SmtpChannel:
         settings: SmtpSettings,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         local_hostname: str | None = None,
     ) -> None:
         self._settings = settings
@@ -225,8 +238,10 @@ class SmtpChannel:
         _, _, domain = settings.sender.rpartition("@")
         self._domain = domain or "localhost"
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
-        _check_batch(self.name, reminders)
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
+        check_batch(self.name, reminders)
         sent: list[SendResult] = []
         failed: list[SendFailure] = []
         conn: smtplib.SMTP | None = None
@@ -254,7 +269,7 @@ class SmtpChannel:
                                 else self._failure(r, True, "not an e-mail address")
                                 for r in reminders[index:]
                             )
-                            return _summarise(self.name, sent, failed)
+                            return summarise(self.name, sent, failed)
                     try:
                         ref = self._deliver(conn, reminder, message)
                     except PermanentDeliveryError as exc:
@@ -268,12 +283,14 @@ class SmtpChannel:
                         failed.append(self._failure(reminder, False, str(exc)))
                     else:
                         sent.append(SendResult(reminder.reminder_id, self.name, ref, self._clock()))
+                        if on_accepted:  # before the next MAIL FROM: the journal has it
+                            on_accepted(sent[-1])
                         log.debug("email %s accepted for %s", reminder.reminder_id, mask_contact(reminder.to))
                     break
         finally:
             if conn is not None:
                 _quit(conn)
-        return _summarise(self.name, sent, failed)
+        return summarise(self.name, sent, failed)
 
     def _failure(self, reminder: OutgoingReminder, permanent: bool, reason: str) -> SendFailure:
         if permanent:
@@ -438,7 +455,7 @@ class SmsHttpChannel:
         concurrency: int = 4,
         max_consecutive_errors: int = 5,
         ssl_context: ssl.SSLContext | None = None,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -448,8 +465,10 @@ class SmsHttpChannel:
         self._verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._clock = clock
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
-        _check_batch(self.name, reminders)
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
+        check_batch(self.name, reminders)
         if not reminders:
             return BatchOutcome()
         headers = {"Authorization": f"Bearer {self._settings.token}"} if self._settings.token else {}
@@ -460,7 +479,10 @@ class SmsHttpChannel:
         ) as client:
 
             def one(reminder: OutgoingReminder) -> SendResult | SendFailure:
-                return self._send_one(client, breaker, reminder)
+                result = self._send_one(client, breaker, reminder)
+                if on_accepted and isinstance(result, SendResult):
+                    on_accepted(result)  # in this worker, before it takes its next message
+                return result
 
             if self._concurrency == 1:
                 results = [one(r) for r in reminders]
@@ -469,13 +491,13 @@ class SmsHttpChannel:
                     results = list(pool.map(one, reminders))
         sent = [r for r in results if isinstance(r, SendResult)]
         failed = [r for r in results if isinstance(r, SendFailure)]
-        return _summarise(self.name, sent, failed)
+        return summarise(self.name, sent, failed)
 
     def _send_one(
         self, client: httpx.Client, breaker: _Breaker, r: OutgoingReminder
     ) -> SendResult | SendFailure:
         url = self._settings.url
-        if not _E164.fullmatch(r.to):
+        if not E164.fullmatch(r.to):
             return self._failure(r, True, "not an E.164 number")
         if breaker.open:
             return self._failure(r, False, f"not tried: SMS gateway {url} unreachable in this batch")
@@ -546,23 +568,11 @@ def letter_batch_path(out_dir: Path, day: dt.date) -> Path:
     return out_dir / f"letters_{day.isoformat()}.csv"
 
 
-# OWASP "CSV Injection": a spreadsheet runs a cell that starts with one of these as a formula.
-CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe_cell(value: str) -> str:
-    """``value`` as a CSV cell no spreadsheet runs: a leading formula character gets a ``'``.
-
-    The letters CSV carries the subscriber's postal reference, language, subject and text:
-    free text from the carrier's systems, every one of them neutralised (OWASP's rule: prefix
-    a single quote), so ``=cmd|' /C calc'!A0`` or ``=HYPERLINK(...)`` is shown, not run.
-    A phone number in E.164 is no exception: ``+8613800000001`` unescaped is a formula too
-    (a spreadsheet shows 8.6138E+12 and drops the ``+``); ``'+8613800000001`` is text, read
-    as written, and the print house strips one leading ``'`` when it sees one before
-    ``= + - @`` TAB or CR. Only ``reminder_id`` is written as is: the pipeline's own key
-    (``_read`` upserts by it), never starting with any of them.
-    Idempotent: a neutralised cell starts with ``'``, so the day's file rewritten keeps its bytes."""
-    return "'" + value if value.startswith(CSV_FORMULA_PREFIXES) else value
+# The letters CSV carries the subscriber's postal reference, language, subject and text: free
+# text from the carrier's systems, every cell neutralised by the one rule (pipelines.spreadsheet).
+# An E.164 number is no exception: ``+8613800000001`` unescaped is a formula too; the print
+# house strips one leading ``'`` before ``= + - @`` TAB or CR. Only ``reminder_id`` is written as
+# is: the pipeline's own key (``_read`` upserts by it), never starting with any of them.
 
 
 class LetterBatchChannel:
@@ -575,12 +585,14 @@ class LetterBatchChannel:
 
     name: ChannelName = "letter"
 
-    def __init__(self, out_dir: Path, day: dt.date, *, clock: Callable[[], dt.datetime] = _utc_now) -> None:
+    def __init__(self, out_dir: Path, day: dt.date, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.path = letter_batch_path(out_dir, day)
         self._clock = clock
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
-        _check_batch(self.name, reminders)
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
+        check_batch(self.name, reminders)
         failed = [
             SendFailure(r.reminder_id, self.name, True, "no postal reference")
             for r in reminders
@@ -588,7 +600,7 @@ class LetterBatchChannel:
         ]
         good = [r for r in reminders if r.to.strip()]
         if not good:
-            return _summarise(self.name, [], failed)
+            return summarise(self.name, [], failed)
         rows = self._read()
         for r in good:
             rows[r.reminder_id] = (
@@ -605,13 +617,16 @@ class LetterBatchChannel:
             reason = f"could not write the letter batch {self.path} ({exc}); check disk space and permissions"
             log.error("%s", reason)
             failed.extend(SendFailure(r.reminder_id, self.name, False, reason) for r in good)
-            return _summarise(self.name, [], failed)
+            return summarise(self.name, [], failed)
         accepted_at = self._clock()
         sent = [
             SendResult(r.reminder_id, self.name, f"{self.path.name}#{r.reminder_id}", accepted_at)
             for r in good
         ]
-        return _summarise(self.name, sent, failed)
+        if on_accepted:  # the whole batch is in the file at once: it was accepted at once
+            for result in sent:
+                on_accepted(result)
+        return summarise(self.name, sent, failed)
 
     def _read(self) -> dict[str, tuple[str, ...]]:
         if not self.path.exists():

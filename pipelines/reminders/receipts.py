@@ -5,12 +5,17 @@ effective (or failed), judged against the reminders they name; the rest is quara
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 from pipelines.config import Settings
 from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.queue import queue_ledger
 from pipelines.lifecycle.sql import FILE_NAMES, count_of, drop_tables, run_sql, working_copy
+from pipelines.reminders.ids import temp_table_from_rows
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,20 @@ _TEMP_TABLES = (
 )
 
 
+# receipt_rows' columns (pipelines.ingest.schema), for receipts that did not come in a drop.
+_BIND_ROW_SCHEMA = pa.schema(
+    [
+        ("file_sha256", pa.string()),
+        ("line_no", pa.int64()),
+        ("logical_date", pa.date32()),
+        ("reminder_id", pa.string()),
+        ("channel", pa.string()),
+        ("status", pa.string()),
+        ("at", pa.timestamp("us")),
+        ("provider_ref", pa.string()),
+    ]
+)
+
 # --------------------------------------------------------------------------- receipts
 
 
@@ -59,7 +78,36 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
     fallback. Newly effective reminders queue ``reminder_effective`` (and ``acknowledged``)
     ledger events carrying the receipt row's SHA-256.
     """
-    if not _read_receipts(con, settings, day):
+    return _apply(con, settings, day, "SELECT * FROM receipt_rows WHERE logical_date = $d", day)
+
+
+def apply_bind_receipts(
+    con: Con, settings: Settings, day: dt.date, rows: Sequence[Mapping[str, Any]]
+) -> ReceiptsReport:
+    """Apply receipts that arrived on a gateway's bind while night ``day`` sent (SMPP delivery
+    receipts): the rules of :func:`apply_receipts`, one exception: they answer reminders sent
+    up to and including this night (``sent_on <= day``), since they came after the send.
+
+    ``rows`` have ``receipt_rows``' columns (``file_sha256``/``line_no`` of the receipts file
+    they were recorded in, ``logical_date`` = ``day``); they are not stored in ``receipt_rows``
+    (the record file is ingested with the next night's inbox and judged again: no change then).
+    """
+    temp_table_from_rows(con, "_bind_rows", rows, _BIND_ROW_SCHEMA)
+    try:
+        return _apply_bind(con, settings, day)
+    finally:
+        drop_tables(con, ("_bind_rows",))
+
+
+@nightly_step
+def _apply_bind(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport:
+    return _apply(
+        con, settings, day, "SELECT * FROM _bind_rows WHERE logical_date = $d", day + dt.timedelta(days=1)
+    )
+
+
+def _apply(con: Con, settings: Settings, day: dt.date, source: str, sent_before: dt.date) -> ReceiptsReport:
+    if not _read_receipts(con, settings, day, source, sent_before):
         drop_tables(con, _TEMP_TABLES)
         return ReceiptsReport(day, 0, 0, 0, 0, 0, 0)
     _quarantine_judged(con, day)
@@ -71,8 +119,8 @@ def apply_receipts(con: Con, settings: Settings, day: dt.date) -> ReceiptsReport
     return report
 
 
-def _read_receipts(con: Con, settings: Settings, day: dt.date) -> int:
-    """``_rc``: the receipt rows of ``day`` with their file, digest, carrier day (``on_day``, not
+def _read_receipts(con: Con, settings: Settings, day: dt.date, source: str, sent_before: dt.date) -> int:
+    """``_rc``: the receipt rows of ``source`` (SQL: the inbox of ``day``, or a bind's) with their file, digest, carrier day (``on_day``, not
     before the sending day) and ``reason``, the first of :data:`REASONS` that makes them not
     genuine (NULL: they count). Returns how many rows there are.
 
@@ -83,7 +131,9 @@ def _read_receipts(con: Con, settings: Settings, day: dt.date) -> int:
     timed earlier answers something else. A bound, not the instant: a receipt timed earlier
     on the sending day still counts. The inbox of ``day`` was cut before the night of ``day``
     sent anything, so only reminders sent on an earlier night can have receipts in it (which
-    also keeps a rerun of this step after the send step judging alike). A receipt after the
+    also keeps a rerun of this step after the send step judging alike): ``sent_before`` is
+    ``day`` for the inbox, ``day + 1`` for receipts that came on the bind after the night's send.
+    A receipt after the
     release (its carrier day after ``released_on`` of the reminder's disconnection episode)
     reminds a prior owner who is no longer one.
     """
@@ -94,7 +144,7 @@ def _read_receipts(con: Con, settings: Settings, day: dt.date) -> int:
         con,
         f"""
         CREATE OR REPLACE TEMP TABLE _rc AS
-        WITH rr AS (SELECT * FROM receipt_rows WHERE logical_date = $d),
+        WITH rr AS ({source}),
         rem AS (SELECT reminder_id, channel, msisdn, tenure_id, disconnected_on, sent_on
                 FROM reminders SEMI JOIN rr USING (reminder_id)),
         rel AS (SELECT tenure_id, disconnected_on, min(released_on) AS released_on
@@ -106,7 +156,7 @@ def _read_receipts(con: Con, settings: Settings, day: dt.date) -> int:
                -- the allowance forgives a clock, it does not make an earlier day.
                greatest({on_day}, rem.sent_on) AS on_day,
                CASE WHEN rem.channel IS DISTINCT FROM rr.channel THEN 'unknown_reminder'
-                    WHEN rem.sent_on IS NULL OR rem.sent_on >= $d THEN 'reminder_not_sent'
+                    WHEN rem.sent_on IS NULL OR rem.sent_on >= $sb THEN 'reminder_not_sent'
                     WHEN rr."at" < {sent_start} - to_minutes({skew}) THEN 'receipt_before_send'
                     WHEN {on_day} > rel.released_on THEN 'receipt_after_release'
                END AS reason,
@@ -117,7 +167,7 @@ def _read_receipts(con: Con, settings: Settings, day: dt.date) -> int:
         LEFT JOIN rel ON rel.tenure_id = rem.tenure_id AND rel.disconnected_on = rem.disconnected_on
         LEFT JOIN ({FILE_NAMES}) f ON f.sha256 = rr.file_sha256
         """,
-        {"d": day},
+        {"d": day, "sb": sent_before},
     )
     return count_of(con, "SELECT count(*) FROM _rc")
 

@@ -55,8 +55,10 @@ _TEMP_TABLES = (
 )
 
 
+# A reminder's address is stored sealed (pipelines.contacts); the temp tables here hold it open.
 _ADDRESS = (
-    "CASE x.channel WHEN 'sms' THEN x.sms_to WHEN 'email' THEN x.contact_email ELSE x.subscriber_ref END"
+    "contact_seal(CASE x.channel WHEN 'sms' THEN x.sms_to WHEN 'email' THEN x.contact_email "
+    "ELSE x.subscriber_ref END)"
 )
 
 
@@ -138,7 +140,7 @@ def _find_failed(con: Con, day: dt.date) -> int:
         con,
         """
         CREATE OR REPLACE TEMP TABLE _due_sms AS
-        SELECT reminder_id, msisdn, address FROM reminders
+        SELECT reminder_id, msisdn, contact_open(address) AS address FROM reminders
         WHERE status = 'scheduled' AND channel = 'sms' AND due_on <= $d
         """,
         {"d": day},
@@ -223,7 +225,8 @@ def _read_contacts(con: Con) -> int:
         "tenures",
         "tenure_id",
         "SELECT tenure_id FROM _sn UNION ALL SELECT tenure_id FROM _failed",
-        "t.tenure_id, t.msisdn, t.contact_phone, t.contact_email, t.subscriber_ref, t.language",
+        "t.tenure_id, t.msisdn, contact_open(t.contact_phone) AS contact_phone, "
+        "contact_open(t.contact_email) AS contact_email, t.subscriber_ref, t.language",
     )
     _add_closing_numbers(con, "SELECT contact_phone FROM _tc")
     blocked = _sms_blocked_sql("contact_phone", "msisdn")

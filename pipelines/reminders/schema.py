@@ -15,7 +15,8 @@ DDL: tuple[str, ...] = (
         reminder_no INTEGER NOT NULL,
         final BOOLEAN NOT NULL,
         channel VARCHAR NOT NULL,                   -- sms | email | letter
-        address VARCHAR NOT NULL,                   -- phone, e-mail, or subscriber_ref for letters
+        address BLOB NOT NULL,                      -- sealed (pipelines.contacts): phone, e-mail, or
+                                                    -- subscriber_ref for letters
         language VARCHAR NOT NULL,
         due_on DATE NOT NULL,
         status VARCHAR NOT NULL,                    -- scheduled|sent|failed|cancelled|delivered|acknowledged|expired
@@ -36,7 +37,7 @@ DDL: tuple[str, ...] = (
         reminder_id VARCHAR NOT NULL,
         idempotency_key VARCHAR NOT NULL,
         channel VARCHAR NOT NULL,
-        address VARCHAR NOT NULL,
+        address BLOB NOT NULL,                      -- sealed, copied from reminders
         language VARCHAR NOT NULL,
         subject VARCHAR NOT NULL,
         text VARCHAR NOT NULL,

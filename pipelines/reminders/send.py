@@ -1,5 +1,9 @@
 """Step ``send``: the pending outbox through the channel adapters in batches; what each gateway
 accepted or refused is recorded with the reminder and queued for the ledger.
+
+No second send: each acceptance is appended to the night's send journal as it is heard
+(:mod:`pipelines.reminders.journal`), the outbox is committed once per batch, and a rerun first
+records the journal's acceptances that the state file missed (a kill inside a batch).
 """
 
 from __future__ import annotations
@@ -9,16 +13,25 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from pipelines.config import Settings
 from pipelines.db import Con, transaction
+from pipelines.errors import TransientError
 from pipelines.lifecycle.queue import queue_ledger
 from pipelines.lifecycle.sql import drop_tables, run_sql, working_copy
-from pipelines.reminders.channels import BatchOutcome, Channel, OutgoingReminder, send_with_retry
+from pipelines.reminders.channels import (
+    BatchOutcome,
+    Channel,
+    OutgoingReminder,
+    SendResult,
+    send_with_retry,
+)
 from pipelines.reminders.ids import temp_table_from_rows
+from pipelines.reminders.journal import SendJournal, read_send_journal, send_journal_path
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +45,14 @@ class SendReport:
     retry_later: int  # transient: tried again on the next run
     no_channel: int  # pending rows for a channel the caller did not pass
     batches: int
+    from_journal: int = 0  # accepted by a gateway in a killed run, recorded from the send journal
 
 
 # The temp tables of one send_reminders call: each created by the phase named, all dropped
 # together when the call ends.
 _TEMP_TABLES = (
     "_send",  # the pending outbox rows to try today, numbered per channel: _find_pending
+    #           (renumbered without the journal's acceptances by _replay_journal)
     "_st",  # the tenures of their reminders: _read_ledger_facts
     "_sinfo",  # what the ledger entry of each sent reminder carries: _read_ledger_facts
     "_res",  # one batch's results, replaced by the next batch: _record_batch
@@ -61,6 +76,7 @@ def send_reminders(
     day: dt.date,
     channels: Mapping[str, Channel],
     *,
+    journal_dir: Path | None = None,
     batch_size: int = 1000,
     attempts: int = 3,
     backoff_s: float = 0.5,
@@ -71,31 +87,103 @@ def send_reminders(
 
     Call it OUTSIDE a transaction: it commits after every batch, so what a gateway accepted is
     recorded even if a later batch fails. Rows tried on ``day`` already are skipped, so a rerun
-    sends nothing twice; transient failures wait for the next run, and after
-    ``give_up_after_nights`` nights count as permanent. A permanent failure marks the reminder
-    failed; the next schedule step falls back to the owner's next channel. Every send queues a
-    ``reminder_sent`` ledger event.
+    sends nothing twice; with ``journal_dir`` (the nightly step always gives it) every acceptance
+    is journaled before the next message goes out and replayed first, so a rerun after a kill
+    inside a batch sends nothing twice either. Transient failures wait for the next run, and
+    after ``give_up_after_nights`` nights count as permanent. A permanent failure marks the
+    reminder failed; the next schedule step falls back to the owner's next channel. Every send
+    queues a ``reminder_sent`` ledger event.
     """
     del settings  # channels are built by the caller from the settings
     _find_pending(con, day)
     _read_ledger_facts(con)
+    journal, replayed = _open_journal(con, day, journal_dir)
     per_channel = _pending_per_channel(con)
     no_channel = _warn_about_missing_channels(per_channel, channels)
-    sent = failed = retry = batches = attempted = 0
-    for name in sorted(str(c) for c in per_channel if c in channels):
-        for start in range(1, int(per_channel[name]) + 1, batch_size):
-            batch, nights = _read_batch(con, name, start, batch_size)
-            outcome = send_with_retry(
-                channels[name], batch, attempts=attempts, backoff_s=backoff_s, sleep=sleep
-            )
-            s, f, t = _record_batch(con, day, batch, outcome, nights, give_up_after_nights)
-            sent += s
-            failed += f
-            retry += t
-            attempted += len(batch)
-            batches += 1
-    drop_tables(con, _TEMP_TABLES)
-    return SendReport(day, attempted, sent, failed, retry, no_channel, batches)
+    counts = dict.fromkeys(("attempted", "sent", "failed", "retry", "batches"), 0)
+    try:
+        for name in sorted(str(c) for c in per_channel if c in channels):
+            for start in range(1, int(per_channel[name]) + 1, batch_size):
+                batch, nights = _read_batch(con, name, start, batch_size)
+                outcome = send_with_retry(
+                    channels[name],
+                    batch,
+                    attempts=attempts,
+                    backoff_s=backoff_s,
+                    sleep=sleep,
+                    on_accepted=journal.record if journal else None,
+                )
+                if journal:
+                    journal.sync()
+                s, f, t = _record_batch(con, day, batch, outcome, nights, give_up_after_nights)
+                for key, n in (("sent", s), ("failed", f), ("retry", t), ("attempted", len(batch))):
+                    counts[key] += n
+                counts["batches"] += 1
+                _stop_if_unjournaled(journal, day)
+    finally:
+        if journal:
+            journal.close()
+        drop_tables(con, _TEMP_TABLES)
+    c = counts
+    return SendReport(
+        day, c["attempted"], c["sent"], c["failed"], c["retry"], no_channel, c["batches"], replayed
+    )
+
+
+def _open_journal(con: Con, day: dt.date, journal_dir: Path | None) -> tuple[SendJournal | None, int]:
+    """The night's journal, opened to append after its missed acceptances were recorded (how many)."""
+    if journal_dir is None:
+        return None, 0
+    path = send_journal_path(journal_dir, day)
+    replayed = _replay_journal(con, day, read_send_journal(path, day))
+    return SendJournal(path), replayed
+
+
+def _replay_journal(con: Con, day: dt.date, accepted: Mapping[str, SendResult]) -> int:
+    """Record as sent the journal's acceptances whose outbox rows are still pending (a run killed
+    inside a batch) and take them out of ``_send``; returns how many. O(journal) once per run."""
+    if not accepted:
+        return 0
+    missed = run_sql(
+        con,
+        "SELECT reminder_id FROM _send WHERE reminder_id IN (SELECT unnest($ids)) ORDER BY reminder_id",
+        {"ids": list(accepted)},
+    ).fetchall()
+    if not missed:
+        return 0
+    results = [
+        {"reminder_id": rid, "result": "sent", "provider_ref": accepted[rid].provider_ref, "error": None}
+        for (rid,) in missed
+    ]
+    with transaction(con):
+        _write_results(con, day, results)
+    run_sql(
+        con,
+        """
+        CREATE OR REPLACE TEMP TABLE _send AS
+        SELECT * EXCLUDE (rn), row_number() OVER (PARTITION BY channel ORDER BY reminder_id) AS rn
+        FROM _send ANTI JOIN _res USING (reminder_id)
+        ORDER BY channel, rn
+        """,
+    )
+    log.warning(
+        "%d reminder(s) accepted by a gateway in an earlier, interrupted run of %s were recorded from "
+        "the send journal and are not sent again",
+        len(results),
+        day,
+    )
+    return len(results)
+
+
+def _stop_if_unjournaled(journal: SendJournal | None, day: dt.date) -> None:
+    """Stop the night when the journal could not be written: the batch just recorded is safe in
+    the state file, but the next one's acceptances would survive no kill."""
+    if journal is not None and journal.error is not None:
+        raise TransientError(
+            f"could not write the send journal {journal.path} ({journal.error}); the last batch is "
+            "recorded and nothing more was sent. Free disk space or fix the directory's permissions, "
+            f"then run: recycle run --date {day.isoformat()}"
+        )
 
 
 def _find_pending(con: Con, day: dt.date) -> None:
@@ -103,10 +191,13 @@ def _find_pending(con: Con, day: dt.date) -> None:
         con,
         """
         CREATE OR REPLACE TEMP TABLE _send AS
-        SELECT reminder_id, channel, address, language, subject, text, due_on, html, attempts,
-               row_number() OVER (PARTITION BY channel ORDER BY reminder_id) AS rn
-        FROM outbox
-        WHERE status = 'pending' AND due_on <= $d AND (last_attempt_on IS NULL OR last_attempt_on < $d)
+        SELECT *, row_number() OVER (PARTITION BY channel ORDER BY reminder_id) AS rn
+        FROM (SELECT reminder_id, channel, contact_open(address) AS address, language, subject, text,
+                     due_on, html, attempts
+              FROM outbox
+              WHERE status = 'pending' AND due_on <= $d
+                AND (last_attempt_on IS NULL OR last_attempt_on < $d))
+        WHERE address IS NOT NULL  -- NULL: opened to nothing, its key was erased (never sent)
         ORDER BY channel, rn
         """,
         {"d": day},

@@ -1,6 +1,6 @@
 """Bulk check: up to 250,000 (phoneNumber, specifiedDate) pairs as JSON or CSV, answered
-vectorised with FCC RND semantics (yes / no / no_data) and a query receipt signed by the
-root's receipt role over digests of the request and the answers.
+vectorised with FCC RND semantics (yes / no / no_data), the risk grade of every ``yes``, and a
+query receipt signed by the root's receipt role over digests of the request and the answers.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from pipelines.feeds.answer import Verdict
+from pipelines.feeds.grade import GRADES
 from pipelines.feeds.query_snapshot import BULK_ANSWERS, SnapshotIndex, day_number
 from pipelines.feeds.wire import Envelope, QueryReceipt, sha256_hex
 from pipelines.ledger.signer import FileSigner
@@ -128,6 +129,18 @@ def parse_dates(date_arr: pa.StringArray) -> np.ndarray:
 
 def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today: dt.date) -> list[str]:
     """Validate the pairs (400 naming the first bad one) and answer them, vectorised."""
+    return bulk_answer_graded(index, phones, dates, today)[0]
+
+
+# Each grade's JSON, built once: a reply shares these objects (250,000 pairs, 24 grades).
+_GRADE_JSON: tuple[dict[str, Any], ...] = tuple(g.to_json() for g in GRADES)
+
+
+def bulk_answer_graded(
+    index: SnapshotIndex, phones: list[str], dates: list[str], today: dt.date
+) -> tuple[list[str], list[dict[str, Any] | None]]:
+    """The answers and, aligned with them, the risk grade of every ``yes`` (the grade of the
+    number's latest release or reissue, pipelines.feeds.grade; None for other answers)."""
     if not phones:
         raise ApiError(400, "INVALID_ARGUMENT", "the request holds no queries")
     if len(phones) > MAX_BULK_PAIRS:
@@ -170,7 +183,9 @@ def bulk_answer(index: SnapshotIndex, phones: list[str], dates: list[str], today
     codes, _ = index.verdicts(np.asarray(keys, dtype=np.int64), days)
     codes[days > day_number(today)] = Verdict.NO_DATA  # a date in the carrier's future
     answers: list[str] = BULK_ANSWERS[codes].tolist()
-    return answers
+    grades = np.where(codes == Verdict.TRUE, index.grades(np.asarray(keys, dtype=np.int64)), -1)
+    risk = [None if g < 0 else _GRADE_JSON[g] for g in grades.tolist()]
+    return answers, risk
 
 
 # --------------------------------------------------------------------------- the endpoint
@@ -194,7 +209,7 @@ def _answer_and_sign(
 ) -> _BulkReply:
     """Parse, answer and sign one upload; CPU-bound, so it runs in the thread pool."""
     phones, dates = _bulk_pairs(body, content_type)
-    answers = bulk_answer(index, phones, dates, state.today(index))
+    answers, risk = bulk_answer_graded(index, phones, dates, state.today(index))
     counts = {name: answers.count(name) for name in ("yes", "no", "no_data")}
     receipt = QueryReceipt(
         platform=platform,
@@ -208,7 +223,8 @@ def _answer_and_sign(
     )
     env = Envelope.create(receipt, signers)
     out = json.dumps(
-        {"counts": counts, "receipt": env.to_dict(), "results": answers},
+        # "risk" beside "results" (a new field: clients that know only "results" read on)
+        {"counts": counts, "receipt": env.to_dict(), "results": answers, "risk": risk},
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode("utf-8")

@@ -28,7 +28,7 @@ PRIVATE_SHORT = "private, max-age=60"
 _FEED_FILES = re.compile(
     r"(?P<short>root\.json|timestamp\.json|snapshot/recycled\.(?:parquet|csv))"
     r"|(?P<fixed>roots/[1-9][0-9]*\.root\.json|manifests/[1-9][0-9]*\.json"
-    r"|daily/\d{4}-\d{2}-\d{2}/(?:recycled\.parquet|recycled\.csv|manifest\.json))"
+    r"|daily/\d{4}-\d{2}-\d{2}/(?:recycled\.parquet|recycled\.csv|notices\.parquet|notices\.csv|manifest\.json))"
 )
 
 router = APIRouter()

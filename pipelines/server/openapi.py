@@ -155,8 +155,26 @@ _SCHEMAS: dict[str, Any] = {
                 "would answer 404 (not our number) or OUT_OF_RANGE (before the first date this "
                 "service can answer for the number, or after today).",
             },
+            "risk": {
+                "type": "array",
+                "items": {"anyOf": [{"$ref": "#/components/schemas/RiskGrade"}, {"type": "null"}]},
+                "description": "Aligned with results: for a yes, the risk grade of the number's "
+                "latest release or reissue (null when it has none yet: still pending); null for "
+                "no and no_data. Not covered by the receipt's response_sha256.",
+            },
             "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "receipt": {"$ref": "#/components/schemas/SignedQueryReceipt"},
+        },
+    },
+    "RiskGrade": {
+        "type": "object",
+        "required": ["level", "remindersReached", "releaseException", "violation", "priorPort"],
+        "properties": {
+            "level": {"type": "string", "enum": ["low", "medium", "high"]},
+            "remindersReached": {"type": "integer", "enum": [0, 1, 2], "description": "2 = two or more"},
+            "releaseException": {"type": "boolean"},
+            "violation": {"type": "boolean"},
+            "priorPort": {"type": "boolean"},
         },
     },
     "AcknowledgementsRequest": {
@@ -364,7 +382,8 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/feeds/{rel}", "get"): {
         "tags": ["Feeds"],
         "summary": "Signed feed files: root.json, timestamp.json, roots/N.root.json, manifests/N.json, "
-        "daily/<D>/{recycled.parquet,recycled.csv,manifest.json}, snapshot/recycled.{parquet,csv}.",
+        "daily/<D>/{recycled.parquet,recycled.csv,notices.parquet,notices.csv,manifest.json}, "
+        "snapshot/recycled.{parquet,csv}.",
         "description": "Scope `feeds`. Strong ETag; If-None-Match answers 304.",
         "operationId": "getFeedFile",
         "security": [{"bearer": []}],

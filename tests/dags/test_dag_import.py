@@ -22,10 +22,14 @@ def test_tasks_are_the_pipeline_steps_in_order() -> None:
     bag = DagBag(dag_folder=str(DAGS))
     dag = bag.dags.get("number_recycling_nightly")
     assert dag is not None
-    names = [s.name for s in STEPS]
+    # The drops sensor and the night's preflight come before the first step.
+    names = ["drops", "preflight", *(s.name for s in STEPS)]
     assert set(dag.task_ids) == set(names)
+    assert dag.get_task("drops").mode == "reschedule"
+    assert "empty_night" in dag.params
     for before, after in itertools.pairwise(names):
         assert after in dag.get_task(before).downstream_task_ids
+    assert dag.get_task("drops").retries == dag.get_task("preflight").retries == 0  # refusals do not retry
     for step in STEPS:
         t = dag.get_task(step.name)
         assert t.pool == ("recycle_state" if step.writes_state else "default_pool")

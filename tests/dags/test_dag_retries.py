@@ -83,9 +83,13 @@ def test_airflow_runs_a_compliance_stop_once(
     monkeypatch.setattr(steps, "run_step", _failing_step(violation))
     for task in dag_module.nightly_dag.tasks:  # were it retried, retry now rather than in 5 minutes
         monkeypatch.setattr(task, "retry_delay", dt.timedelta(0))
-    run = dag_module.nightly_dag.test(logical_date=DAY, run_conf={"simulate_gateways": True})
+    # An empty data directory: the night runs empty on purpose, so the drops sensor lets it start.
+    run = dag_module.nightly_dag.test(
+        logical_date=DAY, run_conf={"simulate_gateways": True, "empty_night": True}
+    )
     tis = {ti.task_id: ti for ti in run.get_task_instances()}
     assert str(run.state) == "failed"
+    assert (str(tis["drops"].state), str(tis["preflight"].state)) == ("success", "success")
     first = tis[steps.STEPS[0].name]
     assert (str(first.state), first.try_number) == ("failed", 1)
     assert {str(tis[s.name].state) for s in steps.STEPS[1:]} == {"upstream_failed"}

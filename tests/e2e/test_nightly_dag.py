@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import importlib.util
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,44 @@ def test_lifecycle_moved_and_the_ledger_grew(nightly: dict[str, Any]) -> None:
     checkpoint = (data / "ledger" / "checkpoint").read_text().splitlines()
     assert int(checkpoint[1]) > 0
     assert (data / "feeds" / "timestamp.json").exists()
+
+
+WAITING_CONFIG = "drops_wait_minutes = 0.05\ndrops_poke_seconds = 1\n" + CONFIG  # keys before [policy]
+
+
+def _tree(root: Path) -> dict[str, tuple[int, str]]:
+    return {
+        str(p.relative_to(root)): (
+            p.lstat().st_mode,
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "",
+        )
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.slow  # about a minute: dag.test() reschedules the sensor until its 3 s timeout
+def test_a_night_without_drops_waits_then_fails_and_writes_nothing(
+    tmp_path: Path, airflow_db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``drops`` sensor pokes until its timeout (3 s here, drops_wait_minutes = 0.05), then
+    the run fails before ``preflight`` and every step: the data directory is byte-identical."""
+    data = tmp_path / "no-drops"
+    (data / "inbox" / str(START)).mkdir(parents=True)
+    (data / "inbox" / str(START) / "receipts_late.csv").write_text(
+        "reminder_id,channel,status,at,provider_ref\n"
+    )
+    config = tmp_path / "recycle.toml"
+    config.write_text(WAITING_CONFIG.format(data=data))
+    monkeypatch.setenv("RECYCLE_CONFIG", str(config))
+    dag = _load_dag()  # parsed under this config: the sensor's timeout is read at parse time
+    assert dag.get_task("drops").timeout == 3
+    before = _tree(data)
+    started = time.monotonic()
+    run = dag.test(logical_date=dt.datetime(START.year, START.month, START.day, tzinfo=dt.UTC))
+    waited = time.monotonic() - started
+    assert str(run.state) == "failed"
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states["drops"] == "failed"
+    assert {states["preflight"], states["ingest"], states["alerts"]} == {"upstream_failed"}
+    assert waited >= 3
+    assert _tree(data) == before

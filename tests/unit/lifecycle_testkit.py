@@ -21,7 +21,7 @@ import pipelines.lifecycle as lc
 import pipelines.reminders as rm
 from pipelines import db
 from pipelines.config import Policy, Settings
-from pipelines.reminders.channels import BatchOutcome, OutgoingReminder, SendFailure, SendResult
+from pipelines.reminders.channels import AcceptedHook, BatchOutcome, OutgoingReminder, SendFailure, SendResult
 
 D0 = dt.date(2026, 3, 1)
 # Compressed time, as in the demo: 10-day freeze, 5-day 双停 suspension, reminders on day 0,
@@ -79,7 +79,9 @@ class MemoryChannel:
         self.transient = set(transient)
         self.sent: list[OutgoingReminder] = []
 
-    def send_batch(self, reminders: Sequence[OutgoingReminder]) -> BatchOutcome:
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
         ok: list[SendResult] = []
         bad: list[SendFailure] = []
         for r in reminders:
@@ -97,6 +99,8 @@ class MemoryChannel:
                         dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
                     )
                 )
+                if on_accepted:
+                    on_accepted(ok[-1])
         return BatchOutcome(tuple(ok), tuple(bad))
 
 
@@ -140,7 +144,7 @@ class World:
     ) -> tuple[str, int]:
         sha = self._file("subscribers", d)
         self.con.execute(
-            "INSERT INTO subscriber_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO subscriber_rows VALUES (?, ?, ?, ?, ?, ?, ?, contact_seal(?), contact_seal(?), ?)",
             [sha, self.lines[sha], d, msisdn, start, region, ref, email, phone, language],
         )
         return sha, self.lines[sha]
@@ -160,7 +164,7 @@ class World:
     ) -> tuple[str, int]:
         sha = self._file("lifecycle", d)
         self.con.execute(
-            "INSERT INTO lifecycle_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO lifecycle_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, contact_seal(?), contact_seal(?), ?)",
             [sha, self.lines[sha], d, msisdn, event, eff or d, region, ref, start, email, phone, language],
         )
         return sha, self.lines[sha]
@@ -238,12 +242,16 @@ class World:
         return got[0]
 
     def tenure(self, tid: str) -> dict[str, Any]:
-        got = self.rows("SELECT * FROM tenures WHERE tenure_id = ?", [tid])
+        got = self.rows(
+            "SELECT * REPLACE (contact_open(contact_email) AS contact_email, contact_open(contact_phone) "
+            "AS contact_phone) FROM tenures WHERE tenure_id = ?",
+            [tid],
+        )
         assert len(got) == 1
         return got[0]
 
     def reminders(self, msisdn: str, status: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM reminders WHERE msisdn = ?"
+        sql = "SELECT * REPLACE (contact_open(address) AS address) FROM reminders WHERE msisdn = ?"
         params: list[Any] = [msisdn]
         if status:
             sql += " AND status = ?"

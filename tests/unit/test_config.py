@@ -128,3 +128,26 @@ def test_carrier_days_in_python_and_sql_agree() -> None:
         assert con.execute(f"SELECT {s.carrier_day_sql('$t')}", {"t": naive}).fetchone() == (want,)
     assert s.day_start(dt.date(2026, 12, 5)) == dt.datetime(2026, 12, 4, 16, 0, tzinfo=utc)
     assert Settings(default_region="US").carrier_day(dt.datetime(2026, 12, 4, 23, 0)) == dt.date(2026, 12, 4)
+
+
+def test_channels_smpp_from_file_and_env(tmp_path: Path) -> None:
+    assert load_settings(env={}).smpp is None  # no section: SMS go to the HTTP gateway
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[channels.smpp]\nhost = "smsc.example"\nwindow = 10\nrate = 200\n', encoding="utf-8")
+    s = load_settings(cfg, env={"RECYCLE_SMPP_PASSWORD": "pw", "RECYCLE_SMPP_SYSTEM_ID": "recycle"})
+    assert s.smpp is not None
+    assert (s.smpp.host, s.smpp.port, s.smpp.window, s.smpp.rate) == ("smsc.example", 2775, 10, 200)
+    assert (s.smpp.system_id, s.smpp.password) == ("recycle", "pw") and "pw" not in repr(s.smpp)
+    assert load_settings(env={"RECYCLE_SMPP_HOST": "h"}).smpp is not None
+
+
+def test_channels_smpp_refuses_a_password_in_the_file_and_bad_values(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[channels.smpp]\npassword = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="RECYCLE_SMPP_PASSWORD"):
+        load_settings(cfg, env={})
+    cfg.write_text("[channels.smpp]\nwindow = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="window"):
+        load_settings(cfg, env={})
+    with pytest.raises(ConfigError, match="at most 8"):
+        load_settings(env={"RECYCLE_SMPP_PASSWORD": "123456789"})

@@ -117,7 +117,8 @@ def test_run_refuses_a_missing_dir_without_init(tmp_path: Path) -> None:
 
 def test_run_init_creates_the_data_dir(tmp_path: Path) -> None:
     data = tmp_path / "new" / "data"
-    result = CliRunner().invoke(app, ["run", "--init", "--date", DAY, "--data", str(data)])
+    # A new directory has no drops: its first night runs empty on purpose.
+    result = CliRunner().invoke(app, ["run", "--init", "--date", DAY, "--data", str(data), "--empty-night"])
     assert result.exit_code == 0, result.output
     assert (data / "state.duckdb").is_file()
     # Now a data directory: the reading commands accept it.

@@ -46,6 +46,8 @@ def test_a_night_that_fails_names_its_step_then_the_error(
         raise TerminalError("receipts_2026-09-01.csv: bad contract")
 
     monkeypatch.setattr(steps, "run_day", failing_run_day)
-    result = CliRunner().invoke(app, ["run", "--date", "2026-09-01", "--data", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["run", "--date", "2026-09-01", "--data", str(tmp_path), "--empty-night"]
+    )
     assert re.search(r"^2026-09-01 failed at step receipts \d+\.\ds$", result.output, re.M), result.output
     assert isinstance(result.exception, TerminalError)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 from cli_testkit import NIGHTS, REUSED_NAME
 from typer.testing import CliRunner
 
+from pipelines import db
 from pipelines.cli import app
 from pipelines.cli.common import out
 from pipelines.layout import Layout
@@ -47,10 +47,10 @@ def test_status_of_a_never_run_date_says_so_and_shows_no_other_nights_figures(tw
 
 
 def _number_with_a_receipt(data: Path) -> tuple[str, str]:
-    with duckdb.connect(str(Layout(data).state_db), read_only=True) as con:
+    with db.connect(Layout(data).state_db, read_only=True) as con:  # db.connect: opens contacts
         row = con.execute(
             """
-            SELECT r.msisdn, r.address FROM reminders r JOIN receipt_rows rr USING (reminder_id)
+            SELECT r.msisdn, contact_open(r.address) FROM reminders r JOIN receipt_rows rr USING (reminder_id)
             WHERE r.channel = 'email' ORDER BY r.msisdn LIMIT 1
             """
         ).fetchone()

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.client.trust import LastPull, TrustedFeed, verify_rows
+from pipelines.client.trust import LastPull, TrustedFeed, verify_notices, verify_rows
 from pipelines.errors import (
     CommitmentError,
     ExpiredMetadataError,
@@ -31,7 +31,7 @@ from pipelines.errors import (
     SignatureError,
     TamperedFileError,
 )
-from pipelines.feeds.publish import FEED_SCHEMA, commit_manifest
+from pipelines.feeds.publish import FEED_SCHEMA, GRADE_COLUMNS, NOTICE_SCHEMA, commit_manifest
 from pipelines.feeds.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
@@ -69,6 +69,10 @@ def rows_table(first_seq: int, count: int) -> pa.Table:
             "region": ["GD"] * count,
             "seq": pa.array(range(first_seq, first_seq + count), pa.int64()),
             "prior_end": ["cancel"] * count,
+            "reminders_reached": pa.array([2] * count, pa.int8()),
+            "release_exception": [False] * count,
+            "violation": [False] * count,
+            "risk": ["low"] * count,
         },
         schema=FEED_SCHEMA,
     )
@@ -336,6 +340,42 @@ def test_rows_must_continue_from_the_stored_ones(repo: Publisher) -> None:
         verify_rows(repo.files[1], manifest, 4)
     with pytest.raises(TamperedFileError, match="does not parse"):
         verify_rows(b"not parquet", manifest, 3)
+
+
+def test_a_file_of_an_earlier_publisher_reads_with_null_grades(repo: Publisher) -> None:
+    manifest = Envelope.from_bytes(repo.manifests[0], Manifest).signed
+    older = rows_table(1, 2).drop_columns(list(GRADE_COLUMNS))
+    table = verify_rows(parquet_bytes(older), manifest, 1)
+    assert table.schema == FEED_SCHEMA
+    assert table.column("risk").null_count == 2
+
+
+def notices_table(first_seq: int, events: list[str]) -> pa.Table:
+    n = len(events)
+    return pa.table(
+        {
+            "msisdn": [f"+86139000{first_seq + i:05d}" for i in range(n)],
+            "event": events,
+            "disconnected_on": [dt.date(2026, 8, 30)] * n,
+            "earliest_release_on": [dt.date(2026, 9, 6)] * n,
+            "cause": ["cancel"] * n,
+            "region": ["GD"] * n,
+            "seq": pa.array(range(first_seq, first_seq + n), pa.int64()),
+        },
+        schema=NOTICE_SCHEMA,
+    )
+
+
+def test_a_pending_list_is_contiguous_counted_and_knows_its_events(repo: Publisher) -> None:
+    manifest = Envelope.from_bytes(repo.manifests[0], Manifest).signed
+    good = parquet_bytes(notices_table(5, ["pending", "withdrawn"]))
+    assert verify_notices(good, manifest, 2, 5).num_rows == 2
+    with pytest.raises(FeedGapError, match="contiguous from 4"):
+        verify_notices(good, manifest, 2, 4)
+    with pytest.raises(TamperedFileError, match="the manifest says 3"):
+        verify_notices(good, manifest, 3, 5)
+    with pytest.raises(TamperedFileError, match="unknown event"):
+        verify_notices(parquet_bytes(notices_table(5, ["released"])), manifest, 1, 5)
 
 
 # ------------------------------------------------------------------ ledger

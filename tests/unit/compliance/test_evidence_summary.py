@@ -67,7 +67,7 @@ class Night:
     def subscriber(self, d: dt.date, m: str, email: str | None = None) -> None:
         sha, line = self._line("subscribers", d)
         self.con.execute(
-            "INSERT INTO subscriber_rows VALUES (?, ?, ?, ?, ?, 'GD', ?, ?, NULL, 'zh-CN')",
+            "INSERT INTO subscriber_rows VALUES (?, ?, ?, ?, ?, 'GD', ?, contact_seal(?), NULL, 'zh-CN')",
             [sha, line, d, m, dt.date(2020, 5, 1), f"S{m[-2:]}", email],
         )
 

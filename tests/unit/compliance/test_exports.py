@@ -245,6 +245,7 @@ def lived_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lived(lived_state: Path, tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     copy = tmp_path / "state.duckdb"
     shutil.copyfile(lived_state, copy)
+    shutil.copytree(lived_state.parent / "keys", tmp_path / "keys")  # its contacts' keys go with it
     copy.chmod(0o600)  # a state file holds personal data: db.connect refuses a readable one
     c = db.connect(copy)
     yield c

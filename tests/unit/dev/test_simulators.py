@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import random
+import stat
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,3 +173,25 @@ def test_nothing_to_report_writes_nothing(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="letters"):
         write_receipts([Accepted("x", "letter", "SUB1", "r")], None, DAY, tmp_path, seed=1)
+
+
+def test_receipts_already_written_are_never_overwritten_with_less(tmp_path: Path) -> None:
+    letters_dir = tmp_path / "letters"
+    letters = [OutgoingReminder(f"L{i}", "letter", f"S{i}", "en", "s", "t", DAY) for i in range(40)]
+    LetterBatchChannel(letters_dir, DAY - dt.timedelta(days=2)).send_batch(letters)
+    messages = accepted(200, "email", 50) + accepted(200, "sms", 50)
+    full = write_receipts(messages, letters_dir, DAY, tmp_path / "full", seed=7)
+    path = write_receipts(messages[:150], letters_dir, DAY, tmp_path / "inbox", seed=7)
+    assert full is not None and path is not None
+    body, written = path.read_bytes(), path.stat().st_mtime_ns
+    # A replay sends nothing: the letters alone once replaced the file (535 lines became 81).
+    assert write_receipts([], letters_dir, DAY, tmp_path / "inbox", seed=7) == path
+    assert write_receipts(messages[:150], letters_dir, DAY, tmp_path / "inbox", seed=7) == path
+    assert path.read_bytes() == body and path.stat().st_mtime_ns == written  # not even rewritten
+    # What was not in it yet is added, in the order one write of everything has.
+    write_receipts(messages[150:], letters_dir, DAY, tmp_path / "inbox", seed=7)
+    assert path.read_bytes() == full.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # Rows already there win over a later run's (another seed): receipts once sent stay as sent.
+    write_receipts(messages, letters_dir, DAY, tmp_path / "inbox", seed=8)
+    assert {tuple(r.values()) for r in read(full)} <= {tuple(r.values()) for r in read(path)}

@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.reminders.channels import (
-    CSV_FORMULA_PREFIXES,
-    LETTER_COLUMNS,
-    LetterBatchChannel,
-    OutgoingReminder,
-    csv_safe_cell,
-)
+from pipelines.reminders.channels import LETTER_COLUMNS, LetterBatchChannel, OutgoingReminder
+from pipelines.spreadsheet import CSV_FORMULA_PREFIXES, csv_safe_cell
 
 DAY = dt.date(2026, 3, 2)
 CALC = "=cmd|' /C calc'!A0"

@@ -1,0 +1,127 @@
+"""Retention by crypto-shredding: contacts erased ``contact_retention_days`` after release.
+
+At release (:func:`reseal_released`, called by the release gate) a tenure's contacts and its
+reminders' addresses move to the key of the release day. Each night (:func:`retire_contacts`,
+the nightly step ``contacts``) deletes the keys of release days ``contact_retention_days`` old,
+and retires the live generation once it is that old: live values are resealed under a new
+generation, committed, and only then the old key deleted. So every key that ever sealed a
+released contact is gone within ``contact_retention_days`` (+1 night) of its release, including
+the copies a DuckDB UPDATE leaves in freed pages. Every retirement and erasure is a row of
+``contact_keys`` (the audit record) and a log line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from pipelines.contacts.vault import ContactVault, epoch_header, released_epoch
+from pipelines.db import Con, transaction
+
+log = logging.getLogger(__name__)
+
+# The values sealed under a live generation: (table, column, which rows). Drop rows of earlier
+# nights are left under the old key on purpose: they were needed for their own night only, so
+# the generation's end shreds them too.
+_LIVE_VALUES = (
+    ("tenures", "contact_email", "true"),
+    ("tenures", "contact_phone", "true"),
+    ("reminders", "address", "true"),
+    ("outbox", "address", "true"),
+    ("lifecycle_events", "contact_email", "logical_date = $d"),
+    ("lifecycle_events", "contact_phone", "logical_date = $d"),
+    ("subscriber_rows", "contact_email", "logical_date = $d"),
+    ("subscriber_rows", "contact_phone", "logical_date = $d"),
+)
+
+
+@dataclass(frozen=True)
+class ContactRetention:
+    erased: tuple[str, ...]  # epochs whose key was deleted tonight
+    erased_tenures: int  # tenures whose contacts those release-day keys sealed
+    retired: str | None  # the live generation moved to the next tonight, if any
+
+
+def reseal_released(con: Con, day: dt.date, tenure_ids_sql: str) -> None:
+    """Move the contacts of the tenures in ``tenure_ids_sql``, released on ``day``, and their
+    reminders' addresses under the key of ``day`` (which the retention step erases later)."""
+    p = {"e": released_epoch(day)}
+    con.execute(
+        f"""
+        UPDATE tenures SET contact_email = contact_reseal(contact_email, $e),
+                           contact_phone = contact_reseal(contact_phone, $e)
+        WHERE tenure_id IN ({tenure_ids_sql})
+        """,
+        p,
+    )
+    con.execute(
+        f"UPDATE reminders SET address = contact_reseal(address, $e) WHERE tenure_id IN ({tenure_ids_sql})", p
+    )
+    con.execute(
+        f"""
+        UPDATE outbox SET address = contact_reseal(address, $e) WHERE reminder_id IN (
+            SELECT reminder_id FROM reminders WHERE tenure_id IN ({tenure_ids_sql}))
+        """,
+        p,
+    )
+
+
+def retire_contacts(con: Con, vault: ContactVault, day: dt.date, retention_days: int) -> ContactRetention:
+    """The nightly retention step for ``day`` (idempotent: a key erased stays erased)."""
+    cutoff = day - dt.timedelta(days=retention_days)
+    erased: list[str] = []
+    tenures = 0
+    with transaction(con):
+        live = vault.live_epoch()
+        con.execute(
+            "INSERT INTO contact_keys SELECT $e, $d, NULL, NULL, NULL "
+            "WHERE NOT EXISTS (SELECT 1 FROM contact_keys WHERE epoch = $e)",
+            {"e": live, "d": day},
+        )
+        for epoch in vault.epochs():
+            if epoch.startswith("released-") and dt.date.fromisoformat(epoch[9:]) <= cutoff:
+                tenures += _erase_released(con, vault, epoch, day)
+                erased.append(epoch)
+        began = con.execute("SELECT began_logical FROM contact_keys WHERE epoch = $e", {"e": live}).fetchone()
+        retired = _rotate(con, vault, live, day) if began and began[0] <= cutoff else None
+    # After the commit: a generation's key goes only once its values are sealed under the next.
+    for (epoch,) in con.execute(
+        "SELECT epoch FROM contact_keys WHERE retired_logical IS NOT NULL AND erased_logical IS NULL"
+    ).fetchall():
+        vault.erase(epoch)
+        con.execute("UPDATE contact_keys SET erased_logical = $d WHERE epoch = $e", {"d": day, "e": epoch})
+        log.info("contacts: erased key %s (live generation retired)", epoch)
+        erased.append(epoch)
+    return ContactRetention(tuple(erased), tenures, retired)
+
+
+def _erase_released(con: Con, vault: ContactVault, epoch: str, day: dt.date) -> int:
+    """Delete the key of one release day; record it with the number of tenures released that day."""
+    released_on = dt.date.fromisoformat(epoch[9:])
+    row = con.execute("SELECT count(*) FROM releases WHERE released_on = $r", {"r": released_on}).fetchone()
+    n = int(row[0]) if row else 0
+    vault.erase(epoch)
+    con.execute(
+        "INSERT INTO contact_keys VALUES ($e, $r, NULL, $d, $n)",
+        {"e": epoch, "r": released_on, "d": day, "n": n},
+    )
+    log.info("contacts: erased key %s (contacts of %d released tenures, crypto-shredded)", epoch, n)
+    return n
+
+
+def _rotate(con: Con, vault: ContactVault, old: str, day: dt.date) -> str:
+    """Reseal every live value of ``old`` under the next generation; record ``old`` retired."""
+    new = f"live-{int.from_bytes(epoch_header(old)[2:], 'big') + 1}"
+    for table, column, rows in _LIVE_VALUES:
+        con.execute(
+            f"""
+            UPDATE {table} SET {column} = contact_reseal({column}, $new)
+            WHERE {rows} AND contact_epoch({column}) = $old
+            """,
+            {"new": new, "old": old} | ({"d": day} if "$d" in rows else {}),
+        )
+    con.execute("UPDATE contact_keys SET retired_logical = $d WHERE epoch = $e", {"d": day, "e": old})
+    con.execute("INSERT INTO contact_keys VALUES ($e, $d, NULL, NULL, NULL)", {"e": new, "d": day})
+    log.info("contacts: live generation %s retired, values resealed under %s", old, new)
+    return new
