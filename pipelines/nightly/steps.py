@@ -211,7 +211,7 @@ STEPS: tuple[Step, ...] = (
     Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
     Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
     Step("contacts", step_contacts, doc="retention: contacts erased a set time after release"),
-    Step("alerts", step_alerts, doc="compliance: reissue violations, release exception rate"),
+    Step("alerts", step_alerts, doc="compliance: reissue violations, exceptions, exception rates"),
 )
 
 

@@ -20,6 +20,10 @@ from pipelines.reminders.channels import ChannelName
 
 Language = Literal["zh-CN", "en"]
 Cause = Literal["cancel", "suspend"]
+# reminder: the scheduled reminders; hold: a number held at the gate (urgent, escalating);
+# exception / violation: the urgent notice after a release with an exception / a violating
+# reissue, naming the day it happened (release_on) and what to do now.
+Kind = Literal["reminder", "hold", "exception", "violation"]
 
 # Characters, not segments. Gateways bill per concatenated segment (67 UCS-2 characters once a
 # text holds any Chinese, 153 GSM-7 otherwise), so the budget keeps a reminder to a few segments.
@@ -42,12 +46,15 @@ class ReminderContext:
     unbind_url: str  # the carrier's own unbinding service (settings.unbind_url)
     national_unbind_service: str  # settings.national_unbind_service
     cause: Cause = "cancel"  # suspend: the owner can still keep the number by paying
+    kind: Kind = "reminder"
 
     def __post_init__(self) -> None:
         if self.reminder_no < 1:
             raise ValueError(f"reminder {self.reminder_id}: reminder_no must be >= 1")
         if self.channel not in ("email", "sms", "letter"):
             raise ValueError(f"reminder {self.reminder_id}: unknown channel {self.channel!r}")
+        if self.kind not in ("reminder", "hold", "exception", "violation"):
+            raise ValueError(f"reminder {self.reminder_id}: unknown kind {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -70,12 +77,16 @@ def render_reminder(ctx: ReminderContext) -> RenderedReminder:
     if ctx.channel == "sms":
         return RenderedReminder("", _sms(ctx, texts, values, language), None, language)
     paragraphs = _body(ctx, texts, values, language)
+    urgent = texts.urgent.get(ctx.kind)
     if ctx.channel == "email":
-        subject = texts.subject.substitute(values) + (texts.subject_final if ctx.final else "")
+        if urgent:
+            subject = urgent.subject.substitute(values)
+        else:
+            subject = texts.subject.substitute(values) + (texts.subject_final if ctx.final else "")
         body = [texts.greeting, *paragraphs, *texts.email_footer(values)]
         page = _as_html(subject, body, ctx.unbind_url, language)
         return RenderedReminder(subject, _as_text(body), page, language)
-    title = texts.letter_title.substitute(values)
+    title = (urgent.letter_title if urgent else texts.letter_title).substitute(values)
     letter = [
         ctx.carrier_name,
         title,
@@ -88,6 +99,16 @@ def render_reminder(ctx: ReminderContext) -> RenderedReminder:
 
 
 # --------------------------------------------------------------------------- texts
+
+
+@dataclass(frozen=True)
+class _Urgent:
+    """What an urgent text says instead of a reminder's subject, title and opening."""
+
+    subject: Template
+    letter_title: Template
+    lead: Template
+    sms_lead: Template
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,10 @@ class _Texts:
     sms_reference: Template
     sms_greeting: str
     ordinals: tuple[str, ...]
+    urgent: dict[Kind, _Urgent]
+    # After an exception or violation: whom to contact, and the proof the owner can ask for.
+    contact_step: Template
+    sms_contact: str
 
     def email_footer(self, values: dict[str, str]) -> list[str]:
         return [
@@ -165,6 +190,45 @@ _ZH = _Texts(
     sms_reference=Template("编号${reminder_id}"),
     sms_greeting="尊敬的用户，",
     ordinals=("一", "二", "三", "四", "五", "六", "七", "八", "九", "十"),
+    urgent={
+        "hold": _Urgent(
+            subject=Template(
+                "【${carrier}】紧急：未能确认您收到提醒，号码${number}最早将于${release}起重新放号，请立即解绑账户"
+            ),
+            letter_title=Template("紧急：关于手机号码${number}即将重新放号的提醒函"),
+            lead=Template(
+                "紧急提醒：您在${carrier}的原手机号码${number}（销号日期：${disconnected}）冻结期已满。"
+                "我们尚未确认您收到了此前的提醒，因此暂缓放号；但该号码最早将于${release}起重新放号，"
+                "届时可能分配给其他用户使用。请立即处理。"
+            ),
+            sms_lead=Template("紧急：未能确认您收到提醒，您的原号码${number}最早将于${release}起重新放号，"),
+        ),
+        "exception": _Urgent(
+            subject=Template("【${carrier}】紧急通知：号码${number}已于${release}放号，请立即解绑账户"),
+            letter_title=Template("紧急通知：手机号码${number}已重新放号"),
+            lead=Template(
+                "紧急通知：您在${carrier}的原手机号码${number}（销号日期：${disconnected}）已于${release}"
+                "重新放号，可能很快分配给新用户。我们多次提醒，但未能确认您已收到。"
+            ),
+            sms_lead=Template("紧急：您的原号码${number}已于${release}放号，可能很快分配给新用户，"),
+        ),
+        "violation": _Urgent(
+            subject=Template(
+                "【${carrier}】紧急通知：号码${number}已于${release}分配给新用户，请立即解绑账户"
+            ),
+            letter_title=Template("紧急通知：手机号码${number}已分配给新用户"),
+            lead=Template(
+                "紧急通知：您在${carrier}的原手机号码${number}已于${release}分配给新用户，"
+                "早于规定的提醒和冻结期满。我们对此深表歉意。"
+            ),
+            sms_lead=Template("紧急：您的原号码${number}已于${release}分配给新用户，"),
+        ),
+    },
+    contact_step=Template(
+        "3. 联系${carrier}客服并提供提醒编号${reminder_id}；如有平台要求您证明曾持有该号码，"
+        "可向${carrier}申请一份签名的号码持有证明。"
+    ),
+    sms_contact="如有疑问请联系客服。",
 )
 
 _EN = _Texts(
@@ -235,6 +299,58 @@ _EN = _Texts(
         "ninth",
         "tenth",
     ),
+    urgent={
+        "hold": _Urgent(
+            subject=Template(
+                "URGENT ${carrier}: we could not confirm you got our reminders; mobile number ${number} "
+                "may be reissued from ${release}"
+            ),
+            letter_title=Template("URGENT: mobile number ${number} may soon be reissued"),
+            lead=Template(
+                "URGENT: the freeze of the mobile number ${number}, which you cancelled with ${carrier} "
+                "on ${disconnected}, is over. We could not confirm that you received our reminders, so "
+                "we are holding the number back, but it may be reissued from ${release} and then be "
+                "assigned to a new subscriber. Please act now."
+            ),
+            sms_lead=Template(
+                "URGENT: we could not confirm you got our reminders; your former number ${number} may "
+                "be reissued from ${release}. "
+            ),
+        ),
+        "exception": _Urgent(
+            subject=Template(
+                "URGENT ${carrier}: mobile number ${number} was released for reissue on ${release}"
+            ),
+            letter_title=Template("URGENT: mobile number ${number} has been released for reissue"),
+            lead=Template(
+                "URGENT: the mobile number ${number}, which you cancelled with ${carrier} on "
+                "${disconnected}, was released for reissue on ${release} and may soon be assigned to a "
+                "new subscriber. We reminded you several times but could not confirm that you "
+                "received our reminders."
+            ),
+            sms_lead=Template(
+                "URGENT: your former number ${number} was released on ${release} and may soon go to a "
+                "new subscriber. "
+            ),
+        ),
+        "violation": _Urgent(
+            subject=Template("URGENT ${carrier}: mobile number ${number} was assigned to a new subscriber"),
+            letter_title=Template("URGENT: mobile number ${number} has been assigned to a new subscriber"),
+            lead=Template(
+                "URGENT: the mobile number ${number}, which you held with ${carrier}, was assigned to a "
+                "new subscriber on ${release}, before the required reminders and freeze were complete. "
+                "We apologise."
+            ),
+            sms_lead=Template(
+                "URGENT: your former number ${number} was assigned to a new subscriber on ${release}. "
+            ),
+        ),
+    },
+    contact_step=Template(
+        "3. Contact ${carrier} quoting reference ${reminder_id}. If a platform asks you to prove that "
+        "the number was yours, ask ${carrier} for a signed statement of your tenure."
+    ),
+    sms_contact="Questions: contact us. ",
 )
 
 _TEXTS: dict[Language, _Texts] = {"zh-CN": _ZH, "en": _EN}
@@ -290,20 +406,32 @@ def _values(ctx: ReminderContext, language: Language) -> dict[str, str]:
 def _body(ctx: ReminderContext, texts: _Texts, values: dict[str, str], language: Language) -> list[str]:
     ordinal = texts.ordinal_final if ctx.final else texts.ordinal.substitute(values)
     sentence_gap = " " if language == "en" else ""
-    return [
-        texts.lead[ctx.cause].substitute(values),
+    urgent = texts.urgent.get(ctx.kind)
+    steps = [s.substitute(values) for s in texts.steps]
+    closing = ordinal + sentence_gap + texts.done
+    if ctx.kind in ("exception", "violation"):
+        # It has happened: no "which reminder" and no "ignore this", but whom to contact.
+        steps.append(texts.contact_step.substitute(values))
+        closing = ""
+    lead = urgent.lead if urgent else texts.lead[ctx.cause]
+    blocks = [
+        lead.substitute(values),
         texts.risk,
-        "\n".join([texts.steps_intro, *("  " + s.substitute(values) for s in texts.steps)]),
-        ordinal + sentence_gap + texts.done,
+        "\n".join([texts.steps_intro, *("  " + s for s in steps)]),
+        closing,
     ]
+    return [b for b in blocks if b]
 
 
 def _sms(ctx: ReminderContext, texts: _Texts, values: dict[str, str], language: Language) -> str:
     signature = f"【{values['carrier']}】" if language == "zh-CN" else f"{values['carrier']}: "
-    lead = texts.sms_lead[ctx.cause].substitute(values)
+    urgent = texts.urgent.get(ctx.kind)
+    lead = (urgent.sms_lead if urgent else texts.sms_lead[ctx.cause]).substitute(values)
     unbind = texts.sms_unbind.substitute(values)
     local_only = texts.sms_unbind_local_only.substitute(values)
     ordinal = texts.sms_ordinal_final if ctx.final else texts.sms_ordinal.substitute(values)
+    if ctx.kind in ("exception", "violation"):
+        ordinal = texts.sms_contact  # it has happened: whom to ask, not which reminder
     reference = texts.sms_reference.substitute(values)
     greeting = texts.sms_greeting
     # Most to least complete; the first that fits is sent. The number, release date and the

@@ -16,6 +16,18 @@ def test_embedded_default_needs_no_file() -> None:
     p = s.policy("GD")
     assert (p.freeze_days, p.suspend_days, p.min_effective_reminders, p.max_hold_days) == (90, 60, 2, 30)
     assert p.reminder_days() == (0, 30, 76)
+    assert (p.hold_reminder_every_days, p.max_hold_reminders) == (7, 5)
+
+
+def test_hold_escalation_is_configured_per_province_and_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[policy.GD]\nhold_reminder_every_days = 2\nmax_hold_reminders = 10\n")
+    s = load_settings(cfg, env={})
+    assert (s.policy("GD").hold_reminder_every_days, s.policy("GD").max_hold_reminders) == (2, 10)
+    assert s.policy("SD").hold_reminder_every_days == 7
+    for bad in ({"hold_reminder_every_days": 0}, {"max_hold_reminders": 0}):
+        with pytest.raises(ConfigError, match="hold_reminder_every_days and max_hold_reminders"):
+            Policy(**bad)  # type: ignore[arg-type]
 
 
 def test_file_then_env_override(tmp_path: Path) -> None:
