@@ -170,8 +170,8 @@ def verify(
     from pipelines.errors import VerificationError
     from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file, verify_statement
     from pipelines.ledger.evidence import INDEX_FILE, read_capped, verify_bundle
-    from pipelines.ledger.note import MAX_NOTE_BYTES
-    from pipelines.ledger.proof import MAX_PROOF_BYTES
+    from number_recycling_client.ledger.note import MAX_NOTE_BYTES
+    from number_recycling_client.ledger.proof import MAX_PROOF_BYTES
     from pipelines.ledger.statement import is_statement
     from pipelines.ledger.verify import beyond_checkpoint_advice
 

@@ -36,7 +36,7 @@ from pipelines.config import Settings
 from pipelines.errors import DataContractError, FormatError
 from pipelines.feeds.answer import BULK_WORDS, END_REASONS, OPENED_BY, Answer, AnswerIndex, Verdict
 from pipelines.feeds.publish import latest_rows, newest_manifest, row_grade_codes
-from pipelines.feeds.wire import canonical_json, parse_canonical, sha256_hex
+from number_recycling_client.wire import canonical_json, parse_canonical, sha256_hex
 from pipelines.layout import PRIVATE_FILE_MODE, Layout, private_dir, write_private
 
 log = logging.getLogger(__name__)

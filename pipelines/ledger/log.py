@@ -37,14 +37,14 @@ from pipelines.errors import (
     TransientError,
 )
 from pipelines.layout import atomic_write_bytes
-from pipelines.ledger.merkle import (
+from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     fold_subtrees,
     leaf_hashes,
     perfect_root,
 )
-from pipelines.ledger.tiles import (
+from number_recycling_client.ledger.tiles import (
     ENTRIES,
     MAX_ENTRY_SIZE,
     TILE_HEIGHT,
@@ -53,6 +53,7 @@ from pipelines.ledger.tiles import (
     decode_bundle,
     encode_bundle,
     partial_width,
+    split_hashes,
 )
 
 CHECKPOINT_FILE = "checkpoint"
@@ -93,10 +94,6 @@ class WriterLock:
             self._fd = None
 
 
-def split_hashes(data: bytes, where: str) -> list[bytes]:
-    if len(data) % HASH_SIZE:
-        raise FormatError(f"{where}: {len(data)} bytes is not a whole number of hashes")
-    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
 def frontier_root(levels: Sequence[Sequence[bytes]]) -> bytes:

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from pipelines.db import sql_str
 from pipelines.errors import ConfigError, OpeningErasedError, TerminalError, VerificationError
 from pipelines.layout import private_dir, private_umask
-from pipelines.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
+from number_recycling_client.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
 
 MASTER_KEY_FILE = "openings.key"
 DB_FILE = "openings.duckdb"

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipelines.errors import ConfigError, FormatError, InconsistentCheckpointError
 from pipelines.layout import atomic_write_bytes
-from pipelines.ledger.merkle import verify_consistency
-from pipelines.ledger.note import (
+from number_recycling_client.ledger.merkle import verify_consistency
+from number_recycling_client.ledger.note import (
     Checkpoint,
     Verifier,
     format_signer_key,
@@ -34,25 +34,11 @@ from pipelines.ledger.note import (
     is_valid_key_name,
     key_id,
     open_checkpoint,
+    Signer,
     parse_signer_key,
     sign_note,
 )
 
-
-@runtime_checkable
-class Signer(Protocol):
-    """A note signing key: C2SP key name, 4-byte key ID, Ed25519 public key, raw signatures."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def key_id(self) -> bytes: ...
-
-    @property
-    def public_key(self) -> bytes: ...
-
-    def sign(self, msg: bytes) -> bytes: ...
 
 
 class CheckpointSigner(Signer, Protocol):

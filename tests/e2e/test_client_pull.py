@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.client import HttpFetcher, LocalFeed, check_local, pull
-from pipelines.client.store import STATE_DB
+from number_recycling_client.store import STATE_DB
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import (
@@ -40,7 +40,7 @@ from pipelines.errors import (
 from pipelines.feeds import publish
 from pipelines.feeds.publish import publish_feed, rotate_root
 from pipelines.feeds.query_snapshot import publish_snapshot
-from pipelines.feeds.wire import ROLE_TIMESTAMP, Envelope, Manifest, Root, Timestamp, sha256_hex
+from number_recycling_client.wire import ROLE_TIMESTAMP, Envelope, Manifest, Root, Timestamp, sha256_hex
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from pipelines.client import check_local, pull
-from pipelines.client.store import STATE_DB
+from number_recycling_client.store import STATE_DB
 from pipelines.compliance.alerts import evaluate_compliance
 from pipelines.config import Policy, load_settings
 from pipelines.db import open_state

@@ -29,7 +29,7 @@ from pipelines.errors import TamperedFileError
 from pipelines.feeds.publish import load_root, publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
-from pipelines.ledger.entries import CanonicalValue, EntryType, PreparedEntry
+from number_recycling_client.ledger.entries import CanonicalValue, EntryType, PreparedEntry
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer

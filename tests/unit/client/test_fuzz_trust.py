@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_trust import NOW, Publisher, parquet_bytes, rows_table
 
-from pipelines.client.trust import LastPull, TrustedFeed
-from pipelines.feeds.wire import (
+from number_recycling_client.trust import LastPull, TrustedFeed
+from number_recycling_client.wire import (
     Envelope,
     LedgerRef,
     Manifest,

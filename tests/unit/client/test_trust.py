@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.client.trust import LastPull, TrustedFeed, verify_notices, verify_rows
+from number_recycling_client.trust import LastPull, TrustedFeed, verify_notices, verify_rows
 from pipelines.errors import (
     CommitmentError,
     ExpiredMetadataError,
@@ -32,7 +32,7 @@ from pipelines.errors import (
     TamperedFileError,
 )
 from pipelines.feeds.publish import FEED_SCHEMA, GRADE_COLUMNS, NOTICE_SCHEMA, commit_manifest
-from pipelines.feeds.wire import (
+from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
     ROLE_ROOT,

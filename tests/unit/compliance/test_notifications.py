@@ -36,7 +36,7 @@ from pipelines.db import open_state
 from pipelines.errors import DataContractError, TerminalError
 from pipelines.feeds.publish import FeedPaths, load_root, publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
-from pipelines.feeds.wire import Envelope, Manifest
+from number_recycling_client.wire import Envelope, Manifest
 from pipelines.layout import Layout
 from pipelines.server.platforms import AuditLog, TokenStore
 

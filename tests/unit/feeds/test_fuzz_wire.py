@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.errors import FormatError
-from pipelines.feeds.wire import (
+from number_recycling_client.wire import (
     Envelope,
     Manifest,
     QueryReceipt,

@@ -27,7 +27,7 @@ from pipelines.feeds.publish import (
     publish_feed,
     rotate_root,
 )
-from pipelines.feeds.wire import (
+from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_ROOT,
     ROLE_TIMESTAMP,
@@ -40,7 +40,7 @@ from pipelines.feeds.wire import (
 )
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
-from pipelines.ledger.note import open_checkpoint
+from number_recycling_client.ledger.note import open_checkpoint
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
 

@@ -17,7 +17,7 @@ from pipelines.ledger import (
     OpeningsStore,
     PreparedEntry,
 )
-from pipelines.ledger.merkle import leaf_hash, perfect_root
+from number_recycling_client.ledger.merkle import leaf_hash, perfect_root
 
 VECTORS = Path(__file__).parent / "vectors"
 ORIGIN = "carrier.example/number-recycling/ledger"

@@ -10,7 +10,7 @@ import pytest
 from ledger_testkit import VECTORS, MemoryTree, load_vector
 
 from pipelines.errors import InconsistentCheckpointError, ProofError
-from pipelines.ledger.merkle import (
+from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
     consistency_path,
     inclusion_path,

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger_testkit import load_vector
 
 from pipelines.errors import FormatError, SignatureError
-from pipelines.ledger.merkle import leaf_hash
-from pipelines.ledger.note import (
+from number_recycling_client.ledger.merkle import leaf_hash
+from number_recycling_client.ledger.note import (
     Checkpoint,
     Verifier,
     format_signer_key,

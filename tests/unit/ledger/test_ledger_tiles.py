@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipelines.errors import FormatError
-from pipelines.ledger.tiles import (
+from number_recycling_client.ledger.tiles import (
     ENTRIES,
     Tile,
     decode_bundle,
