@@ -22,7 +22,7 @@ import httpx
 import pytest
 import uvicorn
 
-from pipelines.client import verify_receipt
+from number_recycling_client import verify_receipt
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import TamperedFileError
