@@ -10,21 +10,49 @@ number involved and says what the operator should do.
 from __future__ import annotations
 
 from number_recycling_client.errors import (
-    RecycleError as RecycleError,
-    TerminalError as TerminalError,
-    TransientError as TransientError,
-    VerificationError as VerificationError,
-    SignatureError as SignatureError,
-    InconsistentCheckpointError as InconsistentCheckpointError,
-    FormatError as FormatError,
-    ProofError as ProofError,
-    LogIntegrityError as LogIntegrityError,
     CommitmentError as CommitmentError,
-    TamperedFileError as TamperedFileError,
-    RollbackError as RollbackError,
+)
+from number_recycling_client.errors import (
     ExpiredMetadataError as ExpiredMetadataError,
+)
+from number_recycling_client.errors import (
     FeedGapError as FeedGapError,
+)
+from number_recycling_client.errors import (
     FeedOrderError as FeedOrderError,
+)
+from number_recycling_client.errors import (
+    FormatError as FormatError,
+)
+from number_recycling_client.errors import (
+    InconsistentCheckpointError as InconsistentCheckpointError,
+)
+from number_recycling_client.errors import (
+    LogIntegrityError as LogIntegrityError,
+)
+from number_recycling_client.errors import (
+    ProofError as ProofError,
+)
+from number_recycling_client.errors import (
+    RecycleError as RecycleError,
+)
+from number_recycling_client.errors import (
+    RollbackError as RollbackError,
+)
+from number_recycling_client.errors import (
+    SignatureError as SignatureError,
+)
+from number_recycling_client.errors import (
+    TamperedFileError as TamperedFileError,
+)
+from number_recycling_client.errors import (
+    TerminalError as TerminalError,
+)
+from number_recycling_client.errors import (
+    TransientError as TransientError,
+)
+from number_recycling_client.errors import (
+    VerificationError as VerificationError,
 )
 
 

@@ -14,6 +14,7 @@ from number_recycling_client import HttpFetcher, LocalAnswer, LocalFeed, PullRep
 from number_recycling_client import check_local as check_e164
 from number_recycling_client.check import E164
 from number_recycling_client.errors import TerminalError
+
 from pipelines.numbers import mask, normalise
 
 __all__ = ["HttpFetcher", "LocalAnswer", "LocalFeed", "PullReport", "check_local", "pull"]

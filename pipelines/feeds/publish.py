@@ -42,11 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-
-from pipelines.config import Settings
-from pipelines.errors import ConfigError, DataContractError, FeedConflictError, FormatError
-from pipelines.feeds.grade import GRADES, grade_codes
 from number_recycling_client.feedfiles import FEED_COLUMNS, GRADE_COLUMNS, NOTICE_COLUMNS, Column
+from number_recycling_client.ledger.entries import EntryType, PreparedEntry
 from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
@@ -68,8 +65,11 @@ from number_recycling_client.wire import (
     sha256_hex,
     verify_root_update,
 )
+
+from pipelines.config import Settings
+from pipelines.errors import ConfigError, DataContractError, FeedConflictError, FormatError
+from pipelines.feeds.grade import GRADES, grade_codes
 from pipelines.layout import Layout, atomic_write_bytes
-from number_recycling_client.ledger.entries import CanonicalValue, EntryType, PreparedEntry
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.signer import FileSigner, load_or_create_signer, verifier_key
 
@@ -83,7 +83,13 @@ TIMESTAMP_LIFETIME = dt.timedelta(days=2)  # a client refuses a feed not refresh
 
 # The columns are the light client's (number_recycling_client.feedfiles: one list for the
 # publisher and every reader); Arrow types here.
-_ARROW_TYPES = {"string": pa.string(), "date": pa.date32(), "int64": pa.int64(), "int8": pa.int8(), "bool": pa.bool_()}
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "date": pa.date32(),
+    "int64": pa.int64(),
+    "int8": pa.int8(),
+    "bool": pa.bool_(),
+}
 
 
 def _schema(columns: Sequence[Column]) -> pa.Schema:
@@ -98,7 +104,6 @@ NOTICES_PARQUET = "notices.parquet"
 NOTICES_CSV = "notices.csv"
 _KEY_INDEX = "feed-keys.json"  # keyid -> signer name; public information, beside the keys
 _DAY_DIR = re.compile(r"\d{4}-\d{2}-\d{2}")
-
 
 
 def commit_manifest(ledger: Ledger, manifest: Manifest) -> LedgerRef:

@@ -10,7 +10,6 @@ Formats and the audit procedure are described in ``docs/ledger.md``; signed tenu
 
 from typing import TYPE_CHECKING
 
-from pipelines.lazy import lazy_attributes
 from number_recycling_client.ledger.entries import (
     CanonicalValue,
     Entry,
@@ -20,8 +19,10 @@ from number_recycling_client.ledger.entries import (
     tenure_ref_for,
 )
 from number_recycling_client.ledger.merkle import verify_consistency, verify_inclusion
-from number_recycling_client.ledger.note import Checkpoint, Verifier, open_checkpoint
-from pipelines.ledger.signer import CheckpointSigner, FileSigner, Signer, load_or_create_signer
+from number_recycling_client.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint
+
+from pipelines.lazy import lazy_attributes
+from pipelines.ledger.signer import CheckpointSigner, FileSigner, load_or_create_signer
 from pipelines.ledger.statement import VerifiedStatement, verify_statement
 from pipelines.ledger.verify import (
     AuditFinding,

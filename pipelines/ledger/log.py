@@ -30,16 +30,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pipelines.errors import (
-    FormatError,
-    LogIntegrityError,
-    TerminalError,
-    TransientError,
-)
-from pipelines.layout import atomic_write_bytes
 from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
-    HASH_SIZE,
     fold_subtrees,
     leaf_hashes,
     perfect_root,
@@ -55,6 +47,14 @@ from number_recycling_client.ledger.tiles import (
     partial_width,
     split_hashes,
 )
+
+from pipelines.errors import (
+    FormatError,
+    LogIntegrityError,
+    TerminalError,
+    TransientError,
+)
+from pipelines.layout import atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint"
 VKEY_FILE = "vkey"
@@ -92,8 +92,6 @@ class WriterLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
-
-
 
 
 def frontier_root(levels: Sequence[Sequence[bytes]]) -> bytes:

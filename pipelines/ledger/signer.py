@@ -19,26 +19,25 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from pipelines.errors import ConfigError, FormatError, InconsistentCheckpointError
-from pipelines.layout import atomic_write_bytes
 from number_recycling_client.ledger.merkle import verify_consistency
 from number_recycling_client.ledger.note import (
     Checkpoint,
+    Signer,
     Verifier,
     format_signer_key,
     format_verifier_key,
     is_valid_key_name,
     key_id,
     open_checkpoint,
-    Signer,
     parse_signer_key,
     sign_note,
 )
 
+from pipelines.errors import ConfigError, FormatError, InconsistentCheckpointError
+from pipelines.layout import atomic_write_bytes
 
 
 class CheckpointSigner(Signer, Protocol):

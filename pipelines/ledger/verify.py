@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
 from number_recycling_client.ledger.entries import (
     ENTRY_SIZE,
     ENTRY_VERSION,
@@ -26,8 +25,6 @@ from number_recycling_client.ledger.entries import (
     commitment,
     tenure_ref_for,
 )
-from pipelines.ledger.log import CHECKPOINT_FILE, PENDING_FILE, frontier_root, is_beyond
-from number_recycling_client.ledger.tiles import split_hashes
 from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,
@@ -45,7 +42,11 @@ from number_recycling_client.ledger.tiles import (
     decode_bundle,
     encode_bundle,
     max_tile_bytes,
+    split_hashes,
 )
+
+from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
+from pipelines.ledger.log import CHECKPOINT_FILE, PENDING_FILE, frontier_root, is_beyond
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -101,7 +101,10 @@ def test_pending_withdrawn_released_reissued_through_http(tmp_path: Path) -> Non
     with serving(create_app(settings, snapshot_check_s=0.05)) as url:
         night(0)
         night(1)  # A and B cancelled: listed, and the client verified and stored the list
-        assert notice_rows(state) == [(1, A, "pending", day(1).isoformat()), (2, B, "pending", day(1).isoformat())]
+        assert notice_rows(state) == [
+            (1, A, "pending", day(1).isoformat()),
+            (2, B, "pending", day(1).isoformat()),
+        ]
         assert check_local(state, A, day(0)).recycled  # the feed no longer lags the server
         night(2)  # A restored: a signed withdrawal
         assert notice_rows(state)[-1] == (3, A, "withdrawn", day(1).isoformat())

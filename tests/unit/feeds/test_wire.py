@@ -11,8 +11,6 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from pipelines.errors import FormatError, SignatureError, VerificationError
 from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
@@ -34,6 +32,8 @@ from number_recycling_client.wire import (
     sha256_hex,
     verify_root_update,
 )
+
+from pipelines.errors import FormatError, SignatureError, VerificationError
 from pipelines.ledger.signer import FileSigner, load_or_create_signer
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas" / "feeds"

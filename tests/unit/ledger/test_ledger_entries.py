@@ -9,8 +9,6 @@ import hmac
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipelines.errors import FormatError, TerminalError
 from number_recycling_client.ledger.entries import (
     CanonicalValue,
     Entry,
@@ -19,6 +17,8 @@ from number_recycling_client.ledger.entries import (
     commitment,
     tenure_ref_for,
 )
+
+from pipelines.errors import FormatError, TerminalError
 
 VALUE = CanonicalValue.build(
     msisdn="+8613812345678",

@@ -8,10 +8,6 @@ from pathlib import Path
 
 import pytest
 from ledger_testkit import ORIGIN, LedgerEnv, MemoryTree, tenure_entries
-
-from pipelines.errors import LogIntegrityError, TransientError
-from pipelines.ledger import verify_log
-from pipelines.ledger.log import PENDING_FILE, TiledLog, WriterLock
 from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
     root_of,
@@ -20,6 +16,10 @@ from number_recycling_client.ledger.merkle import (
 )
 from number_recycling_client.ledger.proof import TileReader, consistency_proof, inclusion_proof
 from number_recycling_client.ledger.tiles import ENTRIES, Tile, decode_bundle, tiles_for_size
+
+from pipelines.errors import LogIntegrityError, TransientError
+from pipelines.ledger import verify_log
+from pipelines.ledger.log import PENDING_FILE, TiledLog, WriterLock
 
 
 def _entries(n: int, start: int = 0) -> list[bytes]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from ledger_testkit import ORIGIN, LedgerEnv, tenure_entries
+from number_recycling_client.ledger.proof import TlogProof
 
 from pipelines.errors import (
     CommitmentError,
@@ -26,7 +27,6 @@ from pipelines.ledger import (
     verify_log,
     verify_proof_file,
 )
-from number_recycling_client.ledger.proof import TlogProof
 from pipelines.ledger.verify import evidence_extra
 
 

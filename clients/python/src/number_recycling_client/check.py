@@ -28,8 +28,8 @@ class LocalAnswer:
 class LocalFeed:
     """The pulled feed, opened read-only, for many local checks (``with LocalFeed(dir) as feed``)."""
 
-    _COLS = ("seq", "msisdn", "event", "disconnected_on", "released_on", "reissued_on", "region")
-    _COLS += ("feed_date", "prior_end")
+    _COLS: tuple[str, ...] = ("seq", "msisdn", "event", "disconnected_on", "released_on", "reissued_on")
+    _COLS += ("region", "feed_date", "prior_end")
 
     def __init__(self, state_dir: Path) -> None:
         self._con: sqlite3.Connection = connect(state_dir, read_only=True)

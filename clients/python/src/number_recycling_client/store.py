@@ -15,7 +15,7 @@ from pathlib import Path
 
 from number_recycling_client.errors import TerminalError
 from number_recycling_client.feedfiles import FEED_COLUMNS, NOTICE_COLUMNS, Column
-from number_recycling_client.trust import LastPull, VerifiedPull
+from number_recycling_client.trust import LastPull, Row, VerifiedPull
 from number_recycling_client.wire import Envelope, Root, sha256_hex
 
 STATE_DB = "feed.sqlite"
@@ -90,10 +90,10 @@ def _new_state(got: VerifiedPull) -> dict[str, bytes]:
     return state
 
 
-def _insert(con: sqlite3.Connection, table: str, width: int, batches: tuple[list[tuple[object, ...]], ...]) -> None:
+def _insert(con: sqlite3.Connection, table: str, width: int, batches: tuple[list[Row], ...]) -> None:
     marks = ", ".join("?" * (width + 1))
     for rows in batches:
-        con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)  # noqa: S608 - names are ours
+        con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
 
 
 def store_pull(con: sqlite3.Connection, got: VerifiedPull) -> None:

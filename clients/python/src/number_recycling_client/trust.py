@@ -45,6 +45,17 @@ from number_recycling_client.feedfiles import (
     Value,
     read_csv,
 )
+from number_recycling_client.ledger.entries import Entry, EntryType, commitment
+from number_recycling_client.ledger.merkle import (
+    consistency_path,
+    inclusion_path,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from number_recycling_client.ledger.note import Checkpoint, open_checkpoint
+from number_recycling_client.ledger.proof import TileReader
+from number_recycling_client.ledger.tiles import Tile
 from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
@@ -61,17 +72,6 @@ from number_recycling_client.wire import (
     sha256_hex,
     verify_root_update,
 )
-from number_recycling_client.ledger.entries import Entry, EntryType, commitment
-from number_recycling_client.ledger.merkle import (
-    consistency_path,
-    inclusion_path,
-    leaf_hash,
-    verify_consistency,
-    verify_inclusion,
-)
-from number_recycling_client.ledger.note import Checkpoint, open_checkpoint
-from number_recycling_client.ledger.proof import TileReader
-from number_recycling_client.ledger.tiles import Tile
 
 Row = tuple[Value, ...]  # a file's columns in FEED_COLUMNS/NOTICE_COLUMNS order, then feed_date
 ReadTile = Callable[[str], bytes | None]  # tile path under the ledger ("tile/0/000") -> bytes, None: absent
