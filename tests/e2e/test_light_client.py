@@ -39,7 +39,7 @@ def _run(env_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_the_light_client_installs_alone_pulls_and_checks(light_venv: Path, setup: Setup) -> None:
+def test_the_light_client_installs_alone_pulls_and_checks(light_venv: Path, setup: Setup) -> None:  # noqa: F811
     py, nrc = str(light_venv / "bin" / "python"), str(light_venv / "bin" / "nrc")
     for heavy in ("duckdb", "pyarrow", "airflow", "pipelines", "numpy"):
         assert _run(light_venv, py, "-c", f"import {heavy}").returncode != 0, f"{heavy} is importable"
