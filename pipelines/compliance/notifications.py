@@ -33,12 +33,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from number_recycling_client.wire import Envelope, Manifest, sha256_hex
 
 from pipelines.config import Settings
 from pipelines.errors import DataContractError, TerminalError, TransientError
 from pipelines.feeds.publish import DAILY_CSV, DAILY_PARQUET, SNAPSHOT_DAYS, FeedPaths
 from pipelines.feeds.query_snapshot import TENURES, current_snapshot_dir
-from pipelines.feeds.wire import Envelope, Manifest, sha256_hex
 from pipelines.layout import create_private_file, private_dir
 from pipelines.numbers import mask
 from pipelines.server.platforms import FEED_DOWNLOADS, PHONE_PATTERN, server_dir

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from number_recycling_client.wire import ROLE_RECEIPT
+
 from pipelines.compliance.notifications import AckStore
 from pipelines.config import Settings
 from pipelines.feeds.publish import load_root, role_signers
 from pipelines.feeds.query_snapshot import SnapshotHolder, SnapshotIndex
-from pipelines.feeds.wire import ROLE_RECEIPT
 from pipelines.layout import Layout
 from pipelines.ledger.signer import FileSigner
 from pipelines.server.camara import BODY_TIMEOUT_S, ApiError

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from lifecycle_testkit import insert_tenure
+from number_recycling_client.wire import Envelope, Manifest
 from typer.testing import CliRunner
 
 from pipelines.cli.app import app as cli_app
@@ -36,7 +37,6 @@ from pipelines.db import open_state
 from pipelines.errors import DataContractError, TerminalError
 from pipelines.feeds.publish import FeedPaths, load_root, publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
-from pipelines.feeds.wire import Envelope, Manifest
 from pipelines.layout import Layout
 from pipelines.server.platforms import AuditLog, TokenStore
 

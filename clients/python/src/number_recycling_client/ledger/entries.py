@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pipelines.errors import FormatError, TerminalError
-from pipelines.numbers import mask, mask_contact
+from number_recycling_client.errors import FormatError, TerminalError
 
 ENTRY_VERSION = 1
 ENTRY_SIZE = 50
@@ -269,10 +268,9 @@ class CanonicalValue:
         return dict(self.fields)
 
     def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{n}={(mask_contact(v) if 'email' in n or n == 'contact' else mask(v)) if n in _MASKED_FIELDS else v!r}"
-            for n, v in self.fields
-        )
+        # Numbers and contacts are hidden, not masked: masking needs the number's national
+        # digits (phonenumbers), which this package does not depend on; a repr is for debugging.
+        shown = ", ".join(f"{n}={'<hidden>' if n in _MASKED_FIELDS else repr(v)}" for n, v in self.fields)
         return f"CanonicalValue({shown})"
 
 
