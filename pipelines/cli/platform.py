@@ -259,6 +259,7 @@ def new_owner(
     Since the number was recycled to its holder: how many platforms were notified, and how
     many confirmed unbinding, had no account or enabled stronger verification. Counts only."""
     from pipelines.compliance.notifications import new_owner_view
+    from pipelines.reminders.templates import holder_lines
     from pipelines.server import utc_now
 
     settings = settings_from(config, data)
@@ -282,6 +283,9 @@ def new_owner(
         highlight=False,
         soft_wrap=True,
     )
+    # The same named + counted lines as the holder's notice (platform_outcomes: one rule).
+    for line in holder_lines(view["named"], view["others"]):
+        out.print("  " + line, highlight=False, soft_wrap=True)
 
 
 def root_rotate(
