@@ -76,7 +76,9 @@ def schedule_holder_notices(con: Con, settings: Settings, day: dt.date) -> int:
     for r in due:
         o = outcomes[r["msisdn"]]
         ctx = HolderNoticeContext(r["notice_id"], r["msisdn"], language, o, settings.carrier_name)
-        rows.append({**r, "language": language, "outcomes": json.dumps(o), "text": render_holder_notice(ctx).text})
+        rows.append(
+            {**r, "language": language, "outcomes": json.dumps(o), "text": render_holder_notice(ctx).text}
+        )
     temp_table_from_rows(con, "_hn", rows, _ROWS)
     run_sql(
         con,
@@ -147,7 +149,9 @@ def _due(con: Con, day: dt.date) -> list[dict[str, Any]]:
             {"ids": [r["prior_tenure_id"] for r in rows]},
         ).fetchall()
     )
-    return [{**r, "prior_start": starts.get(r["prior_tenure_id"])} for r in rows if r["notice_id"] not in known]
+    return [
+        {**r, "prior_start": starts.get(r["prior_tenure_id"])} for r in rows if r["notice_id"] not in known
+    ]
 
 
 def record_holder_notice_results(con: Con, day: dt.date) -> None:

@@ -480,7 +480,11 @@ def _as_html(subject: str, blocks: list[str], unbind_url: str, language: Languag
 _HOLDER_SMS_MAX_CHARS: dict[Language, int] = {"zh-CN": 335, "en": 612}
 _ANSWER_WORDS: dict[Language, dict[str, str]] = {
     "zh-CN": {"unbound": "已确认解绑", "no_account": "无相关账户", "step_up_enabled": "已加强验证"},
-    "en": {"unbound": "confirmed unbinding", "no_account": "no account", "step_up_enabled": "step-up enabled"},
+    "en": {
+        "unbound": "confirmed unbinding",
+        "no_account": "no account",
+        "step_up_enabled": "step-up enabled",
+    },
 }
 _NOT_ANSWERED: dict[Language, str] = {"zh-CN": "尚未答复", "en": "not answered yet"}
 
@@ -538,8 +542,10 @@ def _platform_sentences(o: Mapping[str, Any], language: Language, as_of: str) ->
     zh = language == "zh-CN"
     named = list(o["named"])
     if not named and not o["others"]["platforms"]:
-        quiet = f"截至{as_of}，尚无平台下载或答复该号码的变更通知。" if zh else (
-            f"As of {as_of} no platform has yet downloaded or answered the notice of the change. "
+        quiet = (
+            f"截至{as_of}，尚无平台下载或答复该号码的变更通知。"
+            if zh
+            else (f"As of {as_of} no platform has yet downloaded or answered the notice of the change. ")
         )
         return quiet, quiet
     words = _ANSWER_WORDS[language]
@@ -548,7 +554,9 @@ def _platform_sentences(o: Mapping[str, Any], language: Language, as_of: str) ->
     def answered(answers: Sequence[str]) -> str:
         return sep.join(words[a] for a in answers) or _NOT_ANSWERED[language]
 
-    listed = [f"{p['platform']}{answered(p['answers']) if zh else ': ' + answered(p['answers'])}" for p in named]
+    listed = [
+        f"{p['platform']}{answered(p['answers']) if zh else ': ' + answered(p['answers'])}" for p in named
+    ]
     others = _counts_phrase(o["others"], language)
     all_counted = _counts_phrase(_fold(o), language, other=False)
     if zh:
@@ -560,19 +568,20 @@ def _platform_sentences(o: Mapping[str, Any], language: Language, as_of: str) ->
     return lead + "; ".join(listed) + rest + ". ", lead + all_counted + ". "
 
 
-def holder_lines(named: Sequence[Mapping[str, Any]], others: Mapping[str, int]) -> list[str]:
+def holder_lines(named: Sequence[Mapping[str, Any]], others: Mapping[str, Any]) -> list[str]:
     """What ``recycle new-owner`` prints under its counts, in the notice's English words: one
     line per platform that agreed to be named, one for the others, counted."""
     words = _ANSWER_WORDS["en"]
     lines = [
-        f"{p['platform']}: " + (", ".join(words[a] for a in p["answers"]) or _NOT_ANSWERED["en"]) for p in named
+        f"{p['platform']}: " + (", ".join(words[a] for a in p["answers"]) or _NOT_ANSWERED["en"])
+        for p in named
     ]
     if others["platforms"]:
         lines.append(_counts_phrase(others, "en"))
     return lines
 
 
-def _counts_phrase(c: Mapping[str, int], language: Language, *, other: bool = True) -> str:
+def _counts_phrase(c: Mapping[str, Any], language: Language, *, other: bool = True) -> str:
     """``3家平台：1家已确认解绑、2家尚未答复`` / ``3 other platforms: 1 confirmed unbinding, …``"""
     zh = language == "zh-CN"
     parts = [

@@ -166,7 +166,15 @@ class TokenStore:
                 "INSERT OR REPLACE INTO platforms"
                 " (name, token_sha256, scopes, rate, burst, created_at, revoked_at, named)"
                 " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
-                (name, token_hash(token), ",".join(sorted(scope_set)), float(rate), int(burst), now, int(named)),
+                (
+                    name,
+                    token_hash(token),
+                    ",".join(sorted(scope_set)),
+                    float(rate),
+                    int(burst),
+                    now,
+                    int(named),
+                ),
             )
         return token
 

@@ -56,7 +56,9 @@ def _platforms_hear_of_the_release(world: World) -> None:
     when = dt.datetime(2026, 3, 12, 2, tzinfo=dt.UTC)  # day 11 (2026-03-12), 10:00 in Beijing
     audit = AuditLog.open(data, clock=lambda: when)
     for p in ("bank-named", "anon-ack", "anon-quiet"):
-        audit.record(p, "download", path=f"/feeds/daily/{day(11)}/recycled.parquet", status=200, sha256="0" * 64)
+        audit.record(
+            p, "download", path=f"/feeds/daily/{day(11)}/recycled.parquet", status=200, sha256="0" * 64
+        )
     audit.close()
     store = AckStore.open(data)
     for platform, status in (("bank-named", "unbound"), ("anon-ack", "no_account")):
@@ -106,8 +108,12 @@ def test_a_reissue_night_sends_one_notice_to_the_number_naming_only_agreed_platf
         assert leak not in text, leak
     # only the notice went to the new holder, and nothing for it to the prior owner's contacts
     holder_rows = world.rows("SELECT * FROM outbox WHERE reminder_id LIKE 'H%'")
-    assert [(r["reminder_id"], r["channel"], r["status"]) for r in holder_rows] == [(notice_id, "sms", "sent")]
-    assert not [m for ch in world.channels.values() for m in ch.sent if m.reminder_id == notice_id and m.to != A]
+    assert [(r["reminder_id"], r["channel"], r["status"]) for r in holder_rows] == [
+        (notice_id, "sms", "sent")
+    ]
+    assert not [
+        m for ch in world.channels.values() for m in ch.sent if m.reminder_id == notice_id and m.to != A
+    ]
 
 
 def test_rerun_sends_nothing_twice_and_the_ledger_has_one_entry(world: World) -> None:
