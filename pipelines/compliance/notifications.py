@@ -740,14 +740,7 @@ def _no_evidence(platform: str) -> PlatformEvidence:
 
 
 def _acks(settings: Settings, msisdn: str) -> list[StoredAck]:
-    path = server_dir(settings.data_dir) / ACK_DB
-    if not path.exists():
-        return []
-    store = AckStore(path)
-    try:
-        return store.for_number(msisdn)
-    finally:
-        store.close()
+    return _acks_of(settings, [msisdn]).get(msisdn, [])
 
 
 # --------------------------------------------------------------------------- the new holder's view
@@ -967,6 +960,7 @@ def _named_platforms(settings: Settings) -> frozenset[str]:
 
 
 def _acks_of(settings: Settings, numbers: Sequence[str]) -> dict[str, list[StoredAck]]:
+    """Every stored acknowledgement of each number (none before the server stored any)."""
     path = server_dir(settings.data_dir) / ACK_DB
     if not path.exists():
         return {}
