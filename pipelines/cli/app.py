@@ -63,6 +63,7 @@ _GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...
         (
             ("add", platform.platform_add),
             ("scopes", platform.platform_scopes),
+            ("named", platform.platform_named),
             ("revoke", platform.platform_revoke),
             ("list", platform.platform_list),
         ),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pipelines.config import Settings
 from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.sql import count_of, drop_tables, policy_sql, run_sql, working_copy
+from pipelines.reminders.holder_notice import schedule_holder_notices
 from pipelines.reminders.ids import CLOSING_SQL, REMINDING_SQL
 from pipelines.reminders.render import render_due
 
@@ -38,6 +39,9 @@ class ScheduleReport:
     # Urgent notices to prior owners: tonight's releases with an exception and violating
     # reissues, one on every channel the owner has left (slots urgent:exception|violation).
     urgent: int = 0
+    # Notices to the new holder of a number reissued tonight, SMS to the number itself
+    # (pipelines.reminders.holder_notice: the one message the rule above lets through).
+    holder_notices: int = 0
 
 
 # The temp tables of one schedule_reminders call: each created by the phase named, all dropped
@@ -99,10 +103,13 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
     fallbacks = _insert_new_reminders(con, day, "_fb")
     _mark_fallbacks_handled(con)
     _cancel_blocked(con)
+    holder = schedule_holder_notices(con, settings, day)  # the new holder's notice: rendered already
     rendered, one_by_one = render_due(con, settings, day)
     _log_skipped(con, day, skipped, rerouted)
     drop_tables(con, _TEMP_TABLES)
-    return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one, skipped, rerouted, urgent)
+    return ScheduleReport(
+        day, scheduled, hold, fallbacks, rendered, one_by_one, skipped, rerouted, urgent, holder
+    )
 
 
 # --------------------------------------------------------------------------- SMS addresses

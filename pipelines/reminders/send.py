@@ -30,6 +30,7 @@ from pipelines.reminders.channels import (
     SendResult,
     send_with_retry,
 )
+from pipelines.reminders.holder_notice import record_holder_notice_results
 from pipelines.reminders.ids import temp_table_from_rows
 from pipelines.reminders.journal import SendJournal, read_send_journal, send_journal_path
 
@@ -374,3 +375,4 @@ def _write_results(con: Con, day: dt.date, results: list[dict[str, Any]]) -> Non
         WHERE r.result = 'sent'
         """,
     )
+    record_holder_notice_results(con, day)  # the new holder's notices have no reminders row

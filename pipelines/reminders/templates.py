@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from string import Template
-from typing import Literal
+from typing import Any, Literal
 
 from pipelines.errors import ConfigError
 from pipelines.numbers import mask
@@ -469,3 +470,136 @@ def _as_html(subject: str, blocks: list[str], unbind_url: str, language: Languag
         f'<!DOCTYPE html>\n<html lang="{language}"><head><meta charset="utf-8">'
         f"<title>{html.escape(subject)}</title></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
+
+
+# --------------------------------------------------------------------------- the new holder's notice
+
+# A notice to the new holder is sent once per sale and must carry a list of platforms, so it may
+# take more segments than a reminder: 5 UCS-2 segments (67 characters each) in Chinese, 4 GSM-7
+# segments (153) in English. Past that, named platforms are folded into the counts (below).
+_HOLDER_SMS_MAX_CHARS: dict[Language, int] = {"zh-CN": 335, "en": 612}
+_ANSWER_WORDS: dict[Language, dict[str, str]] = {
+    "zh-CN": {"unbound": "已确认解绑", "no_account": "无相关账户", "step_up_enabled": "已加强验证"},
+    "en": {
+        "unbound": "confirmed unbinding",
+        "no_account": "no account",
+        "step_up_enabled": "step-up enabled",
+    },
+}
+_NOT_ANSWERED: dict[Language, str] = {"zh-CN": "尚未答复", "en": "not answered yet"}
+
+
+@dataclass(frozen=True)
+class HolderNoticeContext:
+    """What the new holder's notice says. ``outcomes`` is
+    :func:`pipelines.compliance.notifications.platform_outcomes` for the number: platform names
+    only of those that agreed to be named, nothing about the prior holder."""
+
+    notice_id: str
+    msisdn: str = field(repr=False)
+    language: str
+    outcomes: Mapping[str, Any]  # PlatformOutcomes
+    carrier_name: str
+
+
+def render_holder_notice(ctx: HolderNoticeContext) -> RenderedReminder:
+    """The SMS to a recycled number's new holder: the number was used before, what the
+    platforms told of it answered as of a day (named when they agreed, else counted), what to do.
+
+    Raises :class:`ConfigError` when even the shortest variant is over the length budget."""
+    language = _language(ctx.language)
+    zh = language == "zh-CN"
+    o = ctx.outcomes
+    number, as_of = mask(ctx.msisdn), _date(dt.date.fromisoformat(o["as_of"]), language)
+    head = (
+        f"【{ctx.carrier_name}】您好，您的号码{number}为二次放号号码，此前曾由他人使用，可能仍绑定他人的网络账户。"
+        if zh
+        else f"{ctx.carrier_name}: your number {number} is recycled: it was used before and may still be "
+        "linked to someone else's online accounts. "
+    )
+    advice = (
+        "如收到他人的验证码或通知，请勿使用，并联系该平台解绑；最新进展请咨询客服。"
+        if zh
+        else "If you receive someone else's codes or notices, do not use them; ask that platform to "
+        "unlink the number. Our customer service has the latest answers. "
+    )
+    ref = f"编号{ctx.notice_id}" if zh else f"Ref {ctx.notice_id}"
+    full, counted = _platform_sentences(o, language, as_of)
+    limit = _HOLDER_SMS_MAX_CHARS[language]
+    # Most to least complete; a list of named platforms too long for the budget becomes counts.
+    for platforms, how, reference in ((full, advice, ref), (counted, advice, ref), (counted, advice, "")):
+        text = (head + platforms + how + reference).strip()
+        if len(text) <= limit:
+            return RenderedReminder("", text, None, language)
+    raise ConfigError(
+        f"holder notice {ctx.notice_id}: the shortest {language} SMS is {len(text)} characters, over "
+        f"the {limit}-character limit; shorten carrier_name in the configuration"
+    )
+
+
+def _platform_sentences(o: Mapping[str, Any], language: Language, as_of: str) -> tuple[str, str]:
+    """(named platforms and counts, counts only) as one sentence each."""
+    zh = language == "zh-CN"
+    named = list(o["named"])
+    if not named and not o["others"]["platforms"]:
+        quiet = (
+            f"截至{as_of}，尚无平台下载或答复该号码的变更通知。"
+            if zh
+            else (f"As of {as_of} no platform has yet downloaded or answered the notice of the change. ")
+        )
+        return quiet, quiet
+    words = _ANSWER_WORDS[language]
+    sep = "、" if zh else ", "
+
+    def answered(answers: Sequence[str]) -> str:
+        return sep.join(words[a] for a in answers) or _NOT_ANSWERED[language]
+
+    listed = [
+        f"{p['platform']}{answered(p['answers']) if zh else ': ' + answered(p['answers'])}" for p in named
+    ]
+    others = _counts_phrase(o["others"], language)
+    all_counted = _counts_phrase(_fold(o), language, other=False)
+    if zh:
+        lead = f"截至{as_of}，已通知的平台答复："
+        rest = f"；另有{others}" if o["others"]["platforms"] else ""
+        return lead + "；".join(listed) + rest + "。", lead + all_counted + "。"
+    lead = f"As of {as_of}, the platforms told answered: "
+    rest = f"; {others}" if o["others"]["platforms"] else ""
+    return lead + "; ".join(listed) + rest + ". ", lead + all_counted + ". "
+
+
+def holder_lines(named: Sequence[Mapping[str, Any]], others: Mapping[str, Any]) -> list[str]:
+    """What ``recycle new-owner`` prints under its counts, in the notice's English words: one
+    line per platform that agreed to be named, one for the others, counted."""
+    words = _ANSWER_WORDS["en"]
+    lines = [
+        f"{p['platform']}: " + (", ".join(words[a] for a in p["answers"]) or _NOT_ANSWERED["en"])
+        for p in named
+    ]
+    if others["platforms"]:
+        lines.append(_counts_phrase(others, "en"))
+    return lines
+
+
+def _counts_phrase(c: Mapping[str, Any], language: Language, *, other: bool = True) -> str:
+    """``3家平台：1家已确认解绑、2家尚未答复`` / ``3 other platforms: 1 confirmed unbinding, …``"""
+    zh = language == "zh-CN"
+    parts = [
+        (f"{c[k]}家{w}" if zh else f"{c[k]} {w}")
+        for k, w in (*_ANSWER_WORDS[language].items(), ("not_answered", _NOT_ANSWERED[language]))
+        if c[k]
+    ]
+    if zh:
+        return f"{c['platforms']}家平台：" + "、".join(parts)
+    return f"{c['platforms']} {'other ' if other else ''}platform(s): " + ", ".join(parts)
+
+
+def _fold(o: Mapping[str, Any]) -> dict[str, int]:
+    """Every platform counted, the named ones too (when a list of names does not fit)."""
+    c = dict(o["others"])
+    for p in o["named"]:
+        c["platforms"] += 1
+        for a in p["answers"]:
+            c[a] += 1
+        c["not_answered"] += 0 if p["answers"] else 1
+    return c

@@ -42,7 +42,7 @@ COMMANDS = [
     "alerts",
 ]
 SUBCOMMANDS = {
-    "platform": ["add", "scopes", "revoke", "list"],
+    "platform": ["add", "scopes", "named", "revoke", "list"],
     "acks": ["import"],
     "root": ["rotate"],
     "alerts": ["ack", "check", "list"],
@@ -88,7 +88,8 @@ OPTIONS = {
     "export-cn": {"--month", "--out", "--config", "--data"},
     "evidence-summary": {"--number", "--out", "--config", "--data"},
     "doctor": {"--config", "--data"},
-    "platform add": {"--scope", "--rate", "--burst", "--config", "--data"},
+    "platform add": {"--scope", "--rate", "--burst", "--named", "--config", "--data"},
+    "platform named": {"--yes", "--config", "--data"},  # and --no (a secondary flag)
     "platform scopes": {"--scope", "--config", "--data"},
     "platform revoke": {"--config", "--data"},
     "platform list": {"--config", "--data"},

@@ -45,6 +45,7 @@ def test_type_codes_are_fixed() -> None:
         "feed_manifest": 10,
         "correction": 11,
         "tenure_statement": 12,
+        "holder_notice_sent": 13,
     }
 
 
@@ -60,7 +61,7 @@ def test_entry_round_trip_and_layout() -> None:
     [
         b"\x01\x06" + bytes(48) + b"\x00",  # trailing byte
         b"\x01\x06" + bytes(47),  # short
-        b"\x01\x0d" + bytes(48),  # unknown type 13 (12 is tenure_statement)
+        b"\x01\x0e" + bytes(48),  # unknown type 14 (13 is holder_notice_sent)
         b"\x01\x00" + bytes(48),  # unknown type 0
         b"\x02\x06" + bytes(48),  # unknown version
     ],

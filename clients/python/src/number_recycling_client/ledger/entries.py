@@ -53,6 +53,7 @@ class EntryType(IntEnum):
     FEED_MANIFEST = 10  # commits to one day's signed feed manifest
     CORRECTION = 11  # corrects an earlier entry (the value names it); entries are never rewritten
     TENURE_STATEMENT = 12  # a signed tenure statement was issued: commits to its facts (statement.py)
+    HOLDER_NOTICE_SENT = 13  # a recycled number's new holder was sent the notice at sale (holder_notice.py)
 
     @property
     def label(self) -> str:
