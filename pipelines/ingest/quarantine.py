@@ -52,7 +52,7 @@ def read_quarantine(con: Con, day: dt.date, file_name: str | None = None) -> Qua
     """The quarantine rows of ``day`` (of one drop file if named), in file and line order.
 
     A line whose key was erased (retention) opens to None and is counted under its epoch."""
-    rows = con.execute(
+    cursor = con.execute(
         """
         SELECT file_name, stage, line_no, reason, detail, contact_open(original_line) AS original_line,
                CASE WHEN original_line IS NOT NULL THEN contact_epoch(original_line) END AS epoch
@@ -61,8 +61,9 @@ def read_quarantine(con: Con, day: dt.date, file_name: str | None = None) -> Qua
         ORDER BY file_name, line_no, stage
         """,
         {"d": day, "f": file_name},
-    ).to_arrow_table()
-    listed = rows.to_pylist()
+    )
+    names = [d[0] for d in cursor.description or ()]
+    listed = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     gone: dict[str, int] = {}
     for row in listed:
         epoch = row.pop("epoch")
