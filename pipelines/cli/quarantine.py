@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from pipelines.cli.common import (
     ConfigOpt,
@@ -47,13 +46,17 @@ def quarantine_list(
     if as_json:
         out.print_json(json.dumps(rows, default=str))
     else:
-        table = Table(title=f"quarantine {day}: {len(rows)} row(s)")
-        for col in ("file", "line", "stage", "reason", "detail", "line (masked)"):
-            table.add_column(col, overflow="fold")
+        # Lines, not a table: a drop line is wider than any terminal, and grep finds a file:line.
+        out.print(f"quarantine {day}: {len(rows)} row(s)", highlight=False)
         for r in rows:
-            cells = (r["file_name"], r["line_no"], r["stage"], r["reason"], r["detail"], r["original_line"])
-            table.add_row(*("" if c is None else str(c) for c in cells))
-        out.print(table)
+            out.print(
+                f"{r['file_name']}:{r['line_no']} {r['stage']} {r['reason']}: {r['detail'] or ''}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+            if r["original_line"] is not None:
+                out.print(f"    {r['original_line']}", highlight=False, soft_wrap=True, markup=False)
     _say_erased(lines.erased)
     if rows:
         err.print(
