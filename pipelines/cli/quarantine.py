@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -99,7 +100,7 @@ def _masked(line: object) -> str | None:
     return None if line is None else mask_text(str(line))
 
 
-def _say_erased(erased: dict[str, tuple[int, object]]) -> None:
+def _say_erased(erased: Mapping[str, tuple[int, object]]) -> None:
     """Lines whose key is gone are said, never silently missing."""
     for epoch, (n, on) in sorted(erased.items()):
         when = f"on {on}" if on is not None else "(its key file is missing)"

@@ -25,14 +25,18 @@ def _night(data: Path) -> Path:
     inbox.mkdir(parents=True)
     (inbox / "lifecycle_0001.csv").write_text(f"{HEADER}\n{LINE}\n")
     (inbox / "reissue_0001.csv").write_text("msisdn,reissue_date,region,subscriber_ref\n")
-    run_day(load_settings(env={}, data_dir=data), DAY, RunContext(simulate_gateways=True, alerts_mode="record"))
+    run_day(
+        load_settings(env={}, data_dir=data), DAY, RunContext(simulate_gateways=True, alerts_mode="record")
+    )
     return data
 
 
 def test_list_shows_the_line_masked_and_names_the_export(tmp_path: Path) -> None:
     data = _night(tmp_path / "data")
     for extra in ([], ["--json"]):
-        result = CliRunner().invoke(app, ["quarantine", "list", "--date", str(DAY), "--data", str(data), *extra])
+        result = CliRunner().invoke(
+            app, ["quarantine", "list", "--date", str(DAY), "--data", str(data), *extra]
+        )
         assert result.exit_code == 0, result.output
         text = " ".join(result.output.replace("│", " ").split())
         assert "unknown_region" in text and "lifecycle_0001.csv" in text

@@ -23,8 +23,8 @@ from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.ingest import drops, gx, read
 from pipelines.ingest.drops import IngestReport, ingest_day
-from pipelines.ingest.quarantine import export_quarantine
 from pipelines.ingest.phone_classes import normalise_many
+from pipelines.ingest.quarantine import export_quarantine
 from pipelines.layout import Layout
 from pipelines.numbers import normalise
 

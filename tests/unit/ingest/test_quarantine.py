@@ -25,7 +25,9 @@ CONTACT = "13600136999"
 # The e-mail is where the region belongs (a shifted column): refused as unknown_region, a
 # detail that quotes the field, and the line holds a number, an e-mail and a contact phone.
 LINE = f"{NUMBER},cancel,2026-03-01,{EMAIL},S-9,2020-01-01,,{CONTACT},zh-CN"
-LIFECYCLE = "msisdn,event,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language\n"
+LIFECYCLE = (
+    "msisdn,event,effective_date,region,subscriber_ref,tenure_start,contact_email,contact_phone,language\n"
+)
 SUBSCRIBERS = (
     "msisdn,tenure_start,region,subscriber_ref,contact_email,contact_phone,language\n"
     "13800138000,2020-01-01,GD,S-1,kept@example.cn,13912345678,zh-CN\n"
@@ -37,7 +39,9 @@ def quarantined_night(data: Path, day: dt.date = DAY) -> Settings:
     inbox = Layout(data).inbox(day)
     inbox.mkdir(parents=True)
     (inbox / "subscribers_0001.csv").write_text(SUBSCRIBERS)
-    (inbox / "lifecycle_0001.csv").write_text(f"{LIFECYCLE}13800138000,suspend,{day},GD,S-1,2020-01-01,,,zh-CN\n{LINE}\n")
+    (inbox / "lifecycle_0001.csv").write_text(
+        f"{LIFECYCLE}13800138000,suspend,{day},GD,S-1,2020-01-01,,,zh-CN\n{LINE}\n"
+    )
     (inbox / "reissue_0001.csv").write_text("msisdn,reissue_date,region,subscriber_ref\n")
     settings = load_settings(env={}, data_dir=data)
     run_day(settings, day, RunContext(simulate_gateways=True, alerts_mode="record"))
@@ -136,7 +140,9 @@ def test_after_the_retention_the_quarantined_line_cannot_be_opened(tmp_path: Pat
         # Tonight's line moved with the live values: the operator reads it in the morning.
         assert read_quarantine(con, retired_on).rows[0]["original_line"] == "tonight,line"
         again = retire_contacts(con, vault, retired_on, retention)  # idempotent
-        assert again.erased == () and read_quarantine(con, retired_on).rows[0]["original_line"] == "tonight,line"
+        assert (
+            again.erased == () and read_quarantine(con, retired_on).rows[0]["original_line"] == "tonight,line"
+        )
         con.execute("CHECKPOINT")
     assert not _recoverable(state, LINE)  # nor does any remaining key, at any offset
 
