@@ -99,6 +99,10 @@ class ComplianceViolationError(TerminalError):
     """The nightly run found a reissue that broke the release gate, or too many exceptions."""
 
 
+class QuarantineExportError(TerminalError):
+    """``recycle quarantine export`` has nothing it may write: no such line, or a file in the way."""
+
+
 class NightRefusedError(TerminalError):
     """A night's preconditions do not hold (its date, the nights before and after it, its drops);
     it was refused before its first step, so nothing of it was written."""

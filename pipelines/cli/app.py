@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipelines.cli import audit, doctor, ledger, nightly, platform
+from pipelines.cli import audit, doctor, ledger, nightly, platform, quarantine
 from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
 from pipelines.errors import RecycleError
 
@@ -74,6 +74,11 @@ _GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...
         (("import", platform.acks_import),),
     ),
     ("root", "The feed's root of trust (root.json).", (("rotate", platform.root_rotate),)),
+    (
+        "quarantine",
+        "A night's refused lines: listed masked, exported in clear (0600) to fix and resubmit.",
+        (("list", quarantine.quarantine_list), ("export", quarantine.quarantine_export)),
+    ),
     (
         "alerts",
         "Compliance alerts: check a night, acknowledge known items.",

@@ -6,7 +6,8 @@ the nightly step ``contacts``) deletes the keys of release days ``contact_retent
 and retires the live generation once it is that old: live values are resealed under a new
 generation, committed, and only then the old key deleted. So every key that ever sealed a
 released contact is gone within ``contact_retention_days`` (+1 night) of its release, including
-the copies a DuckDB UPDATE leaves in freed pages. Every retirement and erasure is a row of
+the copies a DuckDB UPDATE leaves in freed pages; a quarantined line (sealed under the live
+generation of its night) within ``contact_retention_days`` (+1 night) of its night. Every retirement and erasure is a row of
 ``contact_keys`` (the audit record) and a log line.
 """
 
@@ -23,7 +24,13 @@ log = logging.getLogger(__name__)
 
 # The values sealed under a live generation: (table, column, which rows). Drop rows of earlier
 # nights are left under the old key on purpose: they were needed for their own night only, so
-# the generation's end shreds them too.
+# the generation's end shreds them too. Quarantined lines likewise: tonight's move with the
+# live values (the operator has not seen them yet: the morning's `recycle quarantine list`
+# must open them), earlier nights' go with the old key - a quarantined line is readable from
+# its night until its generation retires, at most contact_retention_days (+1 night), which is
+# the promise "nothing in clear outlives the retention" (docs/drops.md, "Quarantine at rest").
+# Moving them too would keep a line up to twice the retention; `recycle quarantine list`
+# says how many of a night's lines went with a key, and when (contact_keys).
 _LIVE_VALUES = (
     ("tenures", "contact_email", "true"),
     ("tenures", "contact_phone", "true"),
@@ -33,6 +40,7 @@ _LIVE_VALUES = (
     ("lifecycle_events", "contact_phone", "logical_date = $d"),
     ("subscriber_rows", "contact_email", "logical_date = $d"),
     ("subscriber_rows", "contact_phone", "logical_date = $d"),
+    ("quarantine", "original_line", "logical_date = $d"),
 )
 
 

@@ -39,12 +39,14 @@ COMMANDS = [
     "platform",
     "acks",
     "root",
+    "quarantine",
     "alerts",
 ]
 SUBCOMMANDS = {
     "platform": ["add", "scopes", "named", "revoke", "list"],
     "acks": ["import"],
     "root": ["rotate"],
+    "quarantine": ["list", "export"],
     "alerts": ["ack", "check", "list"],
 }
 # Each command's options as scripts and the runbook type them (a rename breaks them).
@@ -98,6 +100,8 @@ OPTIONS = {
     "alerts ack": {"--number", "--date", "--reason", "--kind", "--by", "--config", "--data"},
     "alerts check": {"--date", "--window-days", "--config", "--data", "--json"},
     "alerts list": {"--config", "--data"},
+    "quarantine list": {"--date", "--file", "--config", "--data", "--json"},
+    "quarantine export": {"--date", "--out", "--file", "--config", "--data"},
 }
 
 
@@ -163,6 +167,7 @@ def test_every_command_is_a_module_level_function_of_a_group_module() -> None:
             "pipelines.cli.audit",
             "pipelines.cli.platform",
             "pipelines.cli.doctor",
+            "pipelines.cli.quarantine",
         }, path
 
 
