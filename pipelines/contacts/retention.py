@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipelines.contacts.vault import ContactVault, epoch_header, released_epoch
 from pipelines.db import Con, transaction
+from pipelines.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +136,46 @@ def _rotate(con: Con, vault: ContactVault, old: str, day: dt.date) -> str:
     con.execute("INSERT INTO contact_keys VALUES ($e, $d, NULL, NULL, NULL)", {"e": new, "d": day})
     log.info("contacts: live generation %s retired, values resealed under %s", old, new)
     return new
+
+
+@dataclass(frozen=True)
+class ClearCopies:
+    """What :func:`purge_clear_copies` deleted (relative paths under the data directory)."""
+
+    deleted: tuple[str, ...]
+
+
+def purge_clear_copies(data_dir: Path, day: dt.date, retention_days: int) -> ClearCopies:
+    """Delete the copies that hold contacts in clear once their night is ``retention_days`` old:
+    the night's drops (``inbox/<D>/``), its Great Expectations results (``runs/<D>/gx/``, which
+    quote refused values) and the print house's letters batch (``outbox/letters/letters_<D>.csv``).
+
+    Sealing the state is worth nothing while the drop it was read from sits beside it: the
+    retention promise covers every copy we keep. A night that old is complete (the preflight
+    never lets a later night run otherwise); replaying it reads no drops, as a replay must not
+    change it. The step's report (``runs/<day>/steps/contacts.json``) records what went."""
+    layout = Layout(data_dir)
+    cutoff = day - dt.timedelta(days=retention_days)
+    paths: list[Path] = []
+    for parent, pattern in ((data_dir / "inbox", "*"), (data_dir / "runs", "*/gx")):
+        paths += [p for p in sorted(parent.glob(pattern)) if _night_of(p, parent) <= cutoff]
+    letters = layout.outbox_dir / "letters"
+    paths += [p for p in sorted(letters.glob("letters_*.csv")) if _night_of(p, letters) <= cutoff]
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        log.info(
+            "contacts: deleted %s (clear copy older than %d days)", path.relative_to(data_dir), retention_days
+        )
+    return ClearCopies(tuple(str(p.relative_to(data_dir)) for p in paths))
+
+
+def _night_of(path: Path, parent: Path) -> dt.date:
+    """The night a dated path under ``parent`` belongs to; ``date.max`` (never old) if none."""
+    name = path.relative_to(parent).parts[0].removeprefix("letters_").removesuffix(".csv")
+    try:
+        return dt.date.fromisoformat(name)
+    except ValueError:
+        return dt.date.max

@@ -183,14 +183,18 @@ def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
 
 
 def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    """Retention: contacts released ``contact_retention_days`` ago are crypto-shredded."""
+    """Retention: contacts released ``contact_retention_days`` ago are crypto-shredded, and the
+    clear copies (drops, GX results, letters) of nights that old are deleted."""
     from pipelines.contacts import ContactVault
-    from pipelines.contacts.retention import retire_contacts
+    from pipelines.contacts.retention import purge_clear_copies, retire_contacts
 
     layout = Layout(settings.data_dir)
+    days = settings.contact_retention_days
     with open_state(layout.state_db) as con:
         vault = ContactVault.for_state(layout.state_db)
-        return {"contacts": _jsonable(retire_contacts(con, vault, day, settings.contact_retention_days))}
+        shredded = retire_contacts(con, vault, day, days)
+    purged = purge_clear_copies(settings.data_dir, day, days)
+    return {"contacts": _jsonable(shredded), "clear_copies": _jsonable(purged)}
 
 
 def step_alerts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
