@@ -111,6 +111,19 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    delivery_id: int
+    platform: str
+    subscription_id: str
+    event_id: str
+    type: str
+    attempts: int
+    failed_at: float
+    last_code: int | None
+    last_error: str | None
+
+
 class EventStore:
     """One SQLite connection guarded by a lock (the server's threads share it)."""
 
@@ -174,7 +187,9 @@ class EventStore:
     # ------------------------------------------------------------------ delivery
 
     def claim(self, now: float, limit: int, lease_s: float) -> list[Due]:
-        """Due deliveries (oldest first), leased for ``lease_s`` so no other worker takes them."""
+        """Due deliveries (oldest first), leased for ``lease_s`` so no other worker takes them.
+        A ``subscription-ends`` waits until its subscription has nothing else due: it is the
+        last event the sink gets (CAMARA)."""
         with self.transaction() as con:
             rows = con.execute(
                 """
@@ -184,6 +199,9 @@ class EventStore:
                 JOIN subscriptions s ON s.id = d.subscription_id
                 JOIN events e ON e.position = d.position
                 WHERE d.status = 'due' AND d.due_at <= ?
+                  AND NOT (e.subscription_id IS NOT NULL AND EXISTS (
+                      SELECT 1 FROM deliveries o WHERE o.subscription_id = d.subscription_id
+                      AND o.status = 'due' AND o.delivery_id != d.delivery_id))
                 ORDER BY d.due_at, d.delivery_id LIMIT ?
                 """,
                 (now, limit),
@@ -212,6 +230,50 @@ class EventStore:
                 "last_error = ? WHERE delivery_id = ? AND status = 'due'",
                 updates,
             )
+
+    # ------------------------------------------------------------------ operators
+
+    def dead_letters(self, platform: str | None = None) -> list[DeadLetter]:
+        """Deliveries that failed their last retry, oldest first."""
+        where = "" if platform is None else "AND s.platform = ?"
+        rows = self.query(
+            f"""
+            SELECT d.delivery_id, s.platform, d.subscription_id, e.id, e.type, d.attempts, d.due_at,
+                   d.last_code, d.last_error
+            FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+            JOIN events e ON e.position = d.position
+            WHERE d.status = 'dead' {where} ORDER BY d.due_at, d.delivery_id
+            """,
+            () if platform is None else (platform,),
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    def replay(self, delivery_ids: Sequence[int] | None, now: float) -> int:
+        """Dead letters due again now (all when ``delivery_ids`` is None), with a fresh schedule
+        of retries; deliveries of deleted subscriptions stay dead. Returns how many."""
+        where = "" if delivery_ids is None else f"AND delivery_id IN ({','.join('?' * len(delivery_ids))})"
+        with self.transaction() as con:
+            cur = con.execute(
+                f"""
+                UPDATE deliveries SET status = 'due', attempts = 0, due_at = ?
+                WHERE status = 'dead' {where} AND subscription_id IN
+                    (SELECT id FROM subscriptions WHERE status != 'DELETED')
+                """,
+                (now, *(delivery_ids or ())),
+            )
+            return int(cur.rowcount)
+
+    def delivery_log(self, platform: str, limit: int = 100) -> list[tuple[Any, ...]]:
+        """The platform's latest attempts: (at, event id, attempt, status code, error, latency ms)."""
+        return self.query(
+            "SELECT at, event_id, attempt, status_code, error, latency_ms FROM attempts "
+            "WHERE platform = ? ORDER BY at DESC, rowid DESC LIMIT ?",
+            (platform, limit),
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Deliveries by status (for ``recycle events status`` and metrics)."""
+        return {str(k): int(v) for k, v in self.query("SELECT status, count(*) FROM deliveries GROUP BY status")}
 
     def next_due(self) -> float | None:
         rows = self.query("SELECT min(due_at) FROM deliveries WHERE status = 'due'")
