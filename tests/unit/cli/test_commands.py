@@ -40,12 +40,14 @@ COMMANDS = [
     "acks",
     "root",
     "alerts",
+    "events",
 ]
 SUBCOMMANDS = {
     "platform": ["add", "scopes", "revoke", "list"],
     "acks": ["import"],
     "root": ["rotate"],
     "alerts": ["ack", "check", "list"],
+    "events": ["deliver", "status", "log", "dead-letters", "replay"],
 }
 # Each command's options as scripts and the runbook type them (a rename breaks them).
 OPTIONS = {
@@ -162,6 +164,7 @@ def test_every_command_is_a_module_level_function_of_a_group_module() -> None:
             "pipelines.cli.audit",
             "pipelines.cli.platform",
             "pipelines.cli.doctor",
+            "pipelines.cli.events",
         }, path
 
 
