@@ -26,8 +26,12 @@ def _when(epoch: float) -> str:
 
 
 def deliver(
-    loop: Annotated[bool, typer.Option("--loop", help="keep delivering every poll interval (a worker)")] = False,
-    budget: Annotated[float | None, typer.Option("--budget", help="stop claiming new work after this many seconds")] = None,
+    loop: Annotated[
+        bool, typer.Option("--loop", help="keep delivering every poll interval (a worker)")
+    ] = False,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="stop claiming new work after this many seconds")
+    ] = None,
     config: ConfigOpt = None,
     data: DataOpt = None,
     as_json: JsonOpt = False,
@@ -81,7 +85,9 @@ def log_cmd(
         rows = store.delivery_log(platform, limit)
     table = Table("at (UTC)", "event", "attempt", "status", "latency ms", "error")
     for at, event, attempt, code, error, latency in rows:
-        table.add_row(_when(at), event, str(attempt), "-" if code is None else str(code), f"{latency:.1f}", error or "")
+        table.add_row(
+            _when(at), event, str(attempt), "-" if code is None else str(code), f"{latency:.1f}", error or ""
+        )
     out.print(table)
 
 
@@ -102,14 +108,23 @@ def dead_letters(
         return
     table = Table("id", "platform", "event", "attempts", "failed at (UTC)", "last error")
     for d in dead:
-        table.add_row(str(d.delivery_id), d.platform, d.event_id, str(d.attempts), _when(d.failed_at), d.last_error or "")
+        table.add_row(
+            str(d.delivery_id),
+            d.platform,
+            d.event_id,
+            str(d.attempts),
+            _when(d.failed_at),
+            d.last_error or "",
+        )
     out.print(table)
     if dead:
         out.print(f"{len(dead)} dead letter(s); when the sink works again: recycle events replay --all")
 
 
 def replay(
-    ids: Annotated[list[int] | None, typer.Argument(help="dead letter ids (recycle events dead-letters)")] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="dead letter ids (recycle events dead-letters)")
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
     config: ConfigOpt = None,
     data: DataOpt = None,

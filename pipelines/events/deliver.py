@@ -67,7 +67,9 @@ def online_signers(settings: Settings) -> list[Signer]:
     return list(role_signers(settings, root.signed, ROLE_TIMESTAMP))
 
 
-def request_for(due: Due, config: EventsConfig, keys: Sequence[Signer], now: float) -> tuple[bytes, dict[str, str]]:
+def request_for(
+    due: Due, config: EventsConfig, keys: Sequence[Signer], now: float
+) -> tuple[bytes, dict[str, str]]:
     """The body and headers of one attempt (built and signed now)."""
     source = f"{config.public_url}{API}/subscriptions/{due.subscription_id}"
     body = event_body(cloud_event(due.event_id, source, due.type, due.time, due.data))
@@ -159,7 +161,9 @@ async def deliver_once(
     return report
 
 
-async def delivery_loop(settings: Settings, store: EventStore, config: EventsConfig, clock: Clock = utc_now) -> None:
+async def delivery_loop(
+    settings: Settings, store: EventStore, config: EventsConfig, clock: Clock = utc_now
+) -> None:
     """Pass after pass every ``poll_s`` until cancelled (``recycle serve``'s background task).
     A pass that fails is logged and the next one tries again: the store keeps every delivery."""
     async with new_client(config) as client:

@@ -45,7 +45,9 @@ def notice_events(day: dt.date, rows: list[dict[str, Any]]) -> Iterator[tuple[st
         yield event_id(r["event"], r["seq"]), TYPE_PREFIX + r["event"], time, data
 
 
-def recycled_events(day: dt.date, rows: list[dict[str, Any]]) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+def recycled_events(
+    day: dt.date, rows: list[dict[str, Any]]
+) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
     time = event_time(day_start(day))
     for r in rows:
         grade = risk_grade(
@@ -56,7 +58,12 @@ def recycled_events(day: dt.date, rows: list[dict[str, Any]]) -> Iterator[tuple[
         )
         on = "releasedOn" if r["event"] == "released" else "reissuedOn"
         date = r["released_on"] if r["event"] == "released" else r["reissued_on"]
-        data = {"phoneNumber": r["msisdn"], on: _iso(date), "priorEnd": r.get("prior_end"), "risk": grade.to_json()}
+        data = {
+            "phoneNumber": r["msisdn"],
+            on: _iso(date),
+            "priorEnd": r.get("prior_end"),
+            "risk": grade.to_json(),
+        }
         yield event_id(r["event"], r["seq"]), TYPE_PREFIX + r["event"], time, data
 
 

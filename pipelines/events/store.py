@@ -168,9 +168,7 @@ class EventStore:
         values = [(i, t, tm, json.dumps(d, separators=(",", ":"))) for i, t, tm, d in rows]
         with self.transaction() as con:
             before = con.total_changes
-            con.executemany(
-                "INSERT OR IGNORE INTO events (id, type, time, data) VALUES (?, ?, ?, ?)", values
-            )
+            con.executemany("INSERT OR IGNORE INTO events (id, type, time, data) VALUES (?, ?, ?, ?)", values)
             return con.total_changes - before
 
     def last_position(self) -> int:
@@ -219,8 +217,16 @@ class EventStore:
             con.executemany(
                 "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (o.delivery_id, o.platform, o.event_id, o.attempt, o.at, o.status_code, o.error,
-                     o.latency_ms)
+                    (
+                        o.delivery_id,
+                        o.platform,
+                        o.event_id,
+                        o.attempt,
+                        o.at,
+                        o.status_code,
+                        o.error,
+                        o.latency_ms,
+                    )
                     for o in outcomes
                 ],
             )
@@ -273,7 +279,9 @@ class EventStore:
 
     def counts(self) -> dict[str, int]:
         """Deliveries by status (for ``recycle events status`` and metrics)."""
-        return {str(k): int(v) for k, v in self.query("SELECT status, count(*) FROM deliveries GROUP BY status")}
+        return {
+            str(k): int(v) for k, v in self.query("SELECT status, count(*) FROM deliveries GROUP BY status")
+        }
 
     def next_due(self) -> float | None:
         rows = self.query("SELECT min(due_at) FROM deliveries WHERE status = 'due'")

@@ -84,7 +84,9 @@ def check_sink(sink: Any, config: EventsConfig) -> str:
             loopback = False
         if loopback:
             return sink
-    raise _bad("sink must be an absolute https:// URL (http:// only to loopback in development)", "INVALID_SINK")
+    raise _bad(
+        "sink must be an absolute https:// URL (http:// only to loopback in development)", "INVALID_SINK"
+    )
 
 
 def _check_types(types: Any) -> tuple[str, ...]:
@@ -149,20 +151,33 @@ class Subscriptions:
 
     def create(self, platform: str, body: Any, config: EventsConfig, now: dt.datetime) -> Subscription:
         sink, types, expires, max_events, cfg = validate_request(body, config, now)
-        sub = Subscription(str(uuid.uuid4()), platform, sink, types, cfg, now.timestamp(), expires, max_events, "ACTIVE")
+        sub = Subscription(
+            str(uuid.uuid4()), platform, sink, types, cfg, now.timestamp(), expires, max_events, "ACTIVE"
+        )
         with self.store.transaction() as con:
             (count,) = con.execute(
                 "SELECT count(*) FROM subscriptions WHERE platform = ? AND status = 'ACTIVE'", (platform,)
             ).fetchone()
             if count >= MAX_SUBSCRIPTIONS_PER_PLATFORM:
                 raise SubscriptionError(
-                    422, "SUBSCRIPTION_LIMIT", f"at most {MAX_SUBSCRIPTIONS_PER_PLATFORM} active subscriptions"
+                    422,
+                    "SUBSCRIPTION_LIMIT",
+                    f"at most {MAX_SUBSCRIPTIONS_PER_PLATFORM} active subscriptions",
                 )
             con.execute(
                 "INSERT INTO subscriptions (id, platform, sink, types, config, starts_at, expires_at, "
                 "max_events, status, cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', "
                 "(SELECT coalesce(max(position), 0) FROM events))",
-                (sub.id, platform, sink, json.dumps(types), json.dumps(cfg), sub.starts_at, expires, max_events),
+                (
+                    sub.id,
+                    platform,
+                    sink,
+                    json.dumps(types),
+                    json.dumps(cfg),
+                    sub.starts_at,
+                    expires,
+                    max_events,
+                ),
             )
         return sub
 
@@ -170,7 +185,9 @@ class Subscriptions:
         """A platform's subscriptions (all when ``platform`` is None), deleted ones left out."""
         where = "status != 'DELETED'" + ("" if platform is None else " AND platform = ?")
         params = () if platform is None else (platform,)
-        rows = self.store.query(f"SELECT {_COLUMNS} FROM subscriptions WHERE {where} ORDER BY starts_at, id", params)
+        rows = self.store.query(
+            f"SELECT {_COLUMNS} FROM subscriptions WHERE {where} ORDER BY starts_at, id", params
+        )
         return [_row(r) for r in rows]
 
     def get(self, platform: str, sid: str) -> Subscription | None:
@@ -191,7 +208,8 @@ class Subscriptions:
             if row is None:
                 return False
             con.execute(
-                "UPDATE deliveries SET status = 'cancelled' WHERE subscription_id = ? AND status = 'due'", (sid,)
+                "UPDATE deliveries SET status = 'cancelled' WHERE subscription_id = ? AND status = 'due'",
+                (sid,),
             )
             if row[0] == "ACTIVE":
                 _end(con, sid, "SUBSCRIPTION_DELETED", now.timestamp())
@@ -216,7 +234,9 @@ class Subscriptions:
         return created
 
 
-def _take(con: Any, sid: str, types: list[str], max_events: int | None, sent: int, cursor: int, epoch: float) -> int:
+def _take(
+    con: Any, sid: str, types: list[str], max_events: int | None, sent: int, cursor: int, epoch: float
+) -> int:
     """One subscription's share of the log after ``cursor``, in one INSERT … SELECT."""
     room = -1 if max_events is None else max_events - sent  # LIMIT -1: no limit
     marks = ",".join("?" * len(types))
@@ -229,7 +249,7 @@ def _take(con: Any, sid: str, types: list[str], max_events: int | None, sent: in
         f"SELECT ?, position, 'due', ? FROM ({picked})",
         (sid, epoch, *params),
     )
-    taken = con.total_changes - before
+    taken = int(con.total_changes - before)
     last = con.execute(f"SELECT max(position) FROM ({picked})", params).fetchone()[0]
     if max_events is None or sent + taken < max_events:
         last = con.execute("SELECT coalesce(max(position), ?) FROM events", (cursor,)).fetchone()[0]

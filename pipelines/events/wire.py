@@ -63,9 +63,7 @@ def event_time(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def cloud_event(
-    ident: str, source: str, type_: str, time: str, data: Mapping[str, Any]
-) -> dict[str, Any]:
+def cloud_event(ident: str, source: str, type_: str, time: str, data: Mapping[str, Any]) -> dict[str, Any]:
     """A CloudEvent 1.0 (structured JSON mode) as docs/events.md writes it."""
     return {
         "specversion": "1.0",
@@ -87,9 +85,7 @@ def signed_message(ident: str, timestamp: int, body: bytes) -> bytes:
     return f"{ident}.{timestamp}.".encode() + body
 
 
-def sign_headers(
-    ident: str, timestamp: int, body: bytes, keys: Iterable[Signer]
-) -> dict[str, str]:
+def sign_headers(ident: str, timestamp: int, body: bytes, keys: Iterable[Signer]) -> dict[str, str]:
     """The three Standard Webhooks headers; one ``v1a`` signature per key (several during a
     rotation, space-separated)."""
     message = signed_message(ident, timestamp, body)

@@ -44,10 +44,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelines.compliance.notifications import AckStore
 from pipelines.config import Settings
 from pipelines.errors import RecycleError, TerminalError
-from pipelines.feeds.query_snapshot import SnapshotHolder
-from pipelines.layout import Layout
 from pipelines.events.config import EventsConfig
 from pipelines.events.outbox import open_store
+from pipelines.feeds.query_snapshot import SnapshotHolder
+from pipelines.layout import Layout
 from pipelines.server import acks, bulk, check, files, index, metrics, subscriptions
 from pipelines.server.camara import (
     BODY_TIMEOUT_S,

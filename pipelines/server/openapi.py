@@ -363,7 +363,11 @@ _SUBSCRIPTION_SCHEMAS: dict[str, Any] = {
             "protocol": {"$ref": "#/components/schemas/Protocol"},
             "sink": {"type": "string", "format": "uri", "pattern": "^https://.+$"},
             "sinkCredential": {"$ref": "#/components/schemas/SinkCredential"},
-            "types": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/SubscriptionEventType"}},
+            "types": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/SubscriptionEventType"},
+            },
             "config": {"$ref": "#/components/schemas/Config"},
         },
     },
@@ -451,9 +455,7 @@ _SUBSCRIPTION_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                 }
                             },
                         },
-                        "responses": {
-                            "204": {"description": "Received (any 2xx); anything else is retried"}
-                        },
+                        "responses": {"204": {"description": "Received (any 2xx); anything else is retried"}},
                     }
                 }
             }

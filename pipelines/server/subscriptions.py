@@ -31,7 +31,9 @@ async def create_subscription(request: Request) -> Response:
     platform = authorize(request, "subscriptions", "subscribe")
     corr = request.headers.get("x-correlator")
     try:
-        too_large = ApiError(400, "INVALID_ARGUMENT", f"the body is larger than {MAX_SUBSCRIPTION_BODY} bytes")
+        too_large = ApiError(
+            400, "INVALID_ARGUMENT", f"the body is larger than {MAX_SUBSCRIPTION_BODY} bytes"
+        )
         body = parse_json(await read_body(request, MAX_SUBSCRIPTION_BODY, too_large, state.body_timeout_s))
         subs = Subscriptions(state.events)
         sub = await run_in_threadpool(subs.create, platform.name, body, state.events_config, state.clock())
@@ -87,5 +89,8 @@ router.add_route(
     f"{API}/subscriptions/{{subscriptionId}}", get_subscription, methods=["GET"], name="retrieveSubscription"
 )
 router.add_route(
-    f"{API}/subscriptions/{{subscriptionId}}", delete_subscription, methods=["DELETE"], name="deleteSubscription"
+    f"{API}/subscriptions/{{subscriptionId}}",
+    delete_subscription,
+    methods=["DELETE"],
+    name="deleteSubscription",
 )

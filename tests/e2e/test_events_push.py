@@ -71,7 +71,9 @@ def received(sink: EventSink, keys: list[Any]) -> list[dict[str, Any]]:
     return [verify_event(r.headers, r.body, keys, now) for r in sink.accepted()]
 
 
-def wait_for(sink: EventSink, keys: list[Any], ids: set[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
+def wait_for(
+    sink: EventSink, keys: list[Any], ids: set[str], timeout: float = 30
+) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         got = {e["id"]: e for e in received(sink, keys)}
@@ -89,7 +91,14 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
     data = tmp_path / "data"
     settings = dataclasses.replace(load_settings(env={}, data_dir=data), policies={"default": POLICY})
     ctx = RunContext(simulate_gateways=True, alerts_mode="record", empty_night=True)
-    drop(data, 0, "subscribers", "msisdn,tenure_start,region,subscriber_ref", f"{A},2020-01-01,GD,S1", f"{B},2020-01-01,GD,S1")
+    drop(
+        data,
+        0,
+        "subscribers",
+        "msisdn,tenure_start,region,subscriber_ref",
+        f"{A},2020-01-01,GD,S1",
+        f"{B},2020-01-01,GD,S1",
+    )
     event(data, 1, (A, "cancel"), (B, "cancel"))
     event(data, 2, (A, "restore"))
     event(data, 3, (A, "cancel"))
@@ -103,7 +112,10 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
     auth = {"Authorization": f"Bearer {token}"}
     with EventSink() as sink, serving(app) as url, httpx.Client(base_url=url, headers=auth) as api:
         run_day(settings, day(0), ctx)
-        made = api.post("/number-recycling/v0.2/subscriptions", json={"protocol": "HTTP", "sink": sink.url, "types": list(EVENT_TYPES), "config": {}})
+        made = api.post(
+            "/number-recycling/v0.2/subscriptions",
+            json={"protocol": "HTTP", "sink": sink.url, "types": list(EVENT_TYPES), "config": {}},
+        )
         assert made.status_code == 201, made.text
         sid = made.json()["id"]
         keys = keys_from_root(api.get("/feeds/root.json").json())  # what the platform trusts
@@ -111,13 +123,20 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
         run_day(settings, day(1), ctx)
         got = wait_for(sink, keys, {"pending-000000000001", "pending-000000000002"})
         assert got["pending-000000000001"]["data"] == {
-            "phoneNumber": A, "disconnectedOn": str(day(1)), "earliestReleaseOn": str(day(6)), "cause": "cancel",
+            "phoneNumber": A,
+            "disconnectedOn": str(day(1)),
+            "earliestReleaseOn": str(day(6)),
+            "cause": "cancel",
         }
         assert got["pending-000000000001"]["source"].endswith(f"/subscriptions/{sid}")
 
         run_day(settings, day(2), ctx)
         got = wait_for(sink, keys, {"withdrawn-000000000003"})
-        assert got["withdrawn-000000000003"]["data"] == {"phoneNumber": A, "disconnectedOn": str(day(1)), "withdrawnOn": str(day(2))}
+        assert got["withdrawn-000000000003"]["data"] == {
+            "phoneNumber": A,
+            "disconnectedOn": str(day(1)),
+            "withdrawnOn": str(day(2)),
+        }
 
         sink.down()  # the receiver is down for the night of day 3 and the next
         run_day(settings, day(3), ctx)
@@ -135,13 +154,23 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
         time.sleep(1.0)
         types_so_far = [(e["type"].rsplit(".", 1)[1], e["data"]["phoneNumber"]) for e in received(sink, keys)]
         assert ("released", A) not in types_so_far
-        reissued_b = [e for e in received(sink, keys) if e["type"].endswith("reissued") and e["data"]["phoneNumber"] == B]
-        assert reissued_b and reissued_b[0]["data"]["risk"]["level"] == "high" and reissued_b[0]["data"]["risk"]["violation"]
+        reissued_b = [
+            e
+            for e in received(sink, keys)
+            if e["type"].endswith("reissued") and e["data"]["phoneNumber"] == B
+        ]
+        assert (
+            reissued_b
+            and reissued_b[0]["data"]["risk"]["level"] == "high"
+            and reissued_b[0]["data"]["risk"]["violation"]
+        )
 
         run_day(settings, day(8), ctx)
         run_day(settings, day(9), ctx)
         deadline = time.monotonic() + 30
-        while not any(e["type"].endswith("reissued") and e["data"]["phoneNumber"] == A for e in received(sink, keys)):
+        while not any(
+            e["type"].endswith("reissued") and e["data"]["phoneNumber"] == A for e in received(sink, keys)
+        ):
             assert time.monotonic() < deadline, "A's reissued event never came"
             time.sleep(0.1)
         events = received(sink, keys)
@@ -164,4 +193,6 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
     assert all(len(v) == 1 for v in by_id.values())
     with _store(settings) as store:
         assert store.dead_letters() == [] and store.counts().get("due", 0) == 0
-        assert set(by_id) == {r[0] for r in store.query("SELECT e.id FROM deliveries d JOIN events e USING (position)")}
+        assert set(by_id) == {
+            r[0] for r in store.query("SELECT e.id FROM deliveries d JOIN events e USING (position)")
+        }

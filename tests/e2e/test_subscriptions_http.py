@@ -48,12 +48,20 @@ def request_body(**config: object) -> dict[str, object]:
 
 
 def test_create_list_get_delete(server: tuple[str, dict[str, str], Path]) -> None:
-    url, tokens, data = server
+    url, tokens, _data = server
     with httpx.Client(base_url=url) as c:
-        made = c.post(f"{API}/subscriptions", json=request_body(subscriptionMaxEvents=5), headers={**auth(tokens["bank"]), "x-correlator": "abc-1"})
+        made = c.post(
+            f"{API}/subscriptions",
+            json=request_body(subscriptionMaxEvents=5),
+            headers={**auth(tokens["bank"]), "x-correlator": "abc-1"},
+        )
         assert made.status_code == 201 and made.headers["x-correlator"] == "abc-1"
         sub = made.json()
-        assert sub["status"] == "ACTIVE" and sub["types"] == [PENDING] and sub["config"] == {"subscriptionMaxEvents": 5}
+        assert (
+            sub["status"] == "ACTIVE"
+            and sub["types"] == [PENDING]
+            and sub["config"] == {"subscriptionMaxEvents": 5}
+        )
         assert sub["startsAt"].endswith("Z")
         assert c.get(f"{API}/subscriptions", headers=auth(tokens["bank"])).json() == [sub]
         assert c.get(f"{API}/subscriptions/{sub['id']}", headers=auth(tokens["bank"])).json() == sub
@@ -77,17 +85,23 @@ def test_create_list_get_delete(server: tuple[str, dict[str, str], Path]) -> Non
         (b"x" * 20000, 400, "INVALID_ARGUMENT"),
     ],
 )
-def test_refusals_are_camara_errors_and_audited(server: tuple[str, dict[str, str], Path], body: bytes, status: int, code: str) -> None:
-    url, tokens, data = server
+def test_refusals_are_camara_errors_and_audited(
+    server: tuple[str, dict[str, str], Path], body: bytes, status: int, code: str
+) -> None:
+    url, tokens, _data = server
     with httpx.Client(base_url=url) as c:
-        answer = c.post(f"{API}/subscriptions", content=body, headers={**auth(tokens["bank"]), "content-type": "application/json"})
+        answer = c.post(
+            f"{API}/subscriptions",
+            content=body,
+            headers={**auth(tokens["bank"]), "content-type": "application/json"},
+        )
     assert answer.status_code == status
     assert answer.json() == {"status": status, "code": code, "message": answer.json()["message"]}
     assert "Traceback" not in answer.text
 
 
 def test_scope_and_token(server: tuple[str, dict[str, str], Path]) -> None:
-    url, tokens, data = server
+    url, tokens, _data = server
     with httpx.Client(base_url=url) as c:
         assert c.get(f"{API}/subscriptions").status_code == 401
         denied = c.post(f"{API}/subscriptions", json=request_body(), headers=auth(tokens["feedonly"]))
@@ -102,7 +116,11 @@ def test_index_and_docs_need_no_internet(server: tuple[str, dict[str, str], Path
         for link in ("docs", "openapi", "status"):
             assert c.get(index["links"][link]).status_code == 200
         page = c.get("/docs").text
-        assert "swagger-ui" in page and "cdn" not in page.lower() and "http" not in page.split("<body>")[1].split("url:")[0]
+        assert (
+            "swagger-ui" in page
+            and "cdn" not in page.lower()
+            and "http" not in page.split("<body>")[1].split("url:")[0]
+        )
         for asset in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
             got = c.get(asset)
             assert got.status_code == 200 and len(got.content) > 10_000
@@ -123,13 +141,23 @@ def test_docs_render_in_a_browser_offline(server: tuple[str, dict[str, str], Pat
     assert CHROMIUM is not None
     dom = subprocess.run(
         [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--dump-dom",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
             f"{url}/docs",
         ],
-        capture_output=True, timeout=180, check=True,
+        capture_output=True,
+        timeout=180,
+        check=True,
     ).stdout.decode("utf-8")
     assert "createSubscription" in dom or "Create a subscription" in dom, dom[:2000]
     assert "checkNumberRecycling" in dom or "Check whether the subscriber" in dom

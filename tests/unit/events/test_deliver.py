@@ -56,7 +56,9 @@ def subscribe(store: EventStore, sink: str, clock: Clock, **config: Any) -> str:
 
 def pending(store: EventStore, first: int, n: int) -> list[str]:
     ids = [event_id("pending", s) for s in range(first, first + n)]
-    store.append_events((i, TYPE_PREFIX + "pending", "2026-12-05T00:00:00Z", {"phoneNumber": "+8613800000001"}) for i in ids)
+    store.append_events(
+        (i, TYPE_PREFIX + "pending", "2026-12-05T00:00:00Z", {"phoneNumber": "+8613800000001"}) for i in ids
+    )
     return ids
 
 
@@ -88,7 +90,12 @@ def test_fails_times_out_recovers_and_nothing_is_lost(carrier: tuple[Settings, E
         accepted = sink.accepted()
     keys = trusted(settings)
     # every accepted request verifies (at its own attempt's time), and is one of ours
-    got = [verify_event(r.headers, r.body, keys, dt.datetime.fromtimestamp(int(r.headers["webhook-timestamp"]), dt.UTC)) for r in accepted]
+    got = [
+        verify_event(
+            r.headers, r.body, keys, dt.datetime.fromtimestamp(int(r.headers["webhook-timestamp"]), dt.UTC)
+        )
+        for r in accepted
+    ]
     assert {e["id"] for e in got} == set(ids)
     # duplicates (the hung attempts the sink took after our timeout) carry the same id and data
     by_id: dict[str, list[dict[str, Any]]] = {}
@@ -101,7 +108,9 @@ def test_fails_times_out_recovers_and_nothing_is_lost(carrier: tuple[Settings, E
     assert all(row[4] == "timeout after 0.3 s" for row in log if row[2] == 2)
 
 
-def test_the_last_failure_is_a_dead_letter_and_a_replay_delivers_it(carrier: tuple[Settings, EventStore]) -> None:
+def test_the_last_failure_is_a_dead_letter_and_a_replay_delivers_it(
+    carrier: tuple[Settings, EventStore],
+) -> None:
     settings, store = carrier
     clock = Clock()
     config = EventsConfig(retry_schedule=parse_schedule("1s,1s"), timeout_s=0.3, allow_http_loopback=True)
@@ -125,13 +134,17 @@ def test_the_last_failure_is_a_dead_letter_and_a_replay_delivers_it(carrier: tup
     assert store.dead_letters() == [] and store.counts() == {"delivered": 2}
 
 
-def test_a_subscription_hears_only_what_follows_it_and_its_types(carrier: tuple[Settings, EventStore]) -> None:
+def test_a_subscription_hears_only_what_follows_it_and_its_types(
+    carrier: tuple[Settings, EventStore],
+) -> None:
     settings, store = carrier
     clock = Clock()
     with EventSink() as sink:
         pending(store, 1, 3)  # before the subscription: not news to it
         subscribe(store, sink.url, clock)
-        store.append_events([("released-000000000001", TYPE_PREFIX + "released", "t", {"phoneNumber": "+8613800000002"})])
+        store.append_events(
+            [("released-000000000001", TYPE_PREFIX + "released", "t", {"phoneNumber": "+8613800000002"})]
+        )
         pending(store, 4, 1)
         assert run(settings, store, clock).delivered == 1
         assert [json.loads(r.body)["id"] for r in sink.accepted()] == ["pending-000000000004"]
@@ -157,7 +170,7 @@ def test_expiry_and_delete_end_with_subscription_ends(carrier: tuple[Settings, E
     clock = Clock()
     subs = Subscriptions(store)
     with EventSink() as sink:
-        soon = subscribe(store, sink.url, clock, subscriptionExpireTime="2026-12-05T02:01:00Z")
+        subscribe(store, sink.url, clock, subscriptionExpireTime="2026-12-05T02:01:00Z")
         gone = subscribe(store, sink.url, clock)
         assert subs.delete("other-platform", gone, clock()) is False
         assert subs.delete("bank", gone, clock()) is True
@@ -173,15 +186,48 @@ def test_expiry_and_delete_end_with_subscription_ends(carrier: tuple[Settings, E
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ({"protocol": "MQTT", "sink": "https://a.example", "types": [TYPE_PREFIX + "pending"]}, "INVALID_PROTOCOL"),
-        ({"protocol": "HTTP", "sink": "http://a.example/x", "types": [TYPE_PREFIX + "pending"]}, "INVALID_SINK"),
-        ({"protocol": "HTTP", "sink": "ftp://a.example/x", "types": [TYPE_PREFIX + "pending"]}, "INVALID_SINK"),
+        (
+            {"protocol": "MQTT", "sink": "https://a.example", "types": [TYPE_PREFIX + "pending"]},
+            "INVALID_PROTOCOL",
+        ),
+        (
+            {"protocol": "HTTP", "sink": "http://a.example/x", "types": [TYPE_PREFIX + "pending"]},
+            "INVALID_SINK",
+        ),
+        (
+            {"protocol": "HTTP", "sink": "ftp://a.example/x", "types": [TYPE_PREFIX + "pending"]},
+            "INVALID_SINK",
+        ),
         ({"protocol": "HTTP", "sink": "https://a.example", "types": []}, "INVALID_ARGUMENT"),
         ({"protocol": "HTTP", "sink": "https://a.example", "types": ["x.pending"]}, "INVALID_ARGUMENT"),
         ({"protocol": "HTTP", "sink": "https://a.example", "types": [SUBSCRIPTION_ENDS]}, "INVALID_ARGUMENT"),
-        ({"protocol": "HTTP", "sink": "https://a.example", "types": [TYPE_PREFIX + "pending"], "config": {"subscriptionMaxEvents": 0}}, "INVALID_ARGUMENT"),
-        ({"protocol": "HTTP", "sink": "https://a.example", "types": [TYPE_PREFIX + "pending"], "config": {"subscriptionExpireTime": "2020-01-01T00:00:00Z"}}, "INVALID_ARGUMENT"),
-        ({"protocol": "HTTP", "sink": "https://a.example", "types": [TYPE_PREFIX + "pending"], "config": {"subscriptionExpireTime": "tomorrow"}}, "INVALID_ARGUMENT"),
+        (
+            {
+                "protocol": "HTTP",
+                "sink": "https://a.example",
+                "types": [TYPE_PREFIX + "pending"],
+                "config": {"subscriptionMaxEvents": 0},
+            },
+            "INVALID_ARGUMENT",
+        ),
+        (
+            {
+                "protocol": "HTTP",
+                "sink": "https://a.example",
+                "types": [TYPE_PREFIX + "pending"],
+                "config": {"subscriptionExpireTime": "2020-01-01T00:00:00Z"},
+            },
+            "INVALID_ARGUMENT",
+        ),
+        (
+            {
+                "protocol": "HTTP",
+                "sink": "https://a.example",
+                "types": [TYPE_PREFIX + "pending"],
+                "config": {"subscriptionExpireTime": "tomorrow"},
+            },
+            "INVALID_ARGUMENT",
+        ),
         ([], "INVALID_ARGUMENT"),
     ],
 )
@@ -194,7 +240,12 @@ def test_camara_refusals(carrier: tuple[Settings, EventStore], body: Any, code: 
 
 def test_loopback_http_only_in_development(carrier: tuple[Settings, EventStore]) -> None:
     _, store = carrier
-    body = {"protocol": "HTTP", "sink": "http://127.0.0.1:9/x", "types": [TYPE_PREFIX + "pending"], "sinkCredential": {"credentialType": "ACCESSTOKEN"}}
+    body = {
+        "protocol": "HTTP",
+        "sink": "http://127.0.0.1:9/x",
+        "types": [TYPE_PREFIX + "pending"],
+        "sinkCredential": {"credentialType": "ACCESSTOKEN"},
+    }
     with pytest.raises(SubscriptionError):
         Subscriptions(store).create("bank", body, EventsConfig(), T0)
     sub = Subscriptions(store).create("bank", body, EventsConfig(allow_http_loopback=True), T0)

@@ -31,9 +31,19 @@ OTHER = Ed25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
 TYPE = "org.camaraproject.number-recycling.v0.pending"
 
 
-def delivery(data: dict[str, object] | None = None, at: dt.datetime = NOW, keys: tuple = (KEY,)) -> tuple[dict[str, str], bytes]:
+def delivery(
+    data: dict[str, object] | None = None, at: dt.datetime = NOW, keys: tuple = (KEY,)
+) -> tuple[dict[str, str], bytes]:
     ident = event_id("pending", 42)
-    body = event_body(cloud_event(ident, "https://c.example/s/1", TYPE, "2026-12-05T00:00:00Z", data or {"phoneNumber": "+8613800000001"}))
+    body = event_body(
+        cloud_event(
+            ident,
+            "https://c.example/s/1",
+            TYPE,
+            "2026-12-05T00:00:00Z",
+            data or {"phoneNumber": "+8613800000001"},
+        )
+    )
     return sign_headers(ident, int(at.timestamp()), body, keys), body
 
 
@@ -95,7 +105,12 @@ def test_timestamps_inside_the_window_pass() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[1]", b'{"specversion":"1.0","id":"x","source":"s"}', b'{"specversion":"2.0","id":"x","source":"s","type":"t"}'],
+    [
+        b"not json",
+        b"[1]",
+        b'{"specversion":"1.0","id":"x","source":"s"}',
+        b'{"specversion":"2.0","id":"x","source":"s","type":"t"}',
+    ],
 )
 def test_a_signed_body_that_is_not_a_cloud_event_is_refused(body: bytes) -> None:
     headers = sign_headers("x", int(NOW.timestamp()), body, [KEY])
@@ -130,7 +145,11 @@ def test_keys_from_root_reads_the_online_role() -> None:
 def test_any_flipped_byte_is_refused(extra: bytes, stamp: int) -> None:
     when = dt.datetime.fromtimestamp(stamp, dt.UTC)
     ident = "pending-000000000001"
-    body = b'{"specversion":"1.0","id":"pending-000000000001","source":"s","type":"t","x":"' + base64.b64encode(extra) + b'"}'
+    body = (
+        b'{"specversion":"1.0","id":"pending-000000000001","source":"s","type":"t","x":"'
+        + base64.b64encode(extra)
+        + b'"}'
+    )
     headers = sign_headers(ident, stamp, body, [KEY])
     assert verify_event(headers, body, [KEY.public_key()], when)["id"] == ident
     flipped = bytes([body[-3] ^ 1])
