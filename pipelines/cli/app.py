@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipelines.cli import audit, doctor, ledger, nightly, platform, quarantine
+from pipelines.cli import audit, doctor, events, ledger, nightly, platform, quarantine
 from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
 from pipelines.errors import RecycleError
 
@@ -83,6 +83,17 @@ _GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...
         "alerts",
         "Compliance alerts: check a night, acknowledge known items.",
         (("ack", audit.ack_cmd), ("check", audit.check_cmd), ("list", audit.list_cmd)),
+    ),
+    (
+        "events",
+        "Pushed events: deliver, delivery log, dead letters and replay.",
+        (
+            ("deliver", events.deliver),
+            ("status", events.status),
+            ("log", events.log_cmd),
+            ("dead-letters", events.dead_letters),
+            ("replay", events.replay),
+        ),
     ),
 )
 

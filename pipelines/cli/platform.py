@@ -56,7 +56,9 @@ def serve(
 
 def platform_add(
     name: Annotated[str, typer.Argument(help="platform name, e.g. bank-a")],
-    scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")] = DEFAULT_SCOPES,
+    scope: Annotated[
+        str, typer.Option(help="comma-separated: check,bulk,feeds,ack,subscriptions (metrics: operators)")
+    ] = DEFAULT_SCOPES,
     rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
     burst: Annotated[int, typer.Option(help="requests allowed at once")] = 100,
     named: Annotated[
@@ -76,7 +78,9 @@ def platform_add(
 
 def platform_scopes(
     name: Annotated[str, typer.Argument(help="platform name")],
-    scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")],
+    scope: Annotated[
+        str, typer.Option(help="comma-separated: check,bulk,feeds,ack,subscriptions (metrics: operators)")
+    ],
     config: ConfigOpt = None,
     data: DataOpt = None,
 ) -> None:

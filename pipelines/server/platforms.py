@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 
 # `metrics` is the operators' (Prometheus) scope: never in DEFAULT_SCOPES, because the metrics
 # name every platform and its volumes (pipelines.server.metrics).
-SCOPES = ("check", "bulk", "feeds", "ack", "metrics")
-# What `recycle platform add` grants unless told otherwise: everything, acknowledgements
-# included, because a platform that reads the feed is the one expected to report back.
-DEFAULT_SCOPES = "check,bulk,feeds,ack"
+SCOPES = ("check", "bulk", "feeds", "ack", "subscriptions", "metrics")
+# What `recycle platform add` grants unless told otherwise: everything, acknowledgements and
+# event subscriptions included, because a platform that reads the feed is the one expected to
+# report back and to be told early.
+DEFAULT_SCOPES = "check,bulk,feeds,ack,subscriptions"
 PHONE_PATTERN = r"^\+[1-9][0-9]{4,14}$"  # E.164 as CAMARA writes it; numbers on the wire match this
 DEFAULT_RATE = 50.0  # requests per second, refilled continuously
 DEFAULT_BURST = 100  # bucket size

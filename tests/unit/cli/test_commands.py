@@ -41,6 +41,7 @@ COMMANDS = [
     "root",
     "quarantine",
     "alerts",
+    "events",
 ]
 SUBCOMMANDS = {
     "platform": ["add", "scopes", "named", "revoke", "list"],
@@ -48,6 +49,7 @@ SUBCOMMANDS = {
     "root": ["rotate"],
     "quarantine": ["list", "export"],
     "alerts": ["ack", "check", "list"],
+    "events": ["deliver", "status", "log", "dead-letters", "replay"],
 }
 # Each command's options as scripts and the runbook type them (a rename breaks them).
 OPTIONS = {
@@ -168,6 +170,7 @@ def test_every_command_is_a_module_level_function_of_a_group_module() -> None:
             "pipelines.cli.platform",
             "pipelines.cli.doctor",
             "pipelines.cli.quarantine",
+            "pipelines.cli.events",
         }, path
 
 
