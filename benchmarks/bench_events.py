@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+from number_recycling_client.events import EVENT_TYPES, TYPE_PREFIX, event_id
 
 from pipelines.config import load_settings
 from pipelines.events.config import EventsConfig
@@ -29,7 +30,6 @@ from pipelines.events.deliver import deliver_once, online_signers, request_for
 from pipelines.events.outbox import open_store
 from pipelines.events.store import EventStore, Outcome
 from pipelines.events.subscriptions import Subscriptions
-from pipelines.events.wire import EVENT_TYPES, TYPE_PREFIX, event_id
 from pipelines.feeds.publish import ensure_root
 
 NOW = dt.datetime(2026, 12, 5, 2, 0, tzinfo=dt.UTC)

@@ -1,7 +1,7 @@
 """Push, the CAMARA way (docs/events.md): subscriptions, signed CloudEvents, delivery.
 
-``wire`` is the wire format (build, sign, :func:`verify_event`; standard library and
-``cryptography`` only, for the light client); ``subscriptions`` the CAMARA subscription model;
+The wire format (build, sign, :func:`verify_event`) is the light client's
+``number_recycling_client.events``, one copy for both sides; ``subscriptions`` the CAMARA subscription model;
 ``store`` the events store (``<data>/server/events.sqlite``: subscriptions, the event log,
 deliveries, the delivery log); ``outbox`` turns published feed days into events; ``deliver``
 sends them (at-least-once, retries over days, dead letters); ``config`` the delivery settings.
@@ -9,7 +9,7 @@ sends them (at-least-once, retries over days, dead letters); ``config`` the deli
 
 from typing import TYPE_CHECKING
 
-from pipelines.events.wire import (
+from number_recycling_client.events import (
     EVENT_TYPES,
     SUBSCRIPTION_ENDS,
     BadSignatureError,
@@ -20,6 +20,7 @@ from pipelines.events.wire import (
     keys_from_root,
     verify_event,
 )
+
 from pipelines.lazy import lazy_attributes
 
 if TYPE_CHECKING:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
+from number_recycling_client.events import Signer, cloud_event, event_body, sign_headers
 from number_recycling_client.wire import ROLE_TIMESTAMP
 
 from pipelines.config import Settings
@@ -35,7 +36,6 @@ from pipelines.events.config import EventsConfig
 from pipelines.events.outbox import ingest_published
 from pipelines.events.store import Due, EventStore, Outcome
 from pipelines.events.subscriptions import Subscriptions
-from pipelines.events.wire import Signer, cloud_event, event_body, sign_headers
 from pipelines.feeds.publish import load_root, role_signers
 
 log = logging.getLogger(__name__)

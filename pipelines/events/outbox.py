@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.parquet as pq
+from number_recycling_client.events import TYPE_PREFIX, event_id, event_time
 from number_recycling_client.wire import day_start
 
 from pipelines.config import Settings
 from pipelines.events.store import EventStore
-from pipelines.events.wire import TYPE_PREFIX, event_id, event_time
 from pipelines.feeds.grade import risk_grade
 from pipelines.feeds.publish import DAILY_PARQUET, NOTICES_PARQUET, FeedPaths
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from number_recycling_client.events import EVENT_TYPES, SUBSCRIPTION_ENDS, event_time
+
 from pipelines.errors import DataContractError
 from pipelines.events.config import EventsConfig
 from pipelines.events.store import EventStore
-from pipelines.events.wire import EVENT_TYPES, SUBSCRIPTION_ENDS, event_time
 
 MAX_SINK = 2048
 MAX_SUBSCRIPTIONS_PER_PLATFORM = 100

@@ -14,9 +14,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from number_recycling_client.events import EVENT_TYPES, SUBSCRIPTION_ENDS
 
 from pipelines.compliance.notifications import CSV_HEADER, JSON_FIELDS, MAX_ACK_ITEMS, STATUSES
-from pipelines.events.wire import EVENT_TYPES, SUBSCRIPTION_ENDS
 from pipelines.server.bulk import MAX_BULK_PAIRS
 from pipelines.server.camara import API
 from pipelines.server.platforms import PHONE_PATTERN

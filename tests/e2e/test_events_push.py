@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from number_recycling_client import pull, stored_root, trusted_event_keys, verify_event
 
 from pipelines.config import load_settings
 from pipelines.dev.event_sink import EventSink
-from pipelines.events import EVENT_TYPES, keys_from_root, verify_event
+from pipelines.events import EVENT_TYPES, keys_from_root
 from pipelines.events.config import EventsConfig
 from pipelines.events.outbox import open_store
 from pipelines.nightly.steps import RunContext, run_day
@@ -118,7 +119,11 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
         )
         assert made.status_code == 201, made.text
         sid = made.json()["id"]
-        keys = keys_from_root(api.get("/feeds/root.json").json())  # what the platform trusts
+        # What the platform trusts: the root its light client verified and stored on a pull.
+        evening = dt.datetime.combine(day(0), dt.time(23), tzinfo=dt.UTC)  # the feed's own time
+        pull(url, token, tmp_path / "client", data / "feeds" / "roots" / "1.root.json", clock=lambda: evening)
+        keys = trusted_event_keys(stored_root(tmp_path / "client"))
+        assert keys == keys_from_root(api.get("/feeds/root.json").json())
 
         run_day(settings, day(1), ctx)
         got = wait_for(sink, keys, {"pending-000000000001", "pending-000000000002"})

@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from number_recycling_client.events import (
+    SUBSCRIPTION_ENDS,
+    TYPE_PREFIX,
+    event_id,
+    keys_from_root,
+    verify_event,
+)
 
 from pipelines.config import Settings, load_settings
 from pipelines.dev.event_sink import EventSink
@@ -20,7 +27,6 @@ from pipelines.events.deliver import deliver_once
 from pipelines.events.outbox import open_store
 from pipelines.events.store import EventStore
 from pipelines.events.subscriptions import SubscriptionError, Subscriptions
-from pipelines.events.wire import SUBSCRIPTION_ENDS, TYPE_PREFIX, event_id, keys_from_root, verify_event
 from pipelines.feeds.publish import ensure_root
 
 T0 = dt.datetime(2026, 12, 5, 2, 0, tzinfo=dt.UTC)

@@ -10,8 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pipelines.events.wire import (
+from number_recycling_client.events import (
     BadSignatureError,
     EventError,
     NotACloudEventError,
