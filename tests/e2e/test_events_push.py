@@ -118,7 +118,7 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
             json={"protocol": "HTTP", "sink": sink.url, "types": list(EVENT_TYPES), "config": {}},
         )
         assert made.status_code == 201, made.text
-        sid = made.json()["id"]
+        assert made.json()["status"] == "ACTIVE"
         # What the platform trusts: the root its light client verified and stored on a pull.
         evening = dt.datetime.combine(day(0), dt.time(23), tzinfo=dt.UTC)  # the feed's own time
         pull(url, token, tmp_path / "client", data / "feeds" / "roots" / "1.root.json", clock=lambda: evening)
@@ -133,7 +133,7 @@ def test_events_pushed_verified_and_nothing_lost(tmp_path: Path, monkeypatch: py
             "earliestReleaseOn": str(day(6)),
             "cause": "cancel",
         }
-        assert got["pending-000000000001"]["source"].endswith(f"/subscriptions/{sid}")
+        assert got["pending-000000000001"]["source"].endswith("/number-recycling/v0.2")
 
         run_day(settings, day(2), ctx)
         got = wait_for(sink, keys, {"withdrawn-000000000003"})

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from number_recycling_client.events import (
+    EVENT_TYPES,
     SUBSCRIPTION_ENDS,
     TYPE_PREFIX,
     event_id,
@@ -23,9 +24,9 @@ from number_recycling_client.events import (
 from pipelines.config import Settings, load_settings
 from pipelines.dev.event_sink import EventSink
 from pipelines.events.config import EventsConfig, parse_schedule
-from pipelines.events.deliver import deliver_once
+from pipelines.events.deliver import deliver_once, online_signers, request_for
 from pipelines.events.outbox import open_store
-from pipelines.events.store import EventStore
+from pipelines.events.store import Due, EventStore
 from pipelines.events.subscriptions import SubscriptionError, Subscriptions
 from pipelines.feeds.publish import ensure_root
 
@@ -167,7 +168,7 @@ def test_max_events_then_subscription_ends(carrier: tuple[Settings, EventStore])
     assert sorted(e["id"] for e in events[:2]) == ["pending-000000000001", "pending-000000000002"]
     assert events[2]["type"] == SUBSCRIPTION_ENDS
     assert events[2]["data"] == {"subscriptionId": sid, "terminationReason": "MAX_EVENTS_REACHED"}
-    assert events[0]["source"].endswith(f"/number-recycling/v0.2/subscriptions/{sid}")
+    assert events[0]["source"].endswith("/number-recycling/v0.2")  # the API, one body for all
     assert Subscriptions(store).get("bank", sid).status == "EXPIRED"  # type: ignore[union-attr]
 
 
@@ -262,3 +263,36 @@ def test_the_store_file_is_private(carrier: tuple[Settings, EventStore]) -> None
     _, store = carrier
     assert store.path.stat().st_mode & 0o777 == 0o600
     assert store.path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_fan_out_shares_one_signature_per_event_and_second(carrier: tuple[Settings, EventStore]) -> None:
+    """The body is the event's alone, so its deliveries to every subscriber in one second carry
+    the same verified signature; another second signs again (a retry is never stale)."""
+    settings, _ = carrier
+    keys = online_signers(settings)
+    due = [
+        Due(
+            i,
+            f"sub-{i}",
+            f"p{i}",
+            f"http://127.0.0.1/{i}",
+            0,
+            "pending-000000000007",
+            EVENT_TYPES[0],
+            "2026-09-01T00:00:00Z",
+            {"phoneNumber": "+8613800000001"},
+        )
+        for i in range(3)
+    ]
+    now = dt.datetime(2026, 9, 1, 1, tzinfo=dt.UTC).timestamp()
+    sent = [request_for(d, CONFIG, keys, now) for d in due]
+    assert len({body for body, _ in sent}) == 1
+    assert len({h["webhook-signature"] for _, h in sent}) == 1
+    for body, headers in sent:
+        verify_event(headers, body, trusted(settings), dt.datetime.fromtimestamp(now, dt.UTC))
+    later_body, later = request_for(due[0], CONFIG, keys, now + 1)
+    assert (
+        later["webhook-timestamp"] == str(int(now) + 1)
+        and later["webhook-signature"] != sent[0][1]["webhook-signature"]
+    )
+    verify_event(later, later_body, trusted(settings), dt.datetime.fromtimestamp(now + 1, dt.UTC))
