@@ -86,3 +86,31 @@ def test_show_of_an_unknown_number_exits_1(two_nights: Path, as_json: list[str])
     assert result.exit_code == 1
     assert f"{mask(unknown)} is not on record" in result.output
     assert result.stdout == "" and unknown[3:] not in result.output
+
+
+def test_status_names_a_night_at_work(two_nights: Path) -> None:
+    """While another process holds the night lock, `status` says a run is at work and names it,
+    instead of calling a half-done night stopped (deterministic: the holder waits for us)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import datetime as dt, sys; from pipelines.db import night_lock\n"
+            f"with night_lock(__import__('pathlib').Path({str(two_nights)!r}), [dt.date(2026, 9, 3)]):\n"
+            "    print('held', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["status", "--date", str(NIGHTS[1]), "--data", str(two_nights)])
+        assert f"a nightly run is at work: pid {holder.pid}, recycle run of" in result.stderr
+    finally:
+        holder.communicate("\n", timeout=30)
+    after = CliRunner().invoke(app, ["status", "--date", str(NIGHTS[1]), "--data", str(two_nights)])
+    assert "at work" not in after.stderr
