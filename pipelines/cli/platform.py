@@ -373,7 +373,9 @@ def unbind_token(
         raise typer.Exit(1)
     ttl = EventsConfig.from_env().unbind_token_ttl_s
     out.print(issue_token(settings.data_dir, msisdn, since, now, ttl), highlight=False, soft_wrap=True)
-    err.print(f"unbind token for {mask(msisdn)} (holder since {since}), valid {ttl / 3600:g} h", highlight=False)
+    err.print(
+        f"unbind token for {mask(msisdn)} (holder since {since}), valid {ttl / 3600:g} h", highlight=False
+    )
 
 
 def root_rotate(

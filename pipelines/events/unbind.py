@@ -134,8 +134,14 @@ def request_unbind(
             return _row(rows[0]), False
         con.execute(
             "INSERT INTO unbind_requests VALUES (?, ?, ?, ?, ?, ?, NULL)",
-            (fresh.id, fresh.msisdn, fresh.since.isoformat(), prior_end.isoformat(), now.timestamp(),
-             deadline.timestamp()),
+            (
+                fresh.id,
+                fresh.msisdn,
+                fresh.since.isoformat(),
+                prior_end.isoformat(),
+                now.timestamp(),
+                deadline.timestamp(),
+            ),
         )
         # Who it goes to: the active subscriptions to the type now, as fan-out will hand it.
         con.execute(
@@ -145,8 +151,12 @@ def request_unbind(
         )
         con.execute(
             "INSERT INTO events (id, type, time, data) VALUES (?, ?, ?, ?)",
-            (f"unbind-requested-{fresh.id}", UNBIND_REQUESTED, event_time(now),
-             json.dumps(fresh.event_data(), separators=(",", ":"))),
+            (
+                f"unbind-requested-{fresh.id}",
+                UNBIND_REQUESTED,
+                event_time(now),
+                json.dumps(fresh.event_data(), separators=(",", ":")),
+            ),
         )
     return fresh, True
 
@@ -161,7 +171,9 @@ def targets(store: EventStore, request_id: str) -> dict[str, list[str]]:
     return out
 
 
-def progress(settings: Settings, store: EventStore, request: UnbindRequest, now: dt.datetime) -> dict[str, Any]:
+def progress(
+    settings: Settings, store: EventStore, request: UnbindRequest, now: dt.datetime
+) -> dict[str, Any]:
     """The holder's view of one request: platform_outcomes (named by name, the others counted:
     one privacy rule) over every platform told, the request's included, and the late ones."""
     day = settings.carrier_day(now)
@@ -199,7 +211,9 @@ def remind_late(settings: Settings, store: EventStore, now: dt.datetime) -> int:
     return created
 
 
-def _send_reminders(store: EventStore, request: UnbindRequest, silent: dict[str, list[str]], now: dt.datetime) -> int:
+def _send_reminders(
+    store: EventStore, request: UnbindRequest, silent: dict[str, list[str]], now: dt.datetime
+) -> int:
     data = json.dumps(request.event_data(reminder=True), separators=(",", ":"))
     created = 0
     with store.transaction() as con:
@@ -208,7 +222,13 @@ def _send_reminders(store: EventStore, request: UnbindRequest, silent: dict[str,
                 # addressed to this subscription only (like subscription-ends): fan-out skips it
                 cur = con.execute(
                     "INSERT OR IGNORE INTO events (id, type, time, data, subscription_id) VALUES (?, ?, ?, ?, ?)",
-                    (f"unbind-requested-{request.id}-reminder-{sid}", UNBIND_REQUESTED, event_time(now), data, sid),
+                    (
+                        f"unbind-requested-{request.id}-reminder-{sid}",
+                        UNBIND_REQUESTED,
+                        event_time(now),
+                        data,
+                        sid,
+                    ),
                 )
                 if cur.rowcount:
                     con.execute(

@@ -13,9 +13,9 @@ Why Fernet (AES-128-CBC + HMAC-SHA256, a 32-byte secret in ``<data>/keys/unbind-
 0600) and not an Ed25519 signature with a carrier key: the carrier both issues and verifies,
 nobody else ever needs to check a token, so a public key buys nothing; and Fernet also
 *encrypts*, so the number inside is not readable by whoever sees the token (a proxy log, a
-screenshot) — a signed token carries its payload in clear. The cost is length (about 160
-characters): too long for the SMS notice at sale, which therefore carries no link
-(``docs/feeds.md``, "One-click unbinding").
+screenshot) — a signed token carries its payload in clear. The cost is length (184
+characters, measured): too long for the SMS notice at sale, which therefore carries no link
+(``docs/events.md``, "One-click unbinding").
 """
 
 from __future__ import annotations

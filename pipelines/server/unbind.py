@@ -38,7 +38,10 @@ def _limit(state: ServerState, key: str, rate: float, burst: int) -> None:
     wait = state.limiter.take(key, rate, burst)
     if wait is not None:
         raise ApiError(
-            429, "TOO_MANY_REQUESTS", f"too many unbind requests; retry after {wait} s", {"Retry-After": str(wait)}
+            429,
+            "TOO_MANY_REQUESTS",
+            f"too many unbind requests; retry after {wait} s",
+            {"Retry-After": str(wait)},
         )
 
 
@@ -114,7 +117,9 @@ async def get_unbind_request(request: Request) -> Response:
 
 
 # Plain Starlette routes like check; the OpenAPI operations are in pipelines.server.openapi.
-router.add_route(f"{API}/unbind-requests", create_unbind_request, methods=["POST"], name="createUnbindRequest")
+router.add_route(
+    f"{API}/unbind-requests", create_unbind_request, methods=["POST"], name="createUnbindRequest"
+)
 router.add_route(
     f"{API}/unbind-requests/{{requestId}}", get_unbind_request, methods=["GET"], name="retrieveUnbindRequest"
 )

@@ -57,7 +57,9 @@ def _wait(sink: EventSink, keys: list[Any], pred: Any, timeout: float = 20) -> l
 
 def _refusals(api: httpx.Client, data: Path, now: dt.datetime) -> None:
     def post(token: str, **body: Any) -> httpx.Response:
-        return api.post(f"{API}/unbind-requests", json=body or None, headers={"Authorization": f"Bearer {token}"})
+        return api.post(
+            f"{API}/unbind-requests", json=body or None, headers={"Authorization": f"Bearer {token}"}
+        )
 
     good = issue_token(data, B, day(5), now, 3600)
     forged = good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB")
@@ -79,8 +81,14 @@ def test_one_click_unbind_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     data = tmp_path / "data"
     settings = dataclasses.replace(load_settings(env={}, data_dir=data), policies={"default": POLICY})
     ctx = RunContext(simulate_gateways=True, alerts_mode="record", empty_night=True)
-    drop(data, 0, "subscribers", "msisdn,tenure_start,region,subscriber_ref", f"{A},2020-01-01,GD,S1",
-         f"{B},2020-01-01,GD,S1")
+    drop(
+        data,
+        0,
+        "subscribers",
+        "msisdn,tenure_start,region,subscriber_ref",
+        f"{A},2020-01-01,GD,S1",
+        f"{B},2020-01-01,GD,S1",
+    )
     event(data, 1, (B, "cancel"))
     drop(data, 5, "reissue", "msisdn,reissue_date,region,subscriber_ref", f"{B},{day(5)},GD,N1")
     tokens = _platforms(data)
@@ -88,7 +96,12 @@ def test_one_click_unbind_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         EventsConfig.from_env(), poll_s=0.2, timeout_s=2.0, unbind_deadline_s=DEADLINE_S
     )
     app = create_app(settings, snapshot_check_s=0.05, events_config=config, deliver_events=True)
-    with EventSink() as bank_sink, EventSink() as shop_sink, serving(app) as url, httpx.Client(base_url=url) as api:
+    with (
+        EventSink() as bank_sink,
+        EventSink() as shop_sink,
+        serving(app) as url,
+        httpx.Client(base_url=url) as api,
+    ):
         for n in range(6):
             run_day(settings, day(n), ctx)
         for name, sink in (("bank", bank_sink), ("shop", shop_sink)):
@@ -98,7 +111,9 @@ def test_one_click_unbind_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                 headers={"Authorization": f"Bearer {tokens[name]}"},
             )
             assert made.status_code == 201, made.text
-        keys = keys_from_root(api.get("/feeds/root.json", headers={"Authorization": f"Bearer {tokens['bank']}"}).json())
+        keys = keys_from_root(
+            api.get("/feeds/root.json", headers={"Authorization": f"Bearer {tokens['bank']}"}).json()
+        )
         now = dt.datetime.now(dt.UTC)
         _refusals(api, data, now)
 
@@ -128,11 +143,15 @@ def test_one_click_unbind_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         view = api.get(f"{API}/unbind-requests/{rid}", headers=holder).json()
         assert view["platformsRequested"] == 2
         assert view["outcomes"]["named"] == [{"platform": "bank", "answers": ["unbound"]}]
-        assert view["outcomes"]["others"]["platforms"] == 1 and view["outcomes"]["others"]["not_answered"] == 1
+        assert (
+            view["outcomes"]["others"]["platforms"] == 1 and view["outcomes"]["others"]["not_answered"] == 1
+        )
         assert "shop" not in str(view)  # counted, never named
         assert view["late"] == {"named": [], "others": 0}  # before the deadline
 
-        reminder = _wait(shop_sink, keys, lambda e: e["data"].get("reminder") is True, timeout=DEADLINE_S + 20)
+        reminder = _wait(
+            shop_sink, keys, lambda e: e["data"].get("reminder") is True, timeout=DEADLINE_S + 20
+        )
         assert reminder[0]["data"]["requestId"] == rid and reminder[0]["id"] != first["shop"]["id"]
         time.sleep(1.0)  # a few more delivery passes
         assert not [e for e in received(bank_sink, keys) if e["data"].get("reminder")]  # bank answered

@@ -35,9 +35,9 @@ def test_forged_tokens_are_refused(tmp_path: Path, how: str) -> None:
     token = issue_token(tmp_path, N, SINCE, T0, 3600)
     forged = {
         "flipped": token[:20] + ("A" if token[20] != "A" else "B") + token[21:],
-        "other_key": Fernet(Fernet.generate_key()).encrypt(
-            json.dumps({"p": "unbind", "n": N, "s": str(SINCE), "e": 2**40}).encode()
-        ).decode(),
+        "other_key": Fernet(Fernet.generate_key())
+        .encrypt(json.dumps({"p": "unbind", "n": N, "s": str(SINCE), "e": 2**40}).encode())
+        .decode(),
         "empty": "",
         "garbage": "é not a token",
     }[how]
