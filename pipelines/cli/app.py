@@ -122,6 +122,7 @@ def build_app() -> typer.Typer:
         ("check", platform.check),
         ("notifications", platform.notifications),
         ("new-owner", platform.new_owner),
+        ("unbind-token", platform.unbind_token),
         ("report", audit.report_cmd),
         ("export-fcc", audit.export_fcc_cmd),
         ("export-cn", audit.export_cn_cmd),

@@ -1,5 +1,5 @@
 """`recycle serve | platform add/scopes/named/revoke/list | pull | check | acks import | notifications |
-new-owner | root rotate`: the platform-facing commands."""
+new-owner | unbind-token | root rotate`: the platform-facing commands."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ __all__ = [
     "pull",
     "root_rotate",
     "serve",
+    "unbind_token",
 ]
 
 
@@ -314,6 +315,67 @@ def new_owner(
     # The same named + counted lines as the holder's notice (platform_outcomes: one rule).
     for line in holder_lines(view["named"], view["others"]):
         out.print("  " + line, highlight=False, soft_wrap=True)
+    for line in _unbind_lines(settings, parse_number(number, settings)):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def _unbind_lines(settings: Settings, msisdn: str) -> list[str]:
+    """The holder's one-click unbind request, if any: its progress in the same words."""
+    from pipelines.events.store import EVENTS_DB, EventStore
+    from pipelines.events.unbind import latest_request, progress
+    from pipelines.reminders.templates import holder_lines
+    from pipelines.server import utc_now
+
+    path = settings.data_dir / "server" / EVENTS_DB
+    if not path.exists():
+        return []
+    store = EventStore(path)
+    try:
+        request = latest_request(store, msisdn)
+        if request is None:
+            return []
+        view = progress(settings, store, request, utc_now())
+    finally:
+        store.close()
+    late = view["late"]
+    lines = [
+        f"one-click unbinding requested {view['requestedAt']}, deadline {view['deadline']}: "
+        f"sent to {view['platformsRequested']} platform(s)"
+    ]
+    lines += ["  " + line for line in holder_lines(view["outcomes"]["named"], view["outcomes"]["others"])]
+    if late["named"] or late["others"]:
+        names = ", ".join(late["named"]) + (f" and {late['others']} other(s)" if late["others"] else "")
+        lines.append(f"  late (no answer by the deadline, reminded): {names}")
+    return lines
+
+
+def unbind_token(
+    number: Annotated[str, typer.Option("--number", help="the recycled number, as the holder gave it")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Issue the new holder's one-click unbind token (for the carrier's own app or desk).
+
+    Only after the carrier identified the holder of NUMBER: the token lets them ask every
+    subscribed platform to unbind the prior holder's accounts (POST /unbind-requests). It is
+    valid RECYCLE_UNBIND_TOKEN_TTL_H hours (24) and only for the holder's current tenure."""
+    from pipelines.compliance.notifications import holder_tenure
+    from pipelines.events.config import EventsConfig
+    from pipelines.events.unbind_token import issue_token
+    from pipelines.server import utc_now
+
+    settings = settings_from(config, data)
+    msisdn = parse_number(number, settings)
+    now = utc_now()
+    since, _, recycled = holder_tenure(settings, msisdn, settings.carrier_day(now))
+    if not recycled:
+        err.print(f"{mask(msisdn)}: not recycled to its holder; there is nothing to unbind", highlight=False)
+        raise typer.Exit(1)
+    ttl = EventsConfig.from_env().unbind_token_ttl_s
+    out.print(issue_token(settings.data_dir, msisdn, since, now, ttl), highlight=False, soft_wrap=True)
+    err.print(
+        f"unbind token for {mask(msisdn)} (holder since {since}), valid {ttl / 3600:g} h", highlight=False
+    )
 
 
 def root_rotate(

@@ -763,17 +763,12 @@ def _tenures(settings: Settings, msisdn: str) -> list[tuple[dt.date, dt.date | N
     return [(start, end, bool(reissued)) for start, end, reissued in rows]
 
 
-def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerView:
-    """The current holder's view of ``msisdn`` on ``as_of`` (二次号码焕新).
-
-    The holder's tenure is the one open on ``as_of`` in the latest query snapshot. When it
-    began by a reissue (the number was recycled to this holder: pipelines.feeds.answer), what
-    platforms did about it is :func:`platform_outcomes` from the end of the tenure before it up
-    to ``as_of`` — the same function the new holder's notice at sale reads, so the notice and
-    this view never disagree. Nothing about the prior holder is returned (no dates of the prior
-    tenure); platforms are named only when they agreed to be, the others counted.
-    Raises :class:`TerminalError` when nobody holds the number on ``as_of``.
-    """
+def holder_tenure(settings: Settings, msisdn: str, as_of: dt.date) -> tuple[dt.date, dt.date | None, bool]:
+    """The tenure open on ``as_of`` in the latest snapshot: (its start, the end of the tenure
+    before it or None, whether it began by a reissue: recycled to this holder,
+    pipelines.feeds.answer). Read by :func:`new_owner_view` and one-click unbinding
+    (:mod:`pipelines.events.unbind`), so both agree on who holds the number. Raises
+    :class:`TerminalError` when nobody holds it on ``as_of``."""
     if not _PHONE_RE.fullmatch(msisdn):
         raise TerminalError("the number must be E.164 (+86...); normalise it first")
     tenures = _tenures(settings, msisdn)
@@ -787,8 +782,21 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerV
         )
     i = holder[-1]
     prior_end = tenures[i - 1][1] if i > 0 else None
-    # Recycled for this holder exactly when their tenure began by a reissue (pipelines.feeds.answer).
-    recycled = prior_end is not None and tenures[i][2]
+    return tenures[i][0], prior_end, prior_end is not None and tenures[i][2]
+
+
+def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerView:
+    """The current holder's view of ``msisdn`` on ``as_of`` (二次号码焕新).
+
+    The holder's tenure is the one open on ``as_of`` in the latest query snapshot. When it
+    began by a reissue (the number was recycled to this holder: pipelines.feeds.answer), what
+    platforms did about it is :func:`platform_outcomes` from the end of the tenure before it up
+    to ``as_of`` — the same function the new holder's notice at sale reads, so the notice and
+    this view never disagree. Nothing about the prior holder is returned (no dates of the prior
+    tenure); platforms are named only when they agreed to be, the others counted.
+    Raises :class:`TerminalError` when nobody holds the number on ``as_of``.
+    """
+    holder_since, prior_end, recycled = holder_tenure(settings, msisdn, as_of)
     outcomes = (
         platform_outcomes(settings, {msisdn: prior_end}, as_of)[msisdn]
         if recycled and prior_end is not None
@@ -797,7 +805,7 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerV
     return NewOwnerView(
         number=mask(msisdn),
         as_of=as_of.isoformat(),
-        holder_since=tenures[i][0].isoformat(),
+        holder_since=holder_since.isoformat(),
         recycled=recycled,
         platforms_notified=outcomes["notified"],
         platforms_acknowledged=outcomes["acknowledged"],
@@ -844,7 +852,10 @@ class PlatformOutcomes(TypedDict):
 
 
 def platform_outcomes(
-    settings: Settings, since: Mapping[str, dt.date], as_of: dt.date
+    settings: Settings,
+    since: Mapping[str, dt.date],
+    as_of: dt.date,
+    also_notified: Mapping[str, Collection[str]] | None = None,
 ) -> dict[str, PlatformOutcomes]:
     """What platforms did about each number of ``since`` (E.164 → the end of its prior tenure),
     as of the carrier day ``as_of``, all numbers in one pass over the feed, audit and store.
@@ -856,6 +867,8 @@ def platform_outcomes(
     (:meth:`TokenStore.named_platforms`) are listed with their answers; the others are counted.
     Only what was received by the end of ``as_of`` is read, so the answer for a past day does
     not change when later acknowledgements arrive: the nightly notice of day D is reproducible.
+    ``also_notified`` (number -> platforms) adds platforms told another way: those a one-click
+    unbind request was sent to (:mod:`pipelines.events.unbind`).
     """
     if not since:
         return {}
@@ -874,6 +887,7 @@ def platform_outcomes(
     out = {}
     for msisdn, end in since.items():
         notified = set().union(set(), *(told.get(d, set()) for d in listed.get(msisdn, ())))
+        notified |= set((also_notified or {}).get(msisdn, ()))
         answers = _answers(settings, acks.get(msisdn, []), end, as_of)
         out[msisdn] = _outcomes(as_of, notified, answers, named)
     return out
@@ -917,6 +931,14 @@ def _answers(
         if lo <= received <= hi and (ack["feed_date"] is None or ack["feed_date"] >= lo):
             answers.setdefault(ack["platform"], set()).add(ack["status"])
     return answers
+
+
+def answered_platforms(settings: Settings, msisdn: str, since: dt.date, as_of: dt.date) -> set[str]:
+    """The platforms that reported anything about this recycling of ``msisdn`` (``since`` = the
+    end of its prior tenure), received by the end of ``as_of``: the same rule as
+    :func:`platform_outcomes`, for the carrier's own bookkeeping (unbind deadlines), never shown
+    to the holder by name."""
+    return set(_answers(settings, _acks(settings, msisdn), since, as_of))
 
 
 def _outcomes(
@@ -1014,7 +1036,9 @@ __all__ = [
     "PlatformOutcomes",
     "StoredAck",
     "acknowledgements_digest",
+    "answered_platforms",
     "evidence_lines",
+    "holder_tenure",
     "new_owner_view",
     "notification_evidence",
     "platform_outcomes",

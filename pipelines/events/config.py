@@ -49,6 +49,12 @@ class EventsConfig:
     batch: int = 1000  # deliveries claimed per pass
     public_url: str = "https://carrier.example"  # the events' source: <public_url>/number-recycling/...
     allow_http_loopback: bool = False  # development: http://127.0.0.1 and http://localhost sinks
+    # One-click unbinding (pipelines.events.unbind). A holder's token lives a day: long enough
+    # to open the carrier's app and press the button, short enough that a lost phone's
+    # screenshot is soon worthless. Platforms get three days to answer (a weekend and a
+    # working day), then one reminder.
+    unbind_token_ttl_s: float = 24 * 3600.0
+    unbind_deadline_s: float = 72 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EventsConfig:
@@ -61,6 +67,8 @@ class EventsConfig:
             poll_s=float(env.get("RECYCLE_EVENTS_POLL_S", base.poll_s)),
             public_url=env.get("RECYCLE_PUBLIC_URL", base.public_url).rstrip("/"),
             allow_http_loopback=env.get("RECYCLE_PROFILE", "") == "development",
+            unbind_token_ttl_s=float(env.get("RECYCLE_UNBIND_TOKEN_TTL_H", 24)) * 3600,
+            unbind_deadline_s=float(env.get("RECYCLE_UNBIND_DEADLINE_H", 72)) * 3600,
         )
 
     @property

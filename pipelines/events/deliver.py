@@ -40,6 +40,7 @@ from pipelines.events.config import EventsConfig
 from pipelines.events.outbox import ingest_published
 from pipelines.events.store import Due, EventStore, Outcome
 from pipelines.events.subscriptions import Subscriptions
+from pipelines.events.unbind import remind_late
 from pipelines.feeds.publish import load_root, role_signers
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class PassReport:
     delivered: int = 0
     retried: int = 0  # failed, due again later
     dead: int = 0  # failed for the last time
+    reminded: int = 0  # unbind reminders queued (pipelines.events.unbind)
 
 
 def online_signers(settings: Settings) -> list[Signer]:
@@ -168,6 +170,8 @@ async def deliver_once(
     report = PassReport()
     report.ingested = await asyncio.to_thread(ingest_published, settings, store)
     report.fanned_out = await asyncio.to_thread(Subscriptions(store).fan_out, clock())
+    # one-click unbinding: platforms silent past a request's deadline get their one reminder
+    report.reminded = await asyncio.to_thread(remind_late, settings, store, clock())
     keys = await asyncio.to_thread(online_signers, settings)
     if not keys:
         return report  # no feed root yet: nothing was published, nothing to sign

@@ -61,6 +61,9 @@ def recycled_events(
         data = {
             "phoneNumber": r["msisdn"],
             on: _iso(date),
+            # the dormancy hint (issue 15, item 5): accounts idle since the prior tenure's end
+            # belong to the prior holder; priorEnd is how it ended
+            "disconnectedOn": _iso(r.get("disconnected_on")),
             "priorEnd": r.get("prior_end"),
             "risk": grade.to_json(),
         }

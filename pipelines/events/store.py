@@ -77,6 +77,23 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_platform ON attempts (platform, at);
 CREATE TABLE IF NOT EXISTS ingested (day TEXT PRIMARY KEY, events INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- one-click unbinding (pipelines.events.unbind): one request per holder's tenure
+CREATE TABLE IF NOT EXISTS unbind_requests (
+    id TEXT PRIMARY KEY,
+    msisdn TEXT NOT NULL,
+    since TEXT NOT NULL,                -- the new tenure's start
+    prior_end TEXT NOT NULL,            -- the prior tenure's end: answers count from it
+    requested_at REAL NOT NULL,
+    deadline REAL NOT NULL,
+    reminded_at REAL,                   -- the one reminder to the silent platforms
+    UNIQUE (msisdn, since)
+);
+CREATE TABLE IF NOT EXISTS unbind_targets (
+    request_id TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    PRIMARY KEY (request_id, subscription_id)
+);
 """
 
 

@@ -48,7 +48,7 @@ from pipelines.events.config import EventsConfig
 from pipelines.events.outbox import open_store
 from pipelines.feeds.query_snapshot import SnapshotHolder
 from pipelines.layout import Layout
-from pipelines.server import acks, bulk, check, files, index, metrics, subscriptions
+from pipelines.server import acks, bulk, check, files, index, metrics, subscriptions, unbind
 from pipelines.server.camara import (
     BODY_TIMEOUT_S,
     ApiError,
@@ -162,6 +162,7 @@ def create_app(
         bulk.router,
         acks.router,
         subscriptions.router,
+        unbind.router,
         files.router,
         check.status_router,
         metrics.router,

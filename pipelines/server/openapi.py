@@ -30,9 +30,11 @@ DESCRIPTION = (
     "number (unbound, no_account, step_up_enabled). `/feeds/...` serves the "
     "signed daily recycled-number feed (see docs/feeds.md), `/ledger/...` the public "
     "transparency log (C2SP tlog-tiles). `/number-recycling/v0.2/subscriptions` manages CAMARA "
-    "event subscriptions: events (pending, withdrawn, released, reissued) are POSTed to the "
+    "event subscriptions: events (pending, withdrawn, released, reissued, unbind-requested) are "
+    "POSTed to the "
     "sink as CloudEvents 1.0 signed with Standard Webhooks v1a (Ed25519, the feed's online key; "
-    "docs/events.md). `/` is a JSON index, `/docs` this page. Every call needs `Authorization: Bearer <platform "
+    "docs/events.md). `/number-recycling/v0.2/unbind-requests` is one-click unbinding, with the "
+    "new holder's unbind token as the credential. `/` is a JSON index, `/docs` this page. Every call needs `Authorization: Bearer <platform "
     "token>` except `/ledger/...`, `/status`, `/` and `/docs`."
 )
 
@@ -82,6 +84,12 @@ _RESPONSES: dict[str, Any] = {
     ),
     "Subscription404": _error_response(404, ["NOT_FOUND"], "No such subscription of this platform"),
     "Subscription422": _error_response(422, ["SUBSCRIPTION_LIMIT"], "Too many active subscriptions"),
+    "Unbind403": _error_response(
+        403,
+        ["PERMISSION_DENIED", "INVALID_TOKEN_CONTEXT"],
+        "The unbind token is not for this number's current, recycled tenure",
+    ),
+    "Unbind404": _error_response(404, ["NOT_FOUND"], "No such unbind request for this token's holder"),
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -482,6 +490,67 @@ _SUBSCRIPTION_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
 }
 
+_UNBIND_ID = {"name": "requestId", "in": "path", "required": True, "schema": {"type": "string"}}
+_UNBIND_DESCRIPTION = (
+    "No platform token: `Authorization: Bearer <unbind token>`, the short-lived token the "
+    "carrier's own channels give the new holder (`recycle unbind-token`). Platforms subscribed "
+    "to `unbind-requested` get the event and answer through `/acknowledgements`; the answer "
+    "shows progress, platforms named only when they agreed to be (docs/events.md)."
+)
+
+
+def _unbind_op(summary: str, operation_id: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    errors = {"401": "Generic401", "403": "Unbind403", "429": "Generic429", "500": "Generic500"}
+    return {
+        "tags": ["One-click unbinding"],
+        "summary": summary,
+        "description": _UNBIND_DESCRIPTION,
+        "operationId": operation_id,
+        "security": [{"bearer": []}],
+        "parameters": [_CORR_PARAM, *extra.pop("parameters", [])],
+        **extra,
+        "responses": {**ok, **_std({**errors, **extra.pop("errors", {})})},
+    }
+
+
+_UNBIND_PROGRESS = {
+    "type": "object",
+    "description": "id, requestedAt, since, deadline, reminded, platformsRequested, "
+    "outcomes (platforms named only when they agreed to be, the others counted), late (named, others)",
+}
+_UNBIND_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    (f"{API}/unbind-requests", "post"): {
+        **_unbind_op(
+            "The new holder asks every subscribed platform to unbind the prior holder's accounts",
+            "createUnbindRequest",
+            {
+                **_json_ok("201", "Requested; the progress", _UNBIND_PROGRESS),
+                **_json_ok("200", "Already requested for this tenure; the progress", _UNBIND_PROGRESS),
+            },
+            errors={"400": "Generic400", "408": "Timeout408"},
+        ),
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"phoneNumber": {"$ref": "#/components/schemas/PhoneNumber"}},
+                    }
+                }
+            },
+        },
+    },
+    (f"{API}/unbind-requests/{{requestId}}", "get"): _unbind_op(
+        "Progress of an unbind request, per platform",
+        "retrieveUnbindRequest",
+        _json_ok("200", "The progress", _UNBIND_PROGRESS),
+        parameters=[_UNBIND_ID],
+        errors={"404": "Unbind404"},
+    ),
+}
+
 _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     (f"{API}/check", "post"): _api_post(
         tag="Check Number Recycling",
@@ -591,7 +660,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         paths: dict[str, Any] = {}
-        for (path, method), op in {**_OPERATIONS, **_SUBSCRIPTION_OPERATIONS}.items():
+        for (path, method), op in {**_OPERATIONS, **_SUBSCRIPTION_OPERATIONS, **_UNBIND_OPERATIONS}.items():
             paths.setdefault(path, {})[method] = op
         doc["paths"] = paths
         doc["servers"] = [{"url": "/"}]

@@ -20,7 +20,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 TYPE_PREFIX = "org.camaraproject.number-recycling.v0."
-EVENT_NAMES = ("pending", "withdrawn", "released", "reissued")
+EVENT_NAMES = ("pending", "withdrawn", "released", "reissued", "unbind-requested")
+UNBIND_REQUESTED = TYPE_PREFIX + "unbind-requested"  # one-click unbinding: the new holder asks
 SUBSCRIPTION_ENDS = TYPE_PREFIX + "subscription-ends"
 EVENT_TYPES = tuple(TYPE_PREFIX + n for n in EVENT_NAMES)
 CONTENT_TYPE = "application/cloudevents+json"
@@ -214,6 +215,7 @@ __all__ = [
     "SUBSCRIPTION_ENDS",
     "TOLERANCE_S",
     "TYPE_PREFIX",
+    "UNBIND_REQUESTED",
     "BadSignatureError",
     "EventError",
     "NotACloudEventError",
