@@ -559,13 +559,15 @@ def _platform_sentences(o: Mapping[str, Any], language: Language, as_of: str) ->
     ]
     others = _counts_phrase(o["others"], language)
     all_counted = _counts_phrase(_fold(o), language, other=False)
+    lead = f"截至{as_of}，已通知的平台答复：" if zh else f"As of {as_of}, the platforms told answered: "
+    end = "。" if zh else ". "
+    if not named:  # nobody to name: the counts alone, not "answered: ; another 2 platforms …"
+        return lead + all_counted + end, lead + all_counted + end
     if zh:
-        lead = f"截至{as_of}，已通知的平台答复："
         rest = f"；另有{others}" if o["others"]["platforms"] else ""
-        return lead + "；".join(listed) + rest + "。", lead + all_counted + "。"
-    lead = f"As of {as_of}, the platforms told answered: "
+        return lead + "；".join(listed) + rest + end, lead + all_counted + end
     rest = f"; {others}" if o["others"]["platforms"] else ""
-    return lead + "; ".join(listed) + rest + ". ", lead + all_counted + ". "
+    return lead + "; ".join(listed) + rest + end, lead + all_counted + end
 
 
 def holder_lines(named: Sequence[Mapping[str, Any]], others: Mapping[str, Any]) -> list[str]:

@@ -178,6 +178,12 @@ def test_the_notice_in_english_and_when_names_do_not_fit() -> None:
     assert en.startswith("Example Mobile: your number 138****0001 is recycled")
     assert "As of 13 March 2026" in en and "bank-named: confirmed unbinding, step-up enabled" in en
     assert "1 other platform(s): 1 not answered yet" in en
+    # Nobody agreed to be named: the counts alone, no empty list before them.
+    unnamed = {**outcomes, "named": [], "others": {**outcomes["others"], "platforms": 2, "not_answered": 2}}
+    zh = render_holder_notice(HolderNoticeContext("Hx", A, "zh-CN", unnamed, "Example Mobile")).text
+    assert "截至2026年3月13日，已通知的平台答复：2家平台：2家尚未答复。" in zh and "；另有" not in zh
+    en = render_holder_notice(HolderNoticeContext("Hx", A, "en", unnamed, "Example Mobile")).text
+    assert "the platforms told answered: 2 platform(s): 2 not answered yet. " in en and ": ;" not in en
     many = {**outcomes, "named": [{"platform": f"platform-{i:02d}", "answers": []} for i in range(40)]}
     folded = render_holder_notice(HolderNoticeContext("Hx", A, "zh-CN", many, "Example Mobile")).text
     assert "platform-" not in folded and "41家平台：41家尚未答复" in folded and len(folded) <= 335
