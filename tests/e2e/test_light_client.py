@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -20,11 +21,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def light_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    env_dir = tmp_path_factory.mktemp("lc") / "venv"
+    tmp = tmp_path_factory.mktemp("lc")
+    env_dir = tmp / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
+    # The directory as a newcomer has it, copied: pip builds in the source tree (build/, egg-info),
+    # and a test must leave the checkout as it found it.
+    src = tmp / "python"
+    shutil.copytree(
+        REPO / "clients" / "python", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    )
     got = subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", str(REPO / "clients" / "python")],
+        [str(py), "-m", "pip", "install", "--quiet", str(src)],
         capture_output=True,
         text=True,
         check=False,
