@@ -49,7 +49,7 @@ reminder_offsets = [0, 1]
 min_effective_reminders = 2
 max_hold_days = 1
 """
-SMS_CONCURRENCY = 4  # SmsHttpChannel's default: the SMS requests in flight at a time
+SMS_CONCURRENCY = 8  # SmsHttpChannel's default: the SMS requests in flight at a time
 # Per night, the kills before the run that completes it: a step's name (killed once its log line
 # is out, so inside the next step), or (channel, k): killed once the gateway has accepted k
 # messages of that channel and every sender thread is waiting on its next one.

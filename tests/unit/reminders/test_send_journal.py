@@ -168,7 +168,7 @@ def test_channels_report_an_acceptance_before_their_next_message(tmp_path: Path)
         def hook(r: SendResult) -> None:
             heard.append((r.reminder_id, len(sim.received)))
 
-        SmtpChannel(sim.smtp_settings(), local_hostname="client.test").send_batch(
+        SmtpChannel(sim.smtp_settings(), local_hostname="client.test", connections=1).send_batch(
             reminders("email", "o{}@example.cn"), hook
         )
         SmsHttpChannel(sim.sms_settings(), concurrency=1).send_batch(
