@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lifecycle_testkit import World, day, open_db, seeded
 
 import pipelines.reminders as rm
@@ -25,7 +27,7 @@ from pipelines.reminders.channels import (
     SmsHttpChannel,
     SmtpChannel,
 )
-from pipelines.reminders.journal import SendJournal, read_send_journal, send_journal_path
+from pipelines.reminders.journal import SendJournal, _json_line, journal_line, read_send_journal, send_journal_path
 from pipelines.reminders.send import _stop_if_unjournaled
 
 AT = dt.datetime(2026, 3, 2, 8, 30, tzinfo=dt.UTC)
@@ -182,3 +184,14 @@ def test_channels_report_an_acceptance_before_their_next_message(tmp_path: Path)
         reminders("letter", "S{}"), lambda r: letters.append(r.reminder_id)
     )
     assert letters == [f"Rletter{i}" for i in range(4)]
+
+
+@given(
+    rid=st.from_regex(r"[A-Za-z0-9_.:@#+=/-]{1,30}", fullmatch=True) | st.text(min_size=1, max_size=30),
+    ref=st.from_regex(r"[A-Za-z0-9_.:@#+=/-]{1,30}", fullmatch=True) | st.text(min_size=1, max_size=30),
+    channel=st.sampled_from(["email", "sms", "letter"]),
+    at=st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=8))])),
+)
+def test_the_fast_journal_line_is_the_json_line(rid: str, ref: str, channel: str, at: dt.datetime) -> None:
+    result = SendResult(rid, channel, ref, at)  # type: ignore[arg-type]
+    assert journal_line(result) == _json_line(result)
