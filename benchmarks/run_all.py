@@ -17,12 +17,14 @@ FULL: dict[str, list[str]] = {
     "bench_lifecycle.py": [],
     "bench_ledger.py": [],
     "bench_server.py": [],
+    "bench_night.py": [],
 }
 QUICK: dict[str, list[str]] = {
     "bench_ingest.py": ["--rows", "200000"],
     "bench_lifecycle.py": ["--tenures", "1000000", "--events", "100000"],
     "bench_ledger.py": ["--entries", "200000", "--batch", "20000", "--api-entries", "20000"],
     "bench_server.py": ["--tenures", "1000000", "--requests", "2000", "--bulk", "50000"],
+    "bench_night.py": ["--tenures", "1000000", "--rows", "100000"],
 }
 
 

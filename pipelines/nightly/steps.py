@@ -140,7 +140,11 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
         from pipelines.dev.simulators import GatewaySimulator, write_receipts
         from pipelines.dev.smsc import simulated_smpp
 
-        with GatewaySimulator() as sim, simulated_smpp(settings, day, ctx.gateway_seed) as (smsc, smpp), pools:
+        with (
+            GatewaySimulator() as sim,
+            simulated_smpp(settings, day, ctx.gateway_seed) as (smsc, smpp),
+            pools,
+        ):
             channels = {
                 "email": pools.enter_context(SmtpChannel(sim.smtp_settings())),
                 "sms": smpp or pools.enter_context(SmsHttpChannel(sim.sms_settings())),

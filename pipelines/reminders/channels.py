@@ -10,11 +10,11 @@ addresses (:func:`pipelines.numbers.mask_contact`), never a full number or addre
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import email.utils
 import hashlib
-import contextlib
 import io
 import logging
 import queue
@@ -564,7 +564,9 @@ class SmsHttpChannel:
     def _open(self) -> tuple[httpx.Client, ThreadPoolExecutor | None]:
         if self._client is None:
             headers = {"Authorization": f"Bearer {self._settings.token}"} if self._settings.token else {}
-            limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
+            limits = httpx.Limits(
+                max_connections=self._concurrency, max_keepalive_connections=self._concurrency
+            )
             self._client = httpx.Client(
                 timeout=self._settings.timeout_s, headers=headers, verify=self._verify, limits=limits
             )

@@ -89,8 +89,12 @@ def reminder_message_bytes(
     )
 
 
-_TEXT_HEAD = b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\nMIME-Version: 1.0\r\n'
-_HTML_HEAD = b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\nMIME-Version: 1.0\r\n'
+_TEXT_HEAD = (
+    b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\nMIME-Version: 1.0\r\n'
+)
+_HTML_HEAD = (
+    b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\nMIME-Version: 1.0\r\n'
+)
 
 
 @functools.lru_cache(maxsize=256)

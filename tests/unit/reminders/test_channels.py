@@ -437,14 +437,17 @@ def test_smtp_pool_sends_a_batch_over_its_connections_pipelined_and_keeps_them_f
 
 
 def test_smtp_pipelined_refusals_keep_their_stage_and_the_connection_goes_on() -> None:
-    with GatewaySimulator(refuse={"gone@example.cn"}) as sim:
-        with SmtpChannel(sim.smtp_settings(), local_hostname="client.test", connections=1) as channel:
-            outcome = channel.send_batch(
-                [email_reminder(1), email_reminder(2, to="gone@example.cn"), email_reminder(3)]
-            )
+    reminders = [email_reminder(1), email_reminder(2, to="gone@example.cn"), email_reminder(3)]
+    with (
+        GatewaySimulator(refuse={"gone@example.cn"}) as sim,
+        SmtpChannel(sim.smtp_settings(), local_hostname="client.test", connections=1) as channel,
+    ):
+        outcome = channel.send_batch(reminders)
     assert [r.reminder_id for r in outcome.sent] == ["rem-0001", "rem-0003"]
     (failure,) = outcome.failed
-    assert failure.permanent and "refused the recipient: 550" in failure.reason and "gone@" not in failure.reason
+    assert (
+        failure.permanent and "refused the recipient: 550" in failure.reason and "gone@" not in failure.reason
+    )
 
 
 def test_sms_channel_keeps_its_client_and_workers_across_batches() -> None:

@@ -12,9 +12,20 @@ from hypothesis import strategies as st
 
 from pipelines.reminders.mime import email_message_bytes, reminder_message_bytes
 
-HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "X-Reminder-Id", "Auto-Submitted", "Content-Language")
+HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "X-Reminder-Id",
+    "Auto-Submitted",
+    "Content-Language",
+)
 no_breaks = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=120)
-addresses = st.sampled_from(["owner1@example.cn", "a.b+c=d@mail.example.com", "用户@例子.中国", '"x y"@example.cn'])
+addresses = st.sampled_from(
+    ["owner1@example.cn", "a.b+c=d@mail.example.com", "用户@例子.中国", '"x y"@example.cn']
+)
 bodies = st.text(st.characters(blacklist_categories=("Cs",)), max_size=400)
 
 
@@ -32,7 +43,13 @@ def parsed(raw: bytes) -> tuple[dict[str, str], str, str | None]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(to=addresses, subject=no_breaks, text=bodies, html=st.none() | bodies, language=st.sampled_from(["zh-CN", "en"]))
+@given(
+    to=addresses,
+    subject=no_breaks,
+    text=bodies,
+    html=st.none() | bodies,
+    language=st.sampled_from(["zh-CN", "en"]),
+)
 def test_the_fast_build_parses_to_the_email_packages_headers_and_parts(
     to: str, subject: str, text: str, html: str | None, language: str
 ) -> None:

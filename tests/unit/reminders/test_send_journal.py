@@ -27,7 +27,13 @@ from pipelines.reminders.channels import (
     SmsHttpChannel,
     SmtpChannel,
 )
-from pipelines.reminders.journal import SendJournal, _json_line, journal_line, read_send_journal, send_journal_path
+from pipelines.reminders.journal import (
+    SendJournal,
+    _json_line,
+    journal_line,
+    read_send_journal,
+    send_journal_path,
+)
 from pipelines.reminders.send import _stop_if_unjournaled
 
 AT = dt.datetime(2026, 3, 2, 8, 30, tzinfo=dt.UTC)
@@ -210,7 +216,11 @@ class Peeks:
     ) -> BatchOutcome:
         sql = "SELECT count(*) FROM outbox WHERE status = 'sent'"
         self.sent_before.append(self._world.con.execute(sql).fetchall()[0][0])
-        return self._inner.send_batch(reminders, on_accepted) if on_accepted else self._inner.send_batch(reminders)
+        return (
+            self._inner.send_batch(reminders, on_accepted)
+            if on_accepted
+            else self._inner.send_batch(reminders)
+        )
 
 
 @pytest.mark.parametrize("journaled", [True, False])
