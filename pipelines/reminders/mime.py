@@ -59,7 +59,9 @@ def reminder_message_bytes(
     fields = (sender, to, subject, language, message_id, reminder_id, date)
     if any(_LINE_BREAK.search(f) for f in fields):
         raise ValueError("a header value contains a line break")
-    if not _PLAIN_ADDRESS.fullmatch(to) or not sender.isascii() or not language.isascii():
+    # The email package also drops a subject's leading and trailing blanks: leave those to it.
+    odd_subject = subject != subject.strip()
+    if odd_subject or not _PLAIN_ADDRESS.fullmatch(to) or not sender.isascii() or not language.isascii():
         return email_message_bytes(
             sender=sender, to=to, subject=subject, date=date, message_id=message_id,
             reminder_id=reminder_id, language=language, text=text, html=html,

@@ -91,7 +91,7 @@ def free_port() -> int:
 def test_smtp_delivers_utf8_reminders_with_reminder_id_and_stable_message_id() -> None:
     reminders = [email_reminder(1), email_reminder(2, language="en")]
     with GatewaySimulator() as sim:
-        channel = SmtpChannel(sim.smtp_settings(), clock=clock, local_hostname="client.test")
+        channel = SmtpChannel(sim.smtp_settings(), clock=clock, local_hostname="client.test", connections=1)
         outcome = channel.send_batch(reminders)
         channel.send_batch(reminders[:1])  # a resend
         got = sim.received

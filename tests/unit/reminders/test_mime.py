@@ -42,7 +42,7 @@ def parsed(raw: bytes) -> tuple[dict[str, str], str, str | None]:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     to=addresses,
     subject=no_breaks,
