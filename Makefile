@@ -13,8 +13,8 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # Reproducible install: the committed constraints pin what a resolved environment had.
-$(STAMP): pyproject.toml infra/constraints.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -c infra/constraints.txt -e '.[dev]'
+$(STAMP): pyproject.toml clients/python/pyproject.toml infra/constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c infra/constraints.txt -e clients/python -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,11 +27,11 @@ ui: $(STAMP)
 	VENV_BIN=$(abspath $(BIN)) infra/airflow-ui.sh $(DEMO_DIR)
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipelines dags tests benchmarks
-	$(BIN)/ruff format --check pipelines dags tests benchmarks
+	$(BIN)/ruff check pipelines dags tests benchmarks clients
+	$(BIN)/ruff format --check pipelines dags tests benchmarks clients
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pipelines
+	$(BIN)/mypy pipelines clients/python/src/number_recycling_client
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

@@ -24,6 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from number_recycling_client.ledger.merkle import EMPTY_ROOT
+from number_recycling_client.ledger.note import Checkpoint, open_checkpoint
+from number_recycling_client.ledger.proof import TileReader, consistency_proof, inclusion_proof
+
 from pipelines.ledger import (
     CanonicalValue,
     EntryType,
@@ -35,9 +39,6 @@ from pipelines.ledger import (
     verify_log,
 )
 from pipelines.ledger.log import TiledLog, WriterLock
-from pipelines.ledger.merkle import EMPTY_ROOT
-from pipelines.ledger.note import Checkpoint, open_checkpoint
-from pipelines.ledger.proof import TileReader, consistency_proof, inclusion_proof
 
 ORIGIN = "bench.example/ledger"
 KEY = "bench.example/ledger-key"

@@ -18,6 +18,7 @@ FULL: dict[str, list[str]] = {
     "bench_ledger.py": [],
     "bench_server.py": [],
     "bench_night.py": [],
+    "bench_events.py": [],
 }
 QUICK: dict[str, list[str]] = {
     "bench_ingest.py": ["--rows", "200000"],
@@ -25,6 +26,7 @@ QUICK: dict[str, list[str]] = {
     "bench_ledger.py": ["--entries", "200000", "--batch", "20000", "--api-entries", "20000"],
     "bench_server.py": ["--tenures", "1000000", "--requests", "2000", "--bulk", "50000"],
     "bench_night.py": ["--tenures", "1000000", "--rows", "100000"],
+    "bench_events.py": ["--events", "500", "--deliver", "1000"],
 }
 
 

@@ -37,7 +37,7 @@ def _logical_day(context: dict[str, Any]) -> dt.date:
     logical = context.get("logical_date")
     if logical is None:
         raise AirflowFailException("no logical date: trigger with one, or with params.date=YYYY-MM-DD")
-    return logical.date()
+    return _SETTINGS.night_of(logical)
 
 
 def _run(step_name: str, **context: Any) -> dict[str, Any]:
@@ -105,9 +105,10 @@ def _preflight(**context: Any) -> dict[str, Any]:
 
 @dag(
     dag_id="number_recycling_nightly",
-    # Logical date D = the start of the interval [D, D+1) UTC; the run starts when it ends (with
-    # Airflow 3's default cron timetable the run for D would start at D 00:00, before D's drops).
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    # Logical date D = the start of the interval [D, D+1) of the carrier's day (its time zone,
+    # Settings.timezone); the run starts when that day ends. With Airflow 3's default cron
+    # timetable the run for D would start at D 00:00, before D's drops exist.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone=_SETTINGS.timezone),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,

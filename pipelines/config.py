@@ -30,6 +30,11 @@ class Policy:
     reminder_offsets: tuple[int, ...] = (0, 30, -14)  # days after disconnection; <0: before freeze end
     min_effective_reminders: int = 2  # delivered/acknowledged reminders on distinct days
     max_hold_days: int = 30  # after this many days held, release with a compliance exception
+    # While held, the hold reminder is repeated on every channel every this many days, at most
+    # max_hold_reminders times counting the first (day 0, 7, 14, 21, 28 of a 30-day hold): one
+    # reminder and then silence let a release with an exception pass unnoticed (issue 15).
+    hold_reminder_every_days: int = 7
+    max_hold_reminders: int = 5
     # Days a number is listed as pending (the platforms' notice) before the gate may release it,
     # counted in the carrier's days from the night it was listed (docs/feeds.md, "Pending").
     min_notice_days: int = 7
@@ -37,6 +42,8 @@ class Policy:
     def __post_init__(self) -> None:
         if self.freeze_days < 1 or self.suspend_days < 1:
             raise ConfigError("policy: freeze_days and suspend_days must be at least 1 day")
+        if self.hold_reminder_every_days < 1 or self.max_hold_reminders < 1:
+            raise ConfigError("policy: hold_reminder_every_days and max_hold_reminders must be at least 1")
         if self.min_effective_reminders < 0 or self.max_hold_days < 0 or self.min_notice_days < 0:
             raise ConfigError(
                 "policy: min_effective_reminders, max_hold_days and min_notice_days must be >= 0"
@@ -185,6 +192,21 @@ class Settings:
         if instant.tzinfo is None:
             instant = instant.replace(tzinfo=dt.UTC)
         return instant.astimezone(self.zone).date()
+
+    def night_of(self, logical: dt.datetime) -> dt.date:
+        """The carrier's day an Airflow run's logical date names.
+
+        A scheduled run's interval starts at the carrier's midnight (the DAG's timetable is in
+        its zone); a date an operator types (``airflow dags test DAG 2026-09-03``) arrives as
+        midnight UTC. Both name that very day, in every zone, east or west of UTC; any other
+        instant (a trigger "now") names the carrier's day it falls in."""
+        if logical.tzinfo is None:
+            logical = logical.replace(tzinfo=dt.UTC)
+        local = logical.astimezone(self.zone)
+        utc = logical.astimezone(dt.UTC)
+        if local.time() != dt.time() and utc.time() == dt.time():
+            return utc.date()
+        return local.date()
 
     def day_start(self, day: dt.date) -> dt.datetime:
         """The instant (aware, UTC) the carrier's ``day`` begins."""

@@ -1,4 +1,5 @@
-"""One error hierarchy for the whole package.
+"""One error hierarchy for the whole package (its base and the verification errors live in
+``number_recycling_client.errors``, the light client's, and are re-exported here).
 
 *Terminal* errors mean retrying cannot help (a broken data contract, a bad signature, an
 illegal state transition): the Airflow task fails without retry. *Transient* errors (I/O,
@@ -8,24 +9,51 @@ number involved and says what the operator should do.
 
 from __future__ import annotations
 
-
-class RecycleError(Exception):
-    """Base of every error this package raises on purpose."""
-
-    # The `recycle` command's exit status for it (`cli.app.main`): 2 unless a subclass says.
-    exit_code = 2
-
-    def diagnostics(self) -> str:
-        """A human-readable explanation for the operator (the message, by default)."""
-        return str(self)
-
-
-class TerminalError(RecycleError):
-    """Retrying the same input cannot succeed; a person has to act."""
-
-
-class TransientError(RecycleError):
-    """A passing condition (I/O, network, a gateway down); a retry may succeed."""
+from number_recycling_client.errors import (
+    CommitmentError as CommitmentError,
+)
+from number_recycling_client.errors import (
+    ExpiredMetadataError as ExpiredMetadataError,
+)
+from number_recycling_client.errors import (
+    FeedGapError as FeedGapError,
+)
+from number_recycling_client.errors import (
+    FeedOrderError as FeedOrderError,
+)
+from number_recycling_client.errors import (
+    FormatError as FormatError,
+)
+from number_recycling_client.errors import (
+    InconsistentCheckpointError as InconsistentCheckpointError,
+)
+from number_recycling_client.errors import (
+    LogIntegrityError as LogIntegrityError,
+)
+from number_recycling_client.errors import (
+    ProofError as ProofError,
+)
+from number_recycling_client.errors import (
+    RecycleError as RecycleError,
+)
+from number_recycling_client.errors import (
+    RollbackError as RollbackError,
+)
+from number_recycling_client.errors import (
+    SignatureError as SignatureError,
+)
+from number_recycling_client.errors import (
+    TamperedFileError as TamperedFileError,
+)
+from number_recycling_client.errors import (
+    TerminalError as TerminalError,
+)
+from number_recycling_client.errors import (
+    TransientError as TransientError,
+)
+from number_recycling_client.errors import (
+    VerificationError as VerificationError,
+)
 
 
 class BusyError(TransientError):
@@ -51,36 +79,8 @@ class IllegalTransitionError(TerminalError):
     """A lifecycle event that the rules forbid for the number's current state."""
 
 
-class VerificationError(TerminalError):
-    """A signature, hash, proof or chain did not verify. Verification raises; it never returns False."""
-
-
-class SignatureError(VerificationError):
-    """A signature is missing, malformed or does not verify under the expected key."""
-
-
-class InconsistentCheckpointError(VerificationError):
-    """A checkpoint does not extend the previously signed or seen one."""
-
-
-class FormatError(VerificationError):
-    """Bytes break their strict wire format (signed note, checkpoint, tlog-proof, ledger entry, key)."""
-
-
-class ProofError(VerificationError):
-    """An inclusion proof does not lead from the entry to the signed root hash."""
-
-
-class LogIntegrityError(VerificationError):
-    """Tiles, entry bundles and checkpoint on disk disagree: the ledger was damaged or tampered with."""
-
-
 class EvidenceBundleError(VerificationError):
     """An evidence bundle is empty, truncated, or its index.json disagrees with its proof files."""
-
-
-class CommitmentError(VerificationError):
-    """An opening and canonical value do not reproduce the commitment in a ledger entry."""
 
 
 class StatementError(TerminalError):
@@ -91,32 +91,16 @@ class OpeningErasedError(TerminalError):
     """A ledger entry's opening was destroyed on purpose (crypto-shredding); it cannot be opened."""
 
 
-class TamperedFileError(VerificationError):
-    """A downloaded feed file's length, SHA-256 or row content differs from its signed manifest."""
-
-
-class RollbackError(VerificationError):
-    """Metadata older than (or forked from) what the client already trusts: a rollback attack."""
-
-
-class ExpiredMetadataError(VerificationError):
-    """Signed metadata is past its expiry: a freeze attack, or the publisher stopped publishing."""
-
-
-class FeedGapError(VerificationError):
-    """A manifest or a row sequence number is missing from the feed."""
-
-
-class FeedOrderError(VerificationError):
-    """Manifests arrive out of order or do not chain (seq, feed date or previous-manifest hash)."""
-
-
 class FeedConflictError(TerminalError):
     """A feed day was already published with different content; published feeds never change."""
 
 
 class ComplianceViolationError(TerminalError):
     """The nightly run found a reissue that broke the release gate, or too many exceptions."""
+
+
+class QuarantineExportError(TerminalError):
+    """``recycle quarantine export`` has nothing it may write: no such line, or a file in the way."""
 
 
 class NightRefusedError(TerminalError):

@@ -34,9 +34,6 @@ class Layout:
         """Per-run artefacts: GX validation results, run summary."""
         return self.root / "runs" / day.isoformat()
 
-    def quarantine_dir(self, day: dt.date) -> Path:
-        return self.root / "quarantine" / day.isoformat()
-
     @property
     def outbox_dir(self) -> Path:
         return self.root / "outbox"
@@ -107,7 +104,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
 # --------------------------------------------------------------------------- private files
 #
 # The one rule for files at rest: a file holding numbers or contacts (the state file and its
-# WAL and spill directory, quarantine Parquet, query snapshots, the server's token,
+# WAL and spill directory, query snapshots, the server's token,
 # acknowledgement and audit files, the letters batch) is created 0600 in directories 0700;
 # published files (feeds/, ledger tiles and checkpoint, keys/*.pub, vkey) keep the umask's
 # world-readable modes.
@@ -144,6 +141,22 @@ def write_private(path: Path, data: bytes, top: Path | None = None) -> None:
     directory from ``top`` down to the file's, see :func:`private_dir`)."""
     private_dir(path.parent, top)
     atomic_write_bytes(path, data, mode=PRIVATE_FILE_MODE)
+
+
+def create_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist: FileExistsError) with mode 0600 and write ``data``: a
+    personal-data file written outside the data directory on the operator's request, in a
+    directory the operator chose (so its mode is theirs: not changed here)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as fh:
+        try:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask
+            fh.write(data)
+            fh.flush()
+            os.fsync(fd)
+        except BaseException:
+            path.unlink(missing_ok=True)  # no half-written export left behind
+            raise
 
 
 def create_private_file(path: Path) -> None:

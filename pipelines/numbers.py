@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 
 # Full-width digits and plus sign (common in BSS exports typed on Chinese IMEs) -> ASCII.
@@ -43,6 +45,21 @@ def mask_contact(contact: str) -> str:
         local, _, domain = contact.partition("@")
         return f"{local[:1]}***@{domain}"
     return mask(contact)
+
+
+# What :func:`mask_text` masks in free text: an e-mail address, and a run of seven or more
+# digits (ASCII or full-width, an optional leading + or 00) - every mobile, landline and E.164
+# number is one; a date (2026-03-01) or a count never is. A number typed with spaces or dashes
+# inside is not seen as one: free text masked here is never a BSS field on its own.
+_EMAIL = re.compile(r"[^\s,;|\"'<>()\[\]]+@[^\s,;|\"'<>()\[\]]+")
+_DIGITS = re.compile(r"(?:\+|＋)?[0-9０-９]{7,}")
+
+
+def mask_text(text: str) -> str:
+    """``text`` (a quarantined line, a detail quoting raw fields) with every e-mail address and
+    every phone-length digit run masked: ``13800138000,a.b@x.cn`` -> ``138****8000,a***@x.cn``."""
+    text = _EMAIL.sub(lambda m: mask_contact(m.group(0)), text)
+    return _DIGITS.sub(lambda m: mask(m.group(0).translate(_FULLWIDTH)), text)
 
 
 def _national_digits(e164: str) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipelines.cli import audit, doctor, ledger, nightly, platform
+from pipelines.cli import audit, doctor, events, ledger, nightly, platform, quarantine
 from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
 from pipelines.errors import RecycleError
 
@@ -63,6 +63,7 @@ _GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...
         (
             ("add", platform.platform_add),
             ("scopes", platform.platform_scopes),
+            ("named", platform.platform_named),
             ("revoke", platform.platform_revoke),
             ("list", platform.platform_list),
         ),
@@ -74,9 +75,25 @@ _GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...
     ),
     ("root", "The feed's root of trust (root.json).", (("rotate", platform.root_rotate),)),
     (
+        "quarantine",
+        "A night's refused lines: listed masked, exported in clear (0600) to fix and resubmit.",
+        (("list", quarantine.quarantine_list), ("export", quarantine.quarantine_export)),
+    ),
+    (
         "alerts",
         "Compliance alerts: check a night, acknowledge known items.",
         (("ack", audit.ack_cmd), ("check", audit.check_cmd), ("list", audit.list_cmd)),
+    ),
+    (
+        "events",
+        "Pushed events: deliver, delivery log, dead letters and replay.",
+        (
+            ("deliver", events.deliver),
+            ("status", events.status),
+            ("log", events.log_cmd),
+            ("dead-letters", events.dead_letters),
+            ("replay", events.replay),
+        ),
     ),
 )
 

@@ -161,8 +161,9 @@ def check_cmd(
 
     settings = settings_from(config, data)
     err.print(
-        f"covers: the night's compliance alerts: unacknowledged reissue violations and the {window_days}-day "
-        "exception rate (the public ledger: recycle audit-log; everything: recycle doctor)",
+        "covers: the night's compliance alerts: unacknowledged reissue violations and releases with an "
+        f"exception, and the {window_days}-day exception rate overall, per province and per week "
+        "(the public ledger: recycle audit-log; everything: recycle doctor)",
         highlight=False,
         soft_wrap=True,
     )
@@ -175,7 +176,8 @@ def check_cmd(
             f"{report.day}: {report.released} releases in {report.window_start}..{report.day}, "
             f"{report.with_exception} with exception ({report.acknowledged_exceptions} "
             f"acknowledged), rate {report.exception_rate:.2%} vs {report.threshold:.2%}; "
-            f"{report.violations} reissue violation(s), {report.acknowledged_violations} acknowledged"
+            f"{report.violations} reissue violation(s), {report.acknowledged_violations} acknowledged; "
+            f"{report.unacknowledged_exceptions} release exception(s) on record not acknowledged"
         )
     if not report.passed:
         err.print(f"[red]{report.message()}[/red]")

@@ -88,7 +88,7 @@ def _alerts(settings: Settings, night: dt.date) -> Outcome:
         report = evaluate_compliance(con, settings, night)
     return report.passed, (
         f"{report.violations - report.acknowledged_violations} unacknowledged reissue violation(s), "
-        f"exception rate {report.exception_rate:.2%} vs {report.threshold:.2%}"
+        f"{report.unacknowledged_exceptions} unacknowledged release exception(s), exception rate {report.exception_rate:.2%} vs {report.threshold:.2%}"
     )
 
 

@@ -167,11 +167,12 @@ def verify(
 
     A ledger folder with files beyond its signed checkpoint still verifies (rc 0), with a
     warning naming them (``beyond_checkpoint_advice`` says why it is not a failure)."""
+    from number_recycling_client.ledger.note import MAX_NOTE_BYTES
+    from number_recycling_client.ledger.proof import MAX_PROOF_BYTES
+
     from pipelines.errors import VerificationError
     from pipelines.ledger import open_checkpoint, verify_log, verify_proof_file, verify_statement
     from pipelines.ledger.evidence import INDEX_FILE, read_capped, verify_bundle
-    from pipelines.ledger.note import MAX_NOTE_BYTES
-    from pipelines.ledger.proof import MAX_PROOF_BYTES
     from pipelines.ledger.statement import is_statement
     from pipelines.ledger.verify import beyond_checkpoint_advice
 

@@ -1,4 +1,4 @@
-"""`recycle serve | platform add/scopes/revoke/list | pull | check | acks import | notifications |
+"""`recycle serve | platform add/scopes/named/revoke/list | pull | check | acks import | notifications |
 new-owner | root rotate`: the platform-facing commands."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "notifications",
     "platform_add",
     "platform_list",
+    "platform_named",
     "platform_revoke",
     "platform_scopes",
     "pull",
@@ -55,9 +56,14 @@ def serve(
 
 def platform_add(
     name: Annotated[str, typer.Argument(help="platform name, e.g. bank-a")],
-    scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")] = DEFAULT_SCOPES,
+    scope: Annotated[
+        str, typer.Option(help="comma-separated: check,bulk,feeds,ack,subscriptions (metrics: operators)")
+    ] = DEFAULT_SCOPES,
     rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
     burst: Annotated[int, typer.Option(help="requests allowed at once")] = 100,
+    named: Annotated[
+        bool, typer.Option("--named", help="it agreed to be named to a recycled number's new holder")
+    ] = False,
     config: ConfigOpt = None,
     data: DataOpt = None,
 ) -> None:
@@ -65,14 +71,16 @@ def platform_add(
     from pipelines.server import TokenStore, parse_scopes
 
     with closing(TokenStore.open(settings_from(config, data).data_dir)) as store:
-        token = store.add(name, parse_scopes(scope), rate, burst)
+        token = store.add(name, parse_scopes(scope), rate, burst, named=named)
     err.print(f"platform {name} added with scopes {scope}; its token (shown only now):")
     out.print(token, highlight=False, soft_wrap=True)
 
 
 def platform_scopes(
     name: Annotated[str, typer.Argument(help="platform name")],
-    scope: Annotated[str, typer.Option(help="comma-separated: check,bulk,feeds,ack")],
+    scope: Annotated[
+        str, typer.Option(help="comma-separated: check,bulk,feeds,ack,subscriptions (metrics: operators)")
+    ],
     config: ConfigOpt = None,
     data: DataOpt = None,
 ) -> None:
@@ -82,6 +90,25 @@ def platform_scopes(
     with closing(TokenStore.open(settings_from(config, data).data_dir)) as store:
         store.set_scopes(name, parse_scopes(scope))
     err.print(f"platform {name} now has scopes {scope}")
+
+
+def platform_named(
+    name: Annotated[str, typer.Argument(help="platform name")],
+    agreed: Annotated[
+        bool, typer.Option("--yes/--no", help="it agreed (or no longer agrees) to be named to new holders")
+    ],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Record whether a platform agreed to be named to a recycled number's new holder.
+
+    Unnamed platforms are only counted in the holder's notice and `recycle new-owner`. A
+    notice already sent keeps what it said; the view follows the flag at once."""
+    from pipelines.server import TokenStore
+
+    with closing(TokenStore.open(settings_from(config, data).data_dir)) as store:
+        store.set_named(name, agreed)
+    err.print(f"platform {name} is {'named' if agreed else 'only counted'} in new holders' notices")
 
 
 def platform_revoke(
@@ -104,12 +131,13 @@ def platform_list(config: ConfigOpt = None, data: DataOpt = None) -> None:
     with closing(TokenStore.open(settings_from(config, data).data_dir)) as store:
         platforms = store.list()
     table = Table(title="platforms")
-    for col in ("name", "scopes", "rate/s", "burst", "created", "revoked"):
+    for col in ("name", "scopes", "named", "rate/s", "burst", "created", "revoked"):
         table.add_column(col)
     for p in platforms:
         table.add_row(
             p.name,
             ",".join(sorted(p.scopes)),
+            "yes" if p.named else "",
             f"{p.rate:g}",
             str(p.burst),
             p.created_at,
@@ -259,6 +287,7 @@ def new_owner(
     Since the number was recycled to its holder: how many platforms were notified, and how
     many confirmed unbinding, had no account or enabled stronger verification. Counts only."""
     from pipelines.compliance.notifications import new_owner_view
+    from pipelines.reminders.templates import holder_lines
     from pipelines.server import utc_now
 
     settings = settings_from(config, data)
@@ -282,6 +311,9 @@ def new_owner(
         highlight=False,
         soft_wrap=True,
     )
+    # The same named + counted lines as the holder's notice (platform_outcomes: one rule).
+    for line in holder_lines(view["named"], view["others"]):
+        out.print("  " + line, highlight=False, soft_wrap=True)
 
 
 def root_rotate(

@@ -6,10 +6,16 @@ Airflow task fails without retry) when
 * a reissue broke the release gate (the number was sold again while frozen, held, active…, or
   before it had been listed as pending for ``min_notice_days``) and nobody has acknowledged it yet — not only today's: an unacknowledged violation keeps
   failing every following night, so a skipped or cleared task cannot bury it; or
-* the share of releases with a compliance exception (``max_hold_days`` ran out before the
-  prior owner had ``min_effective_reminders`` effective reminders) over a trailing window
-  exceeds ``settings.exception_rate_threshold``. Acknowledged exceptions do not count
-  towards the rate: ops looked at them and accepted them.
+* a number was released with a compliance exception (``max_hold_days`` ran out before the
+  prior owner had ``min_effective_reminders`` effective reminders) and nobody has
+  acknowledged it yet — likewise every following night: no release is silent (issue 15);
+  the prior owner has been sent an urgent notice by the schedule step; or
+* the share of releases with an exception over a trailing window exceeds
+  ``settings.exception_rate_threshold``, overall, in one province, in one ISO week, or in one
+  province in one week (each crossing is named). Acknowledged exceptions do not count
+  towards the rate: ops looked at them and accepted them. Since every unacknowledged
+  exception fails the night by itself, the rate adds *where and when* they concentrate (a
+  province's gateway, a week's outage), which is what ops must fix.
 
 An acknowledgement (``recycle alerts ack``) names one number and the date of its item (the
 reissue date of a violation, the release date of an exception), why, and who; it is kept in
@@ -79,12 +85,33 @@ def _violations_sql(settings: Settings) -> str:
 """
 
 
-_EXCEPTIONS = """
+_EXCEPTION_ACKED = """EXISTS (SELECT 1 FROM alert_acks a WHERE a.kind = 'release_exception'
+                   AND a.msisdn = r.msisdn AND a.on_date = r.released_on)"""
+_EXCEPTIONS = f"""
     SELECT r.msisdn, r.released_on AS on_date, r.region, r.logical_date,
-           EXISTS (SELECT 1 FROM alert_acks a WHERE a.kind = 'release_exception'
-                   AND a.msisdn = r.msisdn AND a.on_date = r.released_on) AS acknowledged
+           {_EXCEPTION_ACKED} AS acknowledged
     FROM releases r
     WHERE r.exception AND r.released_on BETWEEN $w AND $d
+"""
+# Every release with an exception recorded up to the night: each is an alert of its own.
+_EXCEPTIONS_ON_RECORD = f"""
+    SELECT r.msisdn, r.released_on AS on_date, r.region, r.logical_date,
+           {_EXCEPTION_ACKED} AS acknowledged
+    FROM releases r
+    WHERE r.exception AND r.logical_date <= $d
+"""
+# The rate per province, per ISO week (of the release date) and per province and week, over
+# the releases of the window (a week cut by the window's start counts its days inside it).
+_RATE_GROUPS = f"""
+    WITH r AS (
+        SELECT r.region, strftime(r.released_on, '%G-W%V') AS week,
+               r.exception AND NOT {_EXCEPTION_ACKED} AS counted
+        FROM releases r WHERE r.released_on BETWEEN $w AND $d
+    )
+    SELECT region, week, count(*) AS released, count(*) FILTER (WHERE counted) AS counted
+    FROM r GROUP BY GROUPING SETS ((region), (week), (region, week))
+    HAVING count(*) FILTER (WHERE counted) > 0
+    ORDER BY week NULLS FIRST, region NULLS FIRST
 """
 
 
@@ -101,8 +128,14 @@ class AlertReport:
     violations: int  # violating reissues recorded up to ``day``, acknowledged or not
     acknowledged_violations: int
     open_violations: tuple[str, ...]  # "<masked> <region> <reissue date>", the first few
-    open_exceptions: tuple[str, ...]
+    open_exceptions: tuple[str, ...]  # the first few unacknowledged exceptions on record
     inside_notice: int = 0  # of the violations: sold before min_notice_days of pending listing
+    # Releases with an exception recorded up to ``day`` (not only the window's), acknowledged or not.
+    exceptions_on_record: int = 0
+    acknowledged_exceptions_on_record: int = 0
+    # Where the rate crossed the threshold: "province GD", "week 2026-W10", "province GD in week
+    # 2026-W10", each with its counts, the first few.
+    rate_breaches: tuple[str, ...] = ()
 
     @property
     def counted_exceptions(self) -> int:
@@ -115,19 +148,24 @@ class AlertReport:
 
     @property
     def rate_exceeded(self) -> bool:
-        if not self.released:
-            return False
-        # Exact: 1 of 20 against 0.05 is on the threshold, not above it by a rounding error.
-        threshold = fractions.Fraction(repr(self.threshold))
-        return fractions.Fraction(self.counted_exceptions, self.released) > threshold
+        return _over(self.counted_exceptions, self.released, self.threshold)
 
     @property
     def unacknowledged_violations(self) -> int:
         return self.violations - self.acknowledged_violations
 
     @property
+    def unacknowledged_exceptions(self) -> int:
+        return self.exceptions_on_record - self.acknowledged_exceptions_on_record
+
+    @property
     def passed(self) -> bool:
-        return not self.unacknowledged_violations and not self.rate_exceeded
+        return not (
+            self.unacknowledged_violations
+            or self.unacknowledged_exceptions
+            or self.rate_exceeded
+            or self.rate_breaches
+        )
 
     def as_dict(self) -> dict[str, Any]:
         body = asdict(self)
@@ -136,9 +174,11 @@ class AlertReport:
             window_start=self.window_start.isoformat(),
             open_violations=list(self.open_violations),
             open_exceptions=list(self.open_exceptions),
+            rate_breaches=list(self.rate_breaches),
             counted_exceptions=self.counted_exceptions,
             exception_rate=round(self.exception_rate, 6),
             unacknowledged_violations=self.unacknowledged_violations,
+            unacknowledged_exceptions=self.unacknowledged_exceptions,
             passed=self.passed,
         )
         return body
@@ -161,6 +201,22 @@ class AlertReport:
                     if self.inside_notice
                     else ""
                 )
+                + " Prior owners of numbers sold before their release have been sent an urgent notice."
+            )
+        if self.unacknowledged_exceptions:
+            more = self.unacknowledged_exceptions - len(self.open_exceptions)
+            lines.append(
+                f"- {self.unacknowledged_exceptions} number(s) were released with a compliance exception "
+                f"and are not acknowledged: {', '.join(self.open_exceptions)}"
+                + (f" and {more} more (see `recycle report`)" if more > 0 else "")
+                + ". Their prior owners were not reached the required number of times before the "
+                "release; each has been sent an urgent notice on every channel left."
+            )
+        if self.rate_breaches:
+            lines.append(
+                f"- the release exception rate exceeds the threshold {self.threshold:.2%} in: "
+                + "; ".join(self.rate_breaches)
+                + ". Check the reminder channels and gateways there."
             )
         if self.rate_exceeded:
             lines.append(
@@ -172,7 +228,8 @@ class AlertReport:
             )
         lines.append(
             "What to do: inspect each number with `recycle show NUMBER`; for a violation stop "
-            "early reissues at the sales system and follow the dispute procedure; once an item is "
+            "early reissues at the sales system and follow the dispute procedure; when a prior "
+            "owner asks for proof the number was theirs, issue `recycle statement`; once an item is "
             "understood record it with `recycle alerts ack --number NUMBER --date YYYY-MM-DD "
             "--reason TEXT`, then clear this task (it passes when every item is acknowledged)."
         )
@@ -209,7 +266,8 @@ def evaluate_compliance(
     notice_row = con.execute(
         f"SELECT count(*) FROM ({violations_sql}) WHERE inside_notice", {"d": day}
     ).fetchone()
-    exceptions, acked_exceptions, open_exceptions = _tally(con, _EXCEPTIONS, p)
+    exceptions, acked_exceptions, _ = _tally(con, _EXCEPTIONS, p)
+    on_record, acked_on_record, open_exceptions = _tally(con, _EXCEPTIONS_ON_RECORD, {"d": day})
     return AlertReport(
         day=day,
         window_start=window_start,
@@ -222,7 +280,30 @@ def evaluate_compliance(
         open_violations=open_violations,
         open_exceptions=open_exceptions,
         inside_notice=int(notice_row[0]) if notice_row else 0,
+        exceptions_on_record=on_record,
+        acknowledged_exceptions_on_record=acked_on_record,
+        rate_breaches=_rate_breaches(con, settings.exception_rate_threshold, p),
     )
+
+
+def _over(counted: int, released: int, threshold: float) -> bool:
+    # Exact: 1 of 20 against 0.05 is on the threshold, not above it by a rounding error.
+    return bool(released) and fractions.Fraction(counted, released) > fractions.Fraction(repr(threshold))
+
+
+def _rate_breaches(con: Con, threshold: float, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """The provinces, ISO weeks and provinces-in-a-week of the window whose unacknowledged
+    exception rate exceeds ``threshold``, each with its counts (the first ``_SHOWN``)."""
+    rows = con.execute(_RATE_GROUPS, dict(params)).fetchall()
+    found = []
+    for region, week, released, counted in rows:
+        if not _over(int(counted), int(released), threshold):
+            continue
+        where = f"province {region}" if week is None else f"week {week}"
+        if region is not None and week is not None:
+            where = f"province {region} in week {week}"
+        found.append(f"{where}: {counted} of {released} ({counted / released:.2%})")
+    return tuple(found[:_SHOWN])
 
 
 def check_compliance(
@@ -230,10 +311,11 @@ def check_compliance(
 ) -> AlertReport:
     """Raise :class:`ComplianceViolationError` when the night for ``day`` is not compliant.
 
-    Not compliant: an unacknowledged violating reissue recorded on or before ``day``, or more
-    unacknowledged exceptions than ``settings.exception_rate_threshold`` of the releases of the
-    ``window_days`` days ending on ``day`` (the boundary itself passes). Returns the figures
-    otherwise.
+    Not compliant: an unacknowledged violating reissue or release with an exception recorded on
+    or before ``day``, or more unacknowledged exceptions than
+    ``settings.exception_rate_threshold`` of the releases of the ``window_days`` days ending on
+    ``day`` (the boundary itself passes), overall or in one province, ISO week, or province in
+    a week. Returns the figures otherwise.
     """
     report = evaluate_compliance(con, settings, day, window_days=window_days)
     if not report.passed:

@@ -11,8 +11,10 @@ state file.
 :func:`notification_evidence` answers the court's questions about one number from three
 records: the published daily feed files (which feed days listed it), the server's audit log
 (which platform downloaded a file that listed it, when, and the file's SHA-256), and the
-stored acknowledgements (what each platform said it did, and when). :func:`new_owner_view`
-gives the number's current holder counts only, nothing about the prior holder.
+stored acknowledgements (what each platform said it did, and when). :func:`platform_outcomes`
+is the one rule for what a number's new holder is told — platforms named only when they agreed
+to be, the others counted, nothing about the prior holder — read by the holder's notice at sale
+(:mod:`pipelines.reminders.holder_notice`) and by :func:`new_owner_view` (``recycle new-owner``).
 """
 
 from __future__ import annotations
@@ -33,15 +35,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from number_recycling_client.wire import Envelope, Manifest, sha256_hex
 
 from pipelines.config import Settings
 from pipelines.errors import DataContractError, TerminalError, TransientError
 from pipelines.feeds.publish import DAILY_CSV, DAILY_PARQUET, SNAPSHOT_DAYS, FeedPaths
 from pipelines.feeds.query_snapshot import TENURES, current_snapshot_dir
-from pipelines.feeds.wire import Envelope, Manifest, sha256_hex
 from pipelines.layout import create_private_file, private_dir
 from pipelines.numbers import mask
-from pipelines.server.platforms import FEED_DOWNLOADS, PHONE_PATTERN, server_dir
+from pipelines.server.platforms import FEED_DOWNLOADS, PHONE_PATTERN, TokenStore, server_dir
 
 STATUSES = ("unbound", "no_account", "step_up_enabled")
 MAX_ACK_ITEMS = 100_000  # per HTTP request; an operator import has no limit
@@ -518,6 +520,8 @@ class NewOwnerView(TypedDict):
     unbound: int  # distinct platforms per status (STATUSES)
     no_account: int
     step_up_enabled: int
+    named: list[PlatformAnswer]  # platforms that agreed to be named, with their answers
+    others: OtherPlatforms  # the rest, counted
 
 
 def _connect() -> duckdb.DuckDBPyConnection:
@@ -736,14 +740,7 @@ def _no_evidence(platform: str) -> PlatformEvidence:
 
 
 def _acks(settings: Settings, msisdn: str) -> list[StoredAck]:
-    path = server_dir(settings.data_dir) / ACK_DB
-    if not path.exists():
-        return []
-    store = AckStore(path)
-    try:
-        return store.for_number(msisdn)
-    finally:
-        store.close()
+    return _acks_of(settings, [msisdn]).get(msisdn, [])
 
 
 # --------------------------------------------------------------------------- the new holder's view
@@ -767,14 +764,14 @@ def _tenures(settings: Settings, msisdn: str) -> list[tuple[dt.date, dt.date | N
 
 
 def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerView:
-    """The current holder's view of ``msisdn`` on ``as_of`` (二次号码焕新): counts only.
+    """The current holder's view of ``msisdn`` on ``as_of`` (二次号码焕新).
 
     The holder's tenure is the one open on ``as_of`` in the latest query snapshot. When it
-    began by a reissue (the number was recycled to this holder: pipelines.feeds.answer), counts
-    are taken from the end of the tenure before it up to ``as_of``: distinct platforms notified (downloaded a
-    feed file listing the number on a feed day since), and distinct platforms that reported
-    each status since (an acknowledgement naming an earlier feed day does not count). Nothing
-    about the prior holder is returned: no dates of the prior tenure and no platform names.
+    began by a reissue (the number was recycled to this holder: pipelines.feeds.answer), what
+    platforms did about it is :func:`platform_outcomes` from the end of the tenure before it up
+    to ``as_of`` — the same function the new holder's notice at sale reads, so the notice and
+    this view never disagree. Nothing about the prior holder is returned (no dates of the prior
+    tenure); platforms are named only when they agreed to be, the others counted.
     Raises :class:`TerminalError` when nobody holds the number on ``as_of``.
     """
     if not _PHONE_RE.fullmatch(msisdn):
@@ -791,43 +788,187 @@ def new_owner_view(settings: Settings, msisdn: str, as_of: dt.date) -> NewOwnerV
     i = holder[-1]
     prior_end = tenures[i - 1][1] if i > 0 else None
     # Recycled for this holder exactly when their tenure began by a reissue (pipelines.feeds.answer).
-    if prior_end is None or not tenures[i][2]:
-        # the first holder, or a port back in: nothing was recycled
-        return _owner_view(msisdn, as_of, tenures[i][0], False, 0, {s: set() for s in STATUSES})
-    with _connect() as con:
-        listings = _listings(con, FeedPaths.of(settings), msisdn, prior_end)
-        notices = _notices(settings, con, listings, as_of)
-    # Instants are UTC; the days compared are the carrier's (settings.timezone).
-    notified = len({n.platform for n in notices if settings.carrier_day(n.at) <= as_of})
-    since, until = prior_end.isoformat(), as_of.isoformat()
-    confirmed: dict[str, set[str]] = {s: set() for s in STATUSES}
-    for ack in _acks(settings, msisdn):
-        received = settings.carrier_day(dt.datetime.strptime(ack["received_at"], _UTC_FORMAT))
-        if since <= received.isoformat() <= until and (ack["feed_date"] is None or ack["feed_date"] >= since):
-            confirmed[ack["status"]].add(ack["platform"])
-    return _owner_view(msisdn, as_of, tenures[i][0], True, notified, confirmed)
-
-
-def _owner_view(
-    msisdn: str,
-    as_of: dt.date,
-    holder_since: dt.date,
-    recycled: bool,
-    notified: int,
-    confirmed: Mapping[str, set[str]],
-) -> NewOwnerView:
-    """The view's counts; ``confirmed``: the platforms that reported each status."""
+    recycled = prior_end is not None and tenures[i][2]
+    outcomes = (
+        platform_outcomes(settings, {msisdn: prior_end}, as_of)[msisdn]
+        if recycled and prior_end is not None
+        else _outcomes(as_of, set(), {}, frozenset())  # the first holder, or a port back in
+    )
     return NewOwnerView(
         number=mask(msisdn),
         as_of=as_of.isoformat(),
-        holder_since=holder_since.isoformat(),
+        holder_since=tenures[i][0].isoformat(),
         recycled=recycled,
-        platforms_notified=notified,
-        platforms_acknowledged=len(set().union(*confirmed.values())),
-        unbound=len(confirmed["unbound"]),
-        no_account=len(confirmed["no_account"]),
-        step_up_enabled=len(confirmed["step_up_enabled"]),
+        platforms_notified=outcomes["notified"],
+        platforms_acknowledged=outcomes["acknowledged"],
+        unbound=outcomes["unbound"],
+        no_account=outcomes["no_account"],
+        step_up_enabled=outcomes["step_up_enabled"],
+        named=outcomes["named"],
+        others=outcomes["others"],
     )
+
+
+# --------------------------------------------------------------------------- what platforms did
+
+
+class PlatformAnswer(TypedDict):
+    """A platform that agreed to be named, and what it reported (in :data:`STATUSES` order)."""
+
+    platform: str
+    answers: list[str]  # empty: notified, has not answered yet
+
+
+class OtherPlatforms(TypedDict):
+    """The platforms that did not agree to be named: counted, never named."""
+
+    platforms: int
+    unbound: int
+    no_account: int
+    step_up_enabled: int
+    not_answered: int
+
+
+class PlatformOutcomes(TypedDict):
+    """:func:`platform_outcomes` for one number: the one rule behind the new holder's notice and
+    ``recycle new-owner``. ``unbound`` etc. count every platform (named or not) per status."""
+
+    as_of: str
+    notified: int  # distinct platforms that downloaded a feed file listing the number since
+    acknowledged: int  # distinct platforms that reported anything since
+    unbound: int
+    no_account: int
+    step_up_enabled: int
+    named: list[PlatformAnswer]
+    others: OtherPlatforms
+
+
+def platform_outcomes(
+    settings: Settings, since: Mapping[str, dt.date], as_of: dt.date
+) -> dict[str, PlatformOutcomes]:
+    """What platforms did about each number of ``since`` (E.164 → the end of its prior tenure),
+    as of the carrier day ``as_of``, all numbers in one pass over the feed, audit and store.
+
+    A platform counts for a number when it downloaded, on or before ``as_of``, a feed file
+    listing the number on a feed day from ``since`` on (:func:`_notices`), or when it reported a
+    status received from ``since`` to ``as_of`` naming no feed day or one from ``since`` on (an
+    earlier one belongs to an earlier recycling). Platforms that agreed to be named
+    (:meth:`TokenStore.named_platforms`) are listed with their answers; the others are counted.
+    Only what was received by the end of ``as_of`` is read, so the answer for a past day does
+    not change when later acknowledgements arrive: the nightly notice of day D is reproducible.
+    """
+    if not since:
+        return {}
+    paths = FeedPaths.of(settings)
+    with _connect() as con:
+        listed = _listed_days(con, paths, since)
+        rows = [{"feed_date": d} for d in sorted(set().union(set(), *listed.values()))]
+        notices = _notices(settings, con, rows, as_of)
+    told: dict[dt.date, set[str]] = {}  # listing day -> platforms a download put it before
+    for n in notices:
+        if settings.carrier_day(n.at) <= as_of:
+            for d in n.lists:
+                told.setdefault(d, set()).add(n.platform)
+    named = _named_platforms(settings)
+    acks = _acks_of(settings, list(since))
+    out = {}
+    for msisdn, end in since.items():
+        notified = set().union(set(), *(told.get(d, set()) for d in listed.get(msisdn, ())))
+        answers = _answers(settings, acks.get(msisdn, []), end, as_of)
+        out[msisdn] = _outcomes(as_of, notified, answers, named)
+    return out
+
+
+def _listed_days(
+    con: duckdb.DuckDBPyConnection, paths: FeedPaths, since: Mapping[str, dt.date]
+) -> dict[str, set[dt.date]]:
+    """Per number, the published feed days from its ``since`` on that list it."""
+    first = min(since.values())
+    days = [d for d in paths.published_days() if d >= first]
+    if not days:
+        return {}
+    con.register("_wanted", pa.table({"msisdn": list(since), "since": list(since.values())}))
+    rows = con.execute(
+        r"""
+        SELECT f.msisdn, f.feed_date FROM (
+            SELECT msisdn, CAST(regexp_extract(filename, '(\d{4}-\d{2}-\d{2})[/\\]recycled\.parquet$', 1)
+                                AS DATE) AS feed_date
+            FROM read_parquet($files, filename = true)
+            WHERE msisdn IN (SELECT msisdn FROM _wanted)) f
+        JOIN _wanted w ON w.msisdn = f.msisdn AND f.feed_date >= w.since
+        """,
+        {"files": [str(paths.day_dir(d) / DAILY_PARQUET) for d in days]},
+    ).fetchall()
+    con.unregister("_wanted")
+    listed: dict[str, set[dt.date]] = {}
+    for msisdn, feed_date in rows:
+        listed.setdefault(msisdn, set()).add(feed_date)
+    return listed
+
+
+def _answers(
+    settings: Settings, acks: Sequence[StoredAck], since: dt.date, as_of: dt.date
+) -> dict[str, set[str]]:
+    """Platform -> the statuses it reported for this recycling, received by the end of ``as_of``."""
+    lo, hi = since.isoformat(), as_of.isoformat()
+    answers: dict[str, set[str]] = {}
+    for ack in acks:
+        received = settings.carrier_day(dt.datetime.strptime(ack["received_at"], _UTC_FORMAT)).isoformat()
+        if lo <= received <= hi and (ack["feed_date"] is None or ack["feed_date"] >= lo):
+            answers.setdefault(ack["platform"], set()).add(ack["status"])
+    return answers
+
+
+def _outcomes(
+    as_of: dt.date, notified: set[str], answers: Mapping[str, set[str]], named: frozenset[str]
+) -> PlatformOutcomes:
+    """The rule, in one place: named platforms listed with their answers, the others counted."""
+    everyone = notified | set(answers)
+    per_status = {s: sum(1 for p in everyone if s in answers.get(p, ())) for s in STATUSES}
+    others = [p for p in everyone if p not in named]
+    return PlatformOutcomes(
+        as_of=as_of.isoformat(),
+        notified=len(notified),
+        acknowledged=len(answers),
+        unbound=per_status["unbound"],
+        no_account=per_status["no_account"],
+        step_up_enabled=per_status["step_up_enabled"],
+        named=[
+            PlatformAnswer(platform=p, answers=[s for s in STATUSES if s in answers.get(p, ())])
+            for p in sorted(everyone & named)
+        ],
+        others=OtherPlatforms(
+            platforms=len(others),
+            unbound=sum(1 for p in others if "unbound" in answers.get(p, ())),
+            no_account=sum(1 for p in others if "no_account" in answers.get(p, ())),
+            step_up_enabled=sum(1 for p in others if "step_up_enabled" in answers.get(p, ())),
+            not_answered=sum(1 for p in others if not answers.get(p)),
+        ),
+    )
+
+
+def _named_platforms(settings: Settings) -> frozenset[str]:
+    """Platforms that agreed to be named; none when no platform was ever registered."""
+    path = server_dir(settings.data_dir) / "platforms.sqlite"
+    if not path.exists():
+        return frozenset()
+    store = TokenStore(path)
+    try:
+        return store.named_platforms()
+    finally:
+        store.close()
+
+
+def _acks_of(settings: Settings, numbers: Sequence[str]) -> dict[str, list[StoredAck]]:
+    """Every stored acknowledgement of each number (none before the server stored any)."""
+    path = server_dir(settings.data_dir) / ACK_DB
+    if not path.exists():
+        return {}
+    store = AckStore(path)
+    try:
+        return {m: store.for_number(m) for m in numbers}
+    finally:
+        store.close()
 
 
 def evidence_lines(evidence: NotificationEvidence) -> Iterable[str]:
@@ -867,12 +1008,16 @@ __all__ = [
     "NewOwnerView",
     "NotificationEvidence",
     "Notified",
+    "OtherPlatforms",
+    "PlatformAnswer",
     "PlatformEvidence",
+    "PlatformOutcomes",
     "StoredAck",
     "acknowledgements_digest",
     "evidence_lines",
     "new_owner_view",
     "notification_evidence",
+    "platform_outcomes",
     "read_acknowledgements",
     "utc_text",
     "validate_acknowledgements",

@@ -5,7 +5,8 @@
 every state connection the SQL functions ``contact_seal``, ``contact_open``, ``contact_reseal``
 and ``contact_epoch``, so the steps keep moving sealed values in set-based SQL and open them
 only where a message is addressed. :mod:`pipelines.contacts.retention` erases contacts a
-configured time after release by deleting their key (crypto-shredding).
+configured time after release by deleting their key (crypto-shredding). Quarantined drop lines
+(``quarantine.original_line``) are sealed the same way and go with their night's live generation.
 """
 
 from pipelines.contacts.vault import ContactVault, register_functions

@@ -6,7 +6,8 @@ the nightly step ``contacts``) deletes the keys of release days ``contact_retent
 and retires the live generation once it is that old: live values are resealed under a new
 generation, committed, and only then the old key deleted. So every key that ever sealed a
 released contact is gone within ``contact_retention_days`` (+1 night) of its release, including
-the copies a DuckDB UPDATE leaves in freed pages. Every retirement and erasure is a row of
+the copies a DuckDB UPDATE leaves in freed pages; a quarantined line (sealed under the live
+generation of its night) within ``contact_retention_days`` (+1 night) of its night. Every retirement and erasure is a row of
 ``contact_keys`` (the audit record) and a log line.
 """
 
@@ -14,16 +15,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipelines.contacts.vault import ContactVault, epoch_header, released_epoch
 from pipelines.db import Con, transaction
+from pipelines.layout import Layout
 
 log = logging.getLogger(__name__)
 
 # The values sealed under a live generation: (table, column, which rows). Drop rows of earlier
 # nights are left under the old key on purpose: they were needed for their own night only, so
-# the generation's end shreds them too.
+# the generation's end shreds them too. Quarantined lines likewise: tonight's move with the
+# live values (the operator has not seen them yet: the morning's `recycle quarantine list`
+# must open them), earlier nights' go with the old key - a quarantined line is readable from
+# its night until its generation retires, at most contact_retention_days (+1 night), which is
+# the promise "nothing in clear outlives the retention" (docs/drops.md, "Quarantine at rest").
+# Moving them too would keep a line up to twice the retention; `recycle quarantine list`
+# says how many of a night's lines went with a key, and when (contact_keys).
 _LIVE_VALUES = (
     ("tenures", "contact_email", "true"),
     ("tenures", "contact_phone", "true"),
@@ -33,6 +43,7 @@ _LIVE_VALUES = (
     ("lifecycle_events", "contact_phone", "logical_date = $d"),
     ("subscriber_rows", "contact_email", "logical_date = $d"),
     ("subscriber_rows", "contact_phone", "logical_date = $d"),
+    ("quarantine", "original_line", "logical_date = $d"),
 )
 
 
@@ -125,3 +136,46 @@ def _rotate(con: Con, vault: ContactVault, old: str, day: dt.date) -> str:
     con.execute("INSERT INTO contact_keys VALUES ($e, $d, NULL, NULL, NULL)", {"e": new, "d": day})
     log.info("contacts: live generation %s retired, values resealed under %s", old, new)
     return new
+
+
+@dataclass(frozen=True)
+class ClearCopies:
+    """What :func:`purge_clear_copies` deleted (relative paths under the data directory)."""
+
+    deleted: tuple[str, ...]
+
+
+def purge_clear_copies(data_dir: Path, day: dt.date, retention_days: int) -> ClearCopies:
+    """Delete the copies that hold contacts in clear once their night is ``retention_days`` old:
+    the night's drops (``inbox/<D>/``), its Great Expectations results (``runs/<D>/gx/``, which
+    quote refused values) and the print house's letters batch (``outbox/letters/letters_<D>.csv``).
+
+    Sealing the state is worth nothing while the drop it was read from sits beside it: the
+    retention promise covers every copy we keep. A night that old is complete (the preflight
+    never lets a later night run otherwise); replaying it reads no drops, as a replay must not
+    change it. The step's report (``runs/<day>/steps/contacts.json``) records what went."""
+    layout = Layout(data_dir)
+    cutoff = day - dt.timedelta(days=retention_days)
+    paths: list[Path] = []
+    for parent, pattern in ((data_dir / "inbox", "*"), (data_dir / "runs", "*/gx")):
+        paths += [p for p in sorted(parent.glob(pattern)) if _night_of(p, parent) <= cutoff]
+    letters = layout.outbox_dir / "letters"
+    paths += [p for p in sorted(letters.glob("letters_*.csv")) if _night_of(p, letters) <= cutoff]
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        log.info(
+            "contacts: deleted %s (clear copy older than %d days)", path.relative_to(data_dir), retention_days
+        )
+    return ClearCopies(tuple(str(p.relative_to(data_dir)) for p in paths))
+
+
+def _night_of(path: Path, parent: Path) -> dt.date:
+    """The night a dated path under ``parent`` belongs to; ``date.max`` (never old) if none."""
+    name = path.relative_to(parent).parts[0].removeprefix("letters_").removesuffix(".csv")
+    try:
+        return dt.date.fromisoformat(name)
+    except ValueError:
+        return dt.date.max

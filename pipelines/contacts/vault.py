@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from pipelines.errors import ConfigError, VerificationError
 from pipelines.layout import Layout, private_dir
+from pipelines.numbers import mask_text
 
 VERSION = 1
 LIVE, RELEASED = 1, 2
@@ -201,7 +202,9 @@ def register_functions(con: duckdb.DuckDBPyConnection, vault: ContactVault) -> N
     """Give ``con`` the SQL functions over sealed contacts (vectorised: one call per chunk).
 
     ``contact_seal(text)`` under the live generation, ``contact_open(blob)`` (NULL once erased),
-    ``contact_reseal(blob, epoch)`` and ``contact_epoch(blob)``.
+    ``contact_reseal(blob, epoch)``, ``contact_epoch(blob)``, and ``contact_mask(text)``: free
+    text with its e-mails and numbers masked (:func:`pipelines.numbers.mask_text`), for a
+    message quoting a raw field.
     """
 
     def seal(values: pa.Array) -> pa.Array:
@@ -218,6 +221,9 @@ def register_functions(con: duckdb.DuckDBPyConnection, vault: ContactVault) -> N
             raise ConfigError("contact_reseal takes one epoch per statement")
         return vault.reseal(values.to_pylist(), str(names.pop()))
 
+    def mask(values: pa.Array) -> pa.Array:
+        return pa.array([None if v is None else mask_text(v) for v in values.to_pylist()], pa.string())
+
     def epoch(values: pa.Array) -> pa.Array:
         return pa.array([None if v is None else epoch_name(v[:HEADER_SIZE]) for v in values.to_pylist()])
 
@@ -227,6 +233,7 @@ def register_functions(con: duckdb.DuckDBPyConnection, vault: ContactVault) -> N
         ("contact_open", open_, ["BLOB"], "VARCHAR"),
         ("contact_reseal", reseal, ["BLOB", "VARCHAR"], "BLOB"),
         ("contact_epoch", epoch, ["BLOB"], "VARCHAR"),
+        ("contact_mask", mask, ["VARCHAR"], "VARCHAR"),
     )
     for name, fn, args, out in functions:
         # ignore: duckdb's stub wants its own literal types in an invariant list

@@ -42,11 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-
-from pipelines.config import Settings
-from pipelines.errors import ConfigError, DataContractError, FeedConflictError, FormatError
-from pipelines.feeds.grade import GRADES, grade_codes
-from pipelines.feeds.wire import (
+from number_recycling_client.feedfiles import FEED_COLUMNS, GRADE_COLUMNS, NOTICE_COLUMNS, Column
+from number_recycling_client.ledger.entries import EntryType, PreparedEntry
+from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
     ROLE_ROOT,
@@ -60,14 +58,18 @@ from pipelines.feeds.wire import (
     Root,
     Timestamp,
     day_start,
+    feed_manifest_value,
     file_meta,
     keyid_of,
     pin,
     sha256_hex,
     verify_root_update,
 )
+
+from pipelines.config import Settings
+from pipelines.errors import ConfigError, DataContractError, FeedConflictError, FormatError
+from pipelines.feeds.grade import GRADES, grade_codes
 from pipelines.layout import Layout, atomic_write_bytes
-from pipelines.ledger.entries import CanonicalValue, EntryType, PreparedEntry
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.signer import FileSigner, load_or_create_signer, verifier_key
 
@@ -79,53 +81,29 @@ ROOT_RENEW_BEFORE = dt.timedelta(days=60)  # a run re-signs the root this close 
 MANIFEST_LIFETIME = dt.timedelta(days=31)
 TIMESTAMP_LIFETIME = dt.timedelta(days=2)  # a client refuses a feed not refreshed for 2 days
 
-FEED_SCHEMA = pa.schema(
-    [
-        pa.field("msisdn", pa.string(), nullable=False),
-        pa.field("event", pa.string(), nullable=False),  # released | reissued
-        pa.field("disconnected_on", pa.date32()),
-        pa.field("released_on", pa.date32()),
-        pa.field("reissued_on", pa.date32()),
-        pa.field("region", pa.string()),
-        pa.field("seq", pa.int64(), nullable=False),
-        # How the prior tenure ended: cancel | suspend (双停) | reissue (sold while still held: a
-        # violation) | port_out (the number came back from another carrier and was sold).
-        # Last, so readers by position of the first seven columns are unaffected.
-        pa.field("prior_end", pa.string()),
-        # The risk grade of the row (pipelines.feeds.grade): added after prior_end, so older
-        # clients, which keep the columns they know and drop the rest, read these files too.
-        pa.field("reminders_reached", pa.int8()),  # 0, 1, 2 (= 2 or more)
-        pa.field("release_exception", pa.bool_()),
-        pa.field("violation", pa.bool_()),
-        pa.field("risk", pa.string()),  # low | medium | high
-    ]
-)
-GRADE_COLUMNS = ("reminders_reached", "release_exception", "violation", "risk")
-# The pending list (pipelines.lifecycle.notices): one row per notice listed or withdrawn on the
-# night, in its own file so that a client that knows only recycled.parquet is unaffected; its
-# seq is the notice_events seq, contiguous over the nights.
-NOTICE_SCHEMA = pa.schema(
-    [
-        pa.field("msisdn", pa.string(), nullable=False),
-        pa.field("event", pa.string(), nullable=False),  # pending | withdrawn
-        pa.field("disconnected_on", pa.date32(), nullable=False),
-        pa.field("earliest_release_on", pa.date32(), nullable=False),
-        pa.field("cause", pa.string()),  # cancel | suspend
-        pa.field("region", pa.string()),
-        pa.field("seq", pa.int64(), nullable=False),
-    ]
-)
+# The columns are the light client's (number_recycling_client.feedfiles: one list for the
+# publisher and every reader); Arrow types here.
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "date": pa.date32(),
+    "int64": pa.int64(),
+    "int8": pa.int8(),
+    "bool": pa.bool_(),
+}
+
+
+def _schema(columns: Sequence[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.kind], nullable=not c.required) for c in columns])
+
+
+FEED_SCHEMA = _schema(FEED_COLUMNS)
+NOTICE_SCHEMA = _schema(NOTICE_COLUMNS)
 DAILY_PARQUET = "recycled.parquet"
 DAILY_CSV = "recycled.csv"
 NOTICES_PARQUET = "notices.parquet"
 NOTICES_CSV = "notices.csv"
 _KEY_INDEX = "feed-keys.json"  # keyid -> signer name; public information, beside the keys
 _DAY_DIR = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def feed_manifest_value(feed_date: dt.date, seq: int, core_sha256: str) -> CanonicalValue:
-    """The canonical value a feed_manifest ledger entry commits to."""
-    return CanonicalValue.build(feed_date=feed_date, seq=seq, manifest_sha256=core_sha256)
 
 
 def commit_manifest(ledger: Ledger, manifest: Manifest) -> LedgerRef:

@@ -31,12 +31,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from number_recycling_client.wire import canonical_json, parse_canonical, sha256_hex
 
 from pipelines.config import Settings
 from pipelines.errors import DataContractError, FormatError
 from pipelines.feeds.answer import BULK_WORDS, END_REASONS, OPENED_BY, Answer, AnswerIndex, Verdict
 from pipelines.feeds.publish import latest_rows, newest_manifest, row_grade_codes
-from pipelines.feeds.wire import canonical_json, parse_canonical, sha256_hex
 from pipelines.layout import PRIVATE_FILE_MODE, Layout, private_dir, write_private
 
 log = logging.getLogger(__name__)

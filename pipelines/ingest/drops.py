@@ -3,7 +3,7 @@
 ``ingest_day`` takes the files of ``<data>/inbox/<D>/`` in name order; the kind comes from
 the name prefix (``schemas/drops/<kind>.json``). Per file, in one DuckDB transaction: the
 accepted rows into the kind's table, the refused ones into ``quarantine`` (stage ``ingest``,
-reason code, detail, original line) and the file into the ``files`` registry — so a crash
+reason code, masked detail, the original line sealed) and the file into the ``files`` registry — so a crash
 leaves nothing of the file and a rerun ingests it; a file already ingested (same SHA-256) is
 skipped, which makes rerunning a day a no-op. ``rows_in == accepted + quarantined`` is checked
 for every file before it is committed.
@@ -27,7 +27,6 @@ Logs carry counts, never a number or contact.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 import stat
 import time
@@ -40,7 +39,6 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines import db
 from pipelines.config import Settings
@@ -66,7 +64,7 @@ from pipelines.ingest.spec import (
     staged_select,
     warnings_sql,
 )
-from pipelines.layout import Layout, write_private
+from pipelines.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +470,7 @@ def _load(file: _FileLoad, steps: _Steps) -> FileReport:
 
 
 def _store(file: _FileLoad, numbers: NumberLookup, options: Mapping[str, object], steps: _Steps) -> _Stored:
-    """Inside the file's transaction: accepted rows, quarantine, the registry entry, the Parquet copy."""
+    """Inside the file's transaction: accepted rows, quarantine, the registry entry."""
     con, staged = file.con, file.staged
     fast, rest_sql = _fast_insert(file, numbers, options)
     steps.done("fast insert")
@@ -504,7 +502,6 @@ def _store(file: _FileLoad, numbers: NumberLookup, options: Mapping[str, object]
         staged.delimiter,
         None,
     )
-    _write_quarantine_parquet(file.layout.quarantine_dir(file.day) / f"{file.name}.parquet", quarantine)
     return _Stored(fast, accepted, quarantined, _reason_counts(quarantine), warnings, gx, numbers)
 
 
@@ -593,7 +590,14 @@ def _gx_judge(file: _FileLoad, accepted: int) -> gx_gate.GxOutcome:
 
 
 def _insert_quarantine(file: _FileLoad, quarantine: pa.Table) -> int:
-    """Write the refused lines into ``quarantine`` (stage ``ingest``); how many."""
+    """Write the refused lines into ``quarantine`` (stage ``ingest``); how many.
+
+    A refused line holds whatever the drop held - full numbers, e-mails, contact phones - so it
+    is sealed like every contact (``contact_seal``, the live generation) and goes with that
+    key (docs/drops.md, "Quarantine at rest"). The detail stays readable for the reports: the
+    raw values it quotes are masked where it is made (``spec._detail_sql``); the line keeps them.
+    It is the only copy: no quarantine file is written beside it (``recycle quarantine export``
+    writes one on request)."""
     con = file.con
     con.register("_ingest_quarantine_arrow", quarantine)
     try:
@@ -602,7 +606,7 @@ def _insert_quarantine(file: _FileLoad, quarantine: pa.Table) -> int:
             f"""
             INSERT INTO quarantine (file_name, file_sha256, kind, logical_date, line_no, stage, reason, detail, original_line)
             SELECT {sql_str(file.name)}, {sql_str(file.sha256)}, {sql_str(file.spec.kind)}, $day::DATE, line_no, 'ingest',
-                   reason, detail, original_line
+                   reason, detail, contact_seal(original_line)
             FROM _ingest_quarantine_arrow ORDER BY line_no
         """,
             file.params,
@@ -719,13 +723,6 @@ def _reason_counts(quarantine: pa.Table) -> dict[str, int]:
     for reason in quarantine.column("reason").to_pylist():
         counts[reason] = counts.get(reason, 0) + 1
     return dict(sorted(counts.items()))
-
-
-def _write_quarantine_parquet(path: Path, quarantine: pa.Table) -> None:
-    buf = io.BytesIO()
-    pq.write_table(quarantine, buf, compression="zstd")
-    # Full numbers and contacts: 0600 in quarantine/<day>/, both directories 0700.
-    write_private(path, buf.getvalue(), top=path.parent.parent)
 
 
 def _register(

@@ -90,8 +90,8 @@ DDL: tuple[str, ...] = (
         line_no BIGINT NOT NULL,
         stage VARCHAR NOT NULL,           -- ingest | lifecycle | receipts
         reason VARCHAR NOT NULL,          -- a reason code, see pipelines.reasons
-        detail VARCHAR,
-        original_line VARCHAR,
+        detail VARCHAR,                   -- for reading: numbers and contacts in it masked
+        original_line BLOB,               -- ingest: the line, sealed (pipelines.contacts); else NULL
         PRIMARY KEY (file_sha256, line_no, stage)
     )
     """,

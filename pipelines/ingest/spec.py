@@ -369,7 +369,10 @@ def fast_insert_sql(
 def _detail_sql(spec: DropSpec, default_region: str) -> str:
     """SQL expression (over the rows being checked) saying why a quarantined row was refused.
 
-    No phone number or contact appears in it: the original line is kept next to it anyway.
+    No phone number or contact appears in it: a raw field it quotes is masked
+    (``contact_mask``: a shifted column puts a number or an e-mail where a date or a region
+    belongs), because the detail stays readable in reports after the sealed original line,
+    which keeps it whole, is erased with its key.
     """
     whens = [
         "WHEN 'malformed_line:' THEN malformed",
@@ -377,7 +380,7 @@ def _detail_sql(spec: DropSpec, default_region: str) -> str:
     ]
     for c in spec.columns:
         v, t = raw_col(c.name), typed_col(c.name)
-        shown = f"'''' || left({v}, 40) || ''''"
+        shown = f"'''' || contact_mask(left({v}, 40)) || ''''"
         whens.append(f"WHEN 'missing_field:{c.name}' THEN '{c.name} is empty'")
         if c.type == "msisdn":
             whens.append(
@@ -395,7 +398,7 @@ def _detail_sql(spec: DropSpec, default_region: str) -> str:
             )
         if c.not_after_logical_date:
             whens.append(
-                f"WHEN 'future_date:{c.name}' THEN '{c.name} ' || {v} || ' is after the logical date ' || $day::DATE"
+                f"WHEN 'future_date:{c.name}' THEN '{c.name} ' || contact_mask({v}) || ' is after the logical date ' || $day::DATE"
             )
         if c.type == "region":
             whens.append(

@@ -10,8 +10,7 @@ Formats and the audit procedure are described in ``docs/ledger.md``; signed tenu
 
 from typing import TYPE_CHECKING
 
-from pipelines.lazy import lazy_attributes
-from pipelines.ledger.entries import (
+from number_recycling_client.ledger.entries import (
     CanonicalValue,
     Entry,
     EntryType,
@@ -19,9 +18,11 @@ from pipelines.ledger.entries import (
     commitment,
     tenure_ref_for,
 )
-from pipelines.ledger.merkle import verify_consistency, verify_inclusion
-from pipelines.ledger.note import Checkpoint, Verifier, open_checkpoint
-from pipelines.ledger.signer import CheckpointSigner, FileSigner, Signer, load_or_create_signer
+from number_recycling_client.ledger.merkle import verify_consistency, verify_inclusion
+from number_recycling_client.ledger.note import Checkpoint, Signer, Verifier, open_checkpoint
+
+from pipelines.lazy import lazy_attributes
+from pipelines.ledger.signer import CheckpointSigner, FileSigner, load_or_create_signer
 from pipelines.ledger.statement import VerifiedStatement, verify_statement
 from pipelines.ledger.verify import (
     AuditFinding,

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from number_recycling_client.ledger.note import Checkpoint, Verifier, b64
+from number_recycling_client.ledger.proof import MAX_PROOF_BYTES
 
 from pipelines.errors import EvidenceBundleError
 from pipelines.ledger import Ledger
-from pipelines.ledger.note import Checkpoint, Verifier, b64
-from pipelines.ledger.proof import MAX_PROOF_BYTES
 from pipelines.ledger.verify import VerifiedEntry, verify_proof_file
 from pipelines.numbers import mask
 

@@ -13,6 +13,19 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from number_recycling_client.ledger.entries import (
+    NO_TENURE,
+    OPENING_SIZE,
+    Entry,
+    EntryType,
+    PreparedEntry,
+    commitment,
+    tenure_ref_for,
+)
+from number_recycling_client.ledger.merkle import EMPTY_ROOT, verify_consistency
+from number_recycling_client.ledger.note import Checkpoint, Verifier, b64, open_checkpoint, sign_note
+from number_recycling_client.ledger.proof import TileReader, TlogProof, consistency_proof, inclusion_proof
+
 from pipelines.errors import (
     CommitmentError,
     ConfigError,
@@ -22,20 +35,8 @@ from pipelines.errors import (
     TerminalError,
 )
 from pipelines.layout import atomic_write_bytes
-from pipelines.ledger.entries import (
-    NO_TENURE,
-    OPENING_SIZE,
-    Entry,
-    EntryType,
-    PreparedEntry,
-    commitment,
-    tenure_ref_for,
-)
 from pipelines.ledger.log import CHECKPOINT_FILE, VKEY_FILE, TiledLog, WriterLock
-from pipelines.ledger.merkle import EMPTY_ROOT, verify_consistency
-from pipelines.ledger.note import Checkpoint, Verifier, b64, open_checkpoint, sign_note
 from pipelines.ledger.openings import NewOpening, Opening, OpeningsStore
-from pipelines.ledger.proof import TileReader, TlogProof, consistency_proof, inclusion_proof
 from pipelines.ledger.signer import CheckpointSigner
 from pipelines.ledger.verify import LogReport, evidence_extra, verify_log
 

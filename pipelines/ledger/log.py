@@ -30,21 +30,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pipelines.errors import (
-    FormatError,
-    LogIntegrityError,
-    TerminalError,
-    TransientError,
-)
-from pipelines.layout import atomic_write_bytes
-from pipelines.ledger.merkle import (
+from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
-    HASH_SIZE,
     fold_subtrees,
     leaf_hashes,
     perfect_root,
 )
-from pipelines.ledger.tiles import (
+from number_recycling_client.ledger.tiles import (
     ENTRIES,
     MAX_ENTRY_SIZE,
     TILE_HEIGHT,
@@ -53,7 +45,16 @@ from pipelines.ledger.tiles import (
     decode_bundle,
     encode_bundle,
     partial_width,
+    split_hashes,
 )
+
+from pipelines.errors import (
+    FormatError,
+    LogIntegrityError,
+    TerminalError,
+    TransientError,
+)
+from pipelines.layout import atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint"
 VKEY_FILE = "vkey"
@@ -91,12 +92,6 @@ class WriterLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
-
-
-def split_hashes(data: bytes, where: str) -> list[bytes]:
-    if len(data) % HASH_SIZE:
-        raise FormatError(f"{where}: {len(data)} bytes is not a whole number of hashes")
-    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
 def frontier_root(levels: Sequence[Sequence[bytes]]) -> bytes:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+from number_recycling_client.ledger.entries import NO_TENURE, CanonicalValue, EntryType, PreparedEntry
 
 from pipelines.config import Settings
 from pipelines.errors import TerminalError
 from pipelines.layout import Layout
-from pipelines.ledger.entries import NO_TENURE, CanonicalValue, EntryType, PreparedEntry
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer

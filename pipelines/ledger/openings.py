@@ -43,11 +43,11 @@ import pyarrow as pa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+from number_recycling_client.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
 
 from pipelines.db import sql_str
 from pipelines.errors import ConfigError, OpeningErasedError, TerminalError, VerificationError
 from pipelines.layout import private_dir, private_umask
-from pipelines.ledger.entries import OPENING_SIZE, CanonicalValue, EntryType
 
 MASTER_KEY_FILE = "openings.key"
 DB_FILE = "openings.duckdb"

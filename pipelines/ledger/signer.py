@@ -19,15 +19,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from pipelines.errors import ConfigError, FormatError, InconsistentCheckpointError
-from pipelines.layout import atomic_write_bytes
-from pipelines.ledger.merkle import verify_consistency
-from pipelines.ledger.note import (
+from number_recycling_client.ledger.merkle import verify_consistency
+from number_recycling_client.ledger.note import (
     Checkpoint,
+    Signer,
     Verifier,
     format_signer_key,
     format_verifier_key,
@@ -38,21 +36,8 @@ from pipelines.ledger.note import (
     sign_note,
 )
 
-
-@runtime_checkable
-class Signer(Protocol):
-    """A note signing key: C2SP key name, 4-byte key ID, Ed25519 public key, raw signatures."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def key_id(self) -> bytes: ...
-
-    @property
-    def public_key(self) -> bytes: ...
-
-    def sign(self, msg: bytes) -> bytes: ...
+from pipelines.errors import ConfigError, FormatError, InconsistentCheckpointError
+from pipelines.layout import atomic_write_bytes
 
 
 class CheckpointSigner(Signer, Protocol):

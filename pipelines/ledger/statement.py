@@ -24,10 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from number_recycling_client.ledger.entries import CanonicalValue, EntryType
+from number_recycling_client.ledger.note import Checkpoint, Verifier, open_note
+from number_recycling_client.ledger.proof import PROOF_HEADER
+
 from pipelines.errors import CommitmentError, FormatError
-from pipelines.ledger.entries import CanonicalValue, EntryType
-from pipelines.ledger.note import Checkpoint, Verifier, open_note
-from pipelines.ledger.proof import PROOF_HEADER
 from pipelines.ledger.verify import verify_proof_file
 from pipelines.numbers import mask
 

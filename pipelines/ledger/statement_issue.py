@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
+from number_recycling_client.ledger.entries import NO_TENURE, EntryType, PreparedEntry
 
 from pipelines.compliance.exports import state_through
 from pipelines.db import transaction
 from pipelines.errors import OpeningErasedError, StatementError
 from pipelines.ledger import Ledger
-from pipelines.ledger.entries import NO_TENURE, EntryType, PreparedEntry
 from pipelines.ledger.statement import TenureFacts, statement_text, statement_value
 from pipelines.lifecycle.views import TenureRow, number_history
 from pipelines.numbers import mask

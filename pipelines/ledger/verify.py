@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
-from pipelines.ledger.entries import (
+from number_recycling_client.ledger.entries import (
     ENTRY_SIZE,
     ENTRY_VERSION,
     KNOWN_TYPE_CODES,
@@ -26,17 +25,16 @@ from pipelines.ledger.entries import (
     commitment,
     tenure_ref_for,
 )
-from pipelines.ledger.log import CHECKPOINT_FILE, PENDING_FILE, frontier_root, is_beyond, split_hashes
-from pipelines.ledger.merkle import (
+from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
     leaf_hash,
     leaf_hashes,
     perfect_root,
     verify_inclusion,
 )
-from pipelines.ledger.note import Checkpoint, Verifier, open_checkpoint
-from pipelines.ledger.proof import TlogProof
-from pipelines.ledger.tiles import (
+from number_recycling_client.ledger.note import Checkpoint, Verifier, open_checkpoint
+from number_recycling_client.ledger.proof import TlogProof
+from number_recycling_client.ledger.tiles import (
     ENTRIES,
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -44,7 +42,11 @@ from pipelines.ledger.tiles import (
     decode_bundle,
     encode_bundle,
     max_tile_bytes,
+    split_hashes,
 )
+
+from pipelines.errors import CommitmentError, FormatError, LogIntegrityError, ProofError
+from pipelines.ledger.log import CHECKPOINT_FILE, PENDING_FILE, frontier_root, is_beyond
 
 if TYPE_CHECKING:
     import pyarrow as pa

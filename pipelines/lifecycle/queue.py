@@ -19,6 +19,7 @@ LEDGER_TYPES = (
     "released_with_exception",
     "reissued",
     "reissue_violation",
+    "holder_notice_sent",
 )
 
 

@@ -187,15 +187,45 @@ def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
         return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
 
 
+def step_push(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """The night's events: the published feed day into the event log, fanned out to the
+    subscriptions, and one delivery pass of at most a minute (retries are the server's
+    background loop's, or `recycle events deliver`'s, over the following days). No events
+    store yet (the server creates it): no platform has subscribed, nothing to do."""
+    import asyncio
+
+    from pipelines.events.config import EventsConfig
+    from pipelines.events.deliver import deliver_once
+    from pipelines.events.outbox import open_store
+    from pipelines.events.store import EVENTS_DB
+
+    if not (Layout(settings.data_dir).root / "server" / EVENTS_DB).exists():
+        return {"push": None}
+    store = open_store(settings)
+    try:
+        report = asyncio.run(deliver_once(settings, store, EventsConfig.from_env(), budget_s=PUSH_BUDGET_S))
+    finally:
+        store.close()
+    return {"push": _jsonable(report)}
+
+
+# A sink that hangs costs the night at most this (the timeout per attempt comes on top).
+PUSH_BUDGET_S = 60.0
+
+
 def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
-    """Retention: contacts released ``contact_retention_days`` ago are crypto-shredded."""
+    """Retention: contacts released ``contact_retention_days`` ago are crypto-shredded, and the
+    clear copies (drops, GX results, letters) of nights that old are deleted."""
     from pipelines.contacts import ContactVault
-    from pipelines.contacts.retention import retire_contacts
+    from pipelines.contacts.retention import purge_clear_copies, retire_contacts
 
     layout = Layout(settings.data_dir)
+    days = settings.contact_retention_days
     with open_state(layout.state_db) as con:
         vault = ContactVault.for_state(layout.state_db)
-        return {"contacts": _jsonable(retire_contacts(con, vault, day, settings.contact_retention_days))}
+        shredded = retire_contacts(con, vault, day, days)
+    purged = purge_clear_copies(settings.data_dir, day, days)
+    return {"contacts": _jsonable(shredded), "clear_copies": _jsonable(purged)}
 
 
 def step_alerts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
@@ -215,8 +245,9 @@ STEPS: tuple[Step, ...] = (
     Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
     Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
     Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
+    Step("push", step_push, writes_state=False, doc="the night's events to subscribed platforms"),
     Step("contacts", step_contacts, doc="retention: contacts erased a set time after release"),
-    Step("alerts", step_alerts, doc="compliance: reissue violations, release exception rate"),
+    Step("alerts", step_alerts, doc="compliance: reissue violations, exceptions, exception rates"),
 )
 
 

@@ -29,15 +29,24 @@ _TEMP_TABLES = (
 
 # --------------------------------------------------------------------------- render
 
+# Which text a reminder takes, from its slot (templates.Kind): a hold reminder and its fallbacks
+# are urgent, an urgent notice says what happened; the rest are the regular reminders.
+_KIND_SQL = """CASE WHEN r.slot = 'urgent:exception' THEN 'exception'
+                    WHEN r.slot = 'urgent:violation' THEN 'violation'
+                    WHEN regexp_replace(r.slot, '^fallback:', '') LIKE 'hold%' THEN 'hold'
+                    ELSE 'reminder' END"""
+
 
 _CTX_COLUMNS = (
     "reminder_id, msisdn, masked, channel, language, disconnected_on, release_on, "
-    "reminder_no, final, cause, gkey"
+    "reminder_no, final, cause, kind, gkey"
 )
+_N_CTX = 12  # the columns of _CTX_COLUMNS; the group key is the last of them
+_GKEY = _N_CTX - 1
 
 
 def _context(settings: Settings, row: Sequence[Any]) -> ReminderContext:
-    rid, msisdn, _masked, channel, language, disconnected, release, no, final, cause, _g = row
+    rid, msisdn, _masked, channel, language, disconnected, release, no, final, cause, kind, _g = row
     return ReminderContext(
         reminder_id=rid,
         msisdn=msisdn,
@@ -51,6 +60,7 @@ def _context(settings: Settings, row: Sequence[Any]) -> ReminderContext:
         unbind_url=settings.unbind_url,
         national_unbind_service=settings.national_unbind_service,
         cause=cause,
+        kind=kind,
     )
 
 
@@ -99,15 +109,18 @@ def _find_todo(con: Con, day: dt.date) -> int:
     its masked number and template group key. Returns how many there are."""
     run_sql(
         con,
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE _todo AS
         WITH c AS (
             -- Reminders of a number that left its disconnection (restore, port, release,
             -- reissue) were cancelled by that transition: every scheduled one is current.
             SELECT r.reminder_id, r.msisdn, r.channel, r.address, r.language, r.due_on,
                    r.reminder_no, r.final, r.disconnected_on,
-                   greatest(r.release_on, $d + 1) AS release_on,
-                   CASE WHEN r.cause = 'suspend' THEN 'suspend' ELSE 'cancel' END AS cause
+                   -- An urgent notice names the day that already happened (release, reissue).
+                   CASE WHEN r.slot LIKE 'urgent:%' THEN r.release_on
+                        ELSE greatest(r.release_on, $d + 1) END AS release_on,
+                   CASE WHEN r.cause = 'suspend' THEN 'suspend' ELSE 'cancel' END AS cause,
+                   {_KIND_SQL} AS kind
             FROM reminders r
             WHERE r.status = 'scheduled' AND r.due_on <= $d
         ), n AS (
@@ -116,7 +129,7 @@ def _find_todo(con: Con, day: dt.date) -> int:
         ), m AS (
             SELECT n.*, nr_mask(n.msisdn) AS masked FROM n
         )
-        SELECT m.*, concat_ws('|', channel, language, cause, reminder_no, final, disconnected_on,
+        SELECT m.*, concat_ws('|', channel, language, cause, kind, reminder_no, final, disconnected_on,
                               release_on, substr(msisdn, 1, 1 + nr_cc_len(msisdn)), length(masked))
                         AS gkey
         FROM m
@@ -148,8 +161,8 @@ def _check_templates(
     exemplars: dict[str, tuple[Sequence[Any], RenderedReminder]] = {}
     bad: list[str] = []
     for row in samples:
-        gkey, gi = row[10], row[11]
-        rendered = render_reminder(_context(settings, row[:11]))
+        gkey, gi = row[_GKEY], row[_N_CTX]
+        rendered = render_reminder(_context(settings, row[:_N_CTX]))
         if gi == 1:
             exemplars[gkey] = (row, rendered)
             continue
@@ -211,17 +224,17 @@ def _render_one_by_one(con: Con, settings: Settings, day: dt.date, bad: list[str
     ).fetchall()
     out: list[dict[str, Any]] = []
     for row in rows:
-        r = render_reminder(_context(settings, row[:11]))
+        r = render_reminder(_context(settings, row[:_N_CTX]))
         out.append(
             {
                 "reminder_id": row[0],
                 "channel": row[3],
-                "address": row[11],
+                "address": row[_N_CTX],
                 "language": r.language,
                 "subject": r.subject,
                 "text": r.text,
                 "html": r.html,
-                "due_on": row[12],
+                "due_on": row[_N_CTX + 1],
             }
         )
     if out:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pipelines.config import Settings
 from pipelines.db import Con, nightly_step
 from pipelines.lifecycle.sql import count_of, drop_tables, policy_sql, run_sql, working_copy
+from pipelines.reminders.holder_notice import schedule_holder_notices
 from pipelines.reminders.ids import CLOSING_SQL, REMINDING_SQL
 from pipelines.reminders.render import render_due
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 class ScheduleReport:
     day: dt.date
     scheduled: int  # reminders for new disconnections
-    hold: int  # extra reminders for numbers held at the gate today
+    hold: int  # reminders for numbers held at the gate: the day held, then every escalation round
     fallbacks: int  # next-channel reminders after a failure
     rendered: int  # outbox rows written today
     rendered_one_by_one: int  # of those, rendered without the per-group template fast path
@@ -35,6 +36,12 @@ class ScheduleReport:
     # Scheduled SMS reminders due today whose address became such a number since they were
     # scheduled: cancelled, each replaced by a fallback on the owner's next channel.
     sms_rerouted: int = 0
+    # Urgent notices to prior owners: tonight's releases with an exception and violating
+    # reissues, one on every channel the owner has left (slots urgent:exception|violation).
+    urgent: int = 0
+    # Notices to the new holder of a number reissued tonight, SMS to the number itself
+    # (pipelines.reminders.holder_notice: the one message the rule above lets through).
+    holder_notices: int = 0
 
 
 # The temp tables of one schedule_reminders call: each created by the phase named, all dropped
@@ -47,6 +54,7 @@ _TEMP_TABLES = (
     "_sn",  # the numbers this step acts on and why (new, hold, fallback): _find_numbers
     "_tc",  # their owners' contacts, sms_to the usable phone: _read_contacts
     "_hold",  # the hold reminders planned for today: _plan_hold
+    "_urgent",  # the urgent notices planned for today: _plan_hold
     "_fb",  # the fallback reminders planned for today: _plan_fallbacks
 )
 
@@ -69,8 +77,13 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
       ``disconnected_on + n`` for n >= 0, ``freeze_ends + n`` for n < 0; a date already past
       (a late event) becomes ``day``. Channel: sms if the owner left a usable phone, else
       email, else a letter.
-    * a number held at the gate today gets one more reminder on every channel the owner has
-      that has no effective reminder yet (or the best channel if all have one).
+    * a number held at the gate gets one more reminder on the day it is held, on every channel
+      the owner has that has no effective reminder yet (or the best channel if all have one),
+      then escalates: every ``hold_reminder_every_days`` (policy), up to ``max_hold_reminders``
+      rounds in all, a reminder on every channel the owner has, in the urgent hold text.
+    * the prior owner of a number released tonight with an exception, or sold again tonight in
+      violation of the gate, gets an urgent notice on every channel left (SMS only to a usable
+      phone; letters when enabled), saying what to do now.
     * a failed/expired reminder gets a fallback on the owner's next channel
       (sms → email → letter), due ``day``; so does a scheduled SMS reminder due by ``day``
       whose address is no longer usable (it is cancelled).
@@ -80,19 +93,23 @@ def schedule_reminders(con: Con, settings: Settings, day: dt.date) -> ScheduleRe
     tenure is closing (:func:`_sms_blocked_sql`); skipped contacts are counted and logged.
     """
     rerouted = _find_failed(con, day)
-    _find_numbers(con, day)
+    _find_numbers(con, settings, day)
     skipped = _read_contacts(con)
     scheduled = _schedule_new_disconnections(con, settings, day)
     _plan_hold(con, settings, day)
     hold = _insert_new_reminders(con, day, "_hold")
+    urgent = _insert_new_reminders(con, day, "_urgent")
     _plan_fallbacks(con, settings, day)
     fallbacks = _insert_new_reminders(con, day, "_fb")
     _mark_fallbacks_handled(con)
     _cancel_blocked(con)
+    holder = schedule_holder_notices(con, settings, day)  # the new holder's notice: rendered already
     rendered, one_by_one = render_due(con, settings, day)
     _log_skipped(con, day, skipped, rerouted)
     drop_tables(con, _TEMP_TABLES)
-    return ScheduleReport(day, scheduled, hold, fallbacks, rendered, one_by_one, skipped, rerouted)
+    return ScheduleReport(
+        day, scheduled, hold, fallbacks, rendered, one_by_one, skipped, rerouted, urgent, holder
+    )
 
 
 # --------------------------------------------------------------------------- SMS addresses
@@ -158,12 +175,19 @@ def _find_failed(con: Con, day: dt.date) -> int:
     return count_of(con, "SELECT count(*) FROM _blocked")
 
 
-def _find_numbers(con: Con, day: dt.date) -> None:
+def _find_numbers(con: Con, settings: Settings, day: dt.date) -> None:
     # The numbers this step acts on: numbers that entered a disconnection today, numbers held
-    # today (each found by equalities the scan applies before decoding the other columns; an
-    # IN or OR would decode ten million rows), and the numbers of the failed reminders while
-    # their disconnection is live.
-    cols = "s.msisdn, s.state, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause, s.region"
+    # whose escalation round falls today (each found by equalities the scan applies before
+    # decoding the other columns; an IN or OR would decode ten million rows), the numbers of the
+    # failed reminders while their disconnection is live, and the prior owners due an urgent
+    # notice: a release with an exception or a violating reissue recorded tonight (read from
+    # releases/reissues, not the state: a number released and sold again the same night is
+    # already active under its new tenure).
+    cols = (
+        "s.msisdn, s.state, s.tenure_id, s.disconnected_on, s.freeze_ends, s.cause, s.region, s.hold_started"
+    )
+    every = policy_sql(settings, "hold_reminder_every_days", "s.region")
+    rounds = policy_sql(settings, "max_hold_reminders", "s.region")
     run_sql(
         con,
         f"""
@@ -174,7 +198,9 @@ def _find_numbers(con: Con, day: dt.date) -> None:
         SELECT {cols}, 'new' FROM number_state s
         WHERE s.state = 'frozen' AND s.changed_logical = $d AND s.disconnected_on IS NOT NULL
         UNION ALL
-        SELECT {cols}, 'hold' FROM number_state s WHERE s.state = 'held' AND s.hold_started = $d
+        SELECT {cols}, 'hold' FROM number_state s
+        WHERE s.state = 'held' AND ($d - s.hold_started) % {every} = 0
+          AND ($d - s.hold_started) < {every} * {rounds}
         UNION ALL
         SELECT * FROM (
             SELECT {cols}, 'fallback' AS why FROM number_state s
@@ -182,6 +208,15 @@ def _find_numbers(con: Con, day: dt.date) -> None:
         ) s SEMI JOIN _failed f ON f.msisdn = s.msisdn AND f.tenure_id = s.tenure_id
             AND f.disconnected_on = s.disconnected_on
         WHERE s.state IN {REMINDING_SQL}
+        UNION ALL
+        -- freeze_ends carries the date the urgent notice announces (release, reissue).
+        SELECT msisdn, 'available', tenure_id, disconnected_on, released_on, 'cancel', region, NULL,
+               'exception'
+        FROM releases WHERE exception AND logical_date = $d
+        UNION ALL
+        SELECT msisdn, 'active', prior_tenure_id, coalesce(disconnected_on, reissue_date), reissue_date,
+               'cancel', region, NULL, 'violation'
+        FROM reissues WHERE violation AND logical_date = $d AND prior_tenure_id IS NOT NULL
         """,
         {"d": day},
     )
@@ -288,10 +323,19 @@ def _schedule_new_disconnections(con: Con, settings: Settings, day: dt.date) -> 
 
 
 def _plan_hold(con: Con, settings: Settings, day: dt.date) -> None:
-    """``_hold``: one more reminder for each number held today, on every channel its owner has
-    that has no effective reminder yet (else the best one)."""
+    """``_hold``: the reminders of numbers held whose escalation round falls today, and the
+    urgent notices of tonight's releases with an exception and violating reissues (``_urgent``).
+
+    Round 0 of a hold (the day the number is held) goes on every channel the owner has that has
+    no effective reminder yet (else the best one): DESIGN's "more reminders on other channels".
+    Later rounds, every ``hold_reminder_every_days`` up to ``max_hold_reminders``, and urgent
+    notices go on every channel the owner has: by then the other channels have been tried, and
+    the one that reached the owner before is the likeliest to reach them again.
+    Slots: ``hold`` (round 0, the id it always had), ``hold:<round>``, ``urgent:exception``,
+    ``urgent:violation``; each its own deterministic reminder id.
+    """
     best = _best_channel_sql(settings)
-    letter_on = "true" if settings.letter.enabled else "false"
+    every = policy_sql(settings, "hold_reminder_every_days", "s.region")
     run_sql(
         con,
         f"""
@@ -299,38 +343,55 @@ def _plan_hold(con: Con, settings: Settings, day: dt.date) -> None:
         WITH h AS (
             SELECT s.msisdn, s.tenure_id, s.disconnected_on, s.cause, t.sms_to,
                    t.contact_email, t.subscriber_ref, coalesce(t.language, 'zh-CN') AS language,
-                   {best} AS best
+                   {best} AS best,
+                   CASE s.why WHEN 'hold' THEN CAST(($d - s.hold_started) // {every} AS INTEGER) END AS round,
+                   CASE s.why WHEN 'hold' THEN $d + 1 ELSE s.freeze_ends END AS release_on,
+                   CASE s.why WHEN 'exception' THEN 'urgent:exception' WHEN 'violation' THEN 'urgent:violation'
+                        ELSE 'hold' END AS kind
             FROM _sn s JOIN _tc t ON t.tenure_id = s.tenure_id
-            WHERE s.why = 'hold'
-        ), has AS (
-            SELECT h.*, 'sms' AS channel FROM h WHERE sms_to IS NOT NULL
-            UNION ALL SELECT h.*, 'email' FROM h WHERE contact_email IS NOT NULL
-            UNION ALL SELECT h.*, 'letter' FROM h WHERE {letter_on}
+            WHERE s.why IN ('hold', 'exception', 'violation')
+        ), has AS ({_every_channel_sql(settings, "h")}
         ), effective AS (
             SELECT DISTINCT r.tenure_id, r.disconnected_on, r.channel FROM reminders r
             SEMI JOIN h ON h.tenure_id = r.tenure_id
             WHERE r.status IN ('delivered', 'acknowledged')
         ), remaining AS (
-            SELECT has.* FROM has ANTI JOIN effective e ON e.tenure_id = has.tenure_id
+            SELECT has.* FROM has LEFT JOIN effective e ON e.tenure_id = has.tenure_id
                 AND e.disconnected_on = has.disconnected_on AND e.channel = has.channel
+            WHERE has.round IS DISTINCT FROM 0 OR e.tenure_id IS NULL
         ), chosen AS (
             SELECT * FROM remaining
             UNION ALL
-            SELECT h.*, h.best FROM h ANTI JOIN remaining USING (msisdn) WHERE h.best IS NOT NULL
+            SELECT h.*, h.best FROM h ANTI JOIN remaining USING (tenure_id, disconnected_on)
+            WHERE h.best IS NOT NULL AND h.round = 0
         ), plan AS (
             SELECT tenure_id, disconnected_on, max(reminder_no) AS last_no FROM reminders
             SEMI JOIN h USING (tenure_id) GROUP BY ALL
         ), x AS (
-            SELECT c.*, CAST(coalesce(plan.last_no, 0) + 1 AS INTEGER) AS reminder_no
+            SELECT c.*, CAST(coalesce(plan.last_no, 0) + 1 AS INTEGER) AS reminder_no,
+                   CASE WHEN c.round > 0 THEN concat('hold:', c.round) ELSE c.kind END AS slot
             FROM chosen c LEFT JOIN plan USING (tenure_id, disconnected_on)
         )
-        SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, 'hold', x.channel) AS reminder_id,
-               x.tenure_id, x.msisdn, x.disconnected_on, 'hold' AS slot, x.reminder_no,
+        SELECT nr_reminder_id(x.tenure_id, x.disconnected_on, x.slot, x.channel) AS reminder_id,
+               x.tenure_id, x.msisdn, x.disconnected_on, x.slot, x.reminder_no,
                false AS final, x.channel, {_ADDRESS} AS address, x.language, $d AS due_on,
-               CAST(NULL AS VARCHAR) AS origin_id, $d + 1 AS release_on, x.cause
+               CAST(NULL AS VARCHAR) AS origin_id, x.release_on, x.cause
         FROM x
         """,
         {"d": day},
+    )
+    run_sql(con, "CREATE OR REPLACE TEMP TABLE _urgent AS SELECT * FROM _hold WHERE slot LIKE 'urgent:%'")
+    run_sql(con, "DELETE FROM _hold WHERE slot LIKE 'urgent:%'")
+
+
+def _every_channel_sql(settings: Settings, src: str) -> str:
+    """One row per channel the owner of each ``src`` row has (``channel``): SMS to a usable
+    phone, email, and a letter when letters are enabled."""
+    letter_on = "true" if settings.letter.enabled else "false"
+    return (
+        f"SELECT {src}.*, 'sms' AS channel FROM {src} WHERE sms_to IS NOT NULL "
+        f"UNION ALL SELECT {src}.*, 'email' FROM {src} WHERE contact_email IS NOT NULL "
+        f"UNION ALL SELECT {src}.*, 'letter' FROM {src} WHERE {letter_on}"
     )
 
 

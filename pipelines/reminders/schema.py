@@ -50,4 +50,24 @@ DDL: tuple[str, ...] = (
         rendered_logical DATE NOT NULL
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS holder_notices (     -- key: notice_id (pipelines.reminders.holder_notice)
+        notice_id VARCHAR NOT NULL,                 -- 'H' + 20 hex of sha256(new tenure|new_holder|channel);
+                                                    -- also its outbox reminder_id and idempotency key
+        msisdn VARCHAR NOT NULL,                    -- the recycled number: also the address (SMS to itself)
+        tenure_id VARCHAR NOT NULL,                 -- the new holder's tenure
+        prior_tenure_id VARCHAR NOT NULL,           -- the recycled tenure: its ledger entries' tenure
+        prior_start DATE,
+        prior_end DATE NOT NULL,                    -- platforms' answers count from this day
+        reissue_date DATE NOT NULL,
+        as_of DATE NOT NULL,                        -- the carrier day the answers were taken as of
+        channel VARCHAR NOT NULL,                   -- sms
+        language VARCHAR NOT NULL,
+        outcomes VARCHAR NOT NULL,                  -- JSON platform_outcomes as rendered (platform
+                                                    -- names only of those that agreed to be named)
+        status VARCHAR NOT NULL,                    -- pending | sent | failed
+        sent_on DATE,
+        scheduled_logical DATE NOT NULL
+    )
+    """,
 )

@@ -30,6 +30,7 @@ from pipelines.reminders.channels import (
     SendResult,
     send_with_retry,
 )
+from pipelines.reminders.holder_notice import record_holder_notice_results
 from pipelines.reminders.ids import temp_table_from_rows
 from pipelines.reminders.journal import SendJournal, read_send_journal, send_journal_path
 
@@ -417,3 +418,4 @@ def _apply_results(con: Con, day: dt.date) -> None:
         WHERE r.result = 'sent'
         """,
     )
+    record_holder_notice_results(con, day)  # the new holder's notices have no reminders row

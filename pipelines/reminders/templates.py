@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from string import Template
-from typing import Literal
+from typing import Any, Literal
 
 from pipelines.errors import ConfigError
 from pipelines.numbers import mask
@@ -20,6 +21,10 @@ from pipelines.reminders.channels import ChannelName
 
 Language = Literal["zh-CN", "en"]
 Cause = Literal["cancel", "suspend"]
+# reminder: the scheduled reminders; hold: a number held at the gate (urgent, escalating);
+# exception / violation: the urgent notice after a release with an exception / a violating
+# reissue, naming the day it happened (release_on) and what to do now.
+Kind = Literal["reminder", "hold", "exception", "violation"]
 
 # Characters, not segments. Gateways bill per concatenated segment (67 UCS-2 characters once a
 # text holds any Chinese, 153 GSM-7 otherwise), so the budget keeps a reminder to a few segments.
@@ -42,12 +47,15 @@ class ReminderContext:
     unbind_url: str  # the carrier's own unbinding service (settings.unbind_url)
     national_unbind_service: str  # settings.national_unbind_service
     cause: Cause = "cancel"  # suspend: the owner can still keep the number by paying
+    kind: Kind = "reminder"
 
     def __post_init__(self) -> None:
         if self.reminder_no < 1:
             raise ValueError(f"reminder {self.reminder_id}: reminder_no must be >= 1")
         if self.channel not in ("email", "sms", "letter"):
             raise ValueError(f"reminder {self.reminder_id}: unknown channel {self.channel!r}")
+        if self.kind not in ("reminder", "hold", "exception", "violation"):
+            raise ValueError(f"reminder {self.reminder_id}: unknown kind {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,16 @@ def render_reminder(ctx: ReminderContext) -> RenderedReminder:
     if ctx.channel == "sms":
         return RenderedReminder("", _sms(ctx, texts, values, language), None, language)
     paragraphs = _body(ctx, texts, values, language)
+    urgent = texts.urgent.get(ctx.kind)
     if ctx.channel == "email":
-        subject = texts.subject.substitute(values) + (texts.subject_final if ctx.final else "")
+        if urgent:
+            subject = urgent.subject.substitute(values)
+        else:
+            subject = texts.subject.substitute(values) + (texts.subject_final if ctx.final else "")
         body = [texts.greeting, *paragraphs, *texts.email_footer(values)]
         page = _as_html(subject, body, ctx.unbind_url, language)
         return RenderedReminder(subject, _as_text(body), page, language)
-    title = texts.letter_title.substitute(values)
+    title = (urgent.letter_title if urgent else texts.letter_title).substitute(values)
     letter = [
         ctx.carrier_name,
         title,
@@ -88,6 +100,16 @@ def render_reminder(ctx: ReminderContext) -> RenderedReminder:
 
 
 # --------------------------------------------------------------------------- texts
+
+
+@dataclass(frozen=True)
+class _Urgent:
+    """What an urgent text says instead of a reminder's subject, title and opening."""
+
+    subject: Template
+    letter_title: Template
+    lead: Template
+    sms_lead: Template
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,10 @@ class _Texts:
     sms_reference: Template
     sms_greeting: str
     ordinals: tuple[str, ...]
+    urgent: dict[Kind, _Urgent]
+    # After an exception or violation: whom to contact, and the proof the owner can ask for.
+    contact_step: Template
+    sms_contact: str
 
     def email_footer(self, values: dict[str, str]) -> list[str]:
         return [
@@ -165,6 +191,45 @@ _ZH = _Texts(
     sms_reference=Template("编号${reminder_id}"),
     sms_greeting="尊敬的用户，",
     ordinals=("一", "二", "三", "四", "五", "六", "七", "八", "九", "十"),
+    urgent={
+        "hold": _Urgent(
+            subject=Template(
+                "【${carrier}】紧急：未能确认您收到提醒，号码${number}最早将于${release}起重新放号，请立即解绑账户"
+            ),
+            letter_title=Template("紧急：关于手机号码${number}即将重新放号的提醒函"),
+            lead=Template(
+                "紧急提醒：您在${carrier}的原手机号码${number}（销号日期：${disconnected}）冻结期已满。"
+                "我们尚未确认您收到了此前的提醒，因此暂缓放号；但该号码最早将于${release}起重新放号，"
+                "届时可能分配给其他用户使用。请立即处理。"
+            ),
+            sms_lead=Template("紧急：未能确认您收到提醒，您的原号码${number}最早将于${release}起重新放号，"),
+        ),
+        "exception": _Urgent(
+            subject=Template("【${carrier}】紧急通知：号码${number}已于${release}放号，请立即解绑账户"),
+            letter_title=Template("紧急通知：手机号码${number}已重新放号"),
+            lead=Template(
+                "紧急通知：您在${carrier}的原手机号码${number}（销号日期：${disconnected}）已于${release}"
+                "重新放号，可能很快分配给新用户。我们多次提醒，但未能确认您已收到。"
+            ),
+            sms_lead=Template("紧急：您的原号码${number}已于${release}放号，可能很快分配给新用户，"),
+        ),
+        "violation": _Urgent(
+            subject=Template(
+                "【${carrier}】紧急通知：号码${number}已于${release}分配给新用户，请立即解绑账户"
+            ),
+            letter_title=Template("紧急通知：手机号码${number}已分配给新用户"),
+            lead=Template(
+                "紧急通知：您在${carrier}的原手机号码${number}已于${release}分配给新用户，"
+                "早于规定的提醒和冻结期满。我们对此深表歉意。"
+            ),
+            sms_lead=Template("紧急：您的原号码${number}已于${release}分配给新用户，"),
+        ),
+    },
+    contact_step=Template(
+        "3. 联系${carrier}客服并提供提醒编号${reminder_id}；如有平台要求您证明曾持有该号码，"
+        "可向${carrier}申请一份签名的号码持有证明。"
+    ),
+    sms_contact="如有疑问请联系客服。",
 )
 
 _EN = _Texts(
@@ -235,6 +300,58 @@ _EN = _Texts(
         "ninth",
         "tenth",
     ),
+    urgent={
+        "hold": _Urgent(
+            subject=Template(
+                "URGENT ${carrier}: we could not confirm you got our reminders; mobile number ${number} "
+                "may be reissued from ${release}"
+            ),
+            letter_title=Template("URGENT: mobile number ${number} may soon be reissued"),
+            lead=Template(
+                "URGENT: the freeze of the mobile number ${number}, which you cancelled with ${carrier} "
+                "on ${disconnected}, is over. We could not confirm that you received our reminders, so "
+                "we are holding the number back, but it may be reissued from ${release} and then be "
+                "assigned to a new subscriber. Please act now."
+            ),
+            sms_lead=Template(
+                "URGENT: we could not confirm you got our reminders; your former number ${number} may "
+                "be reissued from ${release}. "
+            ),
+        ),
+        "exception": _Urgent(
+            subject=Template(
+                "URGENT ${carrier}: mobile number ${number} was released for reissue on ${release}"
+            ),
+            letter_title=Template("URGENT: mobile number ${number} has been released for reissue"),
+            lead=Template(
+                "URGENT: the mobile number ${number}, which you cancelled with ${carrier} on "
+                "${disconnected}, was released for reissue on ${release} and may soon be assigned to a "
+                "new subscriber. We reminded you several times but could not confirm that you "
+                "received our reminders."
+            ),
+            sms_lead=Template(
+                "URGENT: your former number ${number} was released on ${release} and may soon go to a "
+                "new subscriber. "
+            ),
+        ),
+        "violation": _Urgent(
+            subject=Template("URGENT ${carrier}: mobile number ${number} was assigned to a new subscriber"),
+            letter_title=Template("URGENT: mobile number ${number} has been assigned to a new subscriber"),
+            lead=Template(
+                "URGENT: the mobile number ${number}, which you held with ${carrier}, was assigned to a "
+                "new subscriber on ${release}, before the required reminders and freeze were complete. "
+                "We apologise."
+            ),
+            sms_lead=Template(
+                "URGENT: your former number ${number} was assigned to a new subscriber on ${release}. "
+            ),
+        ),
+    },
+    contact_step=Template(
+        "3. Contact ${carrier} quoting reference ${reminder_id}. If a platform asks you to prove that "
+        "the number was yours, ask ${carrier} for a signed statement of your tenure."
+    ),
+    sms_contact="Questions: contact us. ",
 )
 
 _TEXTS: dict[Language, _Texts] = {"zh-CN": _ZH, "en": _EN}
@@ -290,20 +407,32 @@ def _values(ctx: ReminderContext, language: Language) -> dict[str, str]:
 def _body(ctx: ReminderContext, texts: _Texts, values: dict[str, str], language: Language) -> list[str]:
     ordinal = texts.ordinal_final if ctx.final else texts.ordinal.substitute(values)
     sentence_gap = " " if language == "en" else ""
-    return [
-        texts.lead[ctx.cause].substitute(values),
+    urgent = texts.urgent.get(ctx.kind)
+    steps = [s.substitute(values) for s in texts.steps]
+    closing = ordinal + sentence_gap + texts.done
+    if ctx.kind in ("exception", "violation"):
+        # It has happened: no "which reminder" and no "ignore this", but whom to contact.
+        steps.append(texts.contact_step.substitute(values))
+        closing = ""
+    lead = urgent.lead if urgent else texts.lead[ctx.cause]
+    blocks = [
+        lead.substitute(values),
         texts.risk,
-        "\n".join([texts.steps_intro, *("  " + s.substitute(values) for s in texts.steps)]),
-        ordinal + sentence_gap + texts.done,
+        "\n".join([texts.steps_intro, *("  " + s for s in steps)]),
+        closing,
     ]
+    return [b for b in blocks if b]
 
 
 def _sms(ctx: ReminderContext, texts: _Texts, values: dict[str, str], language: Language) -> str:
     signature = f"【{values['carrier']}】" if language == "zh-CN" else f"{values['carrier']}: "
-    lead = texts.sms_lead[ctx.cause].substitute(values)
+    urgent = texts.urgent.get(ctx.kind)
+    lead = (urgent.sms_lead if urgent else texts.sms_lead[ctx.cause]).substitute(values)
     unbind = texts.sms_unbind.substitute(values)
     local_only = texts.sms_unbind_local_only.substitute(values)
     ordinal = texts.sms_ordinal_final if ctx.final else texts.sms_ordinal.substitute(values)
+    if ctx.kind in ("exception", "violation"):
+        ordinal = texts.sms_contact  # it has happened: whom to ask, not which reminder
     reference = texts.sms_reference.substitute(values)
     greeting = texts.sms_greeting
     # Most to least complete; the first that fits is sent. The number, release date and the
@@ -341,3 +470,136 @@ def _as_html(subject: str, blocks: list[str], unbind_url: str, language: Languag
         f'<!DOCTYPE html>\n<html lang="{language}"><head><meta charset="utf-8">'
         f"<title>{html.escape(subject)}</title></head>\n<body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )
+
+
+# --------------------------------------------------------------------------- the new holder's notice
+
+# A notice to the new holder is sent once per sale and must carry a list of platforms, so it may
+# take more segments than a reminder: 5 UCS-2 segments (67 characters each) in Chinese, 4 GSM-7
+# segments (153) in English. Past that, named platforms are folded into the counts (below).
+_HOLDER_SMS_MAX_CHARS: dict[Language, int] = {"zh-CN": 335, "en": 612}
+_ANSWER_WORDS: dict[Language, dict[str, str]] = {
+    "zh-CN": {"unbound": "已确认解绑", "no_account": "无相关账户", "step_up_enabled": "已加强验证"},
+    "en": {
+        "unbound": "confirmed unbinding",
+        "no_account": "no account",
+        "step_up_enabled": "step-up enabled",
+    },
+}
+_NOT_ANSWERED: dict[Language, str] = {"zh-CN": "尚未答复", "en": "not answered yet"}
+
+
+@dataclass(frozen=True)
+class HolderNoticeContext:
+    """What the new holder's notice says. ``outcomes`` is
+    :func:`pipelines.compliance.notifications.platform_outcomes` for the number: platform names
+    only of those that agreed to be named, nothing about the prior holder."""
+
+    notice_id: str
+    msisdn: str = field(repr=False)
+    language: str
+    outcomes: Mapping[str, Any]  # PlatformOutcomes
+    carrier_name: str
+
+
+def render_holder_notice(ctx: HolderNoticeContext) -> RenderedReminder:
+    """The SMS to a recycled number's new holder: the number was used before, what the
+    platforms told of it answered as of a day (named when they agreed, else counted), what to do.
+
+    Raises :class:`ConfigError` when even the shortest variant is over the length budget."""
+    language = _language(ctx.language)
+    zh = language == "zh-CN"
+    o = ctx.outcomes
+    number, as_of = mask(ctx.msisdn), _date(dt.date.fromisoformat(o["as_of"]), language)
+    head = (
+        f"【{ctx.carrier_name}】您好，您的号码{number}为二次放号号码，此前曾由他人使用，可能仍绑定他人的网络账户。"
+        if zh
+        else f"{ctx.carrier_name}: your number {number} is recycled: it was used before and may still be "
+        "linked to someone else's online accounts. "
+    )
+    advice = (
+        "如收到他人的验证码或通知，请勿使用，并联系该平台解绑；最新进展请咨询客服。"
+        if zh
+        else "If you receive someone else's codes or notices, do not use them; ask that platform to "
+        "unlink the number. Our customer service has the latest answers. "
+    )
+    ref = f"编号{ctx.notice_id}" if zh else f"Ref {ctx.notice_id}"
+    full, counted = _platform_sentences(o, language, as_of)
+    limit = _HOLDER_SMS_MAX_CHARS[language]
+    # Most to least complete; a list of named platforms too long for the budget becomes counts.
+    for platforms, how, reference in ((full, advice, ref), (counted, advice, ref), (counted, advice, "")):
+        text = (head + platforms + how + reference).strip()
+        if len(text) <= limit:
+            return RenderedReminder("", text, None, language)
+    raise ConfigError(
+        f"holder notice {ctx.notice_id}: the shortest {language} SMS is {len(text)} characters, over "
+        f"the {limit}-character limit; shorten carrier_name in the configuration"
+    )
+
+
+def _platform_sentences(o: Mapping[str, Any], language: Language, as_of: str) -> tuple[str, str]:
+    """(named platforms and counts, counts only) as one sentence each."""
+    zh = language == "zh-CN"
+    named = list(o["named"])
+    if not named and not o["others"]["platforms"]:
+        quiet = (
+            f"截至{as_of}，尚无平台下载或答复该号码的变更通知。"
+            if zh
+            else (f"As of {as_of} no platform has yet downloaded or answered the notice of the change. ")
+        )
+        return quiet, quiet
+    words = _ANSWER_WORDS[language]
+    sep = "、" if zh else ", "
+
+    def answered(answers: Sequence[str]) -> str:
+        return sep.join(words[a] for a in answers) or _NOT_ANSWERED[language]
+
+    listed = [
+        f"{p['platform']}{answered(p['answers']) if zh else ': ' + answered(p['answers'])}" for p in named
+    ]
+    others = _counts_phrase(o["others"], language)
+    all_counted = _counts_phrase(_fold(o), language, other=False)
+    if zh:
+        lead = f"截至{as_of}，已通知的平台答复："
+        rest = f"；另有{others}" if o["others"]["platforms"] else ""
+        return lead + "；".join(listed) + rest + "。", lead + all_counted + "。"
+    lead = f"As of {as_of}, the platforms told answered: "
+    rest = f"; {others}" if o["others"]["platforms"] else ""
+    return lead + "; ".join(listed) + rest + ". ", lead + all_counted + ". "
+
+
+def holder_lines(named: Sequence[Mapping[str, Any]], others: Mapping[str, Any]) -> list[str]:
+    """What ``recycle new-owner`` prints under its counts, in the notice's English words: one
+    line per platform that agreed to be named, one for the others, counted."""
+    words = _ANSWER_WORDS["en"]
+    lines = [
+        f"{p['platform']}: " + (", ".join(words[a] for a in p["answers"]) or _NOT_ANSWERED["en"])
+        for p in named
+    ]
+    if others["platforms"]:
+        lines.append(_counts_phrase(others, "en"))
+    return lines
+
+
+def _counts_phrase(c: Mapping[str, Any], language: Language, *, other: bool = True) -> str:
+    """``3家平台：1家已确认解绑、2家尚未答复`` / ``3 other platforms: 1 confirmed unbinding, …``"""
+    zh = language == "zh-CN"
+    parts = [
+        (f"{c[k]}家{w}" if zh else f"{c[k]} {w}")
+        for k, w in (*_ANSWER_WORDS[language].items(), ("not_answered", _NOT_ANSWERED[language]))
+        if c[k]
+    ]
+    if zh:
+        return f"{c['platforms']}家平台：" + "、".join(parts)
+    return f"{c['platforms']} {'other ' if other else ''}platform(s): " + ", ".join(parts)
+
+
+def _fold(o: Mapping[str, Any]) -> dict[str, int]:
+    """Every platform counted, the named ones too (when a list of names does not fit)."""
+    c = dict(o["others"])
+    for p in o["named"]:
+        c["platforms"] += 1
+        for a in p["answers"]:
+            c[a] += 1
+        c["not_answered"] += 0 if p["answers"] else 1
+    return c

@@ -21,6 +21,8 @@ Regenerate the committed OpenAPI document after changing an endpoint::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import datetime as dt
 import errno
@@ -42,9 +44,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelines.compliance.notifications import AckStore
 from pipelines.config import Settings
 from pipelines.errors import RecycleError, TerminalError
+from pipelines.events.config import EventsConfig
+from pipelines.events.outbox import open_store
 from pipelines.feeds.query_snapshot import SnapshotHolder
 from pipelines.layout import Layout
-from pipelines.server import acks, bulk, check, files, metrics
+from pipelines.server import acks, bulk, check, files, index, metrics, subscriptions
 from pipelines.server.camara import (
     BODY_TIMEOUT_S,
     ApiError,
@@ -86,7 +90,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Everything allocated so far lives as long as the server: keep it out of the cyclic
     # GC's full collections, which otherwise show up as multi-millisecond latency spikes.
     gc.freeze()
+    delivery = None
+    if app.state.deliver_events:
+        from pipelines.events.deliver import delivery_loop
+
+        delivery = asyncio.create_task(delivery_loop(state.settings, state.events, state.events_config))
+        log.info("events: delivering in the background every %g s", state.events_config.poll_s)
     yield
+    if delivery is not None:
+        delivery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivery
     state.close()
 
 
@@ -97,9 +111,12 @@ def create_app(
     monotonic: Callable[[], float] = time.monotonic,
     snapshot_check_s: float = 1.0,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    events_config: EventsConfig | None = None,
+    deliver_events: bool = False,
 ) -> FastAPI:
     """The server app. ``clock`` gives wall-clock UTC (today's date for range checks, audit and
-    receipt times); ``monotonic`` drives the rate limiter."""
+    receipt times); ``monotonic`` drives the rate limiter. ``deliver_events`` runs the event
+    delivery loop in the background while the app runs (``recycle serve`` does)."""
     layout = Layout(settings.data_dir)
     snapshots = SnapshotHolder(layout.snapshot_dir, snapshot_check_s)
     state = ServerState(
@@ -114,6 +131,8 @@ def create_app(
         receipt_keys=ReceiptKeys(settings),
         etags=ETags(),
         metrics=ServerMetrics(snapshots, settings, clock),
+        events=open_store(settings),
+        events_config=events_config or EventsConfig.from_env(),
         body_timeout_s=body_timeout_s,
     )
     app = FastAPI(
@@ -128,6 +147,7 @@ def create_app(
     # Added last, so outermost: it also counts and logs what the correlator check refuses.
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
     app.state.server = state
+    app.state.deliver_events = deliver_events
     # The stores by name too, as before the split (the e2e tests flush the audit log here).
     app.state.tokens = state.tokens
     app.state.audit = state.audit
@@ -137,7 +157,16 @@ def create_app(
     app.exception_handler(StarletteHTTPException)(http_error)
     app.exception_handler(RecycleError)(recycle_error)
     app.exception_handler(Exception)(internal_error)
-    routers = (check.router, bulk.router, acks.router, files.router, check.status_router, metrics.router)
+    routers = (
+        check.router,
+        bulk.router,
+        acks.router,
+        subscriptions.router,
+        files.router,
+        check.status_router,
+        metrics.router,
+        index.router,
+    )
     for router in routers:
         app.include_router(router)
     app.openapi = functools.partial(openapi_document, app)  # type: ignore[method-assign]
@@ -202,7 +231,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
     sock = listen_socket(host, port)
-    config = uvicorn_config(create_app(settings), host, port)
+    config = uvicorn_config(create_app(settings, deliver_events=True), host, port)
     shown = f"[{host}]" if ":" in host else host
     log.info("serving on http://%s:%d (Ctrl+C to stop); metrics at /metrics (scope metrics)", shown, port)
     uvicorn.Server(config).run(sockets=[sock])

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from number_recycling_client.wire import Envelope, QueryReceipt, sha256_hex
 
 from pipelines.feeds.answer import Verdict
 from pipelines.feeds.grade import GRADES
 from pipelines.feeds.query_snapshot import BULK_ANSWERS, SnapshotIndex, day_number
-from pipelines.feeds.wire import Envelope, QueryReceipt, sha256_hex
 from pipelines.ledger.signer import FileSigner
 from pipelines.server.auth import authorize
 from pipelines.server.camara import API, ApiError, parse_json, read_body

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
+from number_recycling_client.ledger.tiles import Tile
 
 from pipelines.errors import RecycleError
-from pipelines.ledger.tiles import Tile
 from pipelines.server.auth import authorize
 from pipelines.server.camara import ApiError
 from pipelines.server.state import ServerState, server_state

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from number_recycling_client.events import EVENT_TYPES, SUBSCRIPTION_ENDS
 
 from pipelines.compliance.notifications import CSV_HEADER, JSON_FIELDS, MAX_ACK_ITEMS, STATUSES
 from pipelines.server.bulk import MAX_BULK_PAIRS
@@ -28,8 +29,11 @@ DESCRIPTION = (
     "/number-recycling/v0.2/acknowledgements` takes platforms' reports of what they did per "
     "number (unbound, no_account, step_up_enabled). `/feeds/...` serves the "
     "signed daily recycled-number feed (see docs/feeds.md), `/ledger/...` the public "
-    "transparency log (C2SP tlog-tiles). Every call needs `Authorization: Bearer <platform "
-    "token>` except `/ledger/...` and `/status`."
+    "transparency log (C2SP tlog-tiles). `/number-recycling/v0.2/subscriptions` manages CAMARA "
+    "event subscriptions: events (pending, withdrawn, released, reissued) are POSTed to the "
+    "sink as CloudEvents 1.0 signed with Standard Webhooks v1a (Ed25519, the feed's online key; "
+    "docs/events.md). `/` is a JSON index, `/docs` this page. Every call needs `Authorization: Bearer <platform "
+    "token>` except `/ledger/...`, `/status`, `/` and `/docs`."
 )
 
 
@@ -73,6 +77,11 @@ _RESPONSES: dict[str, Any] = {
         408, ["REQUEST_TIMEOUT"], "The request body took longer than 60 s to arrive"
     ),
     "Generic500": _error_response(500, ["INTERNAL"], "Server error (logged by the carrier; no details sent)"),
+    "Subscription400": _error_response(
+        400, ["INVALID_ARGUMENT", "INVALID_PROTOCOL", "INVALID_SINK"], "Problem with the subscription request"
+    ),
+    "Subscription404": _error_response(404, ["NOT_FOUND"], "No such subscription of this platform"),
+    "Subscription422": _error_response(422, ["SUBSCRIPTION_LIMIT"], "Too many active subscriptions"),
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -330,6 +339,149 @@ def _file_responses(errors: dict[str, str]) -> dict[str, Any]:
     }
 
 
+_SUBSCRIPTION_SCHEMAS: dict[str, Any] = {
+    "Protocol": {"type": "string", "enum": ["HTTP"], "description": "Only HTTP is supported"},
+    "SubscriptionEventType": {"type": "string", "enum": list(EVENT_TYPES)},
+    "SubscriptionStatus": {"type": "string", "enum": ["ACTIVE", "EXPIRED", "INACTIVE", "DELETED"]},
+    "SinkCredential": {
+        "type": "object",
+        "description": "Accepted and ignored: events are signed (Standard Webhooks v1a, docs/events.md)",
+        "properties": {"credentialType": {"type": "string"}},
+    },
+    "Config": {
+        "type": "object",
+        "properties": {
+            "subscriptionExpireTime": {"type": "string", "format": "date-time"},
+            "subscriptionMaxEvents": {"type": "integer", "minimum": 1},
+            "initialEvent": {"type": "boolean", "description": "Accepted; no initial event is sent"},
+        },
+    },
+    "SubscriptionRequest": {
+        "type": "object",
+        "required": ["protocol", "sink", "types"],
+        "properties": {
+            "protocol": {"$ref": "#/components/schemas/Protocol"},
+            "sink": {"type": "string", "format": "uri", "pattern": "^https://.+$"},
+            "sinkCredential": {"$ref": "#/components/schemas/SinkCredential"},
+            "types": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/components/schemas/SubscriptionEventType"},
+            },
+            "config": {"$ref": "#/components/schemas/Config"},
+        },
+    },
+    "Subscription": {
+        "type": "object",
+        "required": ["id", "protocol", "sink", "types", "config", "startsAt", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "protocol": {"$ref": "#/components/schemas/Protocol"},
+            "sink": {"type": "string", "format": "uri"},
+            "types": {"type": "array", "items": {"$ref": "#/components/schemas/SubscriptionEventType"}},
+            "config": {"$ref": "#/components/schemas/Config"},
+            "startsAt": {"type": "string", "format": "date-time"},
+            "expiresAt": {"type": "string", "format": "date-time"},
+            "status": {"$ref": "#/components/schemas/SubscriptionStatus"},
+        },
+    },
+    "CloudEvent": {
+        "type": "object",
+        "description": "What a sink receives (POST, application/cloudevents+json, headers webhook-id, "
+        "webhook-timestamp, webhook-signature: v1a,<base64 Ed25519 of id.timestamp.body>)",
+        "required": ["id", "source", "specversion", "type", "time"],
+        "properties": {
+            "id": {"type": "string"},
+            "source": {"type": "string", "format": "uri-reference"},
+            "specversion": {"type": "string", "enum": ["1.0"]},
+            "type": {"type": "string", "enum": [*EVENT_TYPES, SUBSCRIPTION_ENDS]},
+            "time": {"type": "string", "format": "date-time"},
+            "datacontenttype": {"type": "string", "enum": ["application/json"]},
+            "data": {"type": "object"},
+        },
+    },
+}
+
+_SUB_ID = {"name": "subscriptionId", "in": "path", "required": True, "schema": {"type": "string"}}
+_SUB_ERRORS = {"401": "Generic401", "403": "Generic403", "429": "Generic429", "500": "Generic500"}
+
+
+def _sub_op(summary: str, operation_id: str, ok: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "tags": ["Subscriptions"],
+        "summary": summary,
+        "description": "Scope `subscriptions`; a platform sees only its own subscriptions (docs/events.md).",
+        "operationId": operation_id,
+        "security": [{"bearer": []}],
+        "parameters": [_CORR_PARAM, *extra.pop("parameters", [])],
+        **extra,
+        "responses": {**ok, **_std({**_SUB_ERRORS, **extra.pop("errors", {})})},
+    }
+
+
+def _json_ok(code: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        code: {
+            "description": description,
+            "headers": {"x-correlator": {"$ref": "#/components/headers/x-correlator"}},
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
+
+
+_SUBSCRIPTION = {"$ref": "#/components/schemas/Subscription"}
+_SUBSCRIPTION_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    (f"{API}/subscriptions", "post"): {
+        **_sub_op(
+            "Create a subscription: events are POSTed to the sink, signed",
+            "createSubscription",
+            _json_ok("201", "Created", _SUBSCRIPTION),
+            errors={"400": "Subscription400", "408": "Timeout408", "422": "Subscription422"},
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubscriptionRequest"}}},
+        },
+        "callbacks": {
+            "notifications": {
+                "{$request.body#/sink}": {
+                    "post": {
+                        "summary": "An event (CloudEvents 1.0), signed as Standard Webhooks v1a",
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/cloudevents+json": {
+                                    "schema": {"$ref": "#/components/schemas/CloudEvent"}
+                                }
+                            },
+                        },
+                        "responses": {"204": {"description": "Received (any 2xx); anything else is retried"}},
+                    }
+                }
+            }
+        },
+    },
+    (f"{API}/subscriptions", "get"): _sub_op(
+        "The caller's subscriptions",
+        "retrieveSubscriptionList",
+        _json_ok("200", "The list", {"type": "array", "items": _SUBSCRIPTION}),
+    ),
+    (f"{API}/subscriptions/{{subscriptionId}}", "get"): _sub_op(
+        "One subscription",
+        "retrieveSubscription",
+        _json_ok("200", "The subscription", _SUBSCRIPTION),
+        parameters=[_SUB_ID],
+        errors={"404": "Subscription404"},
+    ),
+    (f"{API}/subscriptions/{{subscriptionId}}", "delete"): _sub_op(
+        "Delete a subscription (its sink gets a last subscription-ends event)",
+        "deleteSubscription",
+        {"204": {"description": "Deleted"}},
+        parameters=[_SUB_ID],
+        errors={"404": "Subscription404"},
+    ),
+}
+
 _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     (f"{API}/check", "post"): _api_post(
         tag="Check Number Recycling",
@@ -439,7 +591,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
         paths: dict[str, Any] = {}
-        for (path, method), op in _OPERATIONS.items():
+        for (path, method), op in {**_OPERATIONS, **_SUBSCRIPTION_OPERATIONS}.items():
             paths.setdefault(path, {})[method] = op
         doc["paths"] = paths
         doc["servers"] = [{"url": "/"}]
@@ -465,7 +617,7 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
                     "schema": {"$ref": "#/components/schemas/XCorrelator"},
                 }
             },
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **_SUBSCRIPTION_SCHEMAS},
             "responses": _RESPONSES,
         }
         app.openapi_schema = doc

@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 
 # `metrics` is the operators' (Prometheus) scope: never in DEFAULT_SCOPES, because the metrics
 # name every platform and its volumes (pipelines.server.metrics).
-SCOPES = ("check", "bulk", "feeds", "ack", "metrics")
-# What `recycle platform add` grants unless told otherwise: everything, acknowledgements
-# included, because a platform that reads the feed is the one expected to report back.
-DEFAULT_SCOPES = "check,bulk,feeds,ack"
+SCOPES = ("check", "bulk", "feeds", "ack", "subscriptions", "metrics")
+# What `recycle platform add` grants unless told otherwise: everything, acknowledgements and
+# event subscriptions included, because a platform that reads the feed is the one expected to
+# report back and to be told early.
+DEFAULT_SCOPES = "check,bulk,feeds,ack,subscriptions"
 PHONE_PATTERN = r"^\+[1-9][0-9]{4,14}$"  # E.164 as CAMARA writes it; numbers on the wire match this
 DEFAULT_RATE = 50.0  # requests per second, refilled continuously
 DEFAULT_BURST = 100  # bucket size
@@ -67,6 +68,9 @@ class Platform:
     burst: int
     created_at: str
     revoked_at: str | None
+    # The platform agreed to be named to a number's new holder (docs/feeds.md, "The new holder's
+    # notice"); without it the holder's notice and view only count it.
+    named: bool = False
 
     @property
     def active(self) -> bool:
@@ -110,6 +114,9 @@ class TokenStore:
             )
             """
         )
+        columns = {row[1] for row in self._con.execute("PRAGMA table_info(platforms)")}
+        if "named" not in columns:  # a store made before platforms could agree to be named
+            self._con.execute("ALTER TABLE platforms ADD COLUMN named INTEGER NOT NULL DEFAULT 0")
 
     @classmethod
     def open(cls, data_dir: Path, clock: Clock = utc_now) -> TokenStore:
@@ -129,11 +136,18 @@ class TokenStore:
         return os.pread(self._fd, 4, 24)
 
     def add(
-        self, name: str, scopes: Iterable[str], rate: float = DEFAULT_RATE, burst: int = DEFAULT_BURST
+        self,
+        name: str,
+        scopes: Iterable[str],
+        rate: float = DEFAULT_RATE,
+        burst: int = DEFAULT_BURST,
+        *,
+        named: bool = False,
     ) -> str:
         """Register ``name`` and return its new token (shown once; only its hash is kept).
 
         A revoked platform may be added again (it gets a new token); an active one may not.
+        ``named``: it agreed to be named to new holders (else it is only counted).
         """
         if not _NAME.fullmatch(name):
             raise ConfigError(f"platform name {name!r}: use letters, digits, '.', '_' or '-' (max 64)")
@@ -150,8 +164,18 @@ class TokenStore:
                     f"(recycle platform revoke {name}) to issue a new one"
                 )
             self._con.execute(
-                "INSERT OR REPLACE INTO platforms VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (name, token_hash(token), ",".join(sorted(scope_set)), float(rate), int(burst), now),
+                "INSERT OR REPLACE INTO platforms"
+                " (name, token_sha256, scopes, rate, burst, created_at, revoked_at, named)"
+                " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                (
+                    name,
+                    token_hash(token),
+                    ",".join(sorted(scope_set)),
+                    float(rate),
+                    int(burst),
+                    now,
+                    int(named),
+                ),
             )
         return token
 
@@ -167,6 +191,20 @@ class TokenStore:
         if cur.rowcount == 0:
             raise TerminalError(f"no active platform named {name!r}; see `recycle platform list`")
 
+    def set_named(self, name: str, named: bool) -> None:
+        """Record whether ``name`` agrees to be named to new holders (a revoked platform too: its
+        past answers are still shown)."""
+        with self._lock:
+            cur = self._con.execute("UPDATE platforms SET named = ? WHERE name = ?", (int(named), name))
+        if cur.rowcount == 0:
+            raise TerminalError(f"no platform named {name!r}; see `recycle platform list`")
+
+    def named_platforms(self) -> frozenset[str]:
+        """The platforms that agreed to be named to a number's new holder."""
+        with self._lock:
+            rows = self._con.execute("SELECT name FROM platforms WHERE named <> 0").fetchall()
+        return frozenset(r[0] for r in rows)
+
     def revoke(self, name: str) -> None:
         now = self._clock().isoformat(timespec="seconds")
         with self._lock:
@@ -179,7 +217,7 @@ class TokenStore:
     def list(self) -> list[Platform]:
         with self._lock:
             rows = self._con.execute(
-                "SELECT name, scopes, rate, burst, created_at, revoked_at FROM platforms ORDER BY name"
+                "SELECT name, scopes, rate, burst, created_at, revoked_at, named FROM platforms ORDER BY name"
             ).fetchall()
         return [self._platform(r) for r in rows]
 
@@ -194,7 +232,7 @@ class TokenStore:
             elif digest in self._cache:
                 return self._cache[digest]
             row = self._con.execute(
-                "SELECT name, scopes, rate, burst, created_at, revoked_at FROM platforms "
+                "SELECT name, scopes, rate, burst, created_at, revoked_at, named FROM platforms "
                 "WHERE token_sha256 = ?",
                 (digest,),
             ).fetchone()
@@ -208,7 +246,9 @@ class TokenStore:
 
     @staticmethod
     def _platform(row: tuple[Any, ...]) -> Platform:
-        return Platform(row[0], frozenset(row[1].split(",")), float(row[2]), int(row[3]), row[4], row[5])
+        return Platform(
+            row[0], frozenset(row[1].split(",")), float(row[2]), int(row[3]), row[4], row[5], bool(row[6])
+        )
 
 
 class AuditLog:

@@ -1,6 +1,6 @@
 """What the app holds for as long as it runs, built once by ``create_app`` and read by every
 route from ``request.app.state.server``: settings and clock, the token, audit and
-acknowledgement stores, the rate limiter, the query snapshot, the receipt key, the ETag cache
+acknowledgement and events stores, the rate limiter, the query snapshot, the receipt key, the ETag cache
 and the Prometheus metrics.
 """
 
@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from number_recycling_client.wire import ROLE_RECEIPT
+
 from pipelines.compliance.notifications import AckStore
 from pipelines.config import Settings
+from pipelines.events.config import EventsConfig
+from pipelines.events.store import EventStore
 from pipelines.feeds.publish import load_root, role_signers
 from pipelines.feeds.query_snapshot import SnapshotHolder, SnapshotIndex
-from pipelines.feeds.wire import ROLE_RECEIPT
 from pipelines.layout import Layout
 from pipelines.ledger.signer import FileSigner
 from pipelines.server.camara import BODY_TIMEOUT_S, ApiError
@@ -93,12 +96,15 @@ class ServerState:
     receipt_keys: ReceiptKeys
     etags: ETags
     metrics: ServerMetrics
+    events: EventStore  # subscriptions, the event log and deliveries (pipelines.events)
+    events_config: EventsConfig
     body_timeout_s: float = BODY_TIMEOUT_S  # how long a request body may take (camara.read_body)
 
     def close(self) -> None:
         self.audit.close()
         self.tokens.close()
         self.acks.close()
+        self.events.close()
 
     def snapshot(self) -> SnapshotIndex:
         index = self.snapshots.current()

@@ -324,6 +324,8 @@ def test_6_new_owner_sees_counts_only(world: World) -> None:
         "unbound": 2,
         "no_account": 0,
         "step_up_enabled": 1,
+        "named": [],  # no platform agreed to be named: all counted
+        "others": {"platforms": 3, "unbound": 2, "no_account": 0, "step_up_enabled": 1, "not_answered": 1},
     }
     text = json.dumps(view)
     for leak in (*PRIOR_DATES, "bank", "drive", "late", N, N[3:]):

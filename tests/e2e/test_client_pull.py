@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,9 +22,10 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from number_recycling_client.store import STATE_DB
+from number_recycling_client.wire import ROLE_TIMESTAMP, Envelope, Manifest, Root, Timestamp, sha256_hex
 
 from pipelines.client import HttpFetcher, LocalFeed, check_local, pull
-from pipelines.client.store import STATE_DB
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import (
@@ -40,7 +42,6 @@ from pipelines.errors import (
 from pipelines.feeds import publish
 from pipelines.feeds.publish import publish_feed, rotate_root
 from pipelines.feeds.query_snapshot import publish_snapshot
-from pipelines.feeds.wire import ROLE_TIMESTAMP, Envelope, Manifest, Root, Timestamp, sha256_hex
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
@@ -184,9 +185,9 @@ def stored(state: Path) -> tuple[list[tuple[Any, ...]], dict[str, bytes]]:
     """Everything a client has stored (rows and state), to prove a failed pull changed nothing."""
     if not (state / STATE_DB).exists():
         return [], {}
-    con = duckdb.connect(str(state / STATE_DB), read_only=True)
+    con = sqlite3.connect(state / STATE_DB)
     try:
-        rows = con.execute("SELECT * FROM feed_rows ORDER BY seq").fetchall()
+        rows = con.execute("SELECT seq, * FROM feed_rows ORDER BY seq").fetchall()
         kv = {k: bytes(v) for k, v in con.execute("SELECT key, value FROM client_state").fetchall()}
     finally:
         con.close()
@@ -242,7 +243,7 @@ def test_first_pull_needs_a_pinned_root(setup: Setup, tmp_path: Path) -> None:
 def test_tampered_file_is_rejected(setup: Setup) -> None:
     setup.pull(when=2)
     setup.carrier.publish(3, 4)
-    path = setup.carrier.feeds / "daily" / day(3).isoformat() / "recycled.parquet"
+    path = setup.carrier.feeds / "daily" / day(3).isoformat() / "recycled.csv"  # what the client reads
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))

@@ -212,3 +212,26 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
     assert after_check.split("\n$ ", 1)[0].splitlines()[1:2] == ["yes"], after_check[:2000]
     warnings.warn("README commands not run: " + "; ".join(skipped), stacklevel=1)
     assert {s.split(":")[0] for s in skipped} >= {"make demo", "make test"}
+
+
+_TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(test_\w+)`")
+
+
+def guarantee_tests(readme: str) -> list[tuple[str, str]]:
+    """The ``path::test`` references of the README's "Guarantees" section, in order."""
+    section = readme.split("\n## Guarantees\n", 1)[1].split("\n## ", 1)[0]
+    return _TEST_REF.findall(section)
+
+
+def test_every_guarantee_names_a_test_that_exists() -> None:
+    """A guarantee is only as good as its proof: each test the Guarantees section names must be a
+    test function of that file (a renamed or deleted test makes the README lie)."""
+    refs = guarantee_tests((REPO / "README.md").read_text(encoding="utf-8"))
+    assert len(refs) >= 20, "the Guarantees section lost its proofs"
+    missing = [
+        f"{path}::{name}"
+        for path, name in refs
+        if not (REPO / path).is_file()
+        or not re.search(rf"^def {name}\(", (REPO / path).read_text(encoding="utf-8"), re.M)
+    ]
+    assert not missing, f"README Guarantees name tests that do not exist: {missing}"

@@ -21,15 +21,15 @@ import duckdb
 import httpx
 import pytest
 import uvicorn
+from number_recycling_client import verify_receipt
+from number_recycling_client.ledger.entries import CanonicalValue, EntryType, PreparedEntry
 
-from pipelines.client import verify_receipt
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.errors import TamperedFileError
 from pipelines.feeds.publish import load_root, publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
 from pipelines.layout import Layout
-from pipelines.ledger.entries import CanonicalValue, EntryType, PreparedEntry
 from pipelines.ledger.ledger import Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer

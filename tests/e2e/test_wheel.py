@@ -89,7 +89,24 @@ def _build_wheel(tmp: Path) -> Path:
     return wheel
 
 
-def _venv_with_wheel(tmp: Path, wheel: Path) -> tuple[Path, Path]:
+def _build_client_wheel(tmp: Path) -> Path:
+    """The light client (``clients/python``), a dependency of the main wheel: the checkout's
+    editable install of it is not on the .pth path below, so the venv gets its wheel too."""
+    src = tmp / "client-src"
+    shutil.copytree(
+        REPO / "clients" / "python", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    )
+    isolation = ["--no-build-isolation"] if _build_requirements_met() else []
+    dist = tmp / "client-dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", *isolation, "-w", str(dist), str(src)],
+        check=True,
+    )
+    (wheel,) = dist.glob("number_recycling_client-*.whl")
+    return wheel
+
+
+def _venv_with_wheel(tmp: Path, *wheels: Path) -> tuple[Path, Path]:
     """A fresh venv holding only the wheel, and its site-packages; the dependencies are those
     of this interpreter."""
     env_dir = tmp / "venv"
@@ -108,7 +125,17 @@ def _venv_with_wheel(tmp: Path, wheel: Path) -> tuple[Path, Path]:
     # there, so the checkout's editable install does not come along: `pipelines` is the wheel's.
     (site_packages / "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--quiet",
+            *map(str, wheels),
+        ],
         check=True,
     )
     return env_dir, site_packages
@@ -117,7 +144,7 @@ def _venv_with_wheel(tmp: Path, wheel: Path) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_wheel_installs_and_runs_a_night_outside_the_repository(tmp_path: Path) -> None:
     assert not tmp_path.resolve().is_relative_to(REPO), "the test must run outside the checkout"
-    env_dir, site_packages = _venv_with_wheel(tmp_path, _build_wheel(tmp_path))
+    env_dir, site_packages = _venv_with_wheel(tmp_path, _build_wheel(tmp_path), _build_client_wheel(tmp_path))
     work = tmp_path / "work"
     work.mkdir()
     env = {

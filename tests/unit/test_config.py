@@ -16,6 +16,18 @@ def test_embedded_default_needs_no_file() -> None:
     p = s.policy("GD")
     assert (p.freeze_days, p.suspend_days, p.min_effective_reminders, p.max_hold_days) == (90, 60, 2, 30)
     assert p.reminder_days() == (0, 30, 76)
+    assert (p.hold_reminder_every_days, p.max_hold_reminders) == (7, 5)
+
+
+def test_hold_escalation_is_configured_per_province_and_checked(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[policy.GD]\nhold_reminder_every_days = 2\nmax_hold_reminders = 10\n")
+    s = load_settings(cfg, env={})
+    assert (s.policy("GD").hold_reminder_every_days, s.policy("GD").max_hold_reminders) == (2, 10)
+    assert s.policy("SD").hold_reminder_every_days == 7
+    for bad in ({"hold_reminder_every_days": 0}, {"max_hold_reminders": 0}):
+        with pytest.raises(ConfigError, match="hold_reminder_every_days and max_hold_reminders"):
+            Policy(**bad)  # type: ignore[arg-type]
 
 
 def test_file_then_env_override(tmp_path: Path) -> None:
@@ -139,3 +151,19 @@ def test_channels_smpp_refuses_a_password_in_the_file_and_bad_values(tmp_path: P
         load_settings(cfg, env={})
     with pytest.raises(ConfigError, match="at most 8"):
         load_settings(env={"RECYCLE_SMPP_PASSWORD": "123456789"})
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/New_York", "UTC", "Pacific/Kiritimati"])
+def test_an_airflow_logical_date_names_the_carrier_day_east_or_west(zone: str) -> None:
+    """The DAG's timetable starts a night's interval at the carrier's midnight; a typed date is
+    midnight UTC; a trigger "now" falls inside the carrier's day. Each names the right day."""
+    s = Settings(timezone=zone)
+    day = dt.date(2026, 9, 3)
+    assert s.night_of(dt.datetime.combine(day, dt.time(), s.zone)) == day
+    assert s.night_of(dt.datetime.combine(day, dt.time(), s.zone).astimezone(dt.UTC)) == day  # as Airflow
+    assert s.night_of(dt.datetime(2026, 9, 3, tzinfo=dt.UTC)) == day
+    assert s.night_of(dt.datetime(2026, 9, 3)) == day  # naive: UTC
+    noon_local = dt.datetime.combine(day, dt.time(12), s.zone)
+    assert s.night_of(noon_local.astimezone(dt.UTC)) == day
+    late_local = dt.datetime.combine(day, dt.time(23, 30), s.zone)
+    assert s.night_of(late_local) == day

@@ -37,7 +37,7 @@ max_hold_days = 7
 # Top directories (relative to <data>) of personal data: they, everything under them, are private.
 PRIVATE_TREES = (
     "state.duckdb.tmp",
-    "quarantine",
+    "quarantine",  # no longer written (sealed in the state file); an older version's, if any
     "snapshot",
     "server",
     "outbox/letters",
@@ -112,10 +112,9 @@ def test_personal_data_is_0600_in_0700_directories(night: Path) -> None:
     # Every kind was there to be checked.
     assert "state.duckdb" in private
     assert "state.duckdb.tmp" in private
-    for prefix in ("quarantine/", "snapshot/", "server/audit/", "outbox/letters/"):
+    for prefix in ("snapshot/", "server/audit/", "outbox/letters/"):
         assert any(p.startswith(prefix) and (night / p).is_file() for p in private), prefix
     assert any(p.endswith("/tenures.parquet") for p in private)
-    assert any(p.endswith(".parquet") and p.startswith("quarantine/") for p in private)
     assert any(p.startswith("runs/") and p.endswith(".json") for p in private)
     assert {"server/platforms.sqlite", "server/acknowledgements.sqlite"} <= set(private)
     assert "private/openings/openings.duckdb" in private

@@ -39,13 +39,17 @@ COMMANDS = [
     "platform",
     "acks",
     "root",
+    "quarantine",
     "alerts",
+    "events",
 ]
 SUBCOMMANDS = {
-    "platform": ["add", "scopes", "revoke", "list"],
+    "platform": ["add", "scopes", "named", "revoke", "list"],
     "acks": ["import"],
     "root": ["rotate"],
+    "quarantine": ["list", "export"],
     "alerts": ["ack", "check", "list"],
+    "events": ["deliver", "status", "log", "dead-letters", "replay"],
 }
 # Each command's options as scripts and the runbook type them (a rename breaks them).
 OPTIONS = {
@@ -88,7 +92,8 @@ OPTIONS = {
     "export-cn": {"--month", "--out", "--config", "--data"},
     "evidence-summary": {"--number", "--out", "--config", "--data"},
     "doctor": {"--config", "--data"},
-    "platform add": {"--scope", "--rate", "--burst", "--config", "--data"},
+    "platform add": {"--scope", "--rate", "--burst", "--named", "--config", "--data"},
+    "platform named": {"--yes", "--config", "--data"},  # and --no (a secondary flag)
     "platform scopes": {"--scope", "--config", "--data"},
     "platform revoke": {"--config", "--data"},
     "platform list": {"--config", "--data"},
@@ -97,6 +102,8 @@ OPTIONS = {
     "alerts ack": {"--number", "--date", "--reason", "--kind", "--by", "--config", "--data"},
     "alerts check": {"--date", "--window-days", "--config", "--data", "--json"},
     "alerts list": {"--config", "--data"},
+    "quarantine list": {"--date", "--file", "--config", "--data", "--json"},
+    "quarantine export": {"--date", "--out", "--file", "--config", "--data"},
 }
 
 
@@ -162,6 +169,8 @@ def test_every_command_is_a_module_level_function_of_a_group_module() -> None:
             "pipelines.cli.audit",
             "pipelines.cli.platform",
             "pipelines.cli.doctor",
+            "pipelines.cli.quarantine",
+            "pipelines.cli.events",
         }, path
 
 

@@ -39,6 +39,8 @@ READING: dict[str, list[str]] = {
     "platform list": ["platform", "list"],
     "acks import": ["acks", "import", "--platform", "bank-a", "{file}"],
     "root rotate": ["root", "rotate"],
+    "quarantine list": ["quarantine", "list", "--date", DAY],
+    "quarantine export": ["quarantine", "export", "--date", DAY, "--out", "{out}"],
     "doctor": ["doctor"],
 }
 

@@ -1,6 +1,6 @@
 """Fuzzing the client's trust state machine (``client/trust.py``) with hostile metadata: mutated
 bytes from the server, and documents a compromised or buggy publisher signed with the trusted
-online key (a hostile field, a corrupt parquet whose SHA-256 the manifest signs, a hostile
+online key (a hostile field, a corrupt CSV whose SHA-256 the manifest signs, a hostile
 ledger checkpoint). Every step answers with a verdict or a package error."""
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import pytest
 from fuzz_testkit import FAST, MEDIUM, json_values, mutated, refuses_cleanly
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_trust import NOW, Publisher, parquet_bytes, rows_table
-
-from pipelines.client.trust import LastPull, TrustedFeed
-from pipelines.feeds.wire import (
+from number_recycling_client.trust import LastPull, TrustedFeed
+from number_recycling_client.wire import (
     Envelope,
     LedgerRef,
     Manifest,
@@ -26,6 +24,7 @@ from pipelines.feeds.wire import (
     pin,
     sha256_hex,
 )
+from test_trust import NOW, Publisher, feed_csv, rows_table
 
 SETTINGS: dict[str, Any] = {**MEDIUM, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
 
@@ -72,7 +71,7 @@ def test_the_seed_walk_verifies(repo: Publisher) -> None:
     trust.finish_roots()
     trust.update_timestamp(_timestamp(repo, repo.manifests[0]))
     trust.update_manifest(repo.manifests[0])
-    assert trust.update_rows(repo.files[0]).num_rows == 2
+    assert len(trust.update_rows(repo.files[0])) == 2
 
 
 @settings(**SETTINGS)
@@ -110,8 +109,8 @@ def test_a_signed_manifest_with_a_hostile_field(repo: Publisher, name: str, valu
 
 
 @settings(**SETTINGS)
-@given(rows=mutated(parquet_bytes(rows_table(1, 2))))
-def test_a_corrupt_parquet_the_manifest_signs(repo: Publisher, rows: bytes) -> None:
+@given(rows=mutated(feed_csv(rows_table(1, 2))))
+def test_a_corrupt_csv_the_manifest_signs(repo: Publisher, rows: bytes) -> None:
     """A buggy publisher: the SHA-256 matches, the file does not parse or breaks the rules."""
     env = Envelope.from_bytes(repo.manifests[0], Manifest)
     meta = file_meta(env.signed.files[0].path, rows, 2)

@@ -1,7 +1,7 @@
 """The client's trust state machine: bytes in, verdicts out, no HTTP and no client database.
 
 :class:`Publisher` is a small repository simulator (roots, manifests, timestamp and each
-day's parquet, as bytes; optionally a real ledger in a temporary directory whose tiles are
+day's CSV, as bytes; optionally a real ledger in a temporary directory whose tiles are
 handed over by a callable); a fixed ``NOW`` is the clock.
 """
 
@@ -9,30 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-
-from pipelines.client.trust import LastPull, TrustedFeed, verify_notices, verify_rows
-from pipelines.errors import (
-    CommitmentError,
-    ExpiredMetadataError,
-    FeedGapError,
-    FeedOrderError,
-    FormatError,
-    LogIntegrityError,
-    ProofError,
-    RollbackError,
-    SignatureError,
-    TamperedFileError,
-)
-from pipelines.feeds.publish import FEED_SCHEMA, GRADE_COLUMNS, NOTICE_SCHEMA, commit_manifest
-from pipelines.feeds.wire import (
+from number_recycling_client.feedfiles import FEED_COLUMNS, GRADE_COLUMNS
+from number_recycling_client.trust import LastPull, TrustedFeed, verify_notices, verify_rows
+from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
     ROLE_ROOT,
@@ -50,6 +35,20 @@ from pipelines.feeds.wire import (
     pin,
     sha256_hex,
 )
+
+from pipelines.errors import (
+    CommitmentError,
+    ExpiredMetadataError,
+    FeedGapError,
+    FeedOrderError,
+    FormatError,
+    LogIntegrityError,
+    ProofError,
+    RollbackError,
+    SignatureError,
+    TamperedFileError,
+)
+from pipelines.feeds.publish import FEED_SCHEMA, NOTICE_SCHEMA, _csv_bytes, commit_manifest
 from pipelines.ledger import FileSigner, Ledger, OpeningsStore, load_or_create_signer
 from pipelines.ledger.signer import verifier_key
 
@@ -78,10 +77,9 @@ def rows_table(first_seq: int, count: int) -> pa.Table:
     )
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    return buf.getvalue()
+def feed_csv(table: pa.Table) -> bytes:
+    """The day's file as the light client reads it: the publisher's own CSV writer."""
+    return _csv_bytes(table)
 
 
 class Publisher:
@@ -115,7 +113,7 @@ class Publisher:
     def publish(self, rows: int = 2, **changes: Any) -> Manifest:
         seq = len(self.manifests) + 1
         first = 1 + sum(Envelope.from_bytes(m, Manifest).signed.row_count for m in self.manifests)
-        data = parquet_bytes(rows_table(first, rows))
+        data = feed_csv(rows_table(first, rows))
         day = D1 + dt.timedelta(days=seq - 1)
         manifest = Manifest(
             feed_date=day,
@@ -124,7 +122,7 @@ class Publisher:
             prev_manifest_sha256=sha256_hex(self.manifests[-1]) if self.manifests else None,
             row_seq_start=first,
             row_count=rows,
-            files=(file_meta(f"daily/{day}/recycled.parquet", data, rows),),
+            files=(file_meta(f"daily/{day}/recycled.csv", data, rows),),
             snapshot=(),
         )
         manifest = dataclasses.replace(manifest, **changes)
@@ -184,8 +182,8 @@ def test_a_fresh_client_verifies_everything_in_order(repo: Publisher) -> None:
     assert trust.verify_ledger(no_tiles) is None
     got = trust.verified()
     assert [env.signed.seq for env, _ in got.manifests] == [1, 2]
-    assert [t.num_rows for t in got.tables] == [2, 3] and got.last_row_seq == 5
-    assert got.tables[1].column("feed_date").to_pylist() == [D1 + dt.timedelta(days=1)] * 3
+    assert [len(t) for t in got.tables] == [2, 3] and got.last_row_seq == 5
+    assert [row[-1] for row in got.tables[1]] == [D1 + dt.timedelta(days=1)] * 3  # feed_date appended
     assert got.root.signed.version == 1 and got.timestamp.version == 2
 
 
@@ -338,16 +336,18 @@ def test_rows_must_continue_from_the_stored_ones(repo: Publisher) -> None:
     verify_rows(repo.files[1], manifest, 3)
     with pytest.raises(FeedGapError, match="expected 4"):
         verify_rows(repo.files[1], manifest, 4)
+    with pytest.raises(TamperedFileError, match="missing"):
+        verify_rows(b"not a feed file", manifest, 3)
     with pytest.raises(TamperedFileError, match="does not parse"):
-        verify_rows(b"not parquet", manifest, 3)
+        verify_rows(b"\xff\xfe", manifest, 3)
 
 
 def test_a_file_of_an_earlier_publisher_reads_with_null_grades(repo: Publisher) -> None:
     manifest = Envelope.from_bytes(repo.manifests[0], Manifest).signed
     older = rows_table(1, 2).drop_columns(list(GRADE_COLUMNS))
-    table = verify_rows(parquet_bytes(older), manifest, 1)
-    assert table.schema == FEED_SCHEMA
-    assert table.column("risk").null_count == 2
+    table = verify_rows(feed_csv(older), manifest, 1)
+    assert all(len(row) == len(FEED_COLUMNS) for row in table)
+    assert [row[-1] for row in table] == [None, None]  # risk, the last column, empty
 
 
 def notices_table(first_seq: int, events: list[str]) -> pa.Table:
@@ -368,14 +368,14 @@ def notices_table(first_seq: int, events: list[str]) -> pa.Table:
 
 def test_a_pending_list_is_contiguous_counted_and_knows_its_events(repo: Publisher) -> None:
     manifest = Envelope.from_bytes(repo.manifests[0], Manifest).signed
-    good = parquet_bytes(notices_table(5, ["pending", "withdrawn"]))
-    assert verify_notices(good, manifest, 2, 5).num_rows == 2
+    good = feed_csv(notices_table(5, ["pending", "withdrawn"]))
+    assert len(verify_notices(good, manifest, 2, 5)) == 2
     with pytest.raises(FeedGapError, match="contiguous from 4"):
         verify_notices(good, manifest, 2, 4)
     with pytest.raises(TamperedFileError, match="the manifest says 3"):
         verify_notices(good, manifest, 3, 5)
     with pytest.raises(TamperedFileError, match="unknown event"):
-        verify_notices(parquet_bytes(notices_table(5, ["released"])), manifest, 1, 5)
+        verify_notices(feed_csv(notices_table(5, ["released"])), manifest, 1, 5)
 
 
 # ------------------------------------------------------------------ ledger

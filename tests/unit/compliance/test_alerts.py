@@ -1,5 +1,6 @@
-"""Nightly compliance alerts: a violating reissue fails the night until ops acknowledge it,
-and the exception rate over a trailing window fails it above the threshold (not at it).
+"""Nightly compliance alerts: a violating reissue, and a release with an exception, fail the
+night until ops acknowledge them, and the exception rate over a trailing window (overall, per
+province, per ISO week) fails it above the threshold (not at it), naming where it crossed.
 
 Histories are rows inserted into ``releases`` and ``reissues`` (the lifecycle's tables), so
 each figure below is counted by hand from the rows of the test.
@@ -157,24 +158,25 @@ def test_exception_rate_at_the_threshold_passes_above_it_fails(con: duckdb.DuckD
     # Outside the window (30 days back is D-30): neither counted nor able to tip the rate.
     release(con, 90, D - dt.timedelta(days=30), exception=True)
     release(con, 91, D + dt.timedelta(days=1), exception=True)
-    report = check_compliance(con, SETTINGS, D)
+    # Every unacknowledged exception fails the night by itself; the overall rate is read here.
+    report = evaluate_compliance(con, SETTINGS, D)
     assert (report.released, report.with_exception, report.window_start) == (20, 1, D - dt.timedelta(days=29))
     assert report.exception_rate == 0.05 and not report.rate_exceeded
 
     release(con, 20, D - dt.timedelta(days=29), exception=True)  # 2 of 21 = 9.5%
-    with pytest.raises(ComplianceViolationError) as err:
-        check_compliance(con, SETTINGS, D)
-    text = str(err.value)
+    report = evaluate_compliance(con, SETTINGS, D)
+    assert report.rate_exceeded
+    text = report.message()
     assert "release exception rate 9.52% (2 unacknowledged exception(s) of 21 releases" in text
     assert "exceeds the threshold 5.00%" in text and mask(num(3)) in text
-    assert "reissue" not in text.split("\n")[1]  # only the rate failed
+    assert "reissue" not in text.split("\n")[1]  # no violation
 
-    # A threshold of 10%: 2/21 is below; 0.1 itself is compared exactly (3 of 30 passes).
-    assert check_compliance(con, replace(SETTINGS, exception_rate_threshold=0.1), D).passed
+    # A threshold of 10%: 2/21 is below; 0.1 itself is compared exactly (3 of 30 is not above).
+    assert not evaluate_compliance(con, replace(SETTINGS, exception_rate_threshold=0.1), D).rate_exceeded
     for i in range(21, 30):
         release(con, i, D - dt.timedelta(days=5), exception=i == 21)
-    report = check_compliance(con, replace(SETTINGS, exception_rate_threshold=0.1), D)
-    assert (report.with_exception, report.released) == (3, 30)
+    report = evaluate_compliance(con, replace(SETTINGS, exception_rate_threshold=0.1), D)
+    assert (report.with_exception, report.released, report.rate_exceeded) == (3, 30, False)
 
 
 def test_acknowledged_exceptions_do_not_count_towards_the_rate(con: duckdb.DuckDBPyConnection) -> None:
@@ -190,14 +192,64 @@ def test_acknowledged_exceptions_do_not_count_towards_the_rate(con: duckdb.DuckD
     assert (report.with_exception, report.acknowledged_exceptions, report.counted_exceptions) == (2, 2, 0)
 
 
+def test_one_release_with_an_exception_fails_every_night_until_acknowledged(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    for i in range(40):
+        # 1 of 40, all in one week (2026-W14): under the rate everywhere.
+        release(con, i, D - dt.timedelta(days=i % 2), exception=i == 5)
+    report = evaluate_compliance(con, SETTINGS, D)
+    assert not report.rate_exceeded and report.rate_breaches == ()
+    assert (report.exceptions_on_record, report.unacknowledged_exceptions) == (1, 1)
+    for night in (D, D + dt.timedelta(days=45)):  # later nights too, after the rate's window
+        with pytest.raises(ComplianceViolationError) as err:
+            check_compliance(con, SETTINGS, night)
+        text = str(err.value)
+        assert "1 number(s) were released with a compliance exception and are not acknowledged" in text
+        assert f"{mask(num(5))} (GD, {D - dt.timedelta(days=1)})" in text and num(5) not in text
+        assert "urgent notice" in text and "recycle alerts ack" in text
+    acknowledge(con, num(5), D - dt.timedelta(days=1), "owner reached by phone", "ops", AT)
+    assert check_compliance(con, SETTINGS, D).passed
+    assert check_compliance(con, SETTINGS, D + dt.timedelta(days=45)).passed
+
+
+def test_the_rate_per_province_and_week_names_where_it_crossed(con: duckdb.DuckDBPyConnection) -> None:
+    # GD: 40 clean releases in week 2026-W14 (D is Tuesday 31 March); BJ: 1 exception of 2,
+    # also in W14. Overall 1 of 42 (2.4%) and W14 1 of 42 are under 5%; BJ is not.
+    for i in range(40):
+        release(con, i, D - dt.timedelta(days=i % 2))
+    release(con, 50, D, exception=True, region="BJ")
+    release(con, 51, D, region="BJ")
+    report = evaluate_compliance(con, SETTINGS, D)
+    assert not report.rate_exceeded
+    assert report.rate_breaches == (
+        "province BJ: 1 of 2 (50.00%)",
+        "province BJ in week 2026-W14: 1 of 2 (50.00%)",
+    )
+    assert "exceeds the threshold 5.00% in: province BJ: 1 of 2" in report.message()
+
+    # One week: BJ's exception acknowledged (no longer counted anywhere), GD's exceptions of
+    # week 2026-W13 (2 of 10) cross, overall (2 of 52, 3.8%) does not.
+    acknowledge(con, num(50), D, "owner reached at the shop", "ops", AT)
+    for i in range(60, 70):
+        release(con, i, D - dt.timedelta(days=7), exception=i < 62)
+    report = evaluate_compliance(con, SETTINGS, D)
+    assert not report.rate_exceeded
+    assert "week 2026-W13: 2 of 10 (20.00%)" in report.rate_breaches
+    assert "province GD in week 2026-W13: 2 of 10 (20.00%)" in report.rate_breaches
+    assert not any(
+        b.startswith(("province GD:", "province BJ", "week 2026-W14")) for b in report.rate_breaches
+    )
+    assert report.as_dict()["rate_breaches"] == list(report.rate_breaches)
+
+
 def test_the_window_is_configurable(con: duckdb.DuckDBPyConnection) -> None:
     release(con, 1, D - dt.timedelta(days=1), exception=True)
     for i in range(2, 6):
         release(con, i, D)
-    with pytest.raises(ComplianceViolationError):  # 1 of 5 in 30 days
-        check_compliance(con, SETTINGS, D)
-    report = check_compliance(con, SETTINGS, D, window_days=1)  # today only: 0 of 4
-    assert (report.released, report.with_exception) == (4, 0)
+    assert evaluate_compliance(con, SETTINGS, D).rate_exceeded  # 1 of 5 in 30 days
+    report = evaluate_compliance(con, SETTINGS, D, window_days=1)  # today only: 0 of 4
+    assert (report.released, report.with_exception, report.rate_exceeded) == (4, 0, False)
     with pytest.raises(TerminalError):
         evaluate_compliance(con, SETTINGS, D, window_days=0)
 

@@ -19,6 +19,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from lifecycle_testkit import insert_tenure
+from number_recycling_client.wire import Envelope, Manifest
 from typer.testing import CliRunner
 
 from pipelines.cli.app import app as cli_app
@@ -36,7 +37,6 @@ from pipelines.db import open_state
 from pipelines.errors import DataContractError, TerminalError
 from pipelines.feeds.publish import FeedPaths, load_root, publish_feed
 from pipelines.feeds.query_snapshot import publish_snapshot
-from pipelines.feeds.wire import Envelope, Manifest
 from pipelines.layout import Layout
 from pipelines.server.platforms import AuditLog, TokenStore
 
@@ -432,6 +432,8 @@ def test_new_owner_counts_only_the_current_tenure(settings: Settings, store: Ack
         "unbound": 1,
         "no_account": 1,
         "step_up_enabled": 1,
+        "named": [],  # no platform agreed to be named
+        "others": {"platforms": 3, "unbound": 1, "no_account": 1, "step_up_enabled": 1, "not_answered": 0},
     }
     text = json.dumps(view)
     for leak in (*PRIOR_DATES, *PLATFORMS, N, N[3:]):
@@ -442,6 +444,28 @@ def test_new_owner_counts_only_the_current_tenure(settings: Settings, store: Ack
         1,
         1,
     )
+    assert on_day_4["others"]["not_answered"] == 1  # p_snap: notified on day 4, answered on day 5
+
+
+def test_new_owner_names_only_platforms_that_agreed(settings: Settings, store: AckStore) -> None:
+    write_history(settings, store)
+    tokens = TokenStore.open(settings.data_dir)
+    tokens.set_named("p_new", True)
+    tokens.set_named("p_old", True)  # agreed, but told only of the first recycling: not listed
+    tokens.close()
+    view = new_owner_view(settings, N, day(6))
+    assert view["named"] == [{"platform": "p_new", "answers": ["unbound"]}]
+    assert view["others"] == {
+        "platforms": 2,  # p_snap and p_ack_only, counted, never named
+        "unbound": 0,
+        "no_account": 1,
+        "step_up_enabled": 1,
+        "not_answered": 0,
+    }
+    assert view["unbound"] == 1 and view["platforms_acknowledged"] == 3  # totals unchanged
+    text = json.dumps(view)
+    for leak in (*PRIOR_DATES, "p_snap", "p_ack_only", "p_old", "p_stale", N):
+        assert leak not in text, leak
 
 
 def test_new_owner_view_of_numbers_not_recycled_or_not_held(settings: Settings) -> None:

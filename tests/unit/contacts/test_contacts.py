@@ -9,11 +9,11 @@ import pytest
 
 from pipelines.config import load_settings
 from pipelines.contacts import ContactVault
-from pipelines.contacts.retention import reseal_released, retire_contacts
+from pipelines.contacts.retention import purge_clear_copies, reseal_released, retire_contacts
 from pipelines.contacts.vault import HEADER_SIZE
 from pipelines.db import connect
 from pipelines.layout import Layout
-from pipelines.nightly.steps import RunContext, run_day
+from pipelines.nightly.steps import RunContext, run_day, step_contacts
 
 DAY = dt.date(2026, 3, 2)
 EMAIL = "leak.alpha@example.cn"
@@ -132,3 +132,44 @@ def test_a_key_others_can_read_is_refused(tmp_path: Path) -> None:
     vault.key_path("live-1").chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         ContactVault(tmp_path / "keys").open(sealed.to_pylist())
+
+
+def _clear_copies(data: Path, night: dt.date) -> list[Path]:
+    """A night's copies holding contacts in clear, as ingest, GX and the letters channel leave them."""
+    copies = [
+        data / "inbox" / night.isoformat() / f"subscribers_{night.isoformat()}.csv",
+        data / "runs" / night.isoformat() / "gx" / "subscribers.json",
+        data / "outbox" / "letters" / f"letters_{night.isoformat()}.csv",
+    ]
+    for path in copies:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{EMAIL}\n")
+    return copies
+
+
+def test_clear_copies_go_when_their_night_is_retention_days_old(tmp_path: Path) -> None:
+    """The drops, GX results and letters of a night hold contacts in clear: sealing the state is
+    worth nothing while they stay, so they go when the night is contact_retention_days old."""
+    old, recent = dt.date(2026, 1, 1), dt.date(2026, 6, 1)
+    old_copies, recent_copies = _clear_copies(tmp_path, old), _clear_copies(tmp_path, recent)
+    steps = tmp_path / "runs" / old.isoformat() / "steps" / "ingest.json"  # which nights ran: kept
+    steps.parent.mkdir(parents=True)
+    steps.write_text("{}")
+    on_time = purge_clear_copies(tmp_path, old + dt.timedelta(days=179), 180)
+    assert on_time.deleted == () and all(p.exists() for p in old_copies)
+    report = purge_clear_copies(tmp_path, old + dt.timedelta(days=180), 180)
+    assert not any(p.exists() for p in old_copies) and not (tmp_path / "inbox" / old.isoformat()).exists()
+    assert all(p.exists() for p in recent_copies) and steps.exists()
+    assert sorted(report.deleted) == sorted(
+        ["inbox/2026-01-01", "runs/2026-01-01/gx", "outbox/letters/letters_2026-01-01.csv"]
+    )
+    assert purge_clear_copies(tmp_path, old + dt.timedelta(days=180), 180).deleted == ()  # idempotent
+
+
+def test_the_nightly_step_deletes_the_clear_copies_of_old_nights(tmp_path: Path) -> None:
+    settings = load_settings(env={}, data_dir=tmp_path, contact_retention_days=30)
+    _released_tenure(tmp_path, dt.date(2026, 3, 1))
+    copies = _clear_copies(tmp_path, dt.date(2026, 1, 1))
+    report = step_contacts(settings, dt.date(2026, 3, 1), RunContext())
+    assert "inbox/2026-01-01" in report["clear_copies"]["deleted"]
+    assert not any(p.exists() for p in copies)

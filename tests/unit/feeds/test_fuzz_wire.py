@@ -13,9 +13,7 @@ import pytest
 from fuzz_testkit import FAST, corpus, json_values, mutated, refuses_cleanly
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipelines.errors import FormatError
-from pipelines.feeds.wire import (
+from number_recycling_client.wire import (
     Envelope,
     Manifest,
     QueryReceipt,
@@ -25,6 +23,8 @@ from pipelines.feeds.wire import (
     file_meta,
     pin,
 )
+
+from pipelines.errors import FormatError
 
 HOSTILE = Path(__file__).parent / "vectors" / "hostile"
 KINDS: tuple[type[Any], ...] = (Root, Manifest, Timestamp, QueryReceipt)

@@ -14,6 +14,18 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from lifecycle_testkit import insert_tenure
+from number_recycling_client.ledger.note import open_checkpoint
+from number_recycling_client.wire import (
+    ROLE_MANIFEST,
+    ROLE_ROOT,
+    ROLE_TIMESTAMP,
+    Envelope,
+    Manifest,
+    Root,
+    Timestamp,
+    sha256_hex,
+    verify_root_update,
+)
 
 import pipelines.feeds.publish as feeds
 from pipelines.config import Settings, load_settings
@@ -27,20 +39,8 @@ from pipelines.feeds.publish import (
     publish_feed,
     rotate_root,
 )
-from pipelines.feeds.wire import (
-    ROLE_MANIFEST,
-    ROLE_ROOT,
-    ROLE_TIMESTAMP,
-    Envelope,
-    Manifest,
-    Root,
-    Timestamp,
-    sha256_hex,
-    verify_root_update,
-)
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
-from pipelines.ledger.note import open_checkpoint
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
 

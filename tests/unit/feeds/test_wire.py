@@ -11,9 +11,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from pipelines.errors import FormatError, SignatureError, VerificationError
-from pipelines.feeds.wire import (
+from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
     ROLE_ROOT,
@@ -34,6 +32,8 @@ from pipelines.feeds.wire import (
     sha256_hex,
     verify_root_update,
 )
+
+from pipelines.errors import FormatError, SignatureError, VerificationError
 from pipelines.ledger.signer import FileSigner, load_or_create_signer
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas" / "feeds"
@@ -140,7 +140,7 @@ def test_all_documents_round_trip_and_match_their_schemas(keys: dict[str, FileSi
 
 
 def test_manifest_core_excludes_the_ledger_fields() -> None:
-    from pipelines.feeds.wire import LedgerRef
+    from number_recycling_client.wire import LedgerRef
 
     m = make_manifest()
     with_ledger = Manifest(**{**m.__dict__, "ledger": LedgerRef(7, "cp\n", "f" * 64)})

@@ -24,6 +24,7 @@ from pipelines.db import open_state
 from pipelines.ingest import drops, gx, read
 from pipelines.ingest.drops import IngestReport, ingest_day
 from pipelines.ingest.phone_classes import normalise_many
+from pipelines.ingest.quarantine import export_quarantine
 from pipelines.layout import Layout
 from pipelines.numbers import normalise
 
@@ -72,7 +73,7 @@ def _dump(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
 _OPENED = dict.fromkeys(
     ("lifecycle_events", "subscriber_rows"),
     "* REPLACE (contact_open(contact_email) AS contact_email, contact_open(contact_phone) AS contact_phone)",
-)
+) | {"quarantine": "* REPLACE (contact_open(original_line) AS original_line)"}
 
 
 def _assert_row_keys_unique(settings: Settings) -> None:
@@ -88,7 +89,8 @@ def _assert_row_keys_unique(settings: Settings) -> None:
 def _quarantine(settings: Settings, file_name: str) -> dict[int, tuple[str, str, str]]:
     with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:
         rows = con.execute(
-            "SELECT line_no, reason, detail, original_line FROM quarantine WHERE file_name = ? ORDER BY line_no",
+            "SELECT line_no, reason, detail, contact_open(original_line) FROM quarantine "
+            "WHERE file_name = ? ORDER BY line_no",
             [file_name],
         ).fetchall()
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
@@ -189,8 +191,11 @@ def test_lifecycle_vector_gives_every_lifecycle_reason_with_exact_lines(settings
         (22, "+16502530000", "cancel", DAY, "GD", "S0019", None, None, None, "en"),
     ]
 
-    # The per-file Parquet holds the same rows as the table.
-    parquet = pq.read_table(Layout(settings.data_dir).quarantine_dir(DAY) / f"{f.name}.parquet").to_pylist()
+    # The operator's export (recycle quarantine export) holds the same rows as the table.
+    out = settings.data_dir.parent / "export.parquet"
+    with open_state(Layout(settings.data_dir).state_db, read_only=True) as con:
+        export_quarantine(con, DAY, out, f.name)
+    parquet = pq.read_table(out).to_pylist()
     assert [(r["line_no"], r["reason"], r["detail"], r["original_line"]) for r in parquet] == [
         (n, *q) for n, q in sorted(quarantine.items())
     ]
@@ -493,14 +498,10 @@ def test_rerunning_a_day_changes_nothing(settings: Settings) -> None:
     first = ingest_day(settings, DAY)
     assert all(f.status == "ingested" for f in first.files)
     tables = _dump(settings)
-    parquet = {p.name: p.read_bytes() for p in Layout(settings.data_dir).quarantine_dir(DAY).iterdir()}
     second = ingest_day(settings, DAY)
     assert [f.status for f in second.files] == ["skipped_duplicate"] * len(first.files)
     assert _dump(settings) == tables
     _assert_row_keys_unique(settings)
-    assert {
-        p.name: p.read_bytes() for p in Layout(settings.data_dir).quarantine_dir(DAY).iterdir()
-    } == parquet
 
 
 def test_a_crash_mid_file_leaves_nothing_of_it_and_the_rerun_completes(
@@ -512,16 +513,16 @@ def test_a_crash_mid_file_leaves_nothing_of_it_and_the_rerun_completes(
 
     crashed = _settings(tmp_path / "crashed")
     _all_vectors(crashed, DAY, kinds=3)
-    real = drops._write_quarantine_parquet
+    real = drops._register
     calls = {"n": 0}
 
-    def crash_on_second(path: Path, table: Any) -> None:  # runs after the rows are inserted
+    def crash_on_second(*args: Any) -> None:  # runs after the rows and the quarantine are inserted
         calls["n"] += 1
         if calls["n"] == 2:
             raise OSError("disk full (simulated)")
-        real(path, table)
+        real(*args)
 
-    monkeypatch.setattr(drops, "_write_quarantine_parquet", crash_on_second)
+    monkeypatch.setattr(drops, "_register", crash_on_second)
     with pytest.raises(OSError, match="simulated"):
         ingest_day(crashed, DAY)
     partial = _dump(crashed)
@@ -530,7 +531,7 @@ def test_a_crash_mid_file_leaves_nothing_of_it_and_the_rerun_completes(
         "lifecycle_2026-01-05_1.csv"
     }
 
-    monkeypatch.setattr(drops, "_write_quarantine_parquet", real)
+    monkeypatch.setattr(drops, "_register", real)
     rerun = ingest_day(crashed, DAY)
     assert [f.status for f in rerun.files] == ["skipped_duplicate", "ingested", "ingested"]
     assert _dump(crashed) == _dump(clean)

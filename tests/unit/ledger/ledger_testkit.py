@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from number_recycling_client.ledger.merkle import leaf_hash, perfect_root
+
 from pipelines.ledger import (
     CanonicalValue,
     EntryType,
@@ -17,7 +19,6 @@ from pipelines.ledger import (
     OpeningsStore,
     PreparedEntry,
 )
-from pipelines.ledger.merkle import leaf_hash, perfect_root
 
 VECTORS = Path(__file__).parent / "vectors"
 ORIGIN = "carrier.example/number-recycling/ledger"

@@ -16,13 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fuzz_testkit import FAST, MEDIUM, corpus, json_values, mutated, refuses_cleanly
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipelines.errors import FormatError
-from pipelines.ledger import CanonicalValue, EntryType, Verifier
-from pipelines.ledger.entries import Entry, commitment, tenure_ref_for
-from pipelines.ledger.evidence import BUNDLE_FORMAT, verify_bundle
-from pipelines.ledger.merkle import leaf_hash
-from pipelines.ledger.note import (
+from number_recycling_client.ledger.entries import Entry, commitment, tenure_ref_for
+from number_recycling_client.ledger.merkle import leaf_hash
+from number_recycling_client.ledger.note import (
     MAX_TREE_SIZE,
     Checkpoint,
     b64,
@@ -33,8 +29,12 @@ from pipelines.ledger.note import (
     parse_signer_key,
     sign_note,
 )
-from pipelines.ledger.proof import TlogProof
-from pipelines.ledger.tiles import TILE_WIDTH, Tile, decode_bundle, encode_bundle
+from number_recycling_client.ledger.proof import TlogProof
+from number_recycling_client.ledger.tiles import TILE_WIDTH, Tile, decode_bundle, encode_bundle
+
+from pipelines.errors import FormatError
+from pipelines.ledger import CanonicalValue, EntryType, Verifier
+from pipelines.ledger.evidence import BUNDLE_FORMAT, verify_bundle
 from pipelines.ledger.verify import evidence_extra, verify_proof_file
 
 HOSTILE = Path(__file__).parent / "vectors" / "hostile"

@@ -9,9 +9,7 @@ import hmac
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipelines.errors import FormatError, TerminalError
-from pipelines.ledger.entries import (
+from number_recycling_client.ledger.entries import (
     CanonicalValue,
     Entry,
     EntryType,
@@ -19,6 +17,8 @@ from pipelines.ledger.entries import (
     commitment,
     tenure_ref_for,
 )
+
+from pipelines.errors import FormatError, TerminalError
 
 VALUE = CanonicalValue.build(
     msisdn="+8613812345678",
@@ -45,6 +45,7 @@ def test_type_codes_are_fixed() -> None:
         "feed_manifest": 10,
         "correction": 11,
         "tenure_statement": 12,
+        "holder_notice_sent": 13,
     }
 
 
@@ -60,7 +61,7 @@ def test_entry_round_trip_and_layout() -> None:
     [
         b"\x01\x06" + bytes(48) + b"\x00",  # trailing byte
         b"\x01\x06" + bytes(47),  # short
-        b"\x01\x0d" + bytes(48),  # unknown type 13 (12 is tenure_statement)
+        b"\x01\x0e" + bytes(48),  # unknown type 14 (13 is holder_notice_sent)
         b"\x01\x00" + bytes(48),  # unknown type 0
         b"\x02\x06" + bytes(48),  # unknown version
     ],
@@ -124,7 +125,7 @@ def test_build_rejects_ambiguous_python_values() -> None:
 def test_repr_never_shows_the_number() -> None:
     text = repr(CanonicalValue.build(msisdn="+8613812345678", contact_email="li.wei@example.cn"))
     assert "13812345678" not in text and "li.wei" not in text
-    assert "138****5678" in text and "l***@example.cn" in text
+    assert "msisdn=<hidden>" in text and "contact_email=<hidden>" in text
 
 
 def test_commitment_is_hmac_over_opening_label_and_value() -> None:

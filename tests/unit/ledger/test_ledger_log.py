@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 from ledger_testkit import ORIGIN, LedgerEnv, MemoryTree, tenure_entries
-
-from pipelines.errors import LogIntegrityError, TransientError
-from pipelines.ledger import verify_log
-from pipelines.ledger.log import PENDING_FILE, TiledLog, WriterLock
-from pipelines.ledger.merkle import (
+from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
     root_of,
     verify_consistency,
     verify_inclusion,
 )
-from pipelines.ledger.proof import TileReader, consistency_proof, inclusion_proof
-from pipelines.ledger.tiles import ENTRIES, Tile, decode_bundle, tiles_for_size
+from number_recycling_client.ledger.proof import TileReader, consistency_proof, inclusion_proof
+from number_recycling_client.ledger.tiles import ENTRIES, Tile, decode_bundle, tiles_for_size
+
+from pipelines.errors import LogIntegrityError, TransientError
+from pipelines.ledger import verify_log
+from pipelines.ledger.log import PENDING_FILE, TiledLog, WriterLock
 
 
 def _entries(n: int, start: int = 0) -> list[bytes]:
@@ -141,7 +141,7 @@ def test_signed_but_unwritten_checkpoint_is_rolled_forward(env: LedgerEnv) -> No
         ledger.append(tenure_entries(10, prefix="more"))
         size = ledger.size
         # Crash after the signer recorded the signature but before the checkpoint file was written.
-        from pipelines.ledger.note import Checkpoint
+        from number_recycling_client.ledger.note import Checkpoint
 
         cp = Checkpoint(ORIGIN, size, ledger._log.root())
         env.signer.sign_checkpoint(cp, ledger.consistency_proof(ledger.checkpoint.size, size))  # type: ignore[union-attr]

@@ -8,9 +8,7 @@ import json
 
 import pytest
 from ledger_testkit import VECTORS, MemoryTree, load_vector
-
-from pipelines.errors import InconsistentCheckpointError, ProofError
-from pipelines.ledger.merkle import (
+from number_recycling_client.ledger.merkle import (
     EMPTY_ROOT,
     consistency_path,
     inclusion_path,
@@ -21,6 +19,8 @@ from pipelines.ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+
+from pipelines.errors import InconsistentCheckpointError, ProofError
 
 V = load_vector("rfc6962_verify_test_vectors.json")
 LEAVES = [bytes.fromhex(x) for x in V["leaves"]]

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger_testkit import load_vector
-
-from pipelines.errors import FormatError, SignatureError
-from pipelines.ledger.merkle import leaf_hash
-from pipelines.ledger.note import (
+from number_recycling_client.ledger.merkle import leaf_hash
+from number_recycling_client.ledger.note import (
     Checkpoint,
     Verifier,
     format_signer_key,
@@ -21,6 +19,8 @@ from pipelines.ledger.note import (
     parse_signer_key,
     sign_note,
 )
+
+from pipelines.errors import FormatError, SignatureError
 
 G = load_vector("go_note_vectors.json")
 TEXT = G["text"].encode()

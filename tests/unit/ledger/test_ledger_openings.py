@@ -7,9 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from number_recycling_client.ledger.entries import CanonicalValue, EntryType
 
 from pipelines.errors import OpeningErasedError, TerminalError, VerificationError
-from pipelines.ledger.entries import CanonicalValue, EntryType
 from pipelines.ledger.openings import NewOpening, OpeningsStore
 
 NUMBER = "+8613812345678"

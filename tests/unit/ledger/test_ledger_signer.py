@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from ledger_testkit import KEY_NAME, MemoryTree
+from number_recycling_client.ledger.merkle import consistency_path, root_of
+from number_recycling_client.ledger.note import Checkpoint, Verifier, open_checkpoint
 
 from pipelines.errors import ConfigError, InconsistentCheckpointError
-from pipelines.ledger.merkle import consistency_path, root_of
-from pipelines.ledger.note import Checkpoint, Verifier, open_checkpoint
 from pipelines.ledger.signer import CheckpointSigner, Signer, load_or_create_signer
 
 ORIGIN = "example.com/log"

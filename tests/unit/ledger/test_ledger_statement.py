@@ -15,6 +15,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from number_recycling_client.ledger.note import b64, sign_note
+from number_recycling_client.ledger.proof import TlogProof
 from statement_testkit import (
     CANCELLED,
     LIVE,
@@ -40,8 +42,6 @@ from pipelines.layout import Layout
 from pipelines.ledger import verify_statement
 from pipelines.ledger.evidence import erase_number
 from pipelines.ledger.nightly import open_ledger
-from pipelines.ledger.note import b64, sign_note
-from pipelines.ledger.proof import TlogProof
 from pipelines.ledger.signer import load_or_create_signer
 from pipelines.ledger.statement import split_statement
 from pipelines.ledger.statement_issue import IssuedStatement, issue_statement

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from pipelines.errors import FormatError
-from pipelines.ledger.tiles import (
+from number_recycling_client.ledger.tiles import (
     ENTRIES,
     Tile,
     decode_bundle,
@@ -16,6 +14,8 @@ from pipelines.ledger.tiles import (
     tile_for,
     tiles_for_size,
 )
+
+from pipelines.errors import FormatError
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from ledger_testkit import ORIGIN, LedgerEnv, tenure_entries
+from number_recycling_client.ledger.proof import TlogProof
 
 from pipelines.errors import (
     CommitmentError,
@@ -26,7 +27,6 @@ from pipelines.ledger import (
     verify_log,
     verify_proof_file,
 )
-from pipelines.ledger.proof import TlogProof
 from pipelines.ledger.verify import evidence_extra
 
 
@@ -235,7 +235,7 @@ def test_erase_makes_an_entry_unopenable_while_the_log_still_verifies(
 
 
 def test_evidence_extra_layout() -> None:
-    from pipelines.ledger.entries import Entry
+    from number_recycling_client.ledger.entries import Entry
 
     e = Entry(EntryType.RELEASED, bytes(16), bytes(32))
     v = CanonicalValue.build(channel="sms")

@@ -171,3 +171,45 @@ def test_context_repr_hides_the_number() -> None:
     assert NATIONAL not in repr(context())
     with pytest.raises(ValueError):
         context(reminder_no=0)
+
+
+URGENT_WORDS = {"zh-CN": "紧急", "en": "URGENT"}
+# What each urgent text says happened, in each language.
+HAPPENED = {
+    ("hold", "zh-CN"): "最早将于2026年5月1日起重新放号",
+    ("hold", "en"): "may be reissued from 1 May 2026",
+    ("exception", "zh-CN"): "已于2026年5月1日",
+    ("exception", "en"): "on 1 May 2026",
+    ("violation", "zh-CN"): "已于2026年5月1日分配给新用户",
+    ("violation", "en"): "assigned to a new subscriber on 1 May 2026",
+}
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "letter"])
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+@pytest.mark.parametrize("kind", ["hold", "exception", "violation"])
+def test_urgent_texts_say_so_what_happened_and_what_to_do_now(kind: str, language: str, channel: str) -> None:
+    r = render_reminder(context(kind=kind, language=language, channel=channel))
+    assert (
+        URGENT_WORDS[language] in r.text
+        and URGENT_WORDS[language] not in render_reminder(context(language=language, channel=channel)).text
+    )
+    assert HAPPENED[(kind, language)] in r.text
+    assert ("放号" if language == "zh-CN" else "released") in r.text or kind != "exception"
+    assert DEFAULTS.unbind_url in r.text and "138****5678" in r.text and NATIONAL not in all_text(r)
+    if channel == "sms":
+        assert len(r.text) <= (140 if language == "zh-CN" else 300)
+    else:
+        assert URGENT_WORDS[language] in r.subject
+    if kind != "hold" and channel != "sms":
+        # It has happened: whom to contact with which reference, and the proof to ask for.
+        assert (
+            "提醒编号rem-2026-0001-abcdef" if language == "zh-CN" else "quoting reference rem-2026"
+        ) in r.text
+        assert ("号码持有证明" if language == "zh-CN" else "signed statement of your tenure") in r.text
+        assert ("忽略本提醒" if language == "zh-CN" else "disregard") not in r.text
+
+
+def test_an_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown kind"):
+        context(kind="gentle")

@@ -10,7 +10,7 @@ from typing import Protocol
 
 import httpx
 
-from pipelines.errors import FeedGapError, TamperedFileError, TerminalError, TransientError
+from number_recycling_client.errors import FeedGapError, TamperedFileError, TerminalError, TransientError
 
 MAX_TILE_BYTES = 1 << 20
 

@@ -28,8 +28,9 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pipelines.errors import FormatError, SignatureError
-from pipelines.ledger.signer import Signer
+from number_recycling_client.errors import FormatError, SignatureError
+from number_recycling_client.ledger.entries import CanonicalValue
+from number_recycling_client.ledger.note import Signer
 
 SPEC_VERSION = "1.0"  # what this version writes
 SPEC_MAJOR = 1  # what it reads: any 1.x (a minor version only adds fields, kept as unrecognized)
@@ -772,3 +773,8 @@ __all__: Sequence[str] = (
     "sha256_hex",
     "verify_root_update",
 )
+
+
+def feed_manifest_value(feed_date: dt.date, seq: int, core_sha256: str) -> CanonicalValue:
+    """The canonical value a feed_manifest ledger entry commits to (``docs/feeds.md`` §1)."""
+    return CanonicalValue.build(feed_date=feed_date, seq=seq, manifest_sha256=core_sha256)

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from pipelines.errors import InconsistentCheckpointError, ProofError, TerminalError
+from number_recycling_client.errors import InconsistentCheckpointError, ProofError, TerminalError
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()

@@ -1,11 +1,11 @@
 """``recycle pull``: fetch the signed feed, drive the trust state machine, then store.
 
 A pull verifies everything before it stores anything (``docs/feeds.md`` §3): the root chain,
-the timestamp, every new manifest, each day's ``recycled.parquet`` and pending list (``notices.parquet``) and the ledger inclusion of
-each manifest. The checks are :class:`~pipelines.client.trust.TrustedFeed`'s (bytes in,
-verdicts out); this module only fetches (:mod:`pipelines.client.fetch`) and, once all of it
-verified, stores in one DuckDB transaction (:mod:`pipelines.client.store`). Any failure raises
-a :class:`~pipelines.errors.VerificationError` subclass naming what failed and stores nothing.
+the timestamp, every new manifest, each day's ``recycled.csv`` and pending list (``notices.csv``) and the ledger inclusion of
+each manifest. The checks are :class:`~number_recycling_client.trust.TrustedFeed`'s (bytes in,
+verdicts out); this module only fetches (:mod:`number_recycling_client.fetch`) and, once all of it
+verified, stores in one sqlite3 transaction (:mod:`number_recycling_client.store`). Any failure raises
+a :class:`~number_recycling_client.errors.VerificationError` subclass naming what failed and stores nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.client.fetch import Fetcher, HttpFetcher, LedgerTiles, require
-from pipelines.client.store import connect, load_last_pull, store_pull
-from pipelines.client.trust import TrustedFeed, VerifiedPull
+from number_recycling_client.fetch import Fetcher, HttpFetcher, LedgerTiles, require
+from number_recycling_client.store import connect, load_last_pull, store_pull
+from number_recycling_client.trust import TrustedFeed, VerifiedPull
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ClientConfig:
     """Limits and policy of a pull, with safe defaults."""
 
     max_metadata_bytes: int = 1 << 20  # root, timestamp and manifest files
-    max_file_bytes: int = 4 << 30  # one day's parquet
+    max_file_bytes: int = 4 << 30  # one day's CSV
     max_root_rotations: int = 1024  # roots followed in one pull
     require_ledger: bool = True  # refuse manifests that no ledger entry commits to
     timeout_s: float = 120.0
@@ -101,7 +101,7 @@ def _verify(fetch: Fetcher, trust: TrustedFeed, config: ClientConfig) -> Verifie
 
 
 def _report(trust: TrustedFeed, got: VerifiedPull) -> PullReport:
-    rows = sum(t.num_rows for t in got.tables)
+    rows = sum(len(t) for t in got.tables)
     version, from_seq, to_seq = got.root.signed.version, trust.last.seq, got.timestamp.manifest.seq
     log.info("pull: root v%d, seq %d -> %d, %d row(s)", version, from_seq, to_seq, rows)
     return PullReport(
@@ -111,5 +111,5 @@ def _report(trust: TrustedFeed, got: VerifiedPull) -> PullReport:
         rows=rows,
         checkpoint_size=None if got.checkpoint is None else got.checkpoint.size,
         up_to_date=not got.manifests,
-        notices=sum(t.num_rows for t in got.notices),
+        notices=sum(len(t) for t in got.notices),
     )

@@ -12,16 +12,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.errors import FormatError, LogIntegrityError, TerminalError
-from pipelines.ledger.log import split_hashes
-from pipelines.ledger.merkle import HASH_SIZE, consistency_path, inclusion_path, perfect_root
-from pipelines.ledger.note import b64, b64decode_strict
-from pipelines.ledger.tiles import (
+from number_recycling_client.errors import FormatError, LogIntegrityError, TerminalError
+from number_recycling_client.ledger.merkle import HASH_SIZE, consistency_path, inclusion_path, perfect_root
+from number_recycling_client.ledger.note import b64, b64decode_strict
+from number_recycling_client.ledger.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
     Tile,
     bundle_for,
     decode_bundle,
+    split_hashes,
     tile_for,
 )
 

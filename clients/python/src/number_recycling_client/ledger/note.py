@@ -14,12 +14,12 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pipelines.errors import FormatError, SignatureError
+from number_recycling_client.errors import FormatError, SignatureError
 
 ALG_ED25519 = 0x01
 MAX_SIGNATURES = 100  # Go's note.Open refuses more, to bound the work per note
@@ -142,6 +142,22 @@ class NoteSigner(Protocol):
 
     @property
     def key_id(self) -> bytes: ...
+
+    def sign(self, msg: bytes) -> bytes: ...
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """A note signing key: C2SP key name, 4-byte key ID, Ed25519 public key, raw signatures."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key_id(self) -> bytes: ...
+
+    @property
+    def public_key(self) -> bytes: ...
 
     def sign(self, msg: bytes) -> bytes: ...
 

@@ -13,24 +13,19 @@ Bytes go in, verdicts come out: :class:`TrustedFeed` starts from what the last p
 
 then :meth:`~TrustedFeed.verified` hands over what may be stored. Every step verifies
 signatures, expiry, rollback and the chain, and raises a
-:class:`~pipelines.errors.VerificationError` subclass naming what failed. Nothing here touches
+:class:`~number_recycling_client.errors.VerificationError` subclass naming what failed. Nothing here touches
 the network or the disk: ``pull.py`` fetches and stores.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from pipelines.errors import (
+from number_recycling_client.errors import (
     CommitmentError,
     ExpiredMetadataError,
     FeedGapError,
@@ -42,8 +37,26 @@ from pipelines.errors import (
     SignatureError,
     TamperedFileError,
 )
-from pipelines.feeds.publish import FEED_SCHEMA, GRADE_COLUMNS, NOTICE_SCHEMA, feed_manifest_value
-from pipelines.feeds.wire import (
+from number_recycling_client.feedfiles import (
+    FEED_COLUMNS,
+    FEED_EVENTS,
+    NOTICE_COLUMNS,
+    NOTICE_EVENTS,
+    Value,
+    read_csv,
+)
+from number_recycling_client.ledger.entries import Entry, EntryType, commitment
+from number_recycling_client.ledger.merkle import (
+    consistency_path,
+    inclusion_path,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from number_recycling_client.ledger.note import Checkpoint, open_checkpoint
+from number_recycling_client.ledger.proof import TileReader
+from number_recycling_client.ledger.tiles import Tile
+from number_recycling_client.wire import (
     ROLE_MANIFEST,
     ROLE_RECEIPT,
     ROLE_ROOT,
@@ -55,21 +68,12 @@ from pipelines.feeds.wire import (
     Root,
     Timestamp,
     canonical_json,
+    feed_manifest_value,
     sha256_hex,
     verify_root_update,
 )
-from pipelines.ledger.entries import Entry, EntryType, commitment
-from pipelines.ledger.merkle import (
-    consistency_path,
-    inclusion_path,
-    leaf_hash,
-    verify_consistency,
-    verify_inclusion,
-)
-from pipelines.ledger.note import Checkpoint, open_checkpoint
-from pipelines.ledger.proof import TileReader
-from pipelines.ledger.tiles import Tile
 
+Row = tuple[Value, ...]  # a file's columns in FEED_COLUMNS/NOTICE_COLUMNS order, then feed_date
 ReadTile = Callable[[str], bytes | None]  # tile path under the ledger ("tile/0/000") -> bytes, None: absent
 
 
@@ -84,7 +88,7 @@ class LastPull:
     feed_date: dt.date | None = None
     last_row_seq: int = 0
     checkpoint: bytes | None = None  # the signed note of the last checkpoint seen
-    last_notice_seq: int = 0  # the pending list's last seq stored (notices.parquet)
+    last_notice_seq: int = 0  # the pending list's last seq stored (notices.csv)
 
 
 class FeedFile(NamedTuple):
@@ -101,11 +105,11 @@ class VerifiedPull:
     root: Envelope[Root]
     timestamp: Timestamp
     manifests: tuple[tuple[Envelope[Manifest], bytes], ...]  # with the exact bytes served
-    tables: tuple[pa.Table, ...]  # one per manifest, ``feed_date`` column appended
+    tables: tuple[list[Row], ...]  # one per manifest, ``feed_date`` appended to each row
     last_row_seq: int
     checkpoint_note: bytes | None
     checkpoint: Checkpoint | None
-    notices: tuple[pa.Table, ...] = ()  # the pending lists of the manifests that have one
+    notices: tuple[list[Row], ...] = ()  # the pending lists of the manifests that have one
     last_notice_seq: int = 0
 
 
@@ -128,8 +132,8 @@ class TrustedFeed:
         self._roots_final = False
         self.timestamp: Timestamp | None = None
         self.manifests: list[tuple[Envelope[Manifest], bytes]] = []
-        self.tables: list[pa.Table] = []
-        self.notices: list[pa.Table] = []
+        self.tables: list[list[Row]] = []
+        self.notices: list[list[Row]] = []
         self._notices_checked = 0  # manifests whose pending list is verified (or that have none)
         self.checkpoint_note = last.checkpoint
         self.checkpoint: Checkpoint | None = None
@@ -254,22 +258,22 @@ class TrustedFeed:
 
     @property
     def next_feed_file(self) -> FeedFile | None:
-        """The day's ``recycled.parquet`` to fetch next; None when every day's rows are in."""
+        """The day's ``recycled.csv`` to fetch next; None when every day's rows are in."""
         if self.next_manifest_seq is not None:
             raise RuntimeError("update_rows() needs every manifest first")
         if len(self.tables) == len(self.manifests):
             return None
         m = self.manifests[len(self.tables)][0].signed
-        meta = next((f for f in m.files if f.path.endswith("/recycled.parquet")), None)
+        meta = next((f for f in m.files if f.path.endswith("/recycled.csv")), None)
         if meta is None:
-            raise TamperedFileError(f"manifest seq {m.seq} lists no recycled.parquet")
+            raise TamperedFileError(f"manifest seq {m.seq} lists no recycled.csv")
         return FeedFile(m.seq, meta)
 
     @property
     def last_row_seq(self) -> int:
-        return self.last.last_row_seq + sum(int(t.num_rows) for t in self.tables)
+        return self.last.last_row_seq + sum(len(t) for t in self.tables)
 
-    def update_rows(self, data: bytes) -> pa.Table:
+    def update_rows(self, data: bytes) -> list[Row]:
         """The file :attr:`next_feed_file` names: as its manifest signs it, rows contiguous."""
         pending = self.next_feed_file
         if pending is None:
@@ -283,22 +287,20 @@ class TrustedFeed:
         if meta.rows != m.row_count:
             raise TamperedFileError(f"manifest seq {m.seq}: file rows {meta.rows} != row_count {m.row_count}")
         table = verify_rows(data, m, self.last_row_seq + 1)
-        self.tables.append(
-            table.append_column("feed_date", pa.array([m.feed_date] * table.num_rows, pa.date32()))
-        )
+        self.tables.append([(*row, m.feed_date) for row in table])
         return table
 
     # ------------------------------------------------------------------ 4b. pending lists
 
     @property
     def next_notice_file(self) -> FeedFile | None:
-        """The day's ``notices.parquet`` (the pending list) to fetch next, after every day's rows;
+        """The day's ``notices.csv`` (the pending list) to fetch next, after every day's rows;
         None when all are in. A manifest of an earlier publisher lists none: nothing to fetch."""
         if self.next_feed_file is not None:
             raise RuntimeError("update_notices() comes after every day's rows")
         while self._notices_checked < len(self.manifests):
             m = self.manifests[self._notices_checked][0].signed
-            meta = next((f for f in m.files if f.path.endswith("/notices.parquet")), None)
+            meta = next((f for f in m.files if f.path.endswith("/notices.csv")), None)
             if meta is not None:
                 return FeedFile(m.seq, meta)
             self._notices_checked += 1
@@ -306,9 +308,9 @@ class TrustedFeed:
 
     @property
     def last_notice_seq(self) -> int:
-        return self.last.last_notice_seq + sum(int(t.num_rows) for t in self.notices)
+        return self.last.last_notice_seq + sum(len(t) for t in self.notices)
 
-    def update_notices(self, data: bytes) -> pa.Table:
+    def update_notices(self, data: bytes) -> list[Row]:
         """The file :attr:`next_notice_file` names: as its manifest signs it, seqs contiguous."""
         pending = self.next_notice_file
         if pending is None:
@@ -320,9 +322,7 @@ class TrustedFeed:
                 "file was altered in transit or on the server"
             )
         table = verify_notices(data, m, meta.rows, self.last_notice_seq + 1)
-        self.notices.append(
-            table.append_column("feed_date", pa.array([m.feed_date] * table.num_rows, pa.date32()))
-        )
+        self.notices.append([(*row, m.feed_date) for row in table])
         self._notices_checked += 1
         return table
 
@@ -379,76 +379,49 @@ def _verify_signature_any(env: Envelope[Manifest], chain: Sequence[Envelope[Root
     raise SignatureError(errors[0])
 
 
-# Columns a feed file of an earlier 1.x publisher may lack (filled with nulls here).
-OPTIONAL_FEED_COLUMNS = frozenset({"prior_end", *GRADE_COLUMNS})
+_SEQ = [c.name for c in FEED_COLUMNS].index("seq")
+_EVENT = [c.name for c in FEED_COLUMNS].index("event")
+_NOTICE_SEQ = [c.name for c in NOTICE_COLUMNS].index("seq")
+_NOTICE_EVENT = [c.name for c in NOTICE_COLUMNS].index("event")
 
 
-def _known_columns(table: pa.Table, seq: int, schema: pa.Schema = FEED_SCHEMA) -> pa.Table:
-    """The columns this version knows, in its order; columns a later publisher added are left
-    out (the file's SHA-256 in the signed manifest still covers them), an optional one missing
-    from an earlier publisher's file is null."""
-    columns = []
-    for field in schema:
-        if field.name in table.schema.names:
-            column = table.column(field.name)
-            if column.type != field.type:
-                raise TamperedFileError(
-                    f"feed seq {seq}: column {field.name} is {column.type}, not {field.type}"
-                )
-            columns.append(column)
-        elif field.name in OPTIONAL_FEED_COLUMNS:
-            columns.append(pa.nulls(table.num_rows, field.type))
-        else:
-            raise TamperedFileError(f"feed seq {seq}: unexpected columns {table.schema.names}")
-    return pa.Table.from_arrays(columns, schema=schema)
+def _check_seqs(rows: list[Row], at: int, first_seq: int, what: str) -> None:
+    if [row[at] for row in rows] != list(range(first_seq, first_seq + len(rows))):
+        raise FeedGapError(f"{what}: seqs are not contiguous from {first_seq}")
 
 
-def verify_rows(data: bytes, manifest: Manifest, first_seq: int) -> pa.Table:
-    """A day's parquet (bytes, in memory): schema, row count, row seqs contiguous, known events."""
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise TamperedFileError(f"feed seq {manifest.seq}: the parquet file does not parse ({exc})") from None
-    table = _known_columns(table, manifest.seq)
-    if table.num_rows != manifest.row_count:
+def verify_rows(data: bytes, manifest: Manifest, first_seq: int) -> list[Row]:
+    """A day's ``recycled.csv`` (bytes, in memory): columns, row count, row seqs contiguous,
+    known events."""
+    rows = read_csv(data, FEED_COLUMNS, f"feed seq {manifest.seq}")
+    if len(rows) != manifest.row_count:
         raise TamperedFileError(
-            f"feed seq {manifest.seq}: {table.num_rows} rows, the manifest says {manifest.row_count}"
+            f"feed seq {manifest.seq}: {len(rows)} rows, the manifest says {manifest.row_count}"
         )
     if manifest.row_seq_start != first_seq:
         raise FeedGapError(
             f"feed seq {manifest.seq} starts at row {manifest.row_seq_start}, expected "
             f"{first_seq}: rows are missing or repeated"
         )
-    seqs = table.column("seq").to_numpy()
-    if not np.array_equal(seqs, np.arange(first_seq, first_seq + table.num_rows)):
-        raise FeedGapError(f"feed seq {manifest.seq}: row seqs are not contiguous from {first_seq}")
-    events = set(table.column("event").to_pylist())
-    if not events <= {"released", "reissued"}:
-        raise TamperedFileError(f"feed seq {manifest.seq}: unknown event(s) {sorted(events)}")
-    return table
+    _check_seqs(rows, _SEQ, first_seq, f"feed seq {manifest.seq}: row")
+    events = {row[_EVENT] for row in rows}
+    if not events <= FEED_EVENTS:
+        raise TamperedFileError(f"feed seq {manifest.seq}: unknown event(s) {sorted(map(str, events))}")
+    return rows
 
 
-def verify_notices(data: bytes, manifest: Manifest, rows: int, first_seq: int) -> pa.Table:
-    """A day's pending list (bytes): schema, the row count its manifest signs, seqs contiguous
-    from ``first_seq`` (the notices' own numbering), known events."""
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise TamperedFileError(
-            f"notices of seq {manifest.seq}: the parquet file does not parse ({exc})"
-        ) from None
-    table = _known_columns(table, manifest.seq, NOTICE_SCHEMA)
-    if table.num_rows != rows:
-        raise TamperedFileError(
-            f"notices of seq {manifest.seq}: {table.num_rows} rows, the manifest says {rows}"
-        )
-    seqs = table.column("seq").to_numpy()
-    if not np.array_equal(seqs, np.arange(first_seq, first_seq + table.num_rows)):
-        raise FeedGapError(f"notices of seq {manifest.seq}: seqs are not contiguous from {first_seq}")
-    events = set(table.column("event").to_pylist())
-    if not events <= {"pending", "withdrawn"}:
-        raise TamperedFileError(f"notices of seq {manifest.seq}: unknown event(s) {sorted(events)}")
-    return table
+def verify_notices(data: bytes, manifest: Manifest, count: int, first_seq: int) -> list[Row]:
+    """A day's pending list (``notices.csv``): columns, the row count its manifest signs, seqs
+    contiguous from ``first_seq`` (the notices' own numbering), known events."""
+    what = f"notices of seq {manifest.seq}"
+    rows = read_csv(data, NOTICE_COLUMNS, what)
+    if len(rows) != count:
+        raise TamperedFileError(f"{what}: {len(rows)} rows, the manifest says {count}")
+    _check_seqs(rows, _NOTICE_SEQ, first_seq, what)
+    events = {row[_NOTICE_EVENT] for row in rows}
+    if not events <= NOTICE_EVENTS:
+        raise TamperedFileError(f"{what}: unknown event(s) {sorted(map(str, events))}")
+    return rows
 
 
 # --------------------------------------------------------------------------- ledger

@@ -13,7 +13,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipelines.errors import FormatError, TerminalError
+from number_recycling_client.errors import FormatError, TerminalError
+from number_recycling_client.ledger.merkle import HASH_SIZE
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # hashes in a full tile
@@ -178,3 +179,9 @@ def decode_bundle(data: bytes, count: int, where: str = "entry bundle") -> list[
     if len(out) != count:
         raise FormatError(f"{where}: holds {len(out)} entries, expected {count}")
     return out
+
+
+def split_hashes(data: bytes, where: str) -> list[bytes]:
+    if len(data) % HASH_SIZE:
+        raise FormatError(f"{where}: {len(data)} bytes is not a whole number of hashes")
+    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]

@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
-from pipelines.errors import FormatError, TerminalError
-from pipelines.numbers import mask, mask_contact
+from number_recycling_client.errors import FormatError, TerminalError
 
 ENTRY_VERSION = 1
 ENTRY_SIZE = 50
@@ -54,6 +53,7 @@ class EntryType(IntEnum):
     FEED_MANIFEST = 10  # commits to one day's signed feed manifest
     CORRECTION = 11  # corrects an earlier entry (the value names it); entries are never rewritten
     TENURE_STATEMENT = 12  # a signed tenure statement was issued: commits to its facts (statement.py)
+    HOLDER_NOTICE_SENT = 13  # a recycled number's new holder was sent the notice at sale (holder_notice.py)
 
     @property
     def label(self) -> str:
@@ -269,10 +269,9 @@ class CanonicalValue:
         return dict(self.fields)
 
     def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{n}={(mask_contact(v) if 'email' in n or n == 'contact' else mask(v)) if n in _MASKED_FIELDS else v!r}"
-            for n, v in self.fields
-        )
+        # Numbers and contacts are hidden, not masked: masking needs the number's national
+        # digits (phonenumbers), which this package does not depend on; a repr is for debugging.
+        shown = ", ".join(f"{n}={'<hidden>' if n in _MASKED_FIELDS else repr(v)}" for n, v in self.fields)
         return f"CanonicalValue({shown})"
 
 
