@@ -57,6 +57,11 @@ DROPS = {  # table -> (drop file, its columns as the drop spells them, the table
 }
 
 
+def rss_mib() -> int:
+    """The peak RSS of this process so far (the step that raised it is the first to show it)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def cpu_s() -> float:
     u = resource.getrusage(resource.RUSAGE_SELF)
     return u.ru_utime + u.ru_stime
@@ -216,13 +221,21 @@ def measure(data: Path, with_send: bool) -> dict[str, Any]:
     for name in ("ingest", "receipts", "advance", "events", "schedule"):
         t0, c0 = time.perf_counter(), cpu_s()
         run_step(settings, D, name, RunContext())
-        out[name] = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(cpu_s() - c0, 2)}
+        out[name] = {
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "cpu_s": round(cpu_s() - c0, 2),
+            "rss_mib": rss_mib(),
+        }
         print(f"  {name}: {out[name]}", file=sys.stderr, flush=True)
     if with_send:
         out.update(send(settings, data))
     t0, c0 = time.perf_counter(), cpu_s()
     run_step(settings, D, "ledger", RunContext())
-    out["ledger"] = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(cpu_s() - c0, 2)}
+    out["ledger"] = {
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "cpu_s": round(cpu_s() - c0, 2),
+        "rss_mib": rss_mib(),
+    }
     out["night"] = {"wall_s": round(time.perf_counter() - t_all, 2), "cpu_s": round(cpu_s() - c_all, 2)}
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["load_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -251,7 +264,8 @@ def send(settings: Any, data: Path) -> dict[str, Any]:
         with db.open_state(layout.state_db) as con:
             report = send_reminders(con, settings, D, channels, journal_dir=layout.outbox_dir / "journal")
             out["send"] = {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(cpu_s() - c0, 2),
-                           "sent": report.sent, "attempted": report.attempted, "failed": report.failed}  # fmt: skip
+                           "sent": report.sent, "attempted": report.attempted, "failed": report.failed,
+                           "rss_mib": rss_mib()}  # fmt: skip
             for t in timed[:2]:
                 t.inner.close()
             t1 = time.perf_counter()
@@ -361,10 +375,12 @@ def child(*args: str) -> dict[str, Any]:
 
 
 def summary(run: dict[str, Any]) -> str:
-    rows = [f"{'step':<28}{'wall s':>9}{'cpu s':>9}"]
+    rows = [f"{'step':<28}{'wall s':>9}{'cpu s':>9}{'peak RSS MiB':>14}"]
     for name in ("ingest", "receipts", "advance", "events", "schedule", "send", "ledger", "night"):
         if name in run:
-            rows.append(f"{name:<28}{run[name]['wall_s']:>9}{run[name]['cpu_s']:>9}")
+            rows.append(
+                f"{name:<28}{run[name]['wall_s']:>9}{run[name]['cpu_s']:>9}{run[name].get('rss_mib', ''):>14}"
+            )
     if "receipts_next_night" in run:
         r = run["receipts_next_night"]
         rows.append(f"{'receipts D+1 (ingest+apply)':<28}{r['wall_s']:>9}{r['cpu_s']:>9}")
