@@ -17,6 +17,7 @@ FULL: dict[str, list[str]] = {
     "bench_lifecycle.py": [],
     "bench_ledger.py": [],
     "bench_server.py": [],
+    "bench_night.py": [],
     "bench_events.py": [],
 }
 QUICK: dict[str, list[str]] = {
@@ -24,6 +25,7 @@ QUICK: dict[str, list[str]] = {
     "bench_lifecycle.py": ["--tenures", "1000000", "--events", "100000"],
     "bench_ledger.py": ["--entries", "200000", "--batch", "20000", "--api-entries", "20000"],
     "bench_server.py": ["--tenures", "1000000", "--requests", "2000", "--bulk", "50000"],
+    "bench_night.py": ["--tenures", "1000000", "--rows", "100000"],
     "bench_events.py": ["--events", "500", "--deliver", "1000"],
 }
 

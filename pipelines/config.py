@@ -68,6 +68,10 @@ class SmtpSettings:
     sender: str = "reminders@carrier.example"  # env RECYCLE_SMTP_FROM
     starttls: bool = False
     timeout_s: float = 10.0
+    # Connections kept open at once (``[channels.smtp] connections``): each carries its share of
+    # a batch, pipelined. 4 measured near the best with the loopback simulator on 2 cores
+    # (benchmarks/bench_night.py --channels-only); a relay's per-client limit is usually 10-20.
+    connections: int = 4
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class SmsSettings:
     url: str = "http://localhost:8025/send"
     token: str | None = field(default=None, repr=False)
     timeout_s: float = 10.0
+    # Requests in flight over one keep-alive pool (``[channels.sms] concurrency``).
+    concurrency: int = 8
 
 
 @dataclass(frozen=True)

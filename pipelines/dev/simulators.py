@@ -252,6 +252,14 @@ class _SmtpHandler:
     def __init__(self, simulator: GatewaySimulator) -> None:
         self._sim = simulator
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd reads commands one line at a time, so it takes RFC 2920 pipelining as it is;
+        # it only does not say so. Production relays (Postfix, Exim) offer it.
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:

@@ -9,6 +9,7 @@ rerun of a day leaves the state byte-identical.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -124,13 +125,13 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
     letters_dir = layout.outbox_dir / "letters"
     journal_dir = layout.outbox_dir / "journal"  # no second send after a kill: reminders.journal
     next_inbox = layout.inbox(day + dt.timedelta(days=1))
-    with open_state(layout.state_db) as con:
+    with open_state(layout.state_db) as con, contextlib.ExitStack() as pools:
         channels: dict[str, Channel]
         if not ctx.simulate_gateways:
             smpp = SmppChannel(settings.smpp, zone=settings.zone) if settings.smpp else None
-            channels = {
-                "email": SmtpChannel(settings.smtp),
-                "sms": smpp or SmsHttpChannel(settings.sms),
+            channels = {  # the pooled channels' connections close with the step
+                "email": pools.enter_context(SmtpChannel(settings.smtp)),
+                "sms": smpp or pools.enter_context(SmsHttpChannel(settings.sms)),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
             report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)
@@ -139,10 +140,14 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
         from pipelines.dev.simulators import GatewaySimulator, write_receipts
         from pipelines.dev.smsc import simulated_smpp
 
-        with GatewaySimulator() as sim, simulated_smpp(settings, day, ctx.gateway_seed) as (smsc, smpp):
+        with (
+            GatewaySimulator() as sim,
+            simulated_smpp(settings, day, ctx.gateway_seed) as (smsc, smpp),
+            pools,
+        ):
             channels = {
-                "email": SmtpChannel(sim.smtp_settings()),
-                "sms": smpp or SmsHttpChannel(sim.sms_settings()),
+                "email": pools.enter_context(SmtpChannel(sim.smtp_settings())),
+                "sms": smpp or pools.enter_context(SmsHttpChannel(sim.sms_settings())),
                 "letter": LetterBatchChannel(letters_dir, day),
             }
             report = send_reminders(con, settings, day, channels, journal_dir=journal_dir)

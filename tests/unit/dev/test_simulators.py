@@ -152,7 +152,7 @@ def test_simulator_records_arrival_order_and_feeds_the_receipts(tmp_path: Path) 
     ]
     sms = [OutgoingReminder(f"s{i}", "sms", f"+86139{i:08d}", "en", "", "text", DAY) for i in range(3)]
     with GatewaySimulator() as sim:
-        SmtpChannel(sim.smtp_settings(), local_hostname="client.test").send_batch(email)
+        SmtpChannel(sim.smtp_settings(), local_hostname="client.test", connections=1).send_batch(email)
         SmsHttpChannel(sim.sms_settings(), concurrency=1).send_batch(sms)
         got = sim.drain()
         assert sim.received == ()

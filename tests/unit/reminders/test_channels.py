@@ -91,7 +91,7 @@ def free_port() -> int:
 def test_smtp_delivers_utf8_reminders_with_reminder_id_and_stable_message_id() -> None:
     reminders = [email_reminder(1), email_reminder(2, language="en")]
     with GatewaySimulator() as sim:
-        channel = SmtpChannel(sim.smtp_settings(), clock=clock, local_hostname="client.test")
+        channel = SmtpChannel(sim.smtp_settings(), clock=clock, local_hostname="client.test", connections=1)
         outcome = channel.send_batch(reminders)
         channel.send_batch(reminders[:1])  # a resend
         got = sim.received
@@ -413,3 +413,49 @@ def test_reminder_repr_hides_address_and_batches_are_checked() -> None:
         OutgoingReminder("has space", "sms", "+8613900000001", "zh-CN", "", "t", DAY)
     with pytest.raises(ValueError):
         send_with_retry(SmsHttpChannel(SmsSettings()), [r], attempts=0)
+
+
+# --------------------------------------------------------------------------- pools
+
+
+def test_smtp_pool_sends_a_batch_over_its_connections_pipelined_and_keeps_them_for_the_next() -> None:
+    odd = email_reminder(99, to="o'brien@example.cn")  # outside the fast build: email.message's bytes
+    odd = dataclasses.replace(odd, text=".\n.hidden line\n..two dots")  # lines that need dot-stuffing
+    with GatewaySimulator() as sim:
+        channel = SmtpChannel(sim.smtp_settings(), local_hostname="client.test", connections=3)
+        first = channel.send_batch([email_reminder(i) for i in range(1, 10)] + [odd])
+        assert channel._idle.qsize() == 3  # three connections, back in the pool after the batch
+        second = channel.send_batch([email_reminder(i) for i in range(10, 13)])
+        assert channel._idle.qsize() == 3  # reused, not three more
+        channel.close()
+        assert channel._idle.qsize() == 0
+        got = {m.reminder_id: m for m in sim.received}
+    assert len(first.sent) == 10 and len(second.sent) == 3 and not first.failed
+    assert sorted(got) == sorted([f"rem-{i:04d}" for i in range(1, 13)] + ["rem-0099"])
+    assert got["rem-0099"].text.splitlines() == [".", ".hidden line", "..two dots"]
+    assert got["rem-0005"].text == email_reminder(5).text
+
+
+def test_smtp_pipelined_refusals_keep_their_stage_and_the_connection_goes_on() -> None:
+    reminders = [email_reminder(1), email_reminder(2, to="gone@example.cn"), email_reminder(3)]
+    with (
+        GatewaySimulator(refuse={"gone@example.cn"}) as sim,
+        SmtpChannel(sim.smtp_settings(), local_hostname="client.test", connections=1) as channel,
+    ):
+        outcome = channel.send_batch(reminders)
+    assert [r.reminder_id for r in outcome.sent] == ["rem-0001", "rem-0003"]
+    (failure,) = outcome.failed
+    assert (
+        failure.permanent and "refused the recipient: 550" in failure.reason and "gone@" not in failure.reason
+    )
+
+
+def test_sms_channel_keeps_its_client_and_workers_across_batches() -> None:
+    with GatewaySimulator() as sim:
+        with SmsHttpChannel(sim.sms_settings(), concurrency=3) as channel:
+            channel.send_batch([sms_reminder(i) for i in range(1, 5)])
+            client = channel._client
+            channel.send_batch([sms_reminder(i) for i in range(5, 9)])
+            assert channel._client is client is not None
+        assert channel._client is None
+        assert sorted(m.reminder_id for m in sim.received) == [f"sms-{i:04d}" for i in range(1, 9)]

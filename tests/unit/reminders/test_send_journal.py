@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lifecycle_testkit import World, day, open_db, seeded
 
 import pipelines.reminders as rm
@@ -25,7 +27,13 @@ from pipelines.reminders.channels import (
     SmsHttpChannel,
     SmtpChannel,
 )
-from pipelines.reminders.journal import SendJournal, read_send_journal, send_journal_path
+from pipelines.reminders.journal import (
+    SendJournal,
+    _json_line,
+    journal_line,
+    read_send_journal,
+    send_journal_path,
+)
 from pipelines.reminders.send import _stop_if_unjournaled
 
 AT = dt.datetime(2026, 3, 2, 8, 30, tzinfo=dt.UTC)
@@ -168,7 +176,7 @@ def test_channels_report_an_acceptance_before_their_next_message(tmp_path: Path)
         def hook(r: SendResult) -> None:
             heard.append((r.reminder_id, len(sim.received)))
 
-        SmtpChannel(sim.smtp_settings(), local_hostname="client.test").send_batch(
+        SmtpChannel(sim.smtp_settings(), local_hostname="client.test", connections=1).send_batch(
             reminders("email", "o{}@example.cn"), hook
         )
         SmsHttpChannel(sim.sms_settings(), concurrency=1).send_batch(
@@ -182,3 +190,52 @@ def test_channels_report_an_acceptance_before_their_next_message(tmp_path: Path)
         reminders("letter", "S{}"), lambda r: letters.append(r.reminder_id)
     )
     assert letters == [f"Rletter{i}" for i in range(4)]
+
+
+@given(
+    rid=st.from_regex(r"[A-Za-z0-9_.:@#+=/-]{1,30}", fullmatch=True) | st.text(min_size=1, max_size=30),
+    ref=st.from_regex(r"[A-Za-z0-9_.:@#+=/-]{1,30}", fullmatch=True) | st.text(min_size=1, max_size=30),
+    channel=st.sampled_from(["email", "sms", "letter"]),
+    at=st.datetimes(timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=8))])),
+)
+def test_the_fast_journal_line_is_the_json_line(rid: str, ref: str, channel: str, at: dt.datetime) -> None:
+    result = SendResult(rid, channel, ref, at)  # type: ignore[arg-type]
+    assert journal_line(result) == _json_line(result)
+
+
+class Peeks:
+    """Passes batches to ``inner`` and notes, before each, how many outbox rows are recorded sent."""
+
+    def __init__(self, inner: rm.send.Channel, world: World) -> None:
+        self.name = inner.name
+        self._inner, self._world = inner, world
+        self.sent_before: list[int] = []
+
+    def send_batch(
+        self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
+    ) -> BatchOutcome:
+        sql = "SELECT count(*) FROM outbox WHERE status = 'sent'"
+        self.sent_before.append(self._world.con.execute(sql).fetchall()[0][0])
+        return (
+            self._inner.send_batch(reminders, on_accepted)
+            if on_accepted
+            else self._inner.send_batch(reminders)
+        )
+
+
+@pytest.mark.parametrize("journaled", [True, False])
+def test_outcomes_are_merged_once_per_run_with_a_journal_and_per_batch_without(
+    world: World, tmp_path: Path, journaled: bool
+) -> None:
+    cancelled_world(world)
+    peek = Peeks(world.channels["sms"], world)
+    report = rm.send_reminders(
+        world.con, world.settings, day(1), {"sms": peek}, batch_size=1,
+        journal_dir=tmp_path / "journal" if journaled else None,
+    )  # fmt: skip
+    assert report.batches == report.sent == len(peek.sent_before) > 2
+    # With the journal the outbox is touched once, after the last batch (O(batch) bookkeeping);
+    # without one every batch is in the state file before the next goes out.
+    assert peek.sent_before == ([0] * report.batches if journaled else list(range(report.batches)))
+    assert world.one("SELECT count(*) FROM outbox WHERE status = 'sent'") == report.sent
+    assert world.one("SELECT count(*) FROM ledger_events WHERE type = 'reminder_sent'") == report.sent
