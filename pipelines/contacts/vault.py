@@ -27,10 +27,12 @@ Measured by benchmarks/bench_contacts.py.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -108,15 +110,7 @@ class ContactVault:
         path = self.key_path(epoch)
         if create and not path.exists():
             private_dir(self.dir, top=self.dir.parent)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w", encoding="ascii") as fh:
-                    fh.write(base64.b64encode(os.urandom(32)).decode("ascii") + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            _create_key(path)
         self._keys[epoch] = _read_key(path) if path.exists() else None
         return self._keys[epoch]
 
@@ -184,6 +178,26 @@ class ContactVault:
         finally:
             os.close(dir_fd)
         return True
+
+
+def _create_key(path: Path) -> None:
+    """A new random key at ``path``, unless another thread or process made it first.
+
+    Written whole to a private temporary file, then linked into place: ``link`` is atomic and
+    refuses an existing name, so a reader sees no key or a whole one. (Creating ``path`` itself
+    with O_EXCL and writing after let DuckDB's other sealing threads read it empty: "must hold 32
+    bytes", seen by benchmarks/bench_night.py on a fresh vault.)"""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(base64.b64encode(os.urandom(32)).decode("ascii") + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_key(path: Path) -> AESGCMSIV:

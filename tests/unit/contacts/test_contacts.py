@@ -173,3 +173,25 @@ def test_the_nightly_step_deletes_the_clear_copies_of_old_nights(tmp_path: Path)
     report = step_contacts(settings, dt.date(2026, 3, 1), RunContext())
     assert "inbox/2026-01-01" in report["clear_copies"]["deleted"]
     assert not any(p.exists() for p in copies)
+
+
+def test_a_fresh_vault_sealed_from_many_threads_at_once_makes_one_whole_key(tmp_path: Path) -> None:
+    """DuckDB seals from several threads: the first use of a fresh vault must give every thread the
+    same whole key (a key file created empty and written after was read empty by the others; a
+    race, so five fresh vaults)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    for attempt in range(5):
+        keys = tmp_path / f"keys-{attempt}"
+        barrier = Barrier(16)
+        vaults = [ContactVault(keys) for _ in range(16)]  # as separate processes would
+
+        def seal(vault: ContactVault, barrier: Barrier = barrier) -> bytes:
+            barrier.wait()
+            return vault.seal([EMAIL]).to_pylist()[0]
+
+        with ThreadPoolExecutor(16) as pool:
+            sealed = list(pool.map(seal, vaults))
+        assert [p.name for p in (keys / "contacts").iterdir()] == ["live-1.key"]
+        assert ContactVault(keys).open(sealed).to_pylist() == [EMAIL] * 16
