@@ -93,9 +93,6 @@ def build(data: Path, tenures: int, rows: int) -> dict[str, Any]:
         (inbox / name).chmod(0o600)
     con.execute("DELETE FROM files WHERE logical_date = $d", {"d": D})
     # Go-live seals every contact (bench_lifecycle stores them in clear: it never opens one).
-    # One value first: the live key is created on first use, and DuckDB's threads calling the
-    # UDF at once on a fresh vault raced creating it ("must hold 32 bytes"; left for contacts/).
-    con.execute("SELECT contact_seal('first')").fetchall()
     for table, cols in (("tenures", ("contact_email", "contact_phone")), ("reminders", ("address",))):
         sealed = ", ".join(f"contact_seal({c}::VARCHAR) AS {c}" for c in cols)
         con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * REPLACE ({sealed}) FROM {table}")
