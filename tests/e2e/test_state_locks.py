@@ -88,7 +88,9 @@ def test_status_and_show_in_a_loop_never_break_the_night(drops: Path, tmp_path: 
     _, night_err = night.communicate()
     assert night.returncode == 0, night_err
     assert "Traceback" not in night_err and night_err.count(" complete ") == 3
-    assert len(readers) >= 6, "the readers did not overlap the night"
+    # Each pair started while the night was at work (the loop's condition); how many pairs fit
+    # depends on the machine (4 to 12 seen), so the test asks for the status and the show of one.
+    assert len(readers) >= 2, "the readers did not overlap the night"
     for cmd, rc, stderr in readers:
         assert "Traceback" not in stderr, (cmd, stderr)
         # An answer (0), or the clear line of a busy state file (75) — nothing else.
