@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 import httpx
 
@@ -211,7 +211,25 @@ def summarise(channel: ChannelName, sent: list[SendResult], failed: list[SendFai
 # --------------------------------------------------------------------------- e-mail
 
 
-class SmtpChannel:
+class _Pooled:
+    """What the pooled channels share: worker threads started on first use and kept across
+    batches, stopped by :meth:`close` (also on leaving ``with``); the channel can be used again."""
+
+    _workers: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._workers is not None:
+            self._workers.shutdown(wait=True)
+            self._workers = None
+
+
+class SmtpChannel(_Pooled):
     """E-mail over SMTP (stdlib ``smtplib``): a pool of ``connections`` kept open across batches,
     each batch split among them, reconnecting on a drop; use as a context manager (or call
     :meth:`close`) to say goodbye to the server.
@@ -253,19 +271,10 @@ class SmtpChannel:
         if self._connections < 1:
             raise ValueError("connections must be at least 1")
         self._idle: queue.SimpleQueue[smtplib.SMTP] = queue.SimpleQueue()
-        self._workers: ThreadPoolExecutor | None = None
-
-    def __enter__(self) -> SmtpChannel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """QUIT every idle connection and stop the worker threads (the channel can be used again)."""
-        if self._workers is not None:
-            self._workers.shutdown(wait=True)
-            self._workers = None
+        super().close()
         while True:
             try:
                 _quit(self._idle.get_nowait())
@@ -508,7 +517,7 @@ def _quit(conn: smtplib.SMTP) -> None:
 # --------------------------------------------------------------------------- SMS
 
 
-class SmsHttpChannel:
+class SmsHttpChannel(_Pooled):
     """SMS through an HTTP gateway: JSON ``{"reminder_id", "to", "text"}`` POSTed to ``settings.url``.
 
     2xx is sent (the provider reference is the response's ``id`` or ``message_id``); 408, 425,
@@ -544,19 +553,10 @@ class SmsHttpChannel:
         self._verify: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._clock = clock
         self._client: httpx.Client | None = None
-        self._workers: ThreadPoolExecutor | None = None
-
-    def __enter__(self) -> SmsHttpChannel:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the worker threads and close the client's connections (usable again after)."""
-        if self._workers is not None:
-            self._workers.shutdown(wait=True)
-            self._workers = None
+        super().close()
         if self._client is not None:
             self._client.close()
             self._client = None

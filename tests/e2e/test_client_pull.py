@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import httpx
@@ -142,9 +142,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
+def serving(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[str]:
+    """uvicorn on loopback, its URL; ``lifespan="on"`` as `recycle serve` runs it (the app's
+    background tasks, e.g. event delivery, run too)."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan=lifespan
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

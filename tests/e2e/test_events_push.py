@@ -14,16 +14,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from number_recycling_client import pull, stored_root, trusted_event_keys, verify_event
 
 from pipelines.config import load_settings
@@ -34,27 +32,16 @@ from pipelines.events.outbox import open_store
 from pipelines.nightly.steps import RunContext, run_day
 from pipelines.server import TokenStore, create_app
 
+from .test_client_pull import serving as client_pull_serving
 from .test_pending_notices import POLICY, A, B, day, drop, event
 
 RETRY = ",".join(["1s"] * 600)  # every second for 10 minutes: the default stretches over days
 
 
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
+def serving(app: Any) -> AbstractContextManager[str]:
     """uvicorn on loopback with the app's lifespan on, as `recycle serve` runs it: the delivery
     loop runs in the background."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return client_pull_serving(app, lifespan="on")
 
 
 @contextmanager
