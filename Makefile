@@ -17,7 +17,14 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml infra/constraints.txt | $
 	$(BIN)/pip install --quiet -c infra/constraints.txt -e clients/python -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The S3 server the tests start on loopback (moto's server mode) lives in a venv of its own:
+# moto needs botocore, which requires python-dateutil<3, and Airflow's environment has 4.0.
+S3_VENV := .venv-s3
+$(S3_VENV)/bin/moto_server:
+	$(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/pip install --quiet 'moto[server]==5.2.6'
+
+install: $(STAMP) $(S3_VENV)/bin/moto_server
 
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.dev.demo --data $(DEMO_DIR) --fresh
@@ -33,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy pipelines clients/python/src/number_recycling_client
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(S3_VENV)/bin/moto_server
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
