@@ -7,8 +7,10 @@ secrets and endpoints. Build it once with :func:`load_settings` and pass it in.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -159,6 +161,15 @@ class Settings:
     # day to end), looking every drops_poke_seconds; then the night fails, having written nothing.
     drops_wait_minutes: float = 360.0
     drops_poke_seconds: float = 300.0
+    # Work split by province (DESIGN.md, "Channels and scale"): empty, one state file for all
+    # (the embedded default); else each code has its own data directory and state file under
+    # ``<data_dir>/provinces/<code>/`` (its drops in its own inbox), the Airflow DAG maps the
+    # per-province steps over them, and one sequencer appends the ledger and publishes one feed
+    # (pipelines.provinces), province by province in the codes' sorted order (the embedded ledger
+    # orders a night by region the same way). Codes are the drops' ``region`` codes (GD, BJ).
+    provinces: tuple[str, ...] = ()
+    # Set on the settings of one province (:meth:`for_province`), empty otherwise.
+    province: str = ""
 
     def __post_init__(self) -> None:
         name = self.timezone or _REGION_ZONES.get(self.default_region.upper(), "UTC")
@@ -177,6 +188,18 @@ class Settings:
             raise ConfigError("config: contact_retention_days must be >= 1 (days after release)")
         if self.drops_wait_minutes < 0 or self.drops_poke_seconds <= 0:
             raise ConfigError("config: drops_wait_minutes must be >= 0 and drops_poke_seconds > 0")
+        object.__setattr__(self, "provinces", _province_codes(self.provinces))
+
+    def for_province(self, code: str) -> Settings:
+        """The settings of province ``code``: its own data directory (state file, inbox, outbox,
+        runs, contact keys) under ``<data_dir>/provinces/<code>/``; everything else the same."""
+        if code not in self.provinces:
+            raise ConfigError(
+                f"province {code!r} is not configured; provinces are {', '.join(self.provinces) or '(none)'}"
+            )
+        return dataclasses.replace(
+            self, data_dir=province_dir(self.data_dir, code), provinces=(), province=code
+        )
 
     def policy(self, region: str) -> Policy:
         """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""
@@ -229,6 +252,30 @@ class Settings:
 
     def _zone_sql(self) -> str:
         return "'" + self.timezone.replace("'", "''") + "'"
+
+
+_PROVINCE_CODE = re.compile(r"[A-Z0-9]{1,8}")
+
+
+def _province_codes(codes: Any) -> tuple[str, ...]:
+    """``provinces`` as a tuple of distinct codes, each safe as a folder name."""
+    if isinstance(codes, str) or not isinstance(codes, list | tuple):
+        raise ConfigError(
+            f'config: provinces must be a list of region codes such as ["GD", "BJ"], not {codes!r}'
+        )
+    bad = [c for c in codes if not isinstance(c, str) or not _PROVINCE_CODE.fullmatch(c)]
+    if bad:
+        raise ConfigError(
+            f"config: provinces {bad!r}: a code is 1-8 capital letters or digits, as in the drops' region column"
+        )
+    if len(set(codes)) != len(codes):
+        raise ConfigError(f"config: provinces lists a code twice: {list(codes)!r}")
+    return tuple(codes)
+
+
+def province_dir(data_dir: Path, code: str) -> Path:
+    """Where province ``code`` keeps its state, drops and runs."""
+    return Path(data_dir) / "provinces" / code
 
 
 # The zone of a default_region when `timezone` is not set (DESIGN.md, "One answer").
