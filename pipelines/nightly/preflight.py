@@ -84,10 +84,13 @@ def nights_run(layout: Layout) -> dict[dt.date, bool]:
 
 
 def missing_drops(settings: Settings, day: dt.date) -> tuple[str, ...]:
-    """The required drop kinds with no file in ``inbox/<D>/``. Dot files are uploads still in
+    """The required drop kinds with no file in ``inbox/<D>/`` (here or in storage). Dot files are uploads still in
     flight (as ingest skips them); a symlink or anything but a regular file does not count."""
+    from pipelines.storage.drops import drop_names
+
     inbox = Layout(settings.data_dir).inbox(day)
     names = [p.name for p in inbox.iterdir() if _regular(p)] if inbox.is_dir() else []
+    names += drop_names(settings, day)  # drops in storage count: ingest fetches them first
     prefixes = {kind: drop_specs()[kind].file_prefix for kind in REQUIRED_KINDS}
     return tuple(
         kind
