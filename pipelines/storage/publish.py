@@ -69,7 +69,9 @@ class _Pusher:
         self.record: dict[str, str] = json.loads(path.read_bytes()) if path.is_file() else {}
         self.report = PushReport()
 
-    def phase(self, rels: Iterable[str], listing: dict[str, int], mutable: bool = False) -> None:
+    def phase(self, rels: Iterable[str], listing: dict[str, int] | None, mutable: bool = False) -> None:
+        """Upload what changed of ``rels``, concurrently. ``listing`` (storage's sizes) None: the
+        caller already chose immutable ``rels`` by other means; mutable ones go by the record."""
         todo = [rel for rel in rels if self._changed(rel, listing, mutable)]
         if not todo:
             return
@@ -80,11 +82,12 @@ class _Pusher:
                 self.record[rel] = digest
         self.report.uploaded += todo
 
-    def _changed(self, rel: str, listing: dict[str, int], mutable: bool) -> bool:
-        size = (self.root / rel).stat().st_size
-        if listing.get(rel) != size:
+    def _changed(self, rel: str, listing: dict[str, int] | None, mutable: bool) -> bool:
+        if listing is not None and listing.get(rel) != (self.root / rel).stat().st_size:
             return True
-        return mutable and self.record.get(rel) != _sha256(self.root / rel)
+        if mutable:
+            return self.record.get(rel) != _sha256(self.root / rel)
+        return listing is None
 
     def _put(self, rel: str) -> str:
         data = (self.root / rel).read_bytes()
@@ -163,9 +166,9 @@ def publish_ledger(settings: Settings) -> PushReport:
 
     pusher = _Pusher(settings, storage)
     try:
-        pusher.phase(local_files(pusher.root, "ledger/tile", new_tile), {})
-        pusher.phase(local_files(pusher.root, "ledger", lambda r: r == "ledger/vkey"), {}, mutable=True)
-        pusher.phase([rel_cp], {}, mutable=True)
+        pusher.phase(local_files(pusher.root, "ledger/tile", new_tile), None)
+        pusher.phase(local_files(pusher.root, "ledger", lambda r: r == "ledger/vkey"), None, mutable=True)
+        pusher.phase([rel_cp], None)  # storage holds another: always, whatever the record says
     finally:
         report = pusher.save()
     return report
