@@ -66,9 +66,24 @@ def fetch_drops(settings: Settings, day: dt.date) -> list[str]:
             continue
         write_private(target, data, top=root / "inbox")
         fetched.append(name)
+    local_only = push_local_drops(settings, day, remote)
+    if fetched or local_only:
+        log.info("storage: inbox %s: %d drop(s) fetched, %d sent up", day, len(fetched), len(local_only))
+    return fetched
+
+
+def push_local_drops(settings: Settings, day: dt.date, remote: dict[str, int] | None = None) -> list[str]:
+    """Upload the drops of ``inbox/<D>/`` written here (receipts the send step wrote for the
+    next night) that storage lacks; their names. ``remote``: storage's listing, if already read."""
+    storage = Storage.from_settings(settings)
+    inbox = Layout(Path(settings.data_dir)).inbox(day)
+    if storage.local or not inbox.is_dir():
+        return []
+    prefix = f"inbox/{day.isoformat()}"
+    remote = storage.listing(prefix) if remote is None else remote
     local_only = [
         p.name
-        for p in (sorted(inbox.iterdir()) if inbox.is_dir() else [])
+        for p in sorted(inbox.iterdir())
         if p.is_file()
         and not p.is_symlink()
         and not p.name.startswith(".")
@@ -76,6 +91,4 @@ def fetch_drops(settings: Settings, day: dt.date) -> list[str]:
     ]
     for name in local_only:
         storage.write_bytes(f"{prefix}/{name}", (inbox / name).read_bytes())
-    if fetched or local_only:
-        log.info("storage: inbox %s: %d drop(s) fetched, %d sent up", day, len(fetched), len(local_only))
-    return fetched
+    return local_only

@@ -72,7 +72,7 @@ class _Pusher:
     def phase(self, rels: Iterable[str], listing: dict[str, int] | None, mutable: bool = False) -> None:
         """Upload what changed of ``rels``, concurrently. ``listing`` (storage's sizes) None: the
         caller already chose immutable ``rels`` by other means; mutable ones go by the record."""
-        todo = [rel for rel in rels if self._changed(rel, listing, mutable)]
+        todo = [rel for rel in rels if self.changed(rel, listing, mutable)]
         if not todo:
             return
         with ThreadPoolExecutor(max_workers=min(UPLOAD_WORKERS, len(todo))) as pool:
@@ -82,7 +82,7 @@ class _Pusher:
                 self.record[rel] = digest
         self.report.uploaded += todo
 
-    def _changed(self, rel: str, listing: dict[str, int] | None, mutable: bool) -> bool:
+    def changed(self, rel: str, listing: dict[str, int] | None, mutable: bool) -> bool:
         if listing is not None and listing.get(rel) != (self.root / rel).stat().st_size:
             return True
         if mutable:
@@ -246,9 +246,12 @@ def publish_snapshot(settings: Settings) -> PushReport:
 
 
 def push_records(settings: Settings, day: dt.date) -> PushReport:
-    """The night's record: ``runs/<D>/`` (step reports, preflight). Not ``runs/<D>/gx/``: Great
-    Expectations results quote refused values in clear, and a bucket (its versions, its
-    replicas) would keep them past the retention that deletes the local copy."""
+    """The night's record: ``runs/<D>/`` (step reports, preflight), and the drops it wrote for
+    the next night (receipts in ``inbox/<D+1>/``: a rebuilt worker must find them). Not
+    ``runs/<D>/gx/``: Great Expectations results quote refused values in clear, and a bucket
+    (its versions, its replicas) would keep them past the retention that deletes them here."""
+    from pipelines.storage.drops import push_local_drops
+
     storage = Storage.from_settings(settings)
     if storage.local:
         return PushReport()
@@ -259,6 +262,8 @@ def push_records(settings: Settings, day: dt.date) -> PushReport:
         pusher.phase(rels, storage.listing(prefix), mutable=True)
     finally:
         report = pusher.save()
+    nxt = day + dt.timedelta(days=1)
+    report.uploaded += [f"inbox/{nxt.isoformat()}/{n}" for n in push_local_drops(settings, nxt)]
     return report
 
 

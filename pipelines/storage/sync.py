@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pipelines.layout import atomic_write_bytes, write_private
 from pipelines.ledger.log import CHECKPOINT_FILE
-from pipelines.storage.publish import checkpoint_size, local_files
+from pipelines.storage.publish import _Pusher, checkpoint_size, local_files
 from pipelines.storage.store import Storage
 
 if TYPE_CHECKING:
@@ -126,12 +126,10 @@ def status(settings: Settings) -> dict[str, list[str]]:
     if storage.local:
         return {}
     root = Path(settings.data_dir)
+    pushed = _Pusher(settings, storage)  # the record tells a same-size mutable file apart
     missing: dict[str, list[str]] = {}
     for area in STATUS_AREAS:
         listing = storage.listing(area)
-        missing[area] = [
-            rel
-            for rel in local_files(root, area, lambda r: "/gx/" not in r)
-            if listing.get(rel) != (root / rel).stat().st_size
-        ]
+        rels = local_files(root, area, lambda r: "/gx/" not in r)
+        missing[area] = [rel for rel in rels if pushed.changed(rel, listing, rel in pushed.record)]
     return missing
