@@ -98,14 +98,17 @@ def nights_run(layout: Layout, names: Sequence[str] | None = None) -> dict[dt.da
 
 
 def missing_drops(settings: Settings, day: dt.date) -> tuple[str, ...]:
-    """The required drop kinds with no file in ``inbox/<D>/`` (with provinces: missing from any
-    province's inbox). Dot files are uploads still in flight (as ingest skips them); a symlink
-    or anything but a regular file does not count."""
+    """The required drop kinds with no file in ``inbox/<D>/``, here or in storage (with
+    provinces: missing from any province's inbox). Dot files are uploads still in flight (as
+    ingest skips them); a symlink or anything but a regular file does not count."""
+    from pipelines.storage.drops import drop_names
+
     if settings.provinces:
         found = {k for code in settings.provinces for k in missing_drops(settings.for_province(code), day)}
         return tuple(k for k in REQUIRED_KINDS if k in found)
     inbox = Layout(settings.data_dir).inbox(day)
     names = [p.name for p in inbox.iterdir() if _regular(p)] if inbox.is_dir() else []
+    names += drop_names(settings, day)  # drops in storage count: ingest fetches them first
     prefixes = {kind: drop_specs()[kind].file_prefix for kind in REQUIRED_KINDS}
     return tuple(
         kind

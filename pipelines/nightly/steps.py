@@ -78,7 +78,9 @@ def _jsonable(obj: Any) -> Any:
 
 def step_ingest(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     from pipelines.ingest.drops import ingest_day
+    from pipelines.storage.drops import fetch_drops
 
+    fetch_drops(settings, day)  # storage inbox/<D>/ -> the local inbox (no-op: local storage)
     with open_state(Layout(settings.data_dir).state_db) as con:
         report = ingest_day(settings, day, con)
     # The night's totals beside the files (properties, which asdict leaves out): the step's
@@ -178,30 +180,40 @@ def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[st
     sequencer appends every province's queue in the codes' order (pipelines.provinces)."""
     from pipelines.ledger.nightly import append_queued_events, open_ledger
     from pipelines.provinces import append_provinces
+    from pipelines.storage.publish import publish_ledger
 
     with open_ledger(settings) as ledger:
         if settings.provinces:
-            return {"ledger": _jsonable(append_provinces(settings, ledger))}
-        with open_state(Layout(settings.data_dir).state_db) as con:
-            return {"ledger": _jsonable(append_queued_events(con, ledger))}
+            report = {"ledger": _jsonable(append_provinces(settings, ledger))}
+        else:
+            with open_state(Layout(settings.data_dir).state_db) as con:
+                report = {"ledger": _jsonable(append_queued_events(con, ledger))}
+    publish_ledger(settings)  # tiles, then the checkpoint
+    return report
 
 
 def step_feeds(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     from pipelines.feeds.publish import publish_feed
     from pipelines.ledger.nightly import open_ledger
     from pipelines.provinces import reading_state
+    from pipelines.storage.publish import publish_feeds
 
     with reading_state(settings) as con, open_ledger(settings) as ledger:
-        return {"feeds": _jsonable(publish_feed(settings, day, con, ledger))}
+        report = {"feeds": _jsonable(publish_feed(settings, day, con, ledger))}
+    publish_feeds(settings, day)  # the ledger first, the day's files, ..., the timestamp last
+    return report
 
 
 def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     """The server's query snapshot; with provinces, one for the nation (merged from theirs)."""
     from pipelines.feeds.query_snapshot import publish_snapshot
     from pipelines.provinces import reading_state
+    from pipelines.storage.publish import publish_snapshot as push_snapshot
 
     with reading_state(settings) as con:
-        return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
+        report = {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
+    push_snapshot(settings)  # the snapshot's files, then the pointer
+    return report
 
 
 def step_push(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
@@ -235,6 +247,7 @@ def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
     clear copies (drops, GX results, letters) of nights that old are deleted."""
     from pipelines.contacts import ContactVault
     from pipelines.contacts.retention import purge_clear_copies, retire_contacts
+    from pipelines.storage.publish import purge_storage
 
     layout = Layout(settings.data_dir)
     days = settings.contact_retention_days
@@ -242,6 +255,7 @@ def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
         vault = ContactVault.for_state(layout.state_db)
         shredded = retire_contacts(con, vault, day, days)
     purged = purge_clear_copies(settings.data_dir, day, days)
+    purge_storage(settings, day - dt.timedelta(days=days))  # storage's drops of those nights too
     return {"contacts": _jsonable(shredded), "clear_copies": _jsonable(purged)}
 
 
@@ -374,6 +388,9 @@ def _run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | Non
     # The run folder is a log for operators (it has timings); the state file never does.
     body = {**_jsonable(report), "elapsed_s": elapsed}
     atomic_write_bytes(out, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
+    from pipelines.storage.publish import push_records
+
+    push_records(settings, day)  # runs/<D>/ to storage (no-op: local storage)
     log.info("%s", step_log_line(name, day, elapsed, report))
     return report
 
