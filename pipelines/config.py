@@ -7,8 +7,10 @@ secrets and endpoints. Build it once with :func:`load_settings` and pass it in.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
@@ -128,6 +130,20 @@ class LedgerSettings:
 
 
 @dataclass(frozen=True)
+class S3StorageSettings:
+    """``[storage.s3]``: how to reach an S3-compatible object store (DESIGN.md, "Channels and scale").
+
+    Env RECYCLE_S3_ENDPOINT_URL, RECYCLE_S3_REGION. Credentials never come from here: the AWS
+    SDK reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or an instance/pod role) itself."""
+
+    endpoint_url: str = ""  # empty: AWS itself; else e.g. "https://minio.internal:9000"
+    region: str = ""  # empty: the SDK's default (AWS_REGION, else us-east-1)
+    # An http:// endpoint sends requests (signed, not encrypted) in clear: only on purpose
+    # (a loopback test server, a MinIO on the same host), never by a typo in the scheme.
+    allow_http: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./var")
     default_region: str = "CN"
@@ -159,6 +175,19 @@ class Settings:
     # day to end), looking every drops_poke_seconds; then the night fails, having written nothing.
     drops_wait_minutes: float = 360.0
     drops_poke_seconds: float = 300.0
+    # Work split by province (DESIGN.md, "Channels and scale"): empty, one state file for all
+    # (the embedded default); else each code has its own data directory and state file under
+    # ``<data_dir>/provinces/<code>/`` (its drops in its own inbox), the Airflow DAG maps the
+    # per-province steps over them, and one sequencer appends the ledger and publishes one feed
+    # (pipelines.provinces), province by province in the codes' sorted order (the embedded ledger
+    # orders a night by region the same way). Codes are the drops' ``region`` codes (GD, BJ).
+    provinces: tuple[str, ...] = ()
+    # Set on the settings of one province (:meth:`for_province`), empty otherwise.
+    province: str = ""
+    # Where drops arrive and what is published or kept as record lives (pipelines.storage):
+    # "" = the data directory itself (the embedded default), "file:///dir", "s3://bucket/prefix".
+    storage: str = ""
+    storage_s3: S3StorageSettings = S3StorageSettings()
 
     def __post_init__(self) -> None:
         name = self.timezone or _REGION_ZONES.get(self.default_region.upper(), "UTC")
@@ -177,6 +206,27 @@ class Settings:
             raise ConfigError("config: contact_retention_days must be >= 1 (days after release)")
         if self.drops_wait_minutes < 0 or self.drops_poke_seconds <= 0:
             raise ConfigError("config: drops_wait_minutes must be >= 0 and drops_poke_seconds > 0")
+        from pipelines.storage.url import check_storage  # light: no pyarrow until storage is used
+
+        check_storage(self.storage, self.storage_s3.endpoint_url, self.storage_s3.allow_http)
+        object.__setattr__(self, "provinces", _province_codes(self.provinces))
+
+    def for_province(self, code: str) -> Settings:
+        """The settings of province ``code``: its own data directory (state file, inbox, outbox,
+        runs, contact keys) under ``<data_dir>/provinces/<code>/``; everything else the same."""
+        if code not in self.provinces:
+            raise ConfigError(
+                f"province {code!r} is not configured; provinces are {', '.join(self.provinces) or '(none)'}"
+            )
+        from pipelines.storage.url import join_storage
+
+        return dataclasses.replace(
+            self,
+            data_dir=province_dir(self.data_dir, code),
+            storage=join_storage(self.storage, "provinces", code),
+            provinces=(),
+            province=code,
+        )
 
     def policy(self, region: str) -> Policy:
         """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""
@@ -231,6 +281,30 @@ class Settings:
         return "'" + self.timezone.replace("'", "''") + "'"
 
 
+_PROVINCE_CODE = re.compile(r"[A-Z0-9]{1,8}")
+
+
+def _province_codes(codes: Any) -> tuple[str, ...]:
+    """``provinces`` as a tuple of distinct codes, each safe as a folder name."""
+    if isinstance(codes, str) or not isinstance(codes, list | tuple):
+        raise ConfigError(
+            f'config: provinces must be a list of region codes such as ["GD", "BJ"], not {codes!r}'
+        )
+    bad = [c for c in codes if not isinstance(c, str) or not _PROVINCE_CODE.fullmatch(c)]
+    if bad:
+        raise ConfigError(
+            f"config: provinces {bad!r}: a code is 1-8 capital letters or digits, as in the drops' region column"
+        )
+    if len(set(codes)) != len(codes):
+        raise ConfigError(f"config: provinces lists a code twice: {list(codes)!r}")
+    return tuple(codes)
+
+
+def province_dir(data_dir: Path, code: str) -> Path:
+    """Where province ``code`` keeps its state, drops and runs."""
+    return Path(data_dir) / "provinces" / code
+
+
 # The zone of a default_region when `timezone` is not set (DESIGN.md, "One answer").
 _REGION_ZONES: Mapping[str, str] = {"CN": "Asia/Shanghai"}
 
@@ -255,6 +329,10 @@ _ENV: dict[str, tuple[str, str, type]] = {
     "RECYCLE_DATA_DIR": ("", "data_dir", Path),
     "RECYCLE_DEFAULT_REGION": ("", "default_region", str),
     "RECYCLE_TIMEZONE": ("", "timezone", str),
+    "RECYCLE_STORAGE": ("", "storage", str),
+    "RECYCLE_S3_ENDPOINT_URL": ("storage_s3", "endpoint_url", str),
+    "RECYCLE_S3_REGION": ("storage_s3", "region", str),
+    "RECYCLE_S3_ALLOW_HTTP": ("storage_s3", "allow_http", bool),
     "RECYCLE_SMTP_HOST": ("smtp", "host", str),
     "RECYCLE_SMTP_PORT": ("smtp", "port", int),
     "RECYCLE_SMTP_USER": ("smtp", "user", str),
@@ -269,6 +347,33 @@ _ENV: dict[str, tuple[str, str, type]] = {
     "RECYCLE_SMPP_PASSWORD": ("smpp", "password", str),
     "RECYCLE_SMPP_SOURCE": ("smpp", "source", str),
 }
+
+
+# Key names an operator might put credentials under; they are refused, not just unknown.
+_CREDENTIAL_KEYS = frozenset(
+    {"access_key", "secret_key", "access_key_id", "secret_access_key", "session_token"}
+    | {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "password", "token"}
+)
+
+
+def _storage_tables(doc: dict[str, Any], s3: dict[str, Any]) -> None:
+    """``storage`` is a string (``storage = "s3://b/p"``) or, when ``[storage.s3]`` is needed, a
+    table: TOML cannot hold both a ``storage`` string and a ``[storage.s3]`` table, so then the URL
+    is ``[storage] url = "s3://b/p"``. Either way ``doc["storage"]`` leaves here as the URL."""
+    raw = doc.get("storage")
+    if not isinstance(raw, dict):
+        return
+    table = dict(raw)
+    doc["storage"] = table.pop("url", "")
+    s3.update(table.pop("s3", {}))
+    if table:
+        raise ConfigError(f"[storage]: unknown key(s) {', '.join(sorted(table))}; known: url, s3")
+    given = sorted(_CREDENTIAL_KEYS & set(s3))
+    if given:
+        raise ConfigError(
+            f"[storage.s3]: {', '.join(given)} may not be in the config file; credentials come from "
+            "the environment only (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the pod's role)"
+        )
 
 
 def _coerce(raw: str, kind: type, name: str) -> Any:
@@ -318,7 +423,9 @@ def load_settings(
         "letter": dict(channels.pop("letter", {})),
         "smpp": dict(channels.pop("smpp", {})),
         "ledger": dict(doc.pop("ledger", {})),
+        "storage_s3": {},
     }
+    _storage_tables(doc, sections["storage_s3"])
     if "from" in sections["smtp"]:
         sections["smtp"]["sender"] = sections["smtp"].pop("from")
     if "password" in sections["smpp"]:
@@ -339,6 +446,7 @@ def load_settings(
     top["smpp"] = _build(SmppSettings, sections["smpp"], "[channels.smpp]") if smpp_set else None
     top["letter"] = _build(LetterSettings, sections["letter"], "[channels.letter]")
     top["ledger"] = _build(LedgerSettings, sections["ledger"], "[ledger]")
+    top["storage_s3"] = _build(S3StorageSettings, sections["storage_s3"], "[storage.s3]")
     # Overrides join before the build (not dataclasses.replace after it), so a region given
     # here still picks its default time zone.
     top.update(overrides)

@@ -119,3 +119,13 @@ class GatewayError(TransientError):
 
 class PermanentDeliveryError(TerminalError):
     """A channel rejected a reminder for good (bad address); fall back to the next channel."""
+
+
+class StorageError(TransientError):
+    """Object storage (``storage = "s3://…"``) or the storage directory did not answer or refused
+    a request: retry the step (uploads are idempotent)."""
+
+
+class StorageConflictError(TerminalError):
+    """Storage and the data directory disagree in a way a retry cannot mend (a drop with other
+    bytes under the same name, a newer ledger in storage than here)."""

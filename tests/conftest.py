@@ -10,8 +10,9 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="recycle-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
-# Tests must not pick up an operator's configuration.
-for _name in [n for n in os.environ if n.startswith("RECYCLE_")]:
+# Tests must not pick up an operator's configuration (RECYCLE_MOTO_SERVER is the tests' own:
+# where the S3 test server's binary is, tests/storage_testkit.py).
+for _name in [n for n in os.environ if n.startswith("RECYCLE_") and n != "RECYCLE_MOTO_SERVER"]:
     del os.environ[_name]
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipelines.cli import audit, doctor, events, ledger, nightly, platform, quarantine
+from pipelines.cli import audit, doctor, events, ledger, nightly, platform, quarantine, storage
 from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
 from pipelines.errors import RecycleError
 
@@ -94,6 +94,11 @@ _GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...
             ("dead-letters", events.dead_letters),
             ("replay", events.replay),
         ),
+    ),
+    (
+        "storage",
+        "Storage (config `storage`): pull a rebuilt worker's data up, list what is not pushed.",
+        (("pull", storage.storage_pull), ("status", storage.storage_status)),
     ),
 )
 

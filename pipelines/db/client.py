@@ -11,10 +11,11 @@ published query snapshots instead.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -123,6 +124,36 @@ def open_state(
             yield con
         finally:
             con.close()
+
+
+@contextmanager
+def open_union(paths: Sequence[Path]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Several state files read as one: each attached read-only under its reader lock, and
+    every table a temporary view of the UNION ALL of that table in each file (files that lack
+    it, an older or still empty state, add nothing). The provinces' states read as the nation's
+    by the sequencer's feed and snapshot (pipelines.provinces). No contact functions: nothing
+    read this way opens a contact. Files that do not exist yet are skipped."""
+    with contextlib.ExitStack() as stack:
+        present = [p for p in paths if p.exists()]
+        for path in present:
+            stack.enter_context(state_lock(path, write=False))
+        con = duckdb.connect()
+        stack.callback(con.close)
+        limit = os.environ.get(ENV_MEMORY_LIMIT) or DEFAULT_MEMORY_LIMIT
+        con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
+        con.execute(f"SET threads = {int(_usable_cpus())}")
+        tables: dict[str, list[str]] = {}
+        for i, path in enumerate(present):
+            con.execute(f"ATTACH {sql_str(path)} AS s{i} (READ_ONLY)")
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY table_name",
+                [f"s{i}"],
+            ).fetchall():
+                tables.setdefault(str(name), []).append(f"s{i}.main.{name}")
+        for name, parts in tables.items():
+            union = " UNION ALL BY NAME ".join(f"SELECT * FROM {part}" for part in parts)
+            con.execute(f'CREATE TEMP VIEW "{name}" AS {union}')
+        yield con
 
 
 def create_tables(con: Con) -> None:

@@ -432,12 +432,21 @@ def latest_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
 
 
 def _notice_rows(con: duckdb.DuckDBPyConnection, day: dt.date) -> pa.Table:
-    """The pending notices listed and withdrawn on night ``day``, in seq order."""
+    """The pending notices listed and withdrawn on night ``day``, in seq order.
+
+    The published seq is the notice's place in the nation's list: every notice of earlier
+    nights, then tonight's withdrawals by (number, disconnection) and listings by number. That
+    is the order and numbering ``lifecycle.notices`` stores in one state (one insert of each a
+    night), and it stays so when every province keeps its own numbering (pipelines.provinces)."""
     table = _lifecycle_sql(
         con,
         day,
-        "SELECT msisdn, event, disconnected_on, earliest_release_on, cause, region, seq "
-        "FROM notice_events WHERE logical_date = $day ORDER BY seq",
+        """
+        SELECT msisdn, event, disconnected_on, earliest_release_on, cause, region,
+               (SELECT count(*) FROM notice_events WHERE logical_date < $day)
+                 + row_number() OVER (ORDER BY event = 'pending', msisdn, disconnected_on) AS seq
+        FROM notice_events WHERE logical_date = $day ORDER BY seq
+        """,
         {"day": day},
     )
     return table.cast(NOTICE_SCHEMA)

@@ -397,7 +397,7 @@ def _utf8_line_in(text: str) -> bool:
     return False
 
 
-def _header(text: str, spec: DropSpec, file_name: str) -> tuple[str, list[str], tuple[str, ...]]:
+def read_header(text: str, spec: DropSpec, file_name: str) -> tuple[str, list[str], tuple[str, ...]]:
     """Delimiter, lower-cased column names and ignored (unknown) columns of the header.
 
     DataContractError if unusable."""
@@ -495,7 +495,7 @@ def _read_header(
     try:
         if err is not None:
             raise DataContractError(f"{name}: the header line cannot be read ({err})")
-        return _header(str(line), spec, name)
+        return read_header(str(line), spec, name)
     except DataContractError:
         if facts.has_nul:  # a NUL in a data line is that line's error; in the header, a binary file
             raise DataContractError(

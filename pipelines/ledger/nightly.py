@@ -56,57 +56,83 @@ def _text(value: Any) -> Any:
 
 
 def prepared_entries(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[PreparedEntry]]:
-    """The queued, not yet appended events in queue order, as prepared ledger entries."""
+    """The queued, not yet appended events (their queue seqs, to mark once appended) as prepared
+    ledger entries, in the ledger's order:
+    by region (the number's province), then queue order. Region first makes the log of a night
+    the same whether one state holds every province or each province has its own and the
+    sequencer appends them one after another in the codes' sorted order (pipelines.provinces)."""
     rows = con.execute(
         """
         -- An entry names the closure of its own disconnection: the latest tenure_closed of its
         -- tenure with the same disconnected_on (a late receipt for a reminder of an earlier
         -- disconnection, arriving after a restore and a second cancel, belongs to the first),
         -- else the latest closure of its tenure before it. ASOF joins: one pass, no window.
+        -- Appended events are left out in SQL: they still name closures, but only the queue's
+        -- new rows go to Python and meet the region lookup.
         WITH ev AS (
             SELECT *, json_extract_string(fields, '$.disconnected_on') AS disc FROM ledger_events
         ), closed AS (
             SELECT tenure_id, seq AS closed_seq, idempotency_key AS closed_key, disc
             FROM ev WHERE type = 'tenure_closed'
+        ), fresh AS (
+            SELECT ev.seq, ev.idempotency_key, ev.type, ev.msisdn, ev.tenure_id, ev.tenure_start,
+                   ev.tenure_end, ev.fields,
+                   CASE WHEN ev.type <> 'tenure_closed' THEN coalesce(same.closed_key, last.closed_key) END
+                       AS tenure_key
+            FROM ev
+            ASOF LEFT JOIN closed same
+                   ON same.tenure_id = ev.tenure_id AND same.disc = ev.disc AND ev.seq > same.closed_seq
+            ASOF LEFT JOIN closed last ON last.tenure_id = ev.tenure_id AND ev.seq > last.closed_seq
+            WHERE NOT ev.appended
         )
-        SELECT ev.seq, ev.idempotency_key, ev.type, ev.msisdn, ev.tenure_start, ev.tenure_end, ev.fields,
-               CASE WHEN ev.type <> 'tenure_closed' THEN coalesce(same.closed_key, last.closed_key) END
-                   AS tenure_key,
-               ev.appended
-        FROM ev
-        ASOF LEFT JOIN closed same
-               ON same.tenure_id = ev.tenure_id AND same.disc = ev.disc AND ev.seq > same.closed_seq
-        ASOF LEFT JOIN closed last ON last.tenure_id = ev.tenure_id AND ev.seq > last.closed_seq
-        ORDER BY ev.seq
+        SELECT f.seq, f.idempotency_key, f.type, f.msisdn, f.tenure_start, f.tenure_end, f.fields,
+               f.tenure_key, coalesce(t.region, s.region, '') AS region
+        FROM fresh f
+        LEFT JOIN tenures t ON t.tenure_id = f.tenure_id
+        LEFT JOIN number_state s ON s.msisdn = f.msisdn
+        ORDER BY region, f.seq
         """
     ).fetchall()
     seqs: list[int] = []
     entries: list[PreparedEntry] = []
     seen: set[str] = set()
-    for seq, key, kind, msisdn, start, end, fields, tenure_key, appended in rows:
-        if appended or key in seen:
+    for seq, key, kind, msisdn, start, end, fields, tenure_key, _region in rows:
+        seqs.append(seq)  # marked appended with the rest, a repeat too
+        if key in seen:
             continue  # the same fact queued twice (e.g. a cancel during a 双停) is logged once
         seen.add(key)
-        try:
-            entry_type = EntryType[str(kind).upper()]
-        except KeyError:
-            raise TerminalError(
-                f"ledger_events seq {seq}: unknown entry type {kind!r}; the lifecycle code and the "
-                "ledger's type table disagree — fix the code, the queue is kept"
-            ) from None
-        values = {k: _text(v) for k, v in json.loads(fields).items()}
-        values.update(msisdn=msisdn, tenure_start=start, tenure_end=end)
-        value = CanonicalValue.build(values)
-        if entry_type == EntryType.TENURE_CLOSED:
-            entries.append(PreparedEntry(key, entry_type, value))
-        elif tenure_key is not None:
-            entries.append(PreparedEntry(key, entry_type, value, tenure_key=tenure_key))
-        else:
-            # A fact about a number with no disconnection on record (a reissue of a number we
-            # never saw closed): it stands alone in the log.
-            entries.append(PreparedEntry(key, entry_type, value, tenure_ref=NO_TENURE))
-        seqs.append(seq)
+        entries.append(_prepared(seq, key, kind, msisdn, start, end, fields, tenure_key))
     return seqs, entries
+
+
+def _prepared(
+    seq: int, key: str, kind: str, msisdn: str, start: Any, end: Any, fields: str, tenure_key: str | None
+) -> PreparedEntry:
+    try:
+        entry_type = EntryType[str(kind).upper()]
+    except KeyError:
+        raise TerminalError(
+            f"ledger_events seq {seq}: unknown entry type {kind!r}; the lifecycle code and the "
+            "ledger's type table disagree — fix the code, the queue is kept"
+        ) from None
+    values = {k: _text(v) for k, v in json.loads(fields).items()}
+    values.update(msisdn=msisdn, tenure_start=start, tenure_end=end)
+    value = CanonicalValue.build(values)
+    if entry_type == EntryType.TENURE_CLOSED:
+        return PreparedEntry(key, entry_type, value)
+    if tenure_key is not None:
+        return PreparedEntry(key, entry_type, value, tenure_key=tenure_key)
+    # A fact about a number with no disconnection on record (a reissue of a number we never
+    # saw closed): it stands alone in the log.
+    return PreparedEntry(key, entry_type, value, tenure_ref=NO_TENURE)
+
+
+def mark_appended(con: duckdb.DuckDBPyConnection, seqs: list[int]) -> None:
+    """Mark the queue rows ``seqs`` appended (after the checkpoint that holds them is durable).
+    ``seqs`` are every unappended row read (the writer lock kept others from queueing), so
+    "up to the largest" names them without shipping a million seqs back to DuckDB."""
+    if seqs:
+        con.execute("UPDATE ledger_events SET appended = true WHERE NOT appended AND seq <= ?", [max(seqs)])
 
 
 def append_queued_events(con: duckdb.DuckDBPyConnection, ledger: Ledger) -> LedgerStepReport:
@@ -121,8 +147,7 @@ def append_queued_events(con: duckdb.DuckDBPyConnection, ledger: Ledger) -> Ledg
         ledger.append(entries)
     ledger.publish_checkpoint()
     appended = ledger.size - before
-    if seqs:
-        con.execute("UPDATE ledger_events SET appended = true WHERE NOT appended AND seq <= ?", [max(seqs)])
+    mark_appended(con, seqs)
     return LedgerStepReport(
         queued=len(entries),
         appended=appended,

@@ -42,7 +42,7 @@ from pipelines.config import Settings
 from pipelines.errors import NightNotReadyError, NightRefusedError
 from pipelines.ingest.spec import drop_specs
 from pipelines.layout import Layout, atomic_write_bytes
-from pipelines.nightly.steps import step_names
+from pipelines.nightly.steps import step_names, steps_here
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,28 @@ class NightCheck:
     waived_drops: tuple[str, ...]  # required drop kinds missing and waived with --empty-night
 
 
-def steps_done(layout: Layout, day: dt.date) -> list[str]:
-    """The steps of ``day`` that completed, in ``STEPS`` order."""
+def steps_done(layout: Layout, day: dt.date, names: Sequence[str] | None = None) -> list[str]:
+    """The steps of ``day`` that completed, in ``STEPS`` order (of ``names``, default all)."""
     steps_dir = layout.run_dir(day) / "steps"
-    return [s for s in step_names() if (steps_dir / f"{s}.json").exists()]
+    return [s for s in (names or step_names()) if (steps_dir / f"{s}.json").exists()]
 
 
-def nights_run(layout: Layout) -> dict[dt.date, bool]:
-    """Every date at least one step ran for -> whether all of them did (the night is complete)."""
+def nights_of(settings: Settings) -> dict[dt.date, bool]:
+    """:func:`nights_run` of the settings' data directory; with provinces, a night is complete
+    when the nation's steps and every province's are (a date any of them ran counts)."""
+    nights = nights_run(Layout(settings.data_dir), steps_here(settings))
+    parts = [nights]
+    for code in settings.provinces:
+        province = settings.for_province(code)
+        parts.append(nights_run(Layout(province.data_dir), steps_here(province)))
+    days = {d for part in parts for d in part}
+    return {d: all(part.get(d, False) for part in parts) for d in sorted(days)}
+
+
+def nights_run(layout: Layout, names: Sequence[str] | None = None) -> dict[dt.date, bool]:
+    """Every date at least one step ran for -> whether all of them did (the night is complete).
+    ``names``: the steps this data directory runs (:func:`pipelines.nightly.steps.steps_here`)."""
+    names = names or step_names()
     nights: dict[dt.date, bool] = {}
     runs = layout.root / "runs"
     if not runs.is_dir():
@@ -77,17 +91,24 @@ def nights_run(layout: Layout) -> dict[dt.date, bool]:
             day = dt.date.fromisoformat(folder.name)
         except ValueError:
             continue  # not a night's folder
-        done = steps_done(layout, day)
+        done = steps_done(layout, day, names)
         if done:
-            nights[day] = len(done) == len(step_names())
+            nights[day] = len(done) == len(names)
     return nights
 
 
 def missing_drops(settings: Settings, day: dt.date) -> tuple[str, ...]:
-    """The required drop kinds with no file in ``inbox/<D>/``. Dot files are uploads still in
-    flight (as ingest skips them); a symlink or anything but a regular file does not count."""
+    """The required drop kinds with no file in ``inbox/<D>/``, here or in storage (with
+    provinces: missing from any province's inbox). Dot files are uploads still in flight (as
+    ingest skips them); a symlink or anything but a regular file does not count."""
+    from pipelines.storage.drops import drop_names
+
+    if settings.provinces:
+        found = {k for code in settings.provinces for k in missing_drops(settings.for_province(code), day)}
+        return tuple(k for k in REQUIRED_KINDS if k in found)
     inbox = Layout(settings.data_dir).inbox(day)
     names = [p.name for p in inbox.iterdir() if _regular(p)] if inbox.is_dir() else []
+    names += drop_names(settings, day)  # drops in storage count: ingest fetches them first
     prefixes = {kind: drop_specs()[kind].file_prefix for kind in REQUIRED_KINDS}
     return tuple(
         kind
@@ -104,7 +125,7 @@ def check_night(
     settings: Settings, day: dt.date, *, now: dt.datetime, empty_night: bool = False
 ) -> NightCheck:
     """May night ``day`` run at ``now``? The grounds, or :class:`NightRefusedError`."""
-    return _check(settings, day, now, empty_night, nights_run(Layout(settings.data_dir)))
+    return _check(settings, day, now, empty_night, nights_of(settings))
 
 
 def check_nights(
@@ -113,7 +134,7 @@ def check_nights(
     """:func:`check_night` for consecutive ``days`` (a backfill) before the first one runs: each
     is checked as if the ones before it in ``days`` had completed, so a bad date at the end of
     a backfill refuses it before its first night writes anything."""
-    nights = nights_run(Layout(settings.data_dir))
+    nights = nights_of(settings)
     checks = []
     for day in days:
         checks.append(_check(settings, day, now, empty_night, nights))
@@ -130,7 +151,7 @@ def _check(
     _in_order(day, nights)
     missing = missing_drops(settings, day)
     if missing and not empty_night:
-        inbox = Layout(settings.data_dir).inbox(day)
+        inbox = _inbox_missing(settings, day)
         wanted = " and ".join(f"{drop_specs()[k].file_prefix}*" for k in missing)
         raise NightNotReadyError(
             f"night {day} refused: no {wanted} drop in {inbox} (a late or lost drop is not an empty "
@@ -139,6 +160,15 @@ def _check(
         )
     others = [d for d in nights if d != day]
     return NightCheck(day, replay=False, first_night=not others, waived_drops=missing)
+
+
+def _inbox_missing(settings: Settings, day: dt.date) -> Path:
+    """The inbox a required drop of ``day`` is missing from (the first province's that lacks one)."""
+    for code in sorted(settings.provinces):
+        province = settings.for_province(code)
+        if missing_drops(province, day):
+            return Layout(province.data_dir).inbox(day)
+    return Layout(settings.data_dir).inbox(day)
 
 
 def _not_in_future(settings: Settings, day: dt.date, now: dt.datetime) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
 from rich.console import Console
@@ -15,7 +15,7 @@ from pipelines.db import Con, open_state
 from pipelines.layout import Layout
 from pipelines.lifecycle import STATES, LifecycleStatus, lifecycle_status
 from pipelines.nightly.preflight import read_record, steps_done
-from pipelines.nightly.steps import step_names
+from pipelines.nightly.steps import steps_here
 
 
 class FileStatus(TypedDict):
@@ -52,13 +52,13 @@ def day_status(settings: Settings, day: dt.date) -> DayStatus:
             files = _files(con, day)
             life = _lifecycle_figures(con, day)
     steps_dir = layout.run_dir(day) / "steps"
-    done = steps_done(layout, day)
+    done = steps_done(layout, day, steps_here(settings))
     ingest_report: dict[str, Any] = {}
     if (steps_dir / "ingest.json").exists():
         ingest_report = json.loads((steps_dir / "ingest.json").read_text())
     status: DayStatus = {
         "date": day.isoformat(),
-        "outcome": _outcome(done, files),
+        "outcome": _outcome(done, files, steps_here(settings)),
         "steps_done": done,
         "files": files,
         "ingest_report": ingest_report.get("ingest", {}),
@@ -107,8 +107,8 @@ def _files(con: Con, day: dt.date) -> list[FileStatus]:
     ]
 
 
-def _outcome(done: list[str], files: list[FileStatus]) -> str:
-    missing = [s for s in step_names() if s not in done]
+def _outcome(done: list[str], files: list[FileStatus], names: Sequence[str]) -> str:
+    missing = [s for s in names if s not in done]
     failed_files = [f["file_name"] for f in files if f["status"] == "failed"]
     if not done:
         return "not run"

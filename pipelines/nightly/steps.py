@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pipelines.config import Settings
 from pipelines.db import night_lock, open_state, transaction, writing_for
+from pipelines.errors import ConfigError
 from pipelines.layout import Layout, atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,19 @@ ALERTS_MODES: tuple[AlertsMode, ...] = ("raise", "record")
 StepFn = Callable[[Settings, dt.date, RunContext], Mapping[str, Any]]
 
 
+Scope = Literal["province", "national"]
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
     fn: StepFn
     writes_state: bool = True  # steps that write the DuckDB file share an Airflow pool of size 1
     doc: str = ""
+    # With ``provinces`` set, a "province" step runs once per province on that province's own
+    # settings (data directory, state file); a "national" one once, as the sequencer, over all
+    # of them. With none set, every step runs once on the one state: the embedded default.
+    scope: Scope = "province"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -70,7 +78,9 @@ def _jsonable(obj: Any) -> Any:
 
 def step_ingest(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     from pipelines.ingest.drops import ingest_day
+    from pipelines.storage.drops import fetch_drops
 
+    fetch_drops(settings, day)  # storage inbox/<D>/ -> the local inbox (no-op: local storage)
     with open_state(Layout(settings.data_dir).state_db) as con:
         report = ingest_day(settings, day, con)
     # The night's totals beside the files (properties, which asdict leaves out): the step's
@@ -166,25 +176,44 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
 
 
 def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """The night's queued facts into the log, one batch and one checkpoint; with provinces, the
+    sequencer appends every province's queue in the codes' order (pipelines.provinces)."""
     from pipelines.ledger.nightly import append_queued_events, open_ledger
+    from pipelines.provinces import append_provinces
+    from pipelines.storage.publish import publish_ledger
 
-    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
-        return {"ledger": _jsonable(append_queued_events(con, ledger))}
+    with open_ledger(settings) as ledger:
+        if settings.provinces:
+            report = {"ledger": _jsonable(append_provinces(settings, ledger))}
+        else:
+            with open_state(Layout(settings.data_dir).state_db) as con:
+                report = {"ledger": _jsonable(append_queued_events(con, ledger))}
+    publish_ledger(settings)  # tiles, then the checkpoint
+    return report
 
 
 def step_feeds(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     from pipelines.feeds.publish import publish_feed
     from pipelines.ledger.nightly import open_ledger
+    from pipelines.provinces import reading_state
+    from pipelines.storage.publish import publish_feeds
 
-    with open_state(Layout(settings.data_dir).state_db) as con, open_ledger(settings) as ledger:
-        return {"feeds": _jsonable(publish_feed(settings, day, con, ledger))}
+    with reading_state(settings) as con, open_ledger(settings) as ledger:
+        report = {"feeds": _jsonable(publish_feed(settings, day, con, ledger))}
+    publish_feeds(settings, day)  # the ledger first, the day's files, ..., the timestamp last
+    return report
 
 
 def step_snapshot(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
+    """The server's query snapshot; with provinces, one for the nation (merged from theirs)."""
     from pipelines.feeds.query_snapshot import publish_snapshot
+    from pipelines.provinces import reading_state
+    from pipelines.storage.publish import publish_snapshot as push_snapshot
 
-    with open_state(Layout(settings.data_dir).state_db) as con:
-        return {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
+    with reading_state(settings) as con:
+        report = {"snapshot": _jsonable(publish_snapshot(settings, day, con))}
+    push_snapshot(settings)  # the snapshot's files, then the pointer
+    return report
 
 
 def step_push(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
@@ -218,6 +247,7 @@ def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
     clear copies (drops, GX results, letters) of nights that old are deleted."""
     from pipelines.contacts import ContactVault
     from pipelines.contacts.retention import purge_clear_copies, retire_contacts
+    from pipelines.storage.publish import purge_storage
 
     layout = Layout(settings.data_dir)
     days = settings.contact_retention_days
@@ -225,6 +255,7 @@ def step_contacts(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[
         vault = ContactVault.for_state(layout.state_db)
         shredded = retire_contacts(con, vault, day, days)
     purged = purge_clear_copies(settings.data_dir, day, days)
+    purge_storage(settings, day - dt.timedelta(days=days))  # storage's drops of those nights too
     return {"contacts": _jsonable(shredded), "clear_copies": _jsonable(purged)}
 
 
@@ -242,10 +273,18 @@ STEPS: tuple[Step, ...] = (
     Step("events", step_events, doc="subscriber snapshot, lifecycle events and reissues of the day"),
     Step("schedule", step_schedule, doc="reminder schedule, fallbacks and the rendered outbox"),
     Step("send", step_send, doc="outbox -> e-mail, SMS gateway and letter batch"),
-    Step("ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint"),
-    Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp"),
-    Step("snapshot", step_snapshot, doc="immutable query snapshot for the server"),
-    Step("push", step_push, writes_state=False, doc="the night's events to subscribed platforms"),
+    Step(
+        "ledger", step_ledger, doc="queued facts -> signed transparency log, one checkpoint", scope="national"
+    ),
+    Step("feeds", step_feeds, doc="signed daily recycled-number feed, snapshot, timestamp", scope="national"),
+    Step("snapshot", step_snapshot, doc="immutable query snapshot for the server", scope="national"),
+    Step(
+        "push",
+        step_push,
+        writes_state=False,
+        doc="the night's events to subscribed platforms",
+        scope="national",
+    ),
     Step("contacts", step_contacts, doc="retention: contacts erased a set time after release"),
     Step("alerts", step_alerts, doc="compliance: reissue violations, exceptions, exception rates"),
 )
@@ -253,6 +292,18 @@ STEPS: tuple[Step, ...] = (
 
 def step_names() -> tuple[str, ...]:
     return tuple(s.name for s in STEPS)
+
+
+def steps_here(settings: Settings) -> tuple[str, ...]:
+    """The steps whose reports a night leaves in ``settings``' own run folder: all of them in
+    the embedded default, the province steps in a province's, the national ones in the
+    nation's when the work is split (pipelines.nightly.preflight reads a night's completeness
+    from them)."""
+    if settings.province:
+        return tuple(s.name for s in STEPS if s.scope == "province")
+    if settings.provinces:
+        return tuple(s.name for s in STEPS if s.scope == "national")
+    return step_names()
 
 
 def get_step(name: str) -> Step:
@@ -297,13 +348,34 @@ def step_log_line(name: str, day: dt.date, elapsed_s: float, report: Mapping[str
     return json.dumps(line, sort_keys=True, separators=(",", ":"))
 
 
-def run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None = None) -> Mapping[str, Any]:
+def run_step(
+    settings: Settings,
+    day: dt.date,
+    name: str,
+    ctx: RunContext | None = None,
+    province: str | None = None,
+) -> Mapping[str, Any]:
     """Run one named step for ``day`` under the night lock (``recycle run`` already holds it for
     all its dates; an Airflow task takes it here and refuses, transiently, while a `recycle run`
-    holds it), naming the step as the state file's writer (:mod:`pipelines.db.locks`)."""
-    purpose = f"nightly step {name} of {day}"
-    with night_lock(settings.data_dir, [day], purpose=purpose), writing_for(purpose):
-        return _run_step(settings, day, name, ctx)
+    holds it), naming the step as the state file's writer (:mod:`pipelines.db.locks`). With
+    ``provinces`` set, a province step names its ``province`` and runs in that province's data
+    directory, under that directory's night lock."""
+    target = _step_settings(settings, get_step(name), province)
+    purpose = f"nightly step {name} of {day}" + (f" in {province}" if province else "")
+    with night_lock(target.data_dir, [day], purpose=purpose), writing_for(purpose):
+        return _run_step(target, day, name, ctx)
+
+
+def _step_settings(settings: Settings, step: Step, province: str | None) -> Settings:
+    if province is None:
+        if settings.provinces and step.scope == "province":
+            raise ConfigError(
+                f"step {step.name} runs once per province ({', '.join(settings.provinces)}); name one"
+            )
+        return settings
+    if step.scope != "province" or not settings.provinces:
+        raise ConfigError(f"step {step.name} is not run per province here; run it without a province")
+    return settings.for_province(province)
 
 
 def _run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | None) -> Mapping[str, Any]:
@@ -316,6 +388,9 @@ def _run_step(settings: Settings, day: dt.date, name: str, ctx: RunContext | Non
     # The run folder is a log for operators (it has timings); the state file never does.
     body = {**_jsonable(report), "elapsed_s": elapsed}
     atomic_write_bytes(out, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
+    from pipelines.storage.publish import push_records
+
+    push_records(settings, day)  # runs/<D>/ to storage (no-op: local storage)
     log.info("%s", step_log_line(name, day, elapsed, report))
     return report
 
@@ -335,8 +410,21 @@ def run_day(
     check = preflight.check_night(settings, day, now=dt.datetime.now(dt.UTC), empty_night=ctx.empty_night)
     preflight.record_check(settings, check)
     reports: dict[str, Mapping[str, Any]] = {}
-    for step in STEPS:
+    for step, province in night_plan(settings):
         if on_step:
             on_step(step.name)
-        reports[step.name] = run_step(settings, day, step.name, ctx)
+        key = f"{step.name}/{province}" if province else step.name
+        reports[key] = run_step(settings, day, step.name, ctx, province)
     return reports
+
+
+def night_plan(settings: Settings) -> list[tuple[Step, str | None]]:
+    """The night's steps in order, each with its province (None: run once). A province step runs
+    for every province, in the codes' sorted order, before the next step, as the DAG maps it."""
+    plan: list[tuple[Step, str | None]] = []
+    for step in STEPS:
+        if settings.provinces and step.scope == "province":
+            plan.extend((step, code) for code in sorted(settings.provinces))
+        else:
+            plan.append((step, None))
+    return plan

@@ -43,6 +43,7 @@ COMMANDS = [
     "quarantine",
     "alerts",
     "events",
+    "storage",
 ]
 SUBCOMMANDS = {
     "platform": ["add", "scopes", "named", "revoke", "list"],
@@ -51,9 +52,12 @@ SUBCOMMANDS = {
     "quarantine": ["list", "export"],
     "alerts": ["ack", "check", "list"],
     "events": ["deliver", "status", "log", "dead-letters", "replay"],
+    "storage": ["pull", "status"],
 }
 # Each command's options as scripts and the runbook type them (a rename breaks them).
 OPTIONS = {
+    "storage pull": {"--what", "--config", "--data", "--json"},
+    "storage status": {"--config", "--data", "--json"},
     "gen": {
         "--out",
         "--start",
@@ -173,6 +177,7 @@ def test_every_command_is_a_module_level_function_of_a_group_module() -> None:
             "pipelines.cli.doctor",
             "pipelines.cli.quarantine",
             "pipelines.cli.events",
+            "pipelines.cli.storage",
         }, path
 
 
