@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from tests.distributed import worker_name
-from tests.distributed.services import LOOPBACK, Postgres, ServiceError, free_port, stop_group, tail
+from tests.distributed.services import LOOPBACK, Postgres, S3Server, ServiceError, free_port, stop_group, tail
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "number_recycling_nightly"
@@ -46,6 +46,8 @@ CI_ONLY: Mapping[str, str] = {
     # Two cores: one api-server worker and one parsing process (the defaults fork 4 and 2).
     "AIRFLOW__API__WORKERS": "1",
     "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+    # Not on EC2: the S3 SDK must not wait for the instance-metadata service to time out.
+    "AWS_EC2_METADATA_DISABLED": "true",
 }
 
 
@@ -57,7 +59,9 @@ class Endpoints:
     broker_url: str
     api_port: int
     config: Path  # the recycle.toml every task reads (RECYCLE_CONFIG)
-    data_dir: Path  # shared by all workers: the DuckDB state, runs, ledger, feeds (RECYCLE_DATA_DIR)
+    data_dir: Path  # shared by all workers: the DuckDB state files, runs, keys (RECYCLE_DATA_DIR)
+    s3: S3Server  # the object store: drops in, ledger/feeds/snapshots out
+    storage: str  # s3://bucket/prefix (RECYCLE_STORAGE)
 
 
 @dataclass(frozen=True)
@@ -82,12 +86,14 @@ SECRET_KEYS = frozenset(
         "AIRFLOW__CELERY__RESULT_BACKEND",
         "AIRFLOW__CORE__FERNET_KEY",
         "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
     }
 )
 
 
 def cluster_env(ep: Endpoints, keys: ClusterSecrets) -> dict[str, str]:
-    """Every configuration key the cluster's processes get (AIRFLOW__* and RECYCLE_*)."""
+    """Every configuration key the cluster's processes get (AIRFLOW__*, RECYCLE_*, AWS_*)."""
     api = f"http://{LOOPBACK}:{ep.api_port}"
     deployment = {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -103,6 +109,12 @@ def cluster_env(ep: Endpoints, keys: ClusterSecrets) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "RECYCLE_CONFIG": str(ep.config),
         "RECYCLE_DATA_DIR": str(ep.data_dir),
+        "RECYCLE_STORAGE": ep.storage,
+        "RECYCLE_S3_ENDPOINT_URL": ep.s3.endpoint,
+        "RECYCLE_S3_REGION": ep.s3.region,
+        "RECYCLE_S3_ALLOW_HTTP": "true",  # a loopback server; a deployment says false or omits it
+        "AWS_ACCESS_KEY_ID": ep.s3.key_id,
+        "AWS_SECRET_ACCESS_KEY": ep.s3.secret,
     }
     return deployment | dict(CI_ONLY)
 
@@ -110,7 +122,7 @@ def cluster_env(ep: Endpoints, keys: ClusterSecrets) -> dict[str, str]:
 def process_env(config: Mapping[str, str], airflow_home: Path, worker: str | None = None) -> dict[str, str]:
     """A component's whole environment: this machine's basics, none of the test session's
     Airflow or RECYCLE_ settings, then ``config``. Not configuration: where things are here."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECYCLE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECYCLE_", "AWS_"))}
     env |= {
         "AIRFLOW_HOME": str(airflow_home),
         # Airflow starts its children by name: the venv's bin first on PATH.

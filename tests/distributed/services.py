@@ -1,4 +1,4 @@
-"""PostgreSQL and Redis from Debian's packages, on loopback only (the workplace's network rules
+"""PostgreSQL and Redis from Debian's packages and moto's S3 server, on loopback only (the workplace's network rules
 allow no other address), each in a temp directory of its own and stopped when its context
 ends, also when the test failed. Every wait is bounded."""
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
 # Measured here: initdb 1.5 s, pg_ctl start 0.3 s, redis 0.05 s; a minute is a broken install.
 START_TIMEOUT_S = 60.0
 
@@ -41,10 +42,20 @@ def postgres_bindir() -> Path | None:
     return majors[-1].parent if majors else None
 
 
+def moto_server() -> Path:
+    """moto's S3 server, from its own venv (its botocore cannot live beside Airflow's
+    python-dateutil 4): ``$RECYCLE_MOTO_SERVER``, default ``<repo>/.venv-s3/bin/moto_server``."""
+    return Path(os.environ.get("RECYCLE_MOTO_SERVER", REPO / ".venv-s3" / "bin" / "moto_server"))
+
+
 def missing_binaries() -> list[str]:
-    """The services whose programs are not installed (``.ci/run`` installs them with apt-get)."""
-    missing = [] if postgres_bindir() else ["PostgreSQL (initdb, pg_ctl)"]
-    return missing + ([] if shutil.which("redis-server") else ["Redis (redis-server)"])
+    """The services whose programs are not installed, each saying how to get it."""
+    missing = [] if postgres_bindir() else ["PostgreSQL (apt-get install postgresql; .ci/run does)"]
+    if not shutil.which("redis-server"):
+        missing.append("Redis (apt-get install redis-server; .ci/run does)")
+    if not moto_server().is_file():
+        missing.append(f"moto's S3 server at {moto_server()} (`make install` creates .venv-s3)")
+    return missing
 
 
 def tail(path: Path, chars: int = 3000) -> str:
@@ -177,6 +188,58 @@ def redis(workdir: Path) -> Iterator[str]:
         yield f"redis://{LOOPBACK}:{port}/0"
     finally:
         stop_group(proc, "redis-server", grace_s=10, group=False)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str  # http://127.0.0.1:PORT
+    # moto accepts any credentials; the SDK's names, as a deployment passes them
+    key_id: str = "testing"
+    secret: str = "testing"
+    region: str = "us-east-1"
+
+
+@contextlib.contextmanager
+def s3(workdir: Path, bucket: str) -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 with one empty ``bucket``, in memory."""
+    port, log = free_port(), workdir / "moto.log"
+    with open(log, "wb") as out:
+        argv = [str(moto_server()), "-H", LOOPBACK, "-p", str(port)]
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+    server = S3Server(f"http://{LOOPBACK}:{port}")
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _answers(server.endpoint):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ServiceError(f"moto_server did not answer on port {port}:\n{tail(log)}")
+            time.sleep(0.2)
+        _make_bucket(server, bucket)
+        yield server
+    finally:
+        stop_group(proc, "moto_server", grace_s=10, group=False)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _make_bucket(server: S3Server, bucket: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(
+        endpoint_override=server.endpoint.removeprefix("http://"),
+        scheme="http",
+        access_key=server.key_id,
+        secret_key=server.secret,
+        region=server.region,
+        allow_bucket_creation=True,
+    )
+    fs.create_dir(bucket)
 
 
 def _redis_pongs(port: int) -> bool:

@@ -1,15 +1,17 @@
 """A few generated nights through Airflow's Celery cluster (``cluster``: scheduler, dag-processor,
-api-server, two workers as separate processes; PostgreSQL metadata, Redis broker, all on
-loopback), then the same nights embedded (``run_day`` in this process) into another data
-directory: every task succeeds, both workers ran tasks, and the outcomes are the same.
+api-server, two workers as separate processes; PostgreSQL metadata, a Redis broker and S3
+storage, all on loopback), then the same nights embedded (``run_day`` in this process, one
+state, local storage) into another data directory: every task succeeds, both workers ran
+tasks, and the outcomes are the same (``pipelines.dev.compare.compare_outcomes``).
 
-Needs PostgreSQL and Redis (``.ci/run`` installs Debian's packages): without them the test is
-skipped, except under CI (``CI`` set), where a missing service is a failure."""
+Needs PostgreSQL and Redis (``.ci/run`` installs Debian's packages) and moto's S3 server
+(``make install``): without them the test is skipped, except under CI (``CI`` set), where a
+missing service is a failure."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import json
 import os
 import shutil
 import time
@@ -18,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
-from pipelines.config import load_settings
+from pipelines.config import S3StorageSettings, Settings, load_settings
+from pipelines.dev.compare import compare_outcomes
 from pipelines.dev.synth import generate
 from pipelines.layout import Layout
 from pipelines.nightly.steps import RunContext, run_day
+from pipelines.provinces.split import split_drops
+from pipelines.storage import Storage
 from tests.distributed import services
 from tests.distributed.cluster import (
     WORKERS,
@@ -40,8 +44,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 START = dt.date(2026, 9, 1)
 NIGHTS = 3
+# Empty: one state for all (the DAG's steps run once each). The province codes: each province
+# its own state and mapped tasks, the sequencer one ledger batch and one feed.
+PROVINCES: tuple[str, ...] = ()
+BUCKET, STORAGE = "recycle", "s3://recycle/cn"
 # The demo's compressed policy, so three nights already move numbers through their lives.
-CONFIG = """\
+POLICY = """\
 [policy.default]
 freeze_days = 10
 suspend_days = 5
@@ -56,7 +64,9 @@ RUN_CONF: dict[str, Any] = {"simulate_gateways": True, "alerts_mode": "record"}
 
 @dataclass
 class Outcome:
-    data: Path
+    data: Path  # the cluster's data directory
+    bss: Path  # the generated nights as the BSS exports them (national files)
+    storage: Storage  # the cluster's bucket
     states: dict[str, str]  # run id -> final state
     tasks: dict[str, list[dict[str, Any]]]  # run id -> its task instances (REST)
     reports: dict[str, str]  # run id -> run_report, for the failure messages
@@ -67,46 +77,73 @@ def _require_services() -> None:
     missing = services.missing_binaries()
     if not missing:
         return
-    what = f"{' and '.join(missing)} not installed (apt-get install postgresql redis-server; .ci/run does)"
     if os.environ.get("CI"):
-        pytest.fail(f"under CI the distributed run must run: {what}")
-    pytest.skip(what)
+        pytest.fail(f"under CI the distributed run must run; missing: {'; '.join(missing)}")
+    pytest.skip(f"missing: {'; '.join(missing)}")
 
 
-def _write_nights(data: Path, config: Path) -> None:
-    """The generated nights' drops (same seed: the same bytes in every data directory)."""
-    data.mkdir(parents=True)
-    generate(data, START, NIGHTS, 40, 11, 0.05, freeze_days=10, suspend_days=5)
-    config.write_text(CONFIG)
+def _config(path: Path, provinces: tuple[str, ...]) -> Path:
+    """The pipeline's config file; storage and endpoints come from the environment."""
+    head = f"provinces = {json.dumps(list(provinces))}\n" if provinces else ""
+    path.write_text(head + POLICY)
+    return path
+
+
+def _cluster_settings(ep: Endpoints) -> Settings:
+    """What the cluster's tasks read, for this process (it uploads the drops)."""
+    s3 = S3StorageSettings(ep.s3.endpoint, ep.s3.region, allow_http=True)
+    return load_settings(ep.config, env={}, data_dir=ep.data_dir, storage=ep.storage, storage_s3=s3)
+
+
+def _upload_drops(bss: Path, settings: Settings, stage: Path) -> None:
+    """The BSS's upload: every night's drops into the bucket only (the data directory has no
+    inbox), split into the provinces' inboxes first when the work is split."""
+    source = bss
+    if settings.provinces:
+        staged = load_settings(env={}, data_dir=stage, provinces=list(settings.provinces))
+        for i in range(NIGHTS):
+            day = START + dt.timedelta(days=i)
+            split_drops(staged, day, source=Layout(bss).inbox(day))
+        source = stage
+    storage = Storage.from_settings(settings)
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and "inbox" in path.relative_to(source).parts:
+            storage.write_bytes(path.relative_to(source).as_posix(), path.read_bytes())
 
 
 @pytest.fixture(scope="module")
 def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     _require_services()
     root = tmp_path_factory.mktemp("celery")
-    data, config = root / "data", root / "recycle.toml"
-    _write_nights(data, config)
+    bss, config = root / "bss", _config(root / "recycle.toml", PROVINCES)
+    generate(bss, START, NIGHTS, 40, 11, 0.05, regions=PROVINCES or None, freeze_days=10, suspend_days=5)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     with (
+        pytest.MonkeyPatch.context() as mp,
         services.postgres() as metadata,
         services.redis(root) as broker,
-        airflow_cluster(
-            Endpoints(metadata, broker, services.free_port(), config, data), root / "airflow"
-        ) as c,
+        services.s3(root, BUCKET) as s3,
     ):
-        timings["start"] = time.monotonic() - t0
-        outcome = Outcome(data, {}, {}, {}, timings)
-        for i in range(NIGHTS):  # one after another: each night builds on the last
-            t = time.monotonic()
-            run_id = trigger_night(c, START + dt.timedelta(days=i), RUN_CONF)
-            outcome.states[run_id] = wait_for_run(c, run_id)
-            outcome.tasks[run_id] = task_instances(c, run_id)
-            outcome.reports[run_id] = run_report(c, run_id)
-            timings[run_id] = time.monotonic() - t
-    timings["total"] = time.monotonic() - t0
-    print(f"distributed run timings (s): { {k: round(v, 1) for k, v in timings.items()} }")
-    yield outcome
+        ep = Endpoints(metadata, broker, services.free_port(), config, root / "data", s3, STORAGE)
+        for name, value in (("AWS_ACCESS_KEY_ID", s3.key_id), ("AWS_SECRET_ACCESS_KEY", s3.secret)):
+            mp.setenv(name, value)  # this process uploads the drops and reads the bucket
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        settings = _cluster_settings(ep)
+        _upload_drops(bss, settings, root / "split")
+        with airflow_cluster(ep, root / "airflow") as cluster:
+            timings["start"] = time.monotonic() - t0
+            outcome = Outcome(ep.data_dir, bss, Storage.from_settings(settings), {}, {}, {}, timings)
+            for i in range(NIGHTS):  # one after another: each night builds on the last
+                t = time.monotonic()
+                run_id = trigger_night(cluster, START + dt.timedelta(days=i), RUN_CONF)
+                outcome.states[run_id] = wait_for_run(cluster, run_id)
+                outcome.tasks[run_id] = task_instances(cluster, run_id)
+                outcome.reports[run_id] = run_report(cluster, run_id)
+                timings[run_id] = time.monotonic() - t
+        timings["total"] = time.monotonic() - t0
+        print(f"distributed run timings (s): { {k: round(v, 1) for k, v in timings.items()} }")
+        yield outcome
 
 
 def test_every_night_and_task_succeeds(on_cluster: Outcome) -> None:
@@ -121,73 +158,24 @@ def test_both_workers_ran_tasks(on_cluster: Outcome) -> None:
     assert hosts == set(WORKERS), f"task hosts {sorted(map(str, hosts))}, expected both of {WORKERS}"
 
 
+def test_the_bucket_holds_what_was_published(on_cluster: Outcome) -> None:
+    last = START + dt.timedelta(days=NIGHTS - 1)
+    for rel in ("feeds/timestamp.json", f"feeds/daily/{last}/manifest.json", "ledger/checkpoint"):
+        local = on_cluster.data / rel
+        assert on_cluster.storage.read_bytes(rel) == local.read_bytes(), rel
+    if PROVINCES:
+        for code in PROVINCES:
+            assert Layout(on_cluster.data / "provinces" / code).state_db.exists(), code
+        assert not Layout(on_cluster.data).state_db.exists()
+
+
 def test_the_outcome_equals_the_embedded_run(on_cluster: Outcome, tmp_path: Path) -> None:
-    data = run_embedded(tmp_path, keys_from=on_cluster.data)
-    assert outcome_differences(on_cluster.data, data) == []
-
-
-def run_embedded(root: Path, keys_from: Path) -> Path:
-    """The same nights in this process (``run_day``, what `recycle run` does) into ``root/data``,
-    with the keys of the data directory ``keys_from``."""
-    data, config = root / "data", root / "recycle.toml"
-    _write_nights(data, config)
-    _share_keys(keys_from, data)
-    settings = load_settings(config, env={"RECYCLE_DATA_DIR": str(data)})
+    """The same nights in this process, one state for all, local storage: `recycle run`."""
+    data = tmp_path / "data"
+    settings = load_settings(_config(tmp_path / "recycle.toml", ()), env={}, data_dir=data)
     for i in range(NIGHTS):
-        run_day(settings, START + dt.timedelta(days=i), RunContext(**RUN_CONF))
-    return data
-
-
-def _share_keys(source: Path, target: Path) -> None:
-    """The development keys the cluster generated at first use, for the embedded run too: the
-    state's contact columns are sealed with the vault's keys, the feed root is signed. Not the
-    signer's record of what it signed (``*.checkpoints.json``): that belongs to one ledger."""
-    shutil.copytree(
-        Layout(source).keys_dir, Layout(target).keys_dir, ignore=shutil.ignore_patterns("*.checkpoints.json*")
-    )
-
-
-def outcome_differences(a: Path, b: Path) -> list[str]:
-    """What differs between two data directories' outcomes; empty: equivalent.
-
-    The feeds' data files byte for byte, the ledger's size and the state's tables. Not the
-    ledger's bytes: every entry is a hiding commitment with fresh randomness (``Ledger.append``),
-    so two runs of the same nights sign different trees, and the feed manifests and the
-    timestamp carry that tree's checkpoint."""
-    found = [f"feeds/{name}" for name in _diff(_feed_data(a), _feed_data(b))]
-    sizes = [_ledger_size(a), _ledger_size(b)]
-    if sizes[0] != sizes[1]:
-        found.append(f"ledger size {sizes[0]} != {sizes[1]}")
-    return found + [f"state table {t}" for t in _diff(_state_digest(a), _state_digest(b))]
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-
-
-def _feed_data(data: Path) -> dict[str, str]:
-    """The feeds' data files (rows for platforms: csv and parquet), by content."""
-    feeds = data / "feeds"
-    return {
-        str(p.relative_to(feeds)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(feeds.rglob("*"))
-        if p.suffix in (".csv", ".parquet")
-    }
-
-
-def _ledger_size(data: Path) -> int:
-    """The tree size the ledger's checkpoint signs (C2SP tlog-checkpoint: origin, size, root)."""
-    return int((data / "ledger" / "checkpoint").read_text().splitlines()[1])
-
-
-def _state_digest(data: Path) -> dict[str, tuple[int, str]]:
-    """Every table of the state file, by content (the file's own bytes differ run to run)."""
-    con = duckdb.connect(str(Layout(data).state_db), read_only=True)
-    try:
-        out = {}
-        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall():
-            rows = con.execute(f'SELECT * FROM "{table}" ORDER BY ALL').fetchall()
-            out[table] = (len(rows), hashlib.sha256(repr(rows).encode()).hexdigest())
-        return out
-    finally:
-        con.close()
+        day = START + dt.timedelta(days=i)
+        # dirs_exist_ok: the night before wrote this night's simulated receipts there
+        shutil.copytree(Layout(on_cluster.bss).inbox(day), Layout(data).inbox(day), dirs_exist_ok=True)
+        run_day(settings, day, RunContext(**RUN_CONF))
+    assert compare_outcomes(data, on_cluster.data) == []

@@ -15,14 +15,18 @@ import pytest
 import yaml
 
 from tests.distributed.cluster import CI_ONLY, SECRET_KEYS, ClusterSecrets, Endpoints, cluster_env
-from tests.distributed.services import Postgres
+from tests.distributed.services import Postgres, S3Server
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "infra" / "compose.yaml"
 VALUES = REPO / "infra" / "helm" / "values.yaml"
-AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker")
-# Credentials the pipeline reads from the environment (the S3 SDK's own names).
-CREDENTIALS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+AIRFLOW_SERVICES = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker",
+)
 
 # Keys the official chart sets itself, from these values (None: from its own services).
 CHART_SETS: Mapping[str, tuple[str, ...] | None] = {
@@ -42,6 +46,8 @@ def deployment_keys() -> dict[str, str]:
         8080,
         Path("/config/recycle.toml"),
         Path("/data"),
+        S3Server("http://127.0.0.1:9000"),
+        "s3://bucket/prefix",
     )
     env = cluster_env(endpoints, ClusterSecrets("fernet", "jwt"))
     return {k: v for k, v in env.items() if k not in CI_ONLY}
@@ -64,34 +70,33 @@ def values() -> dict[str, Any]:
 
 def test_the_ci_keys_include_the_pipeline_and_the_executor() -> None:
     keys = deployment_keys()
-    assert {"RECYCLE_CONFIG", "RECYCLE_DATA_DIR", "AIRFLOW__CORE__EXECUTOR"} <= keys.keys()
-    assert SECRET_KEYS <= keys.keys(), "a secret key is not set by the CI cluster any more"
+    assert {"RECYCLE_CONFIG", "RECYCLE_DATA_DIR", "RECYCLE_STORAGE", "AIRFLOW__CORE__EXECUTOR"} <= keys.keys()
+    assert keys.keys() >= SECRET_KEYS, "a secret key is not set by the CI cluster any more"
 
 
 @pytest.mark.parametrize("service", AIRFLOW_SERVICES)
 def test_every_airflow_service_in_compose_carries_every_key(compose: dict[str, Any], service: str) -> None:
     env = compose["services"][service]["environment"]
     missing = sorted(deployment_keys().keys() - env.keys())
-    assert not missing, f"infra/compose.yaml: {service} lacks {missing} (tests/distributed/cluster.py sets them)"
+    assert not missing, (
+        f"infra/compose.yaml: {service} lacks {missing} (tests/distributed/cluster.py sets them)"
+    )
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
 
 
 def test_compose_refers_to_secrets_and_writes_none_out(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         env = service.get("environment", {})
-        for key in (SECRET_KEYS | CREDENTIALS) & env.keys():
+        for key in SECRET_KEYS & env.keys():
             assert "${" in str(env[key]), f"infra/compose.yaml: {name} spells out {key}; refer to a variable"
 
 
 def test_the_platform_server_in_compose_has_the_pipeline_keys(compose: dict[str, Any]) -> None:
     env = compose["services"]["recycle-server"]["environment"]
-    wanted = {k for k in deployment_keys() if k.startswith("RECYCLE_")} | (CREDENTIALS & _storage_keys(compose))
-    assert not sorted(wanted - env.keys())
-    assert "recycle" in compose["services"]["recycle-server"]["command"]
-
-
-def _storage_keys(compose: dict[str, Any]) -> set[str]:
-    return set(compose["services"]["airflow-worker"]["environment"])
+    wanted = {k for k in deployment_keys() if k.startswith(("RECYCLE_", "AWS_"))}
+    missing = sorted(wanted - env.keys())
+    assert not missing, f"infra/compose.yaml: recycle-server lacks {missing}"
+    assert compose["services"]["recycle-server"]["command"][:2] == ["recycle", "serve"]
 
 
 def test_compose_has_the_whole_stack_and_two_workers(compose: dict[str, Any]) -> None:
@@ -124,8 +129,8 @@ def test_the_helm_values_carry_every_key(values: dict[str, Any]) -> None:
 
 def test_the_helm_values_keep_secrets_in_kubernetes_secrets(values: dict[str, Any]) -> None:
     named = {e["name"] for e in values["env"]}
-    assert not (named & (SECRET_KEYS | CREDENTIALS)), "a secret is a plain env value in values.yaml"
-    assert CREDENTIALS <= {s["envName"] for s in values["secret"]}
+    assert not (named & SECRET_KEYS), "a secret is a plain env value in values.yaml"
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= {s["envName"] for s in values["secret"]}
 
 
 def test_the_data_directory_is_the_shared_volume(compose: dict[str, Any], values: dict[str, Any]) -> None:
