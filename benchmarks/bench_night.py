@@ -70,14 +70,15 @@ def cpu_s() -> float:
 # --------------------------------------------------------------------------- building
 
 
-def build(data: Path, tenures: int, rows: int) -> dict[str, Any]:
-    """bench_lifecycle's state, turned into a data directory whose day D is still in drop files."""
+def build(data: Path, tenures: int, rows: int, first: int = 0) -> dict[str, Any]:
+    """bench_lifecycle's state, turned into a data directory whose day D is still in drop files.
+    ``first``: the numbers start at +86139 followed by ``first`` (provinces hold other numbers)."""
     from pipelines import db
 
     state = data / "state.duckdb"
     # Mobile numbers (+86 139...): bench_lifecycle's +86 10... are not, and ingest would
     # quarantine every row of the day as bad_number.
-    bl._msisdn = lambda i: f"('+86139' || lpad(CAST({i} AS VARCHAR), 8, '0'))"
+    bl._msisdn = lambda i: f"('+86139' || lpad(CAST({i} + {first} AS VARCHAR), 8, '0'))"
     figures = bl.build(state, tenures, rows)
     t0 = time.perf_counter()
     inbox = data / "inbox" / str(D)

@@ -12,13 +12,14 @@ again and records its grounds; a refused night writes nothing.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.config import load_settings
-from pipelines.nightly.steps import STEPS
+from pipelines.nightly.steps import STEPS, Step
 
 STATE_POOL = "recycle_state"
 # Read when the DAG is parsed: a sensor's timing is fixed then (drops_wait_minutes in the config).
@@ -40,7 +41,7 @@ def _logical_day(context: dict[str, Any]) -> dt.date:
     return _SETTINGS.night_of(logical)
 
 
-def _run(step_name: str, **context: Any) -> dict[str, Any]:
+def _run(step_name: str, province: str | None = None, **context: Any) -> dict[str, Any]:
     from pipelines.errors import TerminalError
     from pipelines.nightly.steps import RunContext, run_step
 
@@ -50,11 +51,11 @@ def _run(step_name: str, **context: Any) -> dict[str, Any]:
         alerts_mode=context["params"].get("alerts_mode") or "raise",
     )
     try:
-        run_step(load_settings(), day, step_name, ctx)
+        run_step(load_settings(), day, step_name, ctx, province)
     except TerminalError as exc:
         # Retrying cannot fix bad data, a bad signature or a compliance stop: fail now.
         raise AirflowFailException(exc.diagnostics()) from exc
-    return {"date": day.isoformat(), "step": step_name}
+    return {"date": day.isoformat(), "step": step_name, "province": province}
 
 
 @task.sensor(
@@ -125,15 +126,52 @@ def _preflight(**context: Any) -> dict[str, Any]:
     doc_md=__doc__,
 )
 def number_recycling_nightly() -> None:
-    previous = _wait_for_drops() >> _preflight()
-    for step in STEPS:
-        current = task(
-            task_id=step.name,
-            pool=STATE_POOL if step.writes_state else "default_pool",
-            doc_md=step.doc,
-        )(_run)(step.name)
-        previous >> current
-        previous = current
+    previous: Any = _wait_for_drops() >> _preflight()
+    for steps in _runs_of_scope(STEPS):
+        if _SETTINGS.provinces and steps[0].scope == "province":
+            # One mapped group per run of province steps: province i's next step waits for its
+            # own previous one only, so provinces move through the night independently.
+            current = _province_group(steps).expand(province=sorted(_SETTINGS.provinces))
+            previous >> current
+            previous = current
+            continue
+        for step in steps:
+            current = task(
+                task_id=step.name,
+                pool=STATE_POOL if step.writes_state else "default_pool",
+                doc_md=step.doc,
+            )(_run)(step.name)
+            previous >> current
+            previous = current
+
+
+def _runs_of_scope(steps: Sequence[Step]) -> list[list[Step]]:
+    """STEPS cut where the scope changes: [ingest..send], [ledger..push], [contacts, alerts]."""
+    runs: list[list[Step]] = []
+    for step in steps:
+        if runs and runs[-1][-1].scope == step.scope:
+            runs[-1].append(step)
+        else:
+            runs.append([step])
+    return runs
+
+
+def _province_group(steps: list[Step]) -> Any:
+    """A task group of ``steps`` for one province, to be expanded over the provinces. Each
+    province has its own state file, so the group's tasks need no shared pool: provinces run
+    at once, on as many workers as there are."""
+    group_id = "provinces_" + steps[0].name
+
+    @task_group(group_id=group_id)
+    def province_steps(province: str) -> None:
+        previous = None
+        for step in steps:
+            current = task(task_id=step.name, doc_md=step.doc)(_run)(step.name, province)
+            if previous is not None:
+                previous >> current
+            previous = current
+
+    return province_steps
 
 
 nightly_dag = number_recycling_nightly()

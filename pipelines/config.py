@@ -434,6 +434,8 @@ def load_settings(
         raise ConfigError(f"[channels]: unknown channel(s) {', '.join(sorted(channels))}")
     top: dict[str, Any] = dict(doc)
 
+    if "RECYCLE_PROVINCES" in env:  # "BJ,GD,SH": one image, its provinces set per deployment
+        top["provinces"] = [c.strip() for c in env["RECYCLE_PROVINCES"].split(",") if c.strip()]
     for name, (section, key, kind) in _ENV.items():
         if name in env:
             target = top if not section else sections[section]

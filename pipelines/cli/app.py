@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipelines.cli import audit, doctor, events, ledger, nightly, platform, quarantine, storage
+from pipelines.cli import audit, doctor, events, ledger, nightly, platform, provinces, quarantine, storage
 from pipelines.cli.common import CONFIG_HELP, DATA_HELP, GlobalOptions, err, out, set_global_options
 from pipelines.errors import RecycleError
 
@@ -99,6 +99,11 @@ _GROUPS: tuple[tuple[str, str, tuple[tuple[str, Callable[..., None]], ...]], ...
         "storage",
         "Storage (config `storage`): pull a rebuilt worker's data up, list what is not pushed.",
         (("pull", storage.storage_pull), ("status", storage.storage_status)),
+    ),
+    (
+        "provinces",
+        "Work split by province (config `provinces`): split a national drop, list the provinces.",
+        (("split", provinces.provinces_split), ("list", provinces.provinces_list)),
     ),
 )
 

@@ -138,7 +138,7 @@ def run(
     from pipelines.db import night_lock
     from pipelines.db.locks import night_holder
     from pipelines.nightly.preflight import check_nights
-    from pipelines.nightly.steps import RunContext, step_names
+    from pipelines.nightly.steps import RunContext, night_plan
 
     days = _days(date, start, end)
     settings = settings_from(config, data, needs="nothing" if init else "dir")
@@ -159,7 +159,7 @@ def run(
                 err.print(_night(settings, day, ctx, lambda _step: None), highlight=False)
         else:
             with Progress(console=err, transient=True) as progress:
-                task = progress.add_task("nightly run", total=len(days) * len(step_names()))
+                task = progress.add_task("nightly run", total=len(days) * len(night_plan(settings)))
                 for day in days:
                     line = _night(settings, day, ctx, partial(_advance, progress, task, day))
                     progress.console.print(line, highlight=False)

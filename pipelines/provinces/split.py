@@ -51,15 +51,15 @@ def split_drops(settings: Settings, day: dt.date, source: Path | None = None) ->
     unrouted = files = 0
     for path in sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")):
         parts, lost = _split_file(path, codes)
-        for code, data in parts.items():
-            write_private(Layout(settings.for_province(code).data_dir).inbox(day) / path.name, data)
-            lines[code] += data.count(b"\n") - 1
+        for code, rows in parts.items():
+            write_private(Layout(settings.for_province(code).data_dir).inbox(day) / path.name, b"".join(rows))
+            lines[code] += len(rows) - 1  # physical lines but the header
         unrouted += lost
         files += 1
     return SplitReport(day, files, lines, unrouted)
 
 
-def _split_file(path: Path, codes: list[str]) -> tuple[dict[str, bytes], int]:
+def _split_file(path: Path, codes: list[str]) -> tuple[dict[str, list[bytes]], int]:
     spec = spec_for_file(path.name)
     if spec is None or REGION not in spec.names:
         raise DataContractError(
@@ -79,7 +79,7 @@ def _split_file(path: Path, codes: list[str]) -> tuple[dict[str, bytes], int]:
         if code not in out:
             code, unrouted = codes[0], unrouted + 1
         out[code].extend(record)
-    return {code: b"".join(parts) for code, parts in out.items()}, unrouted
+    return out, unrouted
 
 
 def _records(lines: list[bytes]) -> Iterator[list[bytes]]:

@@ -44,6 +44,7 @@ COMMANDS = [
     "alerts",
     "events",
     "storage",
+    "provinces",
 ]
 SUBCOMMANDS = {
     "platform": ["add", "scopes", "named", "revoke", "list"],
@@ -53,11 +54,14 @@ SUBCOMMANDS = {
     "alerts": ["ack", "check", "list"],
     "events": ["deliver", "status", "log", "dead-letters", "replay"],
     "storage": ["pull", "status"],
+    "provinces": ["split", "list"],
 }
 # Each command's options as scripts and the runbook type them (a rename breaks them).
 OPTIONS = {
     "storage pull": {"--what", "--config", "--data", "--json"},
     "storage status": {"--config", "--data", "--json"},
+    "provinces split": {"--date", "--config", "--data", "--json"},
+    "provinces list": {"--config", "--data", "--json"},
     "gen": {
         "--out",
         "--start",
@@ -178,6 +182,7 @@ def test_every_command_is_a_module_level_function_of_a_group_module() -> None:
             "pipelines.cli.quarantine",
             "pipelines.cli.events",
             "pipelines.cli.storage",
+            "pipelines.cli.provinces",
         }, path
 
 
