@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from tests.distributed import worker_name
-from tests.distributed.services import LOOPBACK, Postgres, S3Server, ServiceError, free_port, stop_group, tail
+from tests.distributed.services import LOOPBACK, Postgres, S3Server, ServiceError, stop_group, tail
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "number_recycling_nightly"
@@ -62,6 +62,7 @@ class Endpoints:
     data_dir: Path  # shared by all workers: the DuckDB state files, runs, keys (RECYCLE_DATA_DIR)
     s3: S3Server  # the object store: drops in, ledger/feeds/snapshots out
     storage: str  # s3://bucket/prefix (RECYCLE_STORAGE)
+    provinces: tuple[str, ...] = ()  # empty: one state for all (RECYCLE_PROVINCES)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def cluster_env(ep: Endpoints, keys: ClusterSecrets) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "RECYCLE_CONFIG": str(ep.config),
         "RECYCLE_DATA_DIR": str(ep.data_dir),
+        "RECYCLE_PROVINCES": ",".join(ep.provinces),  # the DAG maps the province steps over them
         "RECYCLE_STORAGE": ep.storage,
         "RECYCLE_S3_ENDPOINT_URL": ep.s3.endpoint,
         "RECYCLE_S3_REGION": ep.s3.region,
@@ -274,16 +276,15 @@ def run_report(cluster: Cluster, run_id: str) -> str:
     that did not succeed (from AIRFLOW_HOME/logs), and the scheduler's last lines."""
     lines, failing = [], []
     for ti in task_instances(cluster, run_id):
-        lines.append(f"  {ti['task_id']:<12} {ti['state']!s:<16} try {ti['try_number']} on {ti['hostname']}")
+        name = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
+        lines.append(f"  {name:<32} {ti['state']!s:<16} try {ti['try_number']} on {ti['hostname']}")
         if ti["state"] != "success":
-            failing.append(ti["task_id"])
-    for task_id in failing:
-        run_logs = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
-        for log in sorted(run_logs.rglob("*.log")):
+            failing.append((ti["task_id"], ti["map_index"]))
+    for task_id, map_index in failing:
+        task_logs = cluster.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if map_index >= 0:
+            task_logs /= f"map_index={map_index}"
+        for log in sorted(task_logs.glob("attempt=*.log")):
             lines.append(f"--- {log.relative_to(cluster.home)}\n{tail(log, 6000)}")
     lines.append(f"--- scheduler (last lines)\n{tail(cluster.component_log('scheduler'), 3000)}")
     return "\n".join(lines)
-
-
-def free_api_port() -> int:
-    return free_port()

@@ -11,7 +11,6 @@ missing service is a failure."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import time
@@ -44,9 +43,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 START = dt.date(2026, 9, 1)
 NIGHTS = 3
-# Empty: one state for all (the DAG's steps run once each). The province codes: each province
-# its own state and mapped tasks, the sequencer one ledger batch and one feed.
-PROVINCES: tuple[str, ...] = ()
+# Each province its own state and mapped tasks, the sequencer one ledger batch and one feed;
+# () runs the DAG's steps once each on one state.
+PROVINCES = ("BJ", "GD", "SH")
 BUCKET, STORAGE = "recycle", "s3://recycle/cn"
 # The demo's compressed policy, so three nights already move numbers through their lives.
 POLICY = """\
@@ -82,17 +81,23 @@ def _require_services() -> None:
     pytest.skip(f"missing: {'; '.join(missing)}")
 
 
-def _config(path: Path, provinces: tuple[str, ...]) -> Path:
-    """The pipeline's config file; storage and endpoints come from the environment."""
-    head = f"provinces = {json.dumps(list(provinces))}\n" if provinces else ""
-    path.write_text(head + POLICY)
+def _config(path: Path) -> Path:
+    """The pipeline's config file; provinces, storage and endpoints come from the environment."""
+    path.write_text(POLICY)
     return path
 
 
 def _cluster_settings(ep: Endpoints) -> Settings:
     """What the cluster's tasks read, for this process (it uploads the drops)."""
     s3 = S3StorageSettings(ep.s3.endpoint, ep.s3.region, allow_http=True)
-    return load_settings(ep.config, env={}, data_dir=ep.data_dir, storage=ep.storage, storage_s3=s3)
+    return load_settings(
+        ep.config,
+        env={},
+        data_dir=ep.data_dir,
+        storage=ep.storage,
+        storage_s3=s3,
+        provinces=list(ep.provinces),
+    )
 
 
 def _upload_drops(bss: Path, settings: Settings, stage: Path) -> None:
@@ -115,7 +120,7 @@ def _upload_drops(bss: Path, settings: Settings, stage: Path) -> None:
 def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     _require_services()
     root = tmp_path_factory.mktemp("celery")
-    bss, config = root / "bss", _config(root / "recycle.toml", PROVINCES)
+    bss, config = root / "bss", _config(root / "recycle.toml")
     generate(bss, START, NIGHTS, 40, 11, 0.05, regions=PROVINCES or None, freeze_days=10, suspend_days=5)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -125,7 +130,7 @@ def on_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
         services.redis(root) as broker,
         services.s3(root, BUCKET) as s3,
     ):
-        ep = Endpoints(metadata, broker, services.free_port(), config, root / "data", s3, STORAGE)
+        ep = Endpoints(metadata, broker, services.free_port(), config, root / "data", s3, STORAGE, PROVINCES)
         for name, value in (("AWS_ACCESS_KEY_ID", s3.key_id), ("AWS_SECRET_ACCESS_KEY", s3.secret)):
             mp.setenv(name, value)  # this process uploads the drops and reads the bucket
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -158,6 +163,13 @@ def test_both_workers_ran_tasks(on_cluster: Outcome) -> None:
     assert hosts == set(WORKERS), f"task hosts {sorted(map(str, hosts))}, expected both of {WORKERS}"
 
 
+def test_the_province_steps_ran_once_per_province(on_cluster: Outcome) -> None:
+    for run_id, tis in on_cluster.tasks.items():
+        mapped = {(ti["task_id"], ti["map_index"]) for ti in tis if ti["map_index"] >= 0}
+        ingest = sorted(i for task_id, i in mapped if task_id.endswith(".ingest"))
+        assert ingest == list(range(len(PROVINCES))), f"{run_id}: ingest ran for map indexes {ingest}"
+
+
 def test_the_bucket_holds_what_was_published(on_cluster: Outcome) -> None:
     last = START + dt.timedelta(days=NIGHTS - 1)
     for rel in ("feeds/timestamp.json", f"feeds/daily/{last}/manifest.json", "ledger/checkpoint"):
@@ -172,7 +184,7 @@ def test_the_bucket_holds_what_was_published(on_cluster: Outcome) -> None:
 def test_the_outcome_equals_the_embedded_run(on_cluster: Outcome, tmp_path: Path) -> None:
     """The same nights in this process, one state for all, local storage: `recycle run`."""
     data = tmp_path / "data"
-    settings = load_settings(_config(tmp_path / "recycle.toml", ()), env={}, data_dir=data)
+    settings = load_settings(_config(tmp_path / "recycle.toml"), env={}, data_dir=data)
     for i in range(NIGHTS):
         day = START + dt.timedelta(days=i)
         # dirs_exist_ok: the night before wrote this night's simulated receipts there
