@@ -4,6 +4,7 @@ each rule)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,7 +19,7 @@ from rich.console import Console
 from pipelines.config import Settings, load_settings
 from pipelines.db import open_state
 from pipelines.db.locks import reader_wait_seconds
-from pipelines.errors import TransientError
+from pipelines.errors import ConfigError, TransientError
 from pipelines.layout import Layout
 from pipelines.numbers import normalise
 
@@ -77,12 +78,29 @@ def settings_from(config: Path | None, data: Path | None, *, needs: DataDirNeeds
     config = config if config is not None else given.config
     data = data if data is not None else given.data
     overrides: dict[str, Any] = {} if data is None else {"data_dir": data}
-    settings = load_settings(config, **overrides)
+    settings = _province_of_command(load_settings(config, **overrides), needs)
     problem = data_dir_problem(settings.data_dir, needs)
     if problem is not None:
         err.print(f"error: {problem}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(DATA_DIR_EXIT)
     return settings
+
+
+ENV_PROVINCE = "RECYCLE_PROVINCE"
+
+
+def _province_of_command(settings: Settings, needs: DataDirNeeds) -> Settings:
+    """In a data directory split by province, ``RECYCLE_PROVINCE=CODE`` points a command at that
+    province's data directory (its state file holds the number's tenures: show, statement,
+    status, quarantine ...); without it a command works on the nation's (run, serve, pull)."""
+    code = os.environ.get(ENV_PROVINCE, "")
+    if not code:
+        return settings
+    if not settings.provinces:
+        raise ConfigError(
+            f"{ENV_PROVINCE}={code}: this data directory is not split by province (config `provinces`)"
+        )
+    return settings.for_province(code)
 
 
 def data_dir_problem(data_dir: Path, needs: DataDirNeeds) -> str | None:
@@ -97,12 +115,20 @@ def data_dir_problem(data_dir: Path, needs: DataDirNeeds) -> str | None:
         return f"no data directory {data_dir}; {create}"
     if not data_dir.is_dir():
         return f"data directory {data_dir} is not a directory; check --data / data_dir"
-    if needs == "state" and not Layout(data_dir).state_db.is_file():
+    if needs == "state" and not _has_state(data_dir):
         return (
             f"{data_dir} holds no state file ({Layout(data_dir).state_db.name}): no night has run in it; "
             f"check --data / data_dir, or run the first night: recycle run --date D --data {data_dir}"
         )
     return None
+
+
+def _has_state(data_dir: Path) -> bool:
+    """A state file here, or (split by province) in any province's directory: a night ran."""
+    if Layout(data_dir).state_db.is_file():
+        return True
+    provinces = data_dir / "provinces"
+    return provinces.is_dir() and any(Layout(p).state_db.is_file() for p in provinces.iterdir())
 
 
 def parse_date(value: str, option: str) -> dt.date:

@@ -5,11 +5,13 @@ province's data directory and how far its nights went."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from pipelines.cli.common import ConfigOpt, DataOpt, JsonOpt, out, parse_date, settings_from
+from pipelines.config import Settings
 from pipelines.errors import ConfigError
 
 __all__ = ["provinces_list", "provinces_split"]
@@ -25,7 +27,7 @@ def provinces_split(
     by their region column; lines of no configured province go to the first, to be quarantined."""
     from pipelines.provinces.split import split_drops
 
-    settings = settings_from(config, data, needs="dir")
+    settings = _nation(config, data)
     report = split_drops(settings, parse_date(date, "--date"))
     if as_json:
         out.print_json(json.dumps({"date": date, "files": report.files, "lines": report.lines,
@@ -45,7 +47,7 @@ def provinces_list(config: ConfigOpt = None, data: DataOpt = None, as_json: Json
     from pipelines.nightly.preflight import nights_run
     from pipelines.nightly.steps import steps_here
 
-    settings = settings_from(config, data, needs="dir")
+    settings = _nation(config, data)
     if not settings.provinces:
         raise ConfigError(
             "no provinces configured: the embedded default keeps one state (config `provinces`)"
@@ -63,3 +65,12 @@ def provinces_list(config: ConfigOpt = None, data: DataOpt = None, as_json: Json
     for row in rows:
         out.print(f"{row['province']}: {row['data_dir']} (last night: {row['last_night'] or 'none yet'})",
                   highlight=False)  # fmt: skip
+
+
+def _nation(config: Path | None, data: Path | None) -> Settings:
+    settings = settings_from(config, data, needs="dir")
+    if settings.province:
+        raise ConfigError(
+            f"RECYCLE_PROVINCE={settings.province} is set: `recycle provinces` works on the whole data directory; unset it"
+        )
+    return settings

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from pipelines.cli import app
 from pipelines.config import Policy, Settings, load_settings
 from pipelines.dev.compare import compare_outcomes
 from pipelines.dev.synth import generate
@@ -94,3 +97,24 @@ def test_a_province_step_needs_its_province(tmp_path: Path) -> None:
         run_step(settings, START, "ledger", province="GD")
     with pytest.raises(ConfigError, match="not configured"):
         run_step(settings, START, "ingest", province="XJ")
+
+
+@pytest.mark.slow
+def test_operator_commands_on_a_split_data_dir(
+    both: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nation's status names its steps; RECYCLE_PROVINCE points a command at one province."""
+    _, split = both
+    last = str(START + dt.timedelta(days=NIGHTS - 1))
+    runner = CliRunner()
+    monkeypatch.setenv("RECYCLE_PROVINCES", ",".join(PROVINCES))
+    nation = json.loads(runner.invoke(app, ["status", "--date", last, "--data", str(split), "--json"]).output)
+    assert nation["steps_done"] == ["ledger", "feeds", "snapshot", "push"]
+    monkeypatch.setenv("RECYCLE_PROVINCE", "GD")
+    got = runner.invoke(app, ["status", "--date", last, "--data", str(split), "--json"])
+    province = json.loads(got.output)
+    assert "ingest" in province["steps_done"] and "ledger" not in province["steps_done"]
+    assert province["files"], "GD's own drops are listed"
+    monkeypatch.delenv("RECYCLE_PROVINCE")
+    listed = json.loads(runner.invoke(app, ["provinces", "list", "--data", str(split), "--json"]).output)
+    assert {r["province"]: r["last_night"] for r in listed} == dict.fromkeys(PROVINCES, last)
