@@ -11,7 +11,7 @@ idempotency keys, so a rerun appends nothing twice. Every entry of a tenure name
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -55,13 +55,31 @@ def _text(value: Any) -> Any:
     return value
 
 
+# Entries prepared and appended at a time. The whole queue at once held ~4.8 KiB a row in
+# Python (rows, values, openings, Arrow copies): 8.9 GiB for a 1.8M-entry night
+# (benchmarks/bench_provinces.py, 10M tenures in 4 provinces); a chunk keeps it to a few hundred MiB.
+LEDGER_CHUNK = 100_000
+
+
 def prepared_entries(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[PreparedEntry]]:
+    """Every chunk of :func:`queued_chunks` at once (tests, small queues)."""
+    seqs: list[int] = []
+    entries: list[PreparedEntry] = []
+    for chunk_seqs, chunk in queued_chunks(con):
+        seqs += chunk_seqs
+        entries += chunk
+    return seqs, entries
+
+
+def queued_chunks(
+    con: duckdb.DuckDBPyConnection, size: int = LEDGER_CHUNK
+) -> Iterator[tuple[list[int], list[PreparedEntry]]]:
     """The queued, not yet appended events (their queue seqs, to mark once appended) as prepared
-    ledger entries, in the ledger's order:
+    ledger entries, ``size`` rows at a time, in the ledger's order:
     by region (the number's province), then queue order. Region first makes the log of a night
     the same whether one state holds every province or each province has its own and the
     sequencer appends them one after another in the codes' sorted order (pipelines.provinces)."""
-    rows = con.execute(
+    con.execute(
         """
         -- An entry names the closure of its own disconnection: the latest tenure_closed of its
         -- tenure with the same disconnected_on (a late receipt for a reminder of an earlier
@@ -92,17 +110,18 @@ def prepared_entries(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[Pr
         LEFT JOIN number_state s ON s.msisdn = f.msisdn
         ORDER BY region, f.seq
         """
-    ).fetchall()
-    seqs: list[int] = []
-    entries: list[PreparedEntry] = []
+    )
     seen: set[str] = set()
-    for seq, key, kind, msisdn, start, end, fields, tenure_key, _region in rows:
-        seqs.append(seq)  # marked appended with the rest, a repeat too
-        if key in seen:
-            continue  # the same fact queued twice (e.g. a cancel during a 双停) is logged once
-        seen.add(key)
-        entries.append(_prepared(seq, key, kind, msisdn, start, end, fields, tenure_key))
-    return seqs, entries
+    while rows := con.fetchmany(size):
+        seqs: list[int] = []
+        entries: list[PreparedEntry] = []
+        for seq, key, kind, msisdn, start, end, fields, tenure_key, _region in rows:
+            seqs.append(seq)  # marked appended with the rest, a repeat too
+            if key in seen:
+                continue  # the same fact queued twice (e.g. a cancel during a 双停) is logged once
+            seen.add(key)
+            entries.append(_prepared(seq, key, kind, msisdn, start, end, fields, tenure_key))
+        yield seqs, entries
 
 
 def _prepared(
@@ -141,16 +160,29 @@ def append_queued_events(con: duckdb.DuckDBPyConnection, ledger: Ledger) -> Ledg
     The state update happens after the checkpoint is durable: a crash in between leaves the
     events unmarked, and the rerun finds their keys in the ledger and appends nothing twice.
     """
-    seqs, entries = prepared_entries(con)
     before = ledger.size
-    if entries:
-        ledger.append(entries)
+    queued, last = append_chunks(ledger, queued_chunks(con))
     ledger.publish_checkpoint()
     appended = ledger.size - before
-    mark_appended(con, seqs)
+    mark_appended(con, last)
     return LedgerStepReport(
-        queued=len(entries),
+        queued=queued,
         appended=appended,
-        already_in_log=len(entries) - appended,
+        already_in_log=queued - appended,
         tree_size=ledger.size,
     )
+
+
+def append_chunks(
+    ledger: Ledger, chunks: Iterable[tuple[list[int], list[PreparedEntry]]]
+) -> tuple[int, list[int]]:
+    """Append each chunk (not durable until the caller's checkpoint; an entry may name a tenure
+    appended by an earlier chunk, found as already in the ledger). Returns the entries queued
+    and the largest queue seq read (empty: none), for :func:`mark_appended`."""
+    queued, last = 0, list[int]()
+    for seqs, entries in chunks:
+        if entries:
+            ledger.append(entries)
+        queued += len(entries)
+        last = [max([*last, *seqs])] if seqs else last
+    return queued, last

@@ -31,7 +31,7 @@ from pipelines.config import Settings
 from pipelines.db import open_state, open_union
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
-from pipelines.ledger.nightly import LedgerStepReport, mark_appended, prepared_entries
+from pipelines.ledger.nightly import LedgerStepReport, append_chunks, mark_appended, queued_chunks
 
 
 def province_states(settings: Settings) -> list[tuple[str, Path]]:
@@ -58,24 +58,21 @@ def append_provinces(settings: Settings, ledger: Ledger) -> LedgerStepReport:
     sorted order, then one checkpoint; each province's queue is marked appended only after the
     checkpoint is durable, so a crash in between leaves them queued and the rerun finds their
     keys in the log (nothing appended twice)."""
-    queued: list[tuple[Path, list[int]]] = []
-    entries = []
+    read: list[tuple[Path, list[int]]] = []
+    queued, before = 0, ledger.size
     for _, path in province_states(settings):
         if not path.exists():
             continue  # a province that has not run a night yet
         with open_state(path, read_only=True) as con:
-            seqs, prepared = prepared_entries(con)
-        queued.append((path, seqs))
-        entries.extend(prepared)
-    before = ledger.size
-    if entries:
-        ledger.append(entries)
+            count, last = append_chunks(ledger, queued_chunks(con))
+        read.append((path, last))
+        queued += count
     ledger.publish_checkpoint()
-    for path, seqs in queued:
-        if seqs:
+    for path, last in read:
+        if last:
             with open_state(path) as con:
-                mark_appended(con, seqs)
+                mark_appended(con, last)
     appended = ledger.size - before
     return LedgerStepReport(
-        queued=len(entries), appended=appended, already_in_log=len(entries) - appended, tree_size=ledger.size
+        queued=queued, appended=appended, already_in_log=queued - appended, tree_size=ledger.size
     )

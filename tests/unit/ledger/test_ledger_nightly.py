@@ -32,3 +32,35 @@ def test_a_late_receipt_names_the_closure_of_its_own_disconnection(tmp_path: Pat
     effective = by_key[f"reminder_effective:{first}"]
     assert sent.tenure_key == effective.tenure_key == closures[0]
     world.con.close()
+
+
+def test_a_queue_appended_in_chunks_gives_the_log_of_one_batch(tmp_path: Path) -> None:
+    """Chunks of 2 (an entry's closure in an earlier chunk, a repeated key across chunks) append
+    the same entries, in the same order, with the same tenures, as one batch; the queue is then
+    marked appended and a rerun appends nothing."""
+    from pipelines.config import Settings
+    from pipelines.ledger.nightly import append_chunks, append_queued_events, open_ledger, queued_chunks
+
+    logs = []
+    for name, size in (("one", 10_000), ("chunked", 2)):
+        world = World(open_db(tmp_path / f"{name}.duckdb"))
+        seeded(world, A)
+        world.event(day(1), A, "cancel")
+        world.run(day(1))
+        world.event(day(2), A, "restore")
+        world.run(day(2))
+        world.event(day(3), A, "cancel")
+        world.run(day(3))
+        with open_ledger(Settings(data_dir=tmp_path / name)) as ledger:
+            queued, last = append_chunks(ledger, queued_chunks(world.con, size))
+            ledger.publish_checkpoint()
+            assert queued == ledger.size > 4 and last
+            first_of: dict[bytes, int] = {}
+            logs.append([
+                (ledger.opening(i).value.to_bytes(), first_of.setdefault(bytes(ledger.entry(i).tenure_ref), i))
+                for i in range(ledger.size)
+            ])  # fmt: skip
+            world.con.execute("UPDATE ledger_events SET appended = true WHERE seq <= ?", last)
+            assert append_queued_events(world.con, ledger).appended == 0
+        world.con.close()
+    assert logs[0] == logs[1]
