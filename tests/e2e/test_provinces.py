@@ -118,3 +118,19 @@ def test_operator_commands_on_a_split_data_dir(
     monkeypatch.delenv("RECYCLE_PROVINCE")
     listed = json.loads(runner.invoke(app, ["provinces", "list", "--data", str(split), "--json"]).output)
     assert {r["province"]: r["last_night"] for r in listed} == dict.fromkeys(PROVINCES, last)
+
+
+@pytest.mark.slow
+def test_a_single_province_behaves_as_the_embedded_default(tmp_path: Path) -> None:
+    gen, embedded, single = tmp_path / "generated", tmp_path / "embedded", tmp_path / "single"
+    nights = 6
+    generate(gen, START, nights, 30, 3, 0.02, regions=("GD",), freeze_days=10, suspend_days=5)
+    ctx = RunContext(simulate_gateways=True, alerts_mode="record")
+    one, split = _settings(embedded), _settings(single, ("GD",))
+    for n in range(nights):
+        day = START + dt.timedelta(days=n)
+        shutil.copytree(Layout(gen).inbox(day), Layout(embedded).inbox(day), dirs_exist_ok=True)
+        run_day(one, day, ctx)
+        split_drops(split, day, source=Layout(gen).inbox(day))
+        run_day(split, day, ctx)
+    assert compare_outcomes(embedded, single) == []
