@@ -31,11 +31,8 @@ from pipelines.config import Settings
 
 console = Console()
 
-DEMO_CONFIG = """\
-# Demo policy: time compressed ~9x so a few weeks show whole lives. Production uses 60-90 days.
-data_dir = "{data_dir}"
-default_region = "CN"
-
+# The demo's policy (the tests' too): time compressed ~9x so a few nights show whole lives.
+DEMO_POLICY = """\
 [policy.default]
 freeze_days = 10
 suspend_days = 5
@@ -43,6 +40,16 @@ reminder_offsets = [0, 4, -3]
 min_effective_reminders = 2
 max_hold_days = 4
 """
+
+DEMO_CONFIG = (
+    """\
+# Demo policy: time compressed ~9x so a few weeks show whole lives. Production uses 60-90 days.
+data_dir = "{data_dir}"
+default_region = "CN"
+
+"""
+    + DEMO_POLICY
+)
 
 
 @contextlib.contextmanager

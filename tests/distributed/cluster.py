@@ -22,8 +22,8 @@ from typing import Any
 
 import httpx
 
-from tests.distributed import worker_name
-from tests.distributed.services import LOOPBACK, Postgres, S3Server, ServiceError, stop_group, tail
+from . import worker_name
+from .services import LOOPBACK, Postgres, S3Server, ServiceError, stop_group, tail
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "number_recycling_nightly"
@@ -137,7 +137,9 @@ def process_env(config: Mapping[str, str], airflow_home: Path, worker: str | Non
     }
     if worker:
         env[worker_name.ENV] = worker
-        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = f"{worker_name.__name__}.from_env"
+        # By its path from the repository (on the processes' PYTHONPATH), not this module's
+        # __name__: pytest imports tests/distributed as the package `distributed`.
+        env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "tests.distributed.worker_name.from_env"
     return env
 
 

@@ -23,13 +23,15 @@ import pytest
 
 from pipelines.config import S3StorageSettings, Settings, load_settings
 from pipelines.dev.compare import compare_outcomes
+from pipelines.dev.demo import DEMO_POLICY
 from pipelines.dev.synth import generate
 from pipelines.layout import Layout
 from pipelines.nightly.steps import RunContext, run_day
 from pipelines.provinces.split import split_drops
 from pipelines.storage import Storage
-from tests.distributed import services
-from tests.distributed.cluster import (
+
+from . import services
+from .cluster import (
     WORKERS,
     Endpoints,
     airflow_cluster,
@@ -48,14 +50,7 @@ NIGHTS = 3
 PROVINCES = ("BJ", "GD", "SH")
 BUCKET, STORAGE = "recycle", "s3://recycle/cn"
 # The demo's compressed policy, so three nights already move numbers through their lives.
-POLICY = """\
-[policy.default]
-freeze_days = 10
-suspend_days = 5
-reminder_offsets = [0, 4, -3]
-min_effective_reminders = 2
-max_hold_days = 4
-"""
+POLICY = DEMO_POLICY
 # What `make demo` passes: loopback gateways take the reminders; early reissues in the
 # synthetic drops are recorded as alerts instead of failing the night.
 RUN_CONF: dict[str, Any] = {"simulate_gateways": True, "alerts_mode": "record"}

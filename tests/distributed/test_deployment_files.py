@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.distributed.cluster import CI_ONLY, SECRET_KEYS, ClusterSecrets, Endpoints, cluster_env
-from tests.distributed.services import Postgres, S3Server
+from .cluster import CI_ONLY, SECRET_KEYS, ClusterSecrets, Endpoints, cluster_env
+from .services import Postgres, S3Server
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "infra" / "compose.yaml"

@@ -15,21 +15,14 @@ from typing import Any
 import duckdb
 import pytest
 
+from pipelines.dev.demo import DEMO_POLICY
 from pipelines.dev.synth import generate
 from pipelines.layout import Layout
 
 DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "number_recycling_nightly.py"
 START = dt.date(2026, 9, 1)
 DAYS = 5
-CONFIG = """\
-data_dir = "{data}"
-[policy.default]
-freeze_days = 10
-suspend_days = 5
-reminder_offsets = [0, 4, -3]
-min_effective_reminders = 2
-max_hold_days = 4
-"""
+CONFIG = 'data_dir = "{data}"\n' + DEMO_POLICY
 
 
 def _load_dag() -> Any:

@@ -42,15 +42,20 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     gen = root / "generated"
     generate(gen, START, NIGHTS, 60, 11, 0.02, regions=PROVINCES, freeze_days=10, suspend_days=5)
     embedded, split = root / "embedded", root / "split"
+    _run_both(gen, NIGHTS, embedded, split, PROVINCES)
+    return embedded, split
+
+
+def _run_both(gen: Path, nights: int, embedded: Path, split: Path, provinces: tuple[str, ...]) -> None:
+    """The generated nights of ``gen`` run embedded and split into ``provinces``."""
     ctx = RunContext(simulate_gateways=True, alerts_mode="record")
-    one, many = _settings(embedded), _settings(split, PROVINCES)
-    for n in range(NIGHTS):
+    one, many = _settings(embedded), _settings(split, provinces)
+    for n in range(nights):
         day = START + dt.timedelta(days=n)
         shutil.copytree(Layout(gen).inbox(day), Layout(embedded).inbox(day), dirs_exist_ok=True)
         run_day(one, day, ctx)
         split_drops(many, day, source=Layout(gen).inbox(day))
         run_day(many, day, ctx)
-    return embedded, split
 
 
 @pytest.mark.slow
@@ -123,14 +128,6 @@ def test_operator_commands_on_a_split_data_dir(
 @pytest.mark.slow
 def test_a_single_province_behaves_as_the_embedded_default(tmp_path: Path) -> None:
     gen, embedded, single = tmp_path / "generated", tmp_path / "embedded", tmp_path / "single"
-    nights = 6
-    generate(gen, START, nights, 30, 3, 0.02, regions=("GD",), freeze_days=10, suspend_days=5)
-    ctx = RunContext(simulate_gateways=True, alerts_mode="record")
-    one, split = _settings(embedded), _settings(single, ("GD",))
-    for n in range(nights):
-        day = START + dt.timedelta(days=n)
-        shutil.copytree(Layout(gen).inbox(day), Layout(embedded).inbox(day), dirs_exist_ok=True)
-        run_day(one, day, ctx)
-        split_drops(split, day, source=Layout(gen).inbox(day))
-        run_day(split, day, ctx)
+    generate(gen, START, 6, 30, 3, 0.02, regions=("GD",), freeze_days=10, suspend_days=5)
+    _run_both(gen, 6, embedded, single, ("GD",))
     assert compare_outcomes(embedded, single) == []

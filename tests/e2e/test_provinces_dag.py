@@ -15,6 +15,7 @@ import pytest
 
 from pipelines.config import load_settings
 from pipelines.dev.compare import compare_outcomes
+from pipelines.dev.demo import DEMO_POLICY
 from pipelines.dev.synth import generate
 from pipelines.layout import Layout
 from pipelines.nightly.steps import STEPS, RunContext, run_day
@@ -24,16 +25,7 @@ DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "number_recycling_nigh
 START = dt.date(2026, 9, 1)
 NIGHTS = 4
 PROVINCES = ("BJ", "GD")
-CONFIG = """\
-data_dir = "{data}"
-provinces = {provinces}
-[policy.default]
-freeze_days = 10
-suspend_days = 5
-reminder_offsets = [0, 4, -3]
-min_effective_reminders = 2
-max_hold_days = 4
-"""
+CONFIG = 'data_dir = "{data}"\nprovinces = {provinces}\n' + DEMO_POLICY
 
 
 def _load_dag(config: Path, mp: pytest.MonkeyPatch) -> Any:
