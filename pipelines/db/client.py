@@ -73,17 +73,7 @@ def connect(
     # A new state file (and any WAL written while connecting) is created 0600.
     with private_umask():
         con = duckdb.connect(str(path), read_only=read_only)
-    # SET, not connect(config=...): a second connection to the same file in this process (a
-    # plain duckdb.connect, say) would otherwise be refused for a different configuration.
-    try:
-        con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
-        con.execute(f"SET threads = {int(n_threads)}")
-    except (duckdb.Error, ValueError) as exc:
-        con.close()
-        raise ConfigError(
-            f"DuckDB memory limit {limit!r} or threads {n_threads!r} rejected ({exc}); set "
-            f"{ENV_MEMORY_LIMIT} to a size such as 3GB or 1500MB"
-        ) from exc
+    _set_limits(con, limit, n_threads)
     # Contacts are sealed at rest (pipelines.contacts): every connection can seal and open them.
     register_functions(con, ContactVault.for_state(path))
     if con.execute("SELECT current_setting('temp_directory')").fetchone() != (str(temp_dir),):
@@ -93,6 +83,22 @@ def connect(
             create_tables(con)
             _start_private_wal(con)
     return con
+
+
+def _set_limits(con: duckdb.DuckDBPyConnection, limit: str, n_threads: int) -> None:
+    """The nightly run's memory limit and threads on ``con`` (closed, ConfigError, if refused).
+
+    SET, not connect(config=...): a second connection to the same file in this process (a
+    plain duckdb.connect, say) would otherwise be refused for a different configuration."""
+    try:
+        con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
+        con.execute(f"SET threads = {int(n_threads)}")
+    except (duckdb.Error, ValueError) as exc:
+        con.close()
+        raise ConfigError(
+            f"DuckDB memory limit {limit!r} or threads {n_threads!r} rejected ({exc}); set "
+            f"{ENV_MEMORY_LIMIT} to a size such as 3GB or 1500MB"
+        ) from exc
 
 
 def _start_private_wal(con: Con) -> None:
@@ -138,10 +144,8 @@ def open_union(paths: Sequence[Path]) -> Iterator[duckdb.DuckDBPyConnection]:
         for path in present:
             stack.enter_context(state_lock(path, write=False))
         con = duckdb.connect()
+        _set_limits(con, os.environ.get(ENV_MEMORY_LIMIT) or DEFAULT_MEMORY_LIMIT, _usable_cpus())
         stack.callback(con.close)
-        limit = os.environ.get(ENV_MEMORY_LIMIT) or DEFAULT_MEMORY_LIMIT
-        con.execute(f"SET memory_limit = '{limit.replace(chr(39), '')}'")
-        con.execute(f"SET threads = {int(_usable_cpus())}")
         tables: dict[str, list[str]] = {}
         for i, path in enumerate(present):
             con.execute(f"ATTACH {sql_str(path)} AS s{i} (READ_ONLY)")

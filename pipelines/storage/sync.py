@@ -64,10 +64,9 @@ def _pull_ledger(storage: Storage, root: Path, got: list[str]) -> str | None:
     if newer:
         return f"{local} is as new as storage's or newer; nothing to pull"
     got += storage.get_tree("ledger/tile", root)
-    for rel in ("ledger/vkey",):
-        if storage.exists(rel):
-            storage.get_file(rel, root / rel, private=False)
-            got.append(rel)
+    if storage.exists(rel_vkey := "ledger/vkey"):
+        storage.get_file(rel_vkey, root / rel_vkey, private=False)
+        got.append(rel_vkey)
     atomic_write_bytes(local, remote)  # last: it names tiles that are all here now
     got.append(rel_cp)
     return None
@@ -88,12 +87,12 @@ def _pull_feeds(storage: Storage, root: Path, got: list[str]) -> str | None:
     if local.is_file() and _version(local.read_bytes()) >= _version(stamp):
         return f"{local} is as new as storage's or newer; nothing to pull"
     mutable = ("feeds/root.json", "feeds/snapshot/")
-    immutable = [rel for rel in storage.listing("feeds") if rel != rel_ts and not rel.startswith(mutable)]
-    for rel in sorted(immutable):
-        if not (root / rel).is_file():
+    listed = sorted(storage.listing("feeds"))  # one listing of the prefix: on S3 it is paged requests
+    for rel in listed:
+        if rel != rel_ts and not rel.startswith(mutable) and not (root / rel).is_file():
             storage.get_file(rel, root / rel, private=False)
             got.append(rel)
-    for rel in sorted(r for r in storage.listing("feeds") if r.startswith(mutable)):
+    for rel in (r for r in listed if r.startswith(mutable)):
         storage.get_file(rel, root / rel, private=False)
         got.append(rel)
     atomic_write_bytes(local, stamp)
