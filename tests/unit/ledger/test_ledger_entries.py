@@ -105,6 +105,8 @@ def _field(name: bytes, value: bytes) -> bytes:
         _field(b"effective_reminders", b"02"),  # leading zero
         _field(b"sent_at", b"2025-01-02 08:30:00"),  # not UTC Z form
         _field(b"note", b"a\nb"),  # control character
+        _field(b"note", b"a\x7fb"),  # DEL
+        _field(b"note", b"\x1f"),  # the last C0 control
         _field(b"note", b"\xff"),  # not UTF-8
         (4).to_bytes(4, "big") + b"note",  # name without value
     ],
@@ -112,6 +114,17 @@ def _field(name: bytes, value: bytes) -> bytes:
 def test_canonical_value_strict_parsing(data: bytes) -> None:
     with pytest.raises(FormatError):
         CanonicalValue.from_bytes(data)
+
+
+def test_checks_follow_the_name_every_time() -> None:
+    """The check a name asks for is decided once a name (cached): a good value does not let a bad
+    one through later, and a bad name stays refused."""
+    assert CanonicalValue.build(released_on=dt.date(2025, 1, 2), note="a b ~").to_bytes()
+    for _ in range(2):
+        with pytest.raises(FormatError, match="ISO date"):
+            CanonicalValue((("released_on", "2025-1-2"),))
+        with pytest.raises(FormatError, match="bad field name"):
+            CanonicalValue((("Note", "x"),))
 
 
 def test_build_rejects_ambiguous_python_values() -> None:
