@@ -105,6 +105,7 @@ class GatewaySimulator:
         smtp_tls: ssl.SSLContext | None = None,
         smtp_auth: tuple[str, str] | None = None,
         sms_token: str | None = None,
+        sms_tls: ssl.SSLContext | None = None,
         smtp_max_per_connection: int | None = None,
         sender: str = "reminders@carrier.example",
     ) -> None:
@@ -112,6 +113,7 @@ class GatewaySimulator:
         self._smtp_tls = smtp_tls
         self._smtp_auth = smtp_auth
         self._sms_token = sms_token
+        self._sms_tls = sms_tls
         self._max_per_connection = smtp_max_per_connection
         self._sender = sender
         self._lock = threading.Lock()
@@ -157,6 +159,8 @@ class GatewaySimulator:
         self._smtp.start()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _SmsHandler)
         self._http.simulator = self  # type: ignore[attr-defined]
+        if self._sms_tls is not None:  # HTTPS: every accepted connection does the TLS handshake
+            self._http.socket = self._sms_tls.wrap_socket(self._http.socket, server_side=True)
         self._http_thread = threading.Thread(target=self._http.serve_forever, name="sms-sim", daemon=True)
         self._http_thread.start()
 
@@ -192,7 +196,8 @@ class GatewaySimulator:
         if self._http is None:
             raise RuntimeError("the simulator is not running; use it as a context manager")
         port = self._http.server_address[1]
-        return SmsSettings(url=f"http://127.0.0.1:{port}/send", token=self._sms_token, timeout_s=5.0)
+        scheme = "https" if self._sms_tls is not None else "http"
+        return SmsSettings(url=f"{scheme}://127.0.0.1:{port}/send", token=self._sms_token, timeout_s=5.0)
 
     # ----------------------------------------------------------------- records
 

@@ -211,6 +211,20 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.S
     return server, client
 
 
+def test_sms_over_https_verifies_the_gateway(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    server_ctx, client_ctx = tls
+    with GatewaySimulator(sms_tls=server_ctx) as sim:
+        settings = sim.sms_settings()
+        assert settings.url.startswith("https://")
+        with SmsHttpChannel(settings, ssl_context=client_ctx, concurrency=2) as channel:
+            ok = channel.send_batch([sms_reminder(1), sms_reminder(2)])
+        untrusted = SmsHttpChannel(settings, concurrency=1).send_batch([sms_reminder(3)])
+        got = sorted(m.reminder_id for m in sim.received)
+    assert sorted(s.reminder_id for s in ok.sent) == got == ["sms-0001", "sms-0002"]
+    (failure,) = untrusted.failed  # an unknown certificate is refused, never sent in clear
+    assert not failure.permanent and "SSLError" in failure.reason and "RECYCLE_SMS_URL" in failure.reason
+
+
 def test_smtp_starttls_and_auth(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
     server_ctx, client_ctx = tls
     with GatewaySimulator(smtp_tls=server_ctx, smtp_auth=("relay", "s3cret")) as sim:
@@ -450,12 +464,13 @@ def test_smtp_pipelined_refusals_keep_their_stage_and_the_connection_goes_on() -
     )
 
 
-def test_sms_channel_keeps_its_client_and_workers_across_batches() -> None:
+def test_sms_channel_keeps_its_pool_and_workers_across_batches() -> None:
     with GatewaySimulator() as sim:
         with SmsHttpChannel(sim.sms_settings(), concurrency=3) as channel:
             channel.send_batch([sms_reminder(i) for i in range(1, 5)])
-            client = channel._client
+            pool = channel._pool
             channel.send_batch([sms_reminder(i) for i in range(5, 9)])
-            assert channel._client is client is not None
-        assert channel._client is None
+            assert channel._pool is pool is not None
+            assert 1 <= pool.num_connections <= 3  # keep-alive: at most one connection a worker
+        assert channel._pool is None
         assert sorted(m.reminder_id for m in sim.received) == [f"sms-{i:04d}" for i in range(1, 9)]
