@@ -29,6 +29,7 @@ from typing import Any
 from smpplib import consts, smpp
 
 from pipelines.config import Settings, SmppSettings
+from pipelines.reminders import smpp_codec
 from pipelines.reminders.smpp import SmppChannel
 from pipelines.reminders.smpp_receipts import PartReceipt
 from pipelines.reminders.smpp_text import decode_segment
@@ -230,7 +231,8 @@ class _Link:
                 raw = self._read()
                 if raw is None:
                     break
-                self._on_pdu(smpp.parse_pdu(raw, client=self.seq, allow_unknown_opt_params=True))
+                fast = smpp_codec.decode(raw)  # the client's own fast path, checked against smpplib
+                self._on_pdu(fast or smpp.parse_pdu(raw, client=self.seq, allow_unknown_opt_params=True))
         except OSError:
             pass
         finally:
@@ -259,11 +261,15 @@ class _Link:
     def _answer(
         self, command: str, sequence: int, delay_s: float = 0.0, sub: Submitted | None = None, **p: Any
     ) -> None:
-        pdu = smpp.make_pdu(command, client=self.seq, **p)
-        pdu.sequence = sequence
+        if command == "submit_sm_resp":
+            raw = smpp_codec.encode_submit_sm_resp(sequence, p.get("status", 0), p["message_id"])
+        else:
+            pdu = smpp.make_pdu(command, client=self.seq, **p)
+            pdu.sequence = sequence
+            raw = pdu.generate()
         with self.cv:
             self.n += 1
-            heapq.heappush(self.out, (time.monotonic() + delay_s, self.n, pdu.generate(), sub))
+            heapq.heappush(self.out, (time.monotonic() + delay_s, self.n, raw, sub))
             self.cv.notify()
 
     def _on_pdu(self, pdu: Any) -> None:
@@ -351,11 +357,12 @@ class _Link:
             tlv: dict[str, Any] = {}
             if self.sim.receipt_tlv:
                 tlv = {"receipted_message_id": r.message_id, "message_state": 2 if stat == "DELIVRD" else 5}
-            pdu = smpp.make_pdu("deliver_sm", client=self.seq, esm_class=0x04, source_addr="", destination_addr="",
-                                short_message=text.encode(), **tlv)  # fmt: skip
+            sequence = self.seq.next_sequence()
             with self.sim.lock:
-                self.awaiting[pdu.sequence] = r
-            out.append(pdu.generate())
+                self.awaiting[sequence] = r
+            out.append(
+                smpp_codec.encode_deliver_sm(sequence, esm_class=0x04, short_message=text.encode(), **tlv)
+            )
         return b"".join(out)
 
     def _end(self) -> None:
