@@ -217,6 +217,8 @@ def _check_field(name: str, value: str) -> None:
 
 
 def _canonical_text(name: str, value: object) -> str:
+    if type(value) is str:  # most values: the one check, not the chain below
+        return value
     if isinstance(value, bool):
         raise FormatError(f"canonical value: {name}: booleans are ambiguous; use a word")
     if isinstance(value, int):
