@@ -6,9 +6,10 @@
 
 The state is built as ``bench_lifecycle.py`` builds it (set-based, in DuckDB), then made a real
 data directory: contacts sealed (``contact_seal``, as go-live does) and the day's rows written as
-the carrier's drop files in ``inbox/D`` (lifecycle, reissues, receipts). A fresh subprocess then
-runs the nightly steps through ``run_step`` (each opens the state as Airflow's task would):
-ingest, receipts, advance, events, schedule, send, ledger. Send goes through the real channels
+the carrier's drop files in ``inbox/D`` (lifecycle, reissues, receipts). Each nightly step then
+runs through ``run_step`` in a fresh subprocess of its own, as Airflow runs each task: ingest,
+receipts, advance, events, schedule, send, ledger ("wall s" is the step, "process s" adds the
+process's start and imports; the night's wall counts the processes; peak RSS is per step). Send goes through the real channels
 to the loopback simulators (SMTP, HTTP SMS, and the SMSC over SMPP: SMS batches alternate
 between the two) running in ANOTHER process, so the night and the gateways do not share a GIL;
 the SMPP receipts that come on the bind are applied the same night, the simulators' receipts
@@ -208,36 +209,47 @@ def channels_for(
 # --------------------------------------------------------------------------- the night
 
 
-def measure(data: Path, with_send: bool) -> dict[str, Any]:
-    """Child process: the night's steps on ``data``; figures as JSON."""
+STEPS = ("ingest", "receipts", "advance", "events", "schedule", "send", "ledger")
+
+
+def measure(data: Path) -> dict[str, Any]:
+    """The night's steps on ``data``, each in a process of its own as Airflow runs its tasks (so a
+    step's peak RSS is its own, not the most any earlier step left behind); figures as JSON.
+    The night's wall time includes each process's start and imports, as a real night's does."""
+    out: dict[str, Any] = {"load_before": [round(x, 2) for x in os.getloadavg()]}
+    t_all, cpu_all = time.perf_counter(), 0.0
+    for name in STEPS:
+        t0 = time.perf_counter()
+        figures = child("--child", "step", "--step", name, "--data", str(data))
+        figures.pop("children_peak_rss_mib", None)
+        wall = round(time.perf_counter() - t0, 2)
+        if name == "send":
+            out.update({k: v for k, v in figures.items() if k != "send"})
+            figures = figures["send"]
+        out[name] = {**figures, "process_wall_s": wall}
+        cpu_all += figures["cpu_s"]
+        print(f"  {name}: {out[name]}", file=sys.stderr, flush=True)
+    out["night"] = {"wall_s": round(time.perf_counter() - t_all, 2), "cpu_s": round(cpu_all, 2)}
+    out["peak_rss_mib"] = max(out[name]["rss_mib"] for name in STEPS)
+    out["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def one_step(data: Path, name: str) -> dict[str, Any]:
+    """Child process: one step through ``run_step`` (send: through the simulators, :func:`send`)."""
     from pipelines.config import Settings
     from pipelines.nightly.steps import RunContext, run_step
 
     settings = Settings(data_dir=data)
-    out: dict[str, Any] = {"load_before": [round(x, 2) for x in os.getloadavg()]}
-    t_all, c_all = time.perf_counter(), cpu_s()
-    for name in ("ingest", "receipts", "advance", "events", "schedule"):
-        t0, c0 = time.perf_counter(), cpu_s()
-        run_step(settings, D, name, RunContext())
-        out[name] = {
-            "wall_s": round(time.perf_counter() - t0, 2),
-            "cpu_s": round(cpu_s() - c0, 2),
-            "rss_mib": rss_mib(),
-        }
-        print(f"  {name}: {out[name]}", file=sys.stderr, flush=True)
-    if with_send:
-        out.update(send(settings, data))
+    if name == "send":
+        return send(settings, data)
     t0, c0 = time.perf_counter(), cpu_s()
-    run_step(settings, D, "ledger", RunContext())
-    out["ledger"] = {
+    run_step(settings, D, name, RunContext())
+    return {
         "wall_s": round(time.perf_counter() - t0, 2),
         "cpu_s": round(cpu_s() - c0, 2),
         "rss_mib": rss_mib(),
     }
-    out["night"] = {"wall_s": round(time.perf_counter() - t_all, 2), "cpu_s": round(cpu_s() - c_all, 2)}
-    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    out["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    return out
 
 
 def send(settings: Any, data: Path) -> dict[str, Any]:
@@ -373,11 +385,12 @@ def child(*args: str) -> dict[str, Any]:
 
 
 def summary(run: dict[str, Any]) -> str:
-    rows = [f"{'step':<28}{'wall s':>9}{'cpu s':>9}{'peak RSS MiB':>14}"]
-    for name in ("ingest", "receipts", "advance", "events", "schedule", "send", "ledger", "night"):
+    rows = [f"{'step':<28}{'wall s':>9}{'cpu s':>9}{'peak RSS MiB':>14}{'process s':>11}"]
+    for name in (*STEPS, "night"):
         if name in run:
+            r = run[name]
             rows.append(
-                f"{name:<28}{run[name]['wall_s']:>9}{run[name]['cpu_s']:>9}{run[name].get('rss_mib', ''):>14}"
+                f"{name:<28}{r['wall_s']:>9}{r['cpu_s']:>9}{r.get('rss_mib', ''):>14}{r.get('process_wall_s', ''):>11}"
             )
     if "receipts_next_night" in run:
         r = run["receipts_next_night"]
@@ -432,7 +445,8 @@ def main() -> None:
     ap.add_argument("--channels-only", action="store_true")
     ap.add_argument("--messages", type=int, default=5000, help="with --channels-only")
     ap.add_argument("--serve-simulators", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--child", choices=["night", "bookkeeping", "receipts"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["step", "bookkeeping", "receipts"], help=argparse.SUPPRESS)
+    ap.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_simulators:
@@ -441,7 +455,7 @@ def main() -> None:
         return channels_only(args.messages)
     if args.child:
         fn = {
-            "night": lambda d: measure(d, True),
+            "step": lambda d: one_step(d, args.step),
             "bookkeeping": bookkeeping,
             "receipts": next_night_receipts,
         }
@@ -462,7 +476,7 @@ def main() -> None:
         if args.bookkeeping:
             print(json.dumps(child("--child", "bookkeeping", "--data", str(data))))
             return None
-        run = {**figures, **child("--child", "night", "--data", str(data))}
+        run = {**figures, **measure(data)}
         run["receipts_next_night"] = child("--child", "receipts", "--data", str(data))
         run["duckdb_load_s"] = duckdb_load(data / "inbox" / str(D))
         print(json.dumps(run, indent=1, default=str))
