@@ -206,6 +206,13 @@ def _checker(name: str) -> Callable[[str, str], None] | None:
     return _check_channel if name == "channel" else None
 
 
+@functools.lru_cache(maxsize=1024)
+def _name_prefix(name: str) -> bytes:
+    """``u32be(len(name)) || name``, the encoding's part a name decides (cached with its check)."""
+    encoded = name.encode("utf-8")
+    return _U32.pack(len(encoded)) + encoded
+
+
 def _check_field(name: str, value: str) -> None:
     check = _checker(name)
     if not value:
@@ -250,14 +257,16 @@ class CanonicalValue:
     fields: tuple[tuple[str, str], ...]
 
     def __post_init__(self) -> None:
-        names = [n for n, _ in self.fields]
-        if names != sorted(set(names)):
-            raise FormatError("canonical value: field names must be unique and in ascending order")
+        # One pass a field: order, checks and encoding (~2M entries a night go through here).
         parts: list[bytes] = []
+        previous = ""
         for name, value in self.fields:
+            if name <= previous:
+                raise FormatError("canonical value: field names must be unique and in ascending order")
+            previous = name
             _check_field(name, value)
-            n, v = name.encode("utf-8"), value.encode("utf-8")
-            parts += (_U32.pack(len(n)), n, _U32.pack(len(v)), v)
+            v = value.encode("utf-8")
+            parts += (_name_prefix(name), _U32.pack(len(v)), v)
         out = b"".join(parts)
         if len(out) > MAX_VALUE_SIZE:
             raise FormatError(f"canonical value: larger than {MAX_VALUE_SIZE} bytes")
