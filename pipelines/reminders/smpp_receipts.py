@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,6 +66,14 @@ def parse_receipt(pdu: Any) -> PartReceipt | None:
         return None
     done = _DONE.search(text)
     return PartReceipt(message_id, status, done.group(1).decode() if done else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _done_at(done: str, zone: dt.tzinfo) -> dt.datetime:
+    """The SMSC's local "done date" (YYMMDDhhmm[ss]) in UTC. Cached: a night's receipts share
+    a few thousand minutes, and strptime cost ~17 µs a receipt (two a Chinese reminder)."""
+    fmt = "%y%m%d%H%M%S" if len(done) == 12 else "%y%m%d%H%M"
+    return dt.datetime.strptime(done, fmt).replace(tzinfo=zone).astimezone(dt.UTC)
 
 
 def _as_text(value: Any) -> str:
@@ -129,8 +138,7 @@ class ReceiptBook:
     def _at(self, done: str | None) -> dt.datetime:
         if done is None:
             return self._clock().astimezone(dt.UTC)
-        fmt = "%y%m%d%H%M%S" if len(done) == 12 else "%y%m%d%H%M"
-        return dt.datetime.strptime(done, fmt).replace(tzinfo=self._zone).astimezone(dt.UTC)
+        return _done_at(done, self._zone)
 
     def with_late(self, parts: Iterable[PartReceipt]) -> tuple[BindReceipt, ...]:
         """The receipts that ``parts`` (arriving after the bind closed) complete; this book is unchanged."""
