@@ -60,7 +60,14 @@ DROPS = {  # table -> (drop file, its columns as the drop spells them, the table
 
 
 def rss_mib() -> int:
-    """The peak RSS of this process so far (the step that raised it is the first to show it)."""
+    """The peak RSS of this process so far (the step that raised it is the first to show it).
+
+    VmHWM, not ``ru_maxrss``: Linux keeps ``ru_maxrss`` across exec, so a step's process started
+    by a parent that built a 3 GiB state reported 3 GiB whatever it used itself."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
