@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from number_recycling_client.ledger.entries import (
     NO_TENURE,
@@ -39,6 +40,22 @@ from pipelines.ledger.log import CHECKPOINT_FILE, VKEY_FILE, TiledLog, WriterLoc
 from pipelines.ledger.openings import NewOpening, Opening, OpeningsStore
 from pipelines.ledger.signer import CheckpointSigner
 from pipelines.ledger.verify import LogReport, evidence_extra, verify_log
+
+
+class EncodedEntry(NamedTuple):
+    """A :class:`PreparedEntry` with its value encoded (so checked by ``CanonicalValue`` where it
+    was built): what the nightly step's preparing process hands the appending one, at ~2 µs an
+    entry to unpickle where a ``PreparedEntry`` cost 13-18 µs (``pipelines.ledger.nightly``)."""
+
+    key: str
+    entry_type: EntryType
+    value: bytes
+    tenure_key: str | None = None
+    tenure_ref: bytes | None = None
+
+    @classmethod
+    def of(cls, p: PreparedEntry) -> EncodedEntry:
+        return cls(p.key, p.entry_type, p.value.to_bytes(), p.tenure_key, p.tenure_ref)
 
 
 class Ledger:
@@ -193,6 +210,10 @@ class Ledger:
         index, so rerunning a day appends nothing twice. A ``tenure_key`` may name an entry
         earlier in the same batch. Not durable until :meth:`publish_checkpoint`.
         """
+        return self.append_encoded([EncodedEntry.of(p) for p in entries])
+
+    def append_encoded(self, entries: Sequence[EncodedEntry]) -> list[int]:
+        """:meth:`append` for entries whose values are encoded already."""
         keys = [p.key for p in entries]
         if len(set(keys)) != len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
@@ -211,7 +232,7 @@ class Ledger:
         index = self._log.size
         for i, p in enumerate(fresh):
             opening = randomness[OPENING_SIZE * i : OPENING_SIZE * (i + 1)]
-            value = p.value.to_bytes()
+            value = p.value
             com = commitment(opening, p.entry_type, value)
             if p.entry_type == EntryType.TENURE_CLOSED:
                 ref = tenure_ref_for(com)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from lifecycle_testkit import A, World, day, open_db, seeded
 
 from pipelines.ledger.nightly import prepared_entries
@@ -64,3 +65,50 @@ def test_a_queue_appended_in_chunks_gives_the_log_of_one_batch(tmp_path: Path) -
             assert append_queued_events(world.con, ledger).appended == 0
         world.con.close()
     assert logs[0] == logs[1]
+
+
+def _queued_world(path: Path) -> World:
+    world = World(open_db(path))
+    seeded(world, A)
+    for n, event in enumerate(("cancel", "restore", "cancel"), start=1):
+        world.event(day(n), A, event)
+        world.run(day(n))
+    return world
+
+
+def test_chunks_prepared_in_a_worker_process_are_the_ones_prepared_here(tmp_path: Path) -> None:
+    """A queue longer than a chunk is prepared in a forked worker while the chunk before is
+    appended; the entries, their order and the seqs read are those of the inline path."""
+    from pipelines.ledger import nightly
+
+    world = _queued_world(tmp_path / "state.duckdb")
+    inline = list(nightly.queued_chunks(world.con, 10_000))
+    made: list[bool] = []
+    real = nightly._Preparer.__init__
+
+    def spy(self: nightly._Preparer, *, parallel: bool) -> None:
+        made.append(parallel)
+        real(self, parallel=parallel)
+
+    nightly._Preparer.__init__ = spy  # type: ignore[method-assign]
+    try:
+        chunked = list(nightly.queued_chunks(world.con, 2))
+    finally:
+        nightly._Preparer.__init__ = real  # type: ignore[method-assign]
+    assert made == [True] and len(chunked) > 2
+    assert [e for _, es in chunked for e in es] == [e for _, es in inline for e in es]
+    assert sorted(s for ss, _ in chunked for s in ss) == sorted(s for ss, _ in inline for s in ss)
+    world.con.close()
+
+
+def test_a_row_the_worker_cannot_prepare_fails_the_step_by_name(tmp_path: Path) -> None:
+    from pipelines.errors import TerminalError
+    from pipelines.ledger.nightly import queued_chunks
+
+    world = _queued_world(tmp_path / "state.duckdb")
+    world.con.execute(
+        "UPDATE ledger_events SET type = 'bogus' WHERE seq = (SELECT max(seq) FROM ledger_events)"
+    )
+    with pytest.raises(TerminalError, match="unknown entry type 'bogus'"):
+        list(queued_chunks(world.con, 2))  # raised in the worker, re-raised here; the pool is shut down
+    world.con.close()
