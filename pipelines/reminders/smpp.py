@@ -97,10 +97,10 @@ class _Seq:
 
 class _Link:
     """One TCP connection bound as transceiver. Framing is ours: one ``recv`` takes every PDU that
-        arrived and one ``sendall`` a window's worth (measured: smpplib's client does two ``recv``
-        and one ``sendall`` per PDU, and with the simulator in the same process that was half of
-        the time per message). The night's four hot PDUs go through :mod:`smpp_codec` (checked
-    against smpplib), smpplib encodes and decodes the rest."""
+    arrived and one ``sendall`` a window's worth (measured: smpplib's client does two ``recv``
+    and one ``sendall`` per PDU, and with the simulator in the same process that was half of
+    the time per message). The night's four hot PDUs go through :mod:`smpp_codec` (checked
+    against smpplib); smpplib encodes and decodes the rest."""
 
     def __init__(self, settings: SmppSettings) -> None:
         where = f"SMSC {settings.host}:{settings.port}"
