@@ -689,6 +689,14 @@ def _provider_ref(body: bytes) -> str | None:
 # --------------------------------------------------------------------------- letters
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def letter_batch_path(out_dir: Path, day: dt.date) -> Path:
     """The print house's batch file for ``day``: ``<out_dir>/letters_<YYYY-MM-DD>.csv``."""
     return out_dir / f"letters_{day.isoformat()}.csv"
@@ -706,7 +714,9 @@ class LetterBatchChannel:
     neutralised by :func:`csv_safe_cell`).
 
     Sending upserts into the day's file, ordered by reminder id, and replaces it atomically:
-    sending the same reminders again, in any order or batching, yields the same bytes.
+    sending the same reminders again, in any order or batching, yields the same bytes. The rows
+    are kept between batches and the file read again only when someone else changed it (its
+    size or mtime): reading it back every batch made a night's 53,603 letters 2,275/s.
     """
 
     name: ChannelName = "letter"
@@ -714,6 +724,8 @@ class LetterBatchChannel:
     def __init__(self, out_dir: Path, day: dt.date, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.path = letter_batch_path(out_dir, day)
         self._clock = clock
+        self._rows: dict[str, tuple[str, ...]] = {}
+        self._stamp: tuple[int, int] | None = None  # (size, mtime_ns) of the file we last wrote
 
     def send_batch(
         self, reminders: Sequence[OutgoingReminder], on_accepted: AcceptedHook | None = None
@@ -727,7 +739,7 @@ class LetterBatchChannel:
         good = [r for r in reminders if r.to.strip()]
         if not good:
             return summarise(self.name, [], failed)
-        rows = self._read()
+        rows = self._current()
         for r in good:
             rows[r.reminder_id] = (
                 r.reminder_id,
@@ -739,10 +751,12 @@ class LetterBatchChannel:
         writer.writerows(rows[k] for k in sorted(rows))
         try:
             write_private(self.path, buf.getvalue().encode("utf-8"))  # names and addresses: 0600 in 0700
+            self._stamp = _stamp(self.path)
         except OSError as exc:
             reason = f"could not write the letter batch {self.path} ({exc}); check disk space and permissions"
             log.error("%s", reason)
             failed.extend(SendFailure(r.reminder_id, self.name, False, reason) for r in good)
+            self._stamp = None  # what is on disk is not what we hold: read it again
             return summarise(self.name, [], failed)
         accepted_at = self._clock()
         sent = [
@@ -753,6 +767,12 @@ class LetterBatchChannel:
             for result in sent:
                 on_accepted(result)
         return summarise(self.name, sent, failed)
+
+    def _current(self) -> dict[str, tuple[str, ...]]:
+        """The file's rows: those we hold, unless the file is not the one we wrote last."""
+        if self._stamp is None or _stamp(self.path) != self._stamp:
+            self._rows = self._read()
+        return self._rows
 
     def _read(self) -> dict[str, tuple[str, ...]]:
         if not self.path.exists():

@@ -396,6 +396,13 @@ def test_letter_batch_is_idempotent_and_order_independent(tmp_path: Path) -> Non
     assert other.path == letter_batch_path(tmp_path / "b", DAY)
     assert other.path.read_bytes() == once
 
+    # Rows are kept between batches, but a file another writer changed is read again.
+    third = LetterBatchChannel(tmp_path / "c", DAY)
+    third.send_batch([reminders[0]])
+    LetterBatchChannel(tmp_path / "c", DAY).send_batch([reminders[1]])
+    third.send_batch([reminders[2]])
+    assert third.path.read_bytes() == once
+
     rows = list(csv.reader(io.StringIO(once.decode("utf-8"), newline="")))
     assert tuple(rows[0]) == LETTER_COLUMNS
     assert [r[0] for r in rows[1:]] == ["let-0001", "let-0002", "let-0003"]
