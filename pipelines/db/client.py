@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import functools
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,23 @@ ENV_MEMORY_LIMIT = "RECYCLE_DUCKDB_MEMORY_LIMIT"
 # A province's night (10M tenures, 1M lifecycle rows) runs in it with a peak RSS under 4 GiB;
 # what does not fit spills to the temp directory instead of failing.
 DEFAULT_MEMORY_LIMIT = "3GB"
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_UNIT = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNIT |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def memory_share(fraction: float) -> str:
+    """``fraction`` of the configured DuckDB memory limit, for a step that opens more than one
+    database and must keep their sum within it (the ledger step: the state and the openings
+    store). The limit itself when it is not a size this understands."""
+    limit = os.environ.get(ENV_MEMORY_LIMIT) or DEFAULT_MEMORY_LIMIT
+    m = _SIZE.fullmatch(limit)
+    if not m:
+        return limit
+    size = float(m.group(1)) * _UNIT[(m.group(2) or "B").upper()]
+    return f"{max(int(size * fraction) // 2**20, 64)}MiB"
 
 
 def _usable_cpus() -> int:
@@ -114,7 +132,7 @@ def _start_private_wal(con: Con) -> None:
 
 @contextmanager
 def open_state(
-    path: Path, *, read_only: bool = False, wait: float | None = None
+    path: Path, *, read_only: bool = False, wait: float | None = None, memory_limit: str | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """The state file, opened under its reader or writer lock (:mod:`pipelines.db.locks`).
 
@@ -125,7 +143,7 @@ def open_state(
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     with state_lock(path, write=not read_only, wait=wait):
-        con = connect(path, read_only=read_only)
+        con = connect(path, read_only=read_only, memory_limit=memory_limit)
         try:
             yield con
         finally:

@@ -143,22 +143,24 @@ def _aad(index: int, entry_type: int, tenure_ref: bytes) -> bytes:
 class OpeningsStore:
     """Encrypted openings keyed by log index and idempotency key; one writer at a time."""
 
-    def __init__(self, store_dir: Path, master_key: bytes) -> None:
+    def __init__(self, store_dir: Path, master_key: bytes, *, memory_limit: str | None = None) -> None:
         self._dir = store_dir
         self._tag_key = hmac.digest(master_key, _TAG_LABEL, "sha256")
         self._wrap_key = hmac.digest(master_key, _WRAP_LABEL, "sha256")
+        self._memory_limit = memory_limit
         self._con = self._connect()
 
     @classmethod
-    def open(cls, store_dir: Path, keys_dir: Path) -> OpeningsStore:
-        """Open (creating on first use) the store in ``store_dir`` with the key in ``keys_dir``.
+    def open(cls, store_dir: Path, keys_dir: Path, *, memory_limit: str | None = None) -> OpeningsStore:
+        """Open (creating on first use) the store in ``store_dir`` with the key in ``keys_dir``;
+        ``memory_limit`` (DuckDB syntax) bounds its DuckDB (default: DuckDB's, 80% of RAM).
 
         The integrator passes ``<data>/private/openings`` and ``Layout.keys_dir``.
         """
         # <data>/private and the store inside it are 0700 (pipelines.layout.private_dir): whatever
         # mode DuckDB gives its files and WAL, nobody else can reach them.
         private_dir(store_dir, top=store_dir.parent)
-        return cls(store_dir, _load_or_create_master_key(keys_dir))
+        return cls(store_dir, _load_or_create_master_key(keys_dir), memory_limit=memory_limit)
 
     @property
     def path(self) -> Path:
@@ -172,6 +174,8 @@ class OpeningsStore:
         try:
             with private_umask():  # new store files 0600, like every personal-data file
                 con = duckdb.connect(str(self.path))
+                if self._memory_limit:
+                    con.execute(f"SET memory_limit = {sql_str(self._memory_limit)}")
                 con.execute(f"ATTACH {sql_str(self.keys_path)} AS dk")
         except duckdb.IOException as exc:
             raise TerminalError(

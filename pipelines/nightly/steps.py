@@ -178,7 +178,8 @@ def step_send(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str,
 def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[str, Any]:
     """The night's queued facts into the log, one batch and one checkpoint; with provinces, the
     sequencer appends every province's queue in the codes' order (pipelines.provinces)."""
-    from pipelines.ledger.nightly import append_queued_events, open_ledger
+    from pipelines.db import memory_share
+    from pipelines.ledger.nightly import STATE_SHARE, append_queued_events, open_ledger
     from pipelines.provinces import append_provinces
     from pipelines.storage.publish import publish_ledger
 
@@ -186,7 +187,8 @@ def step_ledger(settings: Settings, day: dt.date, ctx: RunContext) -> Mapping[st
         if settings.provinces:
             report = {"ledger": _jsonable(append_provinces(settings, ledger))}
         else:
-            with open_state(Layout(settings.data_dir).state_db) as con:
+            state = Layout(settings.data_dir).state_db
+            with open_state(state, memory_limit=memory_share(STATE_SHARE)) as con:
                 report = {"ledger": _jsonable(append_queued_events(con, ledger))}
     publish_ledger(settings)  # tiles, then the checkpoint
     return report

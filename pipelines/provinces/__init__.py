@@ -28,10 +28,16 @@ from pathlib import Path
 import duckdb
 
 from pipelines.config import Settings
-from pipelines.db import open_state, open_union
+from pipelines.db import memory_share, open_state, open_union
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import Ledger
-from pipelines.ledger.nightly import LedgerStepReport, append_chunks, mark_appended, queued_chunks
+from pipelines.ledger.nightly import (
+    STATE_SHARE,
+    LedgerStepReport,
+    append_chunks,
+    mark_appended,
+    queued_chunks,
+)
 
 
 def province_states(settings: Settings) -> list[tuple[str, Path]]:
@@ -63,7 +69,7 @@ def append_provinces(settings: Settings, ledger: Ledger) -> LedgerStepReport:
     for _, path in province_states(settings):
         if not path.exists():
             continue  # a province that has not run a night yet
-        with open_state(path, read_only=True) as con:
+        with open_state(path, read_only=True, memory_limit=memory_share(STATE_SHARE)) as con:
             count, last = append_chunks(ledger, queued_chunks(con))
         read.append((path, last))
         queued += count

@@ -103,3 +103,30 @@ def test_connect_applies_the_nightly_duckdb_settings(tmp_path: Path, monkeypatch
     monkeypatch.setenv(db.ENV_MEMORY_LIMIT, "lots")
     with pytest.raises(ConfigError, match=db.ENV_MEMORY_LIMIT):
         db.connect(path)
+
+
+@pytest.mark.parametrize(
+    ("limit", "fraction", "share"),
+    [
+        (None, 1 / 2, "1430MiB"),
+        ("1500MB", 1 / 2, "715MiB"),
+        ("2GiB", 1 / 3, "682MiB"),
+        ("100MB", 1 / 3, "64MiB"),
+    ],
+)
+def test_a_step_with_two_databases_gives_each_a_share_of_the_limit(
+    limit: str | None, fraction: float, share: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger step's state and openings store keep their sum within the configured limit."""
+    if limit is None:
+        monkeypatch.delenv(db.ENV_MEMORY_LIMIT, raising=False)
+    else:
+        monkeypatch.setenv(db.ENV_MEMORY_LIMIT, limit)
+    assert db.memory_share(fraction) == share
+    with db.open_state(tmp_path / "state.duckdb", memory_limit=share) as con:
+        assert _setting(con, "memory_limit") == _rendered(share)
+
+
+def test_a_limit_that_is_not_a_size_is_left_to_duckdb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(db.ENV_MEMORY_LIMIT, "80%")
+    assert db.memory_share(1 / 2) == "80%"

@@ -95,3 +95,22 @@ def test_truncate_drops_openings_beyond_a_size(tmp_path: Path) -> None:
         store.put(_rows(store, 10))
         assert store.truncate(6) == 4
         assert store.count() == 6 and store.index_of("key-7") is None
+
+
+def test_the_store_keeps_to_the_memory_limit_it_is_given(tmp_path: Path) -> None:
+    """The ledger step bounds the store's DuckDB (a third of the night's limit); a compaction,
+    which reconnects, keeps the bound."""
+    import duckdb
+
+    def limit(store: OpeningsStore) -> str:
+        return str(store._con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+    reference = duckdb.connect()
+    reference.execute("SET memory_limit = '256MiB'")
+    expected = str(reference.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+    with OpeningsStore.open(tmp_path / "store", tmp_path / "keys", memory_limit="256MiB") as store:
+        assert limit(store) == expected
+        store.compact()
+        assert limit(store) == expected
+    with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
+        assert limit(store) != expected  # DuckDB's default when none is given
