@@ -689,6 +689,13 @@ def _provider_ref(body: bytes) -> str | None:
 # --------------------------------------------------------------------------- letters
 
 
+def _csv_line(row: Sequence[str]) -> bytes:
+    """One RFC 4180 row (CRLF; quoted fields keep their newlines), UTF-8."""
+    buf = io.StringIO()
+    csv.writer(buf).writerow(row)
+    return buf.getvalue().encode("utf-8")
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
@@ -715,8 +722,9 @@ class LetterBatchChannel:
 
     Sending upserts into the day's file, ordered by reminder id, and replaces it atomically:
     sending the same reminders again, in any order or batching, yields the same bytes. The rows
-    are kept between batches and the file read again only when someone else changed it (its
-    size or mtime): reading it back every batch made a night's 53,603 letters 2,275/s.
+    are kept between batches, encoded, and the file read again only when someone else changed
+    it (its size or mtime): reading it back and writing every row again each batch made a
+    night's 53,603 letters 2,275/s (3,411/s without the reading).
     """
 
     name: ChannelName = "letter"
@@ -724,7 +732,7 @@ class LetterBatchChannel:
     def __init__(self, out_dir: Path, day: dt.date, *, clock: Callable[[], dt.datetime] = utc_now) -> None:
         self.path = letter_batch_path(out_dir, day)
         self._clock = clock
-        self._rows: dict[str, tuple[str, ...]] = {}
+        self._rows: dict[str, bytes] = {}  # reminder id -> its CSV line, encoded
         self._stamp: tuple[int, int] | None = None  # (size, mtime_ns) of the file we last wrote
 
     def send_batch(
@@ -739,18 +747,13 @@ class LetterBatchChannel:
         good = [r for r in reminders if r.to.strip()]
         if not good:
             return summarise(self.name, [], failed)
-        rows = self._current()
+        lines = self._current()
         for r in good:
-            rows[r.reminder_id] = (
-                r.reminder_id,
-                *(csv_safe_cell(cell) for cell in (r.to, r.language, r.subject, r.text)),
-            )
-        buf = io.StringIO()
-        writer = csv.writer(buf)  # RFC 4180: CRLF rows, quoted fields keep their newlines
-        writer.writerow(LETTER_COLUMNS)
-        writer.writerows(rows[k] for k in sorted(rows))
+            cells = (r.to, r.language, r.subject, r.text)
+            lines[r.reminder_id] = _csv_line((r.reminder_id, *(csv_safe_cell(c) for c in cells)))
+        body = b"".join([_csv_line(LETTER_COLUMNS), *(lines[k] for k in sorted(lines))])
         try:
-            write_private(self.path, buf.getvalue().encode("utf-8"))  # names and addresses: 0600 in 0700
+            write_private(self.path, body)  # names and addresses: 0600 in 0700
             self._stamp = _stamp(self.path)
         except OSError as exc:
             reason = f"could not write the letter batch {self.path} ({exc}); check disk space and permissions"
@@ -768,10 +771,11 @@ class LetterBatchChannel:
                 on_accepted(result)
         return summarise(self.name, sent, failed)
 
-    def _current(self) -> dict[str, tuple[str, ...]]:
-        """The file's rows: those we hold, unless the file is not the one we wrote last."""
+    def _current(self) -> dict[str, bytes]:
+        """The file's rows (reminder id -> its CSV line): those we hold, unless the file is not
+        the one we wrote last."""
         if self._stamp is None or _stamp(self.path) != self._stamp:
-            self._rows = self._read()
+            self._rows = {key: _csv_line(row) for key, row in self._read().items()}
         return self._rows
 
     def _read(self) -> dict[str, tuple[str, ...]]:
