@@ -11,6 +11,7 @@ idempotency keys, so a rerun appends nothing twice. Every entry of a tenure name
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -29,6 +30,8 @@ from pipelines.layout import Layout
 from pipelines.ledger.ledger import EncodedEntry, Ledger
 from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,14 @@ class _Preparer:
 
     def submit(self, rows: list[tuple[Any, ...]]) -> Future[list[EncodedEntry]]:
         if self._pool is not None:
-            return self._pool.submit(encode_rows, rows)
+            try:
+                return self._pool.submit(encode_rows, rows)  # the worker starts at the first
+            except (AssertionError, OSError, RuntimeError) as exc:
+                # No child process here (a daemonic worker process may have none, or the system
+                # refuses a fork): the same work in this process, only slower.
+                log.warning("ledger step: preparing entries in this process (no worker: %s)", exc)
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
         done: Future[list[EncodedEntry]] = Future()
         try:
             done.set_result(encode_rows(rows))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lifecycle_testkit import A, World, day, open_db, seeded
@@ -112,3 +113,33 @@ def test_a_row_the_worker_cannot_prepare_fails_the_step_by_name(tmp_path: Path) 
     with pytest.raises(TerminalError, match="unknown entry type 'bogus'"):
         list(queued_chunks(world.con, 2))  # raised in the worker, re-raised here; the pool is shut down
     world.con.close()
+
+
+def _chunks_in_a_daemon(path: str, out: Any) -> None:
+    import duckdb
+
+    from pipelines.ledger.nightly import queued_chunks
+
+    con = duckdb.connect(path, read_only=True)
+    out.put([e for _, chunk in queued_chunks(con, 2) for e in chunk])
+
+
+def test_where_no_worker_may_start_the_entries_are_prepared_here(tmp_path: Path) -> None:
+    """A daemonic process (a pool's worker) may not start children: the step prepares the
+    entries itself, the same ones, instead of failing."""
+    import multiprocessing
+
+    from pipelines.ledger import nightly
+
+    world = _queued_world(tmp_path / "state.duckdb")
+    inline = [e for _, chunk in nightly.queued_chunks(world.con, 10_000) for e in chunk]
+    world.con.close()
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(
+        target=_chunks_in_a_daemon, args=(str(tmp_path / "state.duckdb"), out), daemon=True
+    )
+    child.start()
+    got = out.get(timeout=60)
+    child.join(30)
+    assert child.exitcode == 0 and got == inline
