@@ -37,7 +37,7 @@ from pipelines.errors import (
 )
 from pipelines.layout import atomic_write_bytes
 from pipelines.ledger.log import CHECKPOINT_FILE, VKEY_FILE, TiledLog, WriterLock
-from pipelines.ledger.openings import NewOpening, Opening, OpeningsStore, StoreKeys
+from pipelines.ledger.openings import NewOpening, Opening, OpeningsStore
 from pipelines.ledger.signer import CheckpointSigner
 from pipelines.ledger.verify import LogReport, evidence_extra, verify_log
 
@@ -45,43 +45,17 @@ from pipelines.ledger.verify import LogReport, evidence_extra, verify_log
 class EncodedEntry(NamedTuple):
     """A :class:`PreparedEntry` with its value encoded (so checked by ``CanonicalValue`` where it
     was built): what the nightly step's preparing process hands the appending one, at ~2 µs an
-    entry to unpickle where a ``PreparedEntry`` cost 13-18 µs (``pipelines.ledger.nightly``).
-
-    Made :meth:`of` with the openings store's :class:`StoreKeys`, it also carries what does not
-    depend on the entry's place in the log: the key tags, the opening and the commitment, a data
-    key and its wrapping. The appending process then only looks up, links tenures, seals and
-    writes (``Ledger.append_encoded``); otherwise it makes them there."""
+    entry to unpickle where a ``PreparedEntry`` cost 13-18 µs (``pipelines.ledger.nightly``)."""
 
     key: str
     entry_type: EntryType
     value: bytes
     tenure_key: str | None = None
     tenure_ref: bytes | None = None
-    tag: bytes | None = None
-    tenure_tag: bytes | None = None
-    opening: bytes | None = None
-    commitment: bytes | None = None
-    data_key: bytes | None = None
-    wrapped_key: bytes | None = None
 
     @classmethod
-    def of(cls, p: PreparedEntry, keys: StoreKeys | None = None) -> EncodedEntry:
-        value = p.value.to_bytes()
-        if keys is None:
-            return cls(p.key, p.entry_type, value, p.tenure_key, p.tenure_ref)
-        opening = os.urandom(OPENING_SIZE)
-        return cls(
-            p.key,
-            p.entry_type,
-            value,
-            p.tenure_key,
-            p.tenure_ref,
-            keys.tag(p.key),
-            None if p.tenure_key is None else keys.tag(p.tenure_key),
-            opening,
-            commitment(opening, p.entry_type, value),
-            *keys.data_key(),
-        )
+    def of(cls, p: PreparedEntry) -> EncodedEntry:
+        return cls(p.key, p.entry_type, p.value.to_bytes(), p.tenure_key, p.tenure_ref)
 
 
 class Ledger:
@@ -208,11 +182,6 @@ class Ledger:
         return self._verifier.vkey
 
     @property
-    def store_keys(self) -> StoreKeys:
-        """The openings store's derived keys, for a process that prepares entries (``EncodedEntry.of``)."""
-        return self._openings.keys
-
-    @property
     def verifier(self) -> Verifier:
         """The log's verifier key (``label`` names it as ``name+hex8``)."""
         return self._verifier
@@ -250,25 +219,21 @@ class Ledger:
             dup = next(k for k in keys if keys.count(k) > 1)
             raise TerminalError(f"idempotency key {dup!r} appears twice in one ledger batch")
         tag = self._openings.key_tag
-        tags: dict[str, bytes] = {}
-        for p in entries:
-            tags[p.key] = tag(p.key) if p.tag is None else p.tag
+        tags = {k: tag(k) for k in keys}
         for p in entries:
             if p.tenure_key is not None and p.tenure_key not in tags:
-                tags[p.tenure_key] = tag(p.tenure_key) if p.tenure_tag is None else p.tenure_tag
+                tags[p.tenure_key] = tag(p.tenure_key)
         known = self._openings.lookup_tags(list(tags.values()))
         fresh = [p for p in entries if tags[p.key] not in known]
+        randomness = os.urandom(OPENING_SIZE * len(fresh))
         refs: dict[bytes, bytes] = {t: ref for t, (_, ref) in known.items()}
         rows: list[NewOpening] = []
         raw: list[bytes] = []
         index = self._log.size
         for i, p in enumerate(fresh):
+            opening = randomness[OPENING_SIZE * i : OPENING_SIZE * (i + 1)]
             value = p.value
-            if p.opening is None or p.commitment is None:
-                opening = os.urandom(OPENING_SIZE)
-                com = commitment(opening, p.entry_type, value)
-            else:
-                opening, com = p.opening, p.commitment
+            com = commitment(opening, p.entry_type, value)
             if p.entry_type == EntryType.TENURE_CLOSED:
                 ref = tenure_ref_for(com)
             elif p.tenure_ref is not None:
@@ -284,9 +249,7 @@ class Ledger:
             else:
                 ref = NO_TENURE
             refs[tags[p.key]] = ref
-            rows.append(
-                NewOpening(index + i, tags[p.key], p.entry_type, ref, opening, value, p.data_key, p.wrapped_key)
-            )
+            rows.append(NewOpening(index + i, tags[p.key], p.entry_type, ref, opening, value))
             raw.append(Entry(p.entry_type, ref, com).to_bytes())
         self._openings.put(rows)
         self._log.append(raw)

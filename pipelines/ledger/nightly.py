@@ -28,7 +28,7 @@ from pipelines.db import memory_share
 from pipelines.errors import TerminalError
 from pipelines.layout import Layout
 from pipelines.ledger.ledger import EncodedEntry, Ledger
-from pipelines.ledger.openings import OpeningsStore, StoreKeys
+from pipelines.ledger.openings import OpeningsStore
 from pipelines.ledger.signer import load_or_create_signer
 
 log = logging.getLogger(__name__)
@@ -77,27 +77,23 @@ def _text(value: Any) -> Any:
 # Python (rows, values, openings, Arrow copies): 8.9 GiB for a 1.8M-entry night
 # (benchmarks/bench_provinces.py, 10M tenures in 4 provinces); a chunk keeps it to a few hundred MiB.
 LEDGER_CHUNK = 100_000
-PREPARERS = 1
 
 
-def prepared_entries(
-    con: duckdb.DuckDBPyConnection, keys: StoreKeys | None = None
-) -> tuple[list[int], list[EncodedEntry]]:
+def prepared_entries(con: duckdb.DuckDBPyConnection) -> tuple[list[int], list[EncodedEntry]]:
     """Every chunk of :func:`queued_chunks` at once (tests, small queues)."""
     seqs: list[int] = []
     entries: list[EncodedEntry] = []
-    for chunk_seqs, chunk in queued_chunks(con, keys=keys):
+    for chunk_seqs, chunk in queued_chunks(con):
         seqs += chunk_seqs
         entries += chunk
     return seqs, entries
 
 
 def queued_chunks(
-    con: duckdb.DuckDBPyConnection, size: int = LEDGER_CHUNK, keys: StoreKeys | None = None
+    con: duckdb.DuckDBPyConnection, size: int = LEDGER_CHUNK
 ) -> Iterator[tuple[list[int], list[EncodedEntry]]]:
     """The queued, not yet appended events (their queue seqs, to mark once appended) as prepared
-    ledger entries, ``size`` rows at a time (with the openings store's ``keys``
-    (``Ledger.store_keys``): tagged, committed, with data keys; see ``EncodedEntry``), in the ledger's order:
+    ledger entries, ``size`` rows at a time, in the ledger's order:
     by region (the number's province), then queue order. Region first makes the log of a night
     the same whether one state holds every province or each province has its own and the
     sequencer appends them one after another in the codes' sorted order (pipelines.provinces)."""
@@ -138,7 +134,7 @@ def queued_chunks(
     )
     seen: set[str] = set()
     rows = con.fetchmany(size)
-    with _Preparer(keys, parallel=len(rows) >= size) as preparer:
+    with _Preparer(parallel=len(rows) >= size) as preparer:
         ahead: deque[tuple[list[int], Future[list[EncodedEntry]]]] = deque()
         while rows:
             seqs: list[int] = []  # every row read is marked appended, a repeat too
@@ -150,7 +146,7 @@ def queued_chunks(
                     fresh.append(row[:8])
             ahead.append((seqs, preparer.submit(fresh)))
             rows = con.fetchmany(size)
-            if len(ahead) > PREPARERS or not rows:  # the next chunks are prepared while this one appends
+            if len(ahead) > 1 or not rows:  # the next chunk is being prepared while this one appends
                 done_seqs, done = ahead.popleft()
                 yield done_seqs, done.result()
         while ahead:
@@ -167,14 +163,17 @@ class _Preparer:
     Forked, not spawned: a spawned worker re-runs the caller's ``__main__`` (a script without
     the ``if __name__ == "__main__"`` guard starts the step again and the pool breaks). The fork
     copies a process whose DuckDB threads may hold locks; the worker never touches DuckDB,
-    logging or files: it runs :func:`encode_rows` (json, regexes, the canonical encoding, and with
-    the store's keys the tags, commitments and wrapped data keys: HMAC, SHA-256, AES, urandom).
+    logging or files: it runs :func:`encode_rows` (json, regexes, the canonical encoding).
+
+    Tried and dropped: the worker also tagging, committing and wrapping data keys (nothing of
+    that depends on the entry's place in the log). The step is CPU-bound on both cores (2.5M
+    entries: ~205 CPU s in 110 s); the work only moved, and the pickled entry grew from 379 to
+    576 bytes: 110.6 s before, 114.5 s after, back to back on the same state.
     """
 
-    def __init__(self, keys: StoreKeys | None, *, parallel: bool) -> None:
-        self._keys = keys
+    def __init__(self, *, parallel: bool) -> None:
         context = multiprocessing.get_context("fork")
-        self._pool = ProcessPoolExecutor(PREPARERS, mp_context=context) if parallel else None
+        self._pool = ProcessPoolExecutor(1, mp_context=context) if parallel else None
 
     def __enter__(self) -> _Preparer:
         return self
@@ -186,7 +185,7 @@ class _Preparer:
     def submit(self, rows: list[tuple[Any, ...]]) -> Future[list[EncodedEntry]]:
         if self._pool is not None:
             try:
-                return self._pool.submit(encode_rows, rows, self._keys)  # the worker starts at the first
+                return self._pool.submit(encode_rows, rows)  # the worker starts at the first
             except (AssertionError, OSError, RuntimeError) as exc:
                 # No child process here (a daemonic worker process may have none, or the system
                 # refuses a fork): the same work in this process, only slower.
@@ -195,15 +194,15 @@ class _Preparer:
                 self._pool = None
         done: Future[list[EncodedEntry]] = Future()
         try:
-            done.set_result(encode_rows(rows, self._keys))
+            done.set_result(encode_rows(rows))
         except Exception as exc:  # raised again by result(), as the worker's would be
             done.set_exception(exc)
         return done
 
 
-def encode_rows(rows: list[tuple[Any, ...]], keys: StoreKeys | None = None) -> list[EncodedEntry]:
+def encode_rows(rows: list[tuple[Any, ...]]) -> list[EncodedEntry]:
     """Queue rows ``(seq, key, type, msisdn, start, end, fields, tenure_key)`` as entries."""
-    return [EncodedEntry.of(_prepared(*row), keys) for row in rows]
+    return [EncodedEntry.of(_prepared(*row)) for row in rows]
 
 
 def _prepared(
@@ -243,7 +242,7 @@ def append_queued_events(con: duckdb.DuckDBPyConnection, ledger: Ledger) -> Ledg
     events unmarked, and the rerun finds their keys in the ledger and appends nothing twice.
     """
     before = ledger.size
-    queued, last = append_chunks(ledger, queued_chunks(con, keys=ledger.store_keys))
+    queued, last = append_chunks(ledger, queued_chunks(con))
     ledger.publish_checkpoint()
     appended = ledger.size - before
     mark_appended(con, last)

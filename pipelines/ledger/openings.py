@@ -100,10 +100,9 @@ class Opening:
 
 
 class NewOpening(NamedTuple):
-    """A row to store: the ledger builds these while appending (``key_tag`` from :meth:`OpeningsStore.key_tag`;
-    ``data_key`` and its wrapping from :meth:`StoreKeys.data_key` where a worker made them, else
-    :meth:`OpeningsStore.put` does). A tuple: the frozen dataclass it was cost 3.2 µs an entry
-    to build, 8 s of a 2.5M-entry night."""
+    """A row to store: the ledger builds these while appending (``key_tag`` from
+    :meth:`OpeningsStore.key_tag`). A tuple: the frozen dataclass it was cost 3.2 µs an entry to
+    build, 8 s of CPU in a 2.5M-entry night."""
 
     index: int
     key_tag: bytes
@@ -111,34 +110,9 @@ class NewOpening(NamedTuple):
     tenure_ref: bytes
     opening: bytes
     value: bytes
-    data_key: bytes | None = None
-    wrapped_key: bytes | None = None
 
     def __repr__(self) -> str:  # the opening and the value stay out of logs and tracebacks
         return f"NewOpening(index={self.index}, type={self.entry_type.label})"
-
-
-@dataclass(frozen=True, repr=False)
-class StoreKeys:
-    """The store's two keys derived from its master key: what a process that prepares entries
-    away from the store needs (the nightly ledger step's worker tags keys and makes wrapped data
-    keys on the other core). The master key stays with the store; never logged (no repr)."""
-
-    tag_key: bytes
-    wrap_key: bytes
-
-    @classmethod
-    def derive(cls, master_key: bytes) -> StoreKeys:
-        return cls(hmac.digest(master_key, _TAG_LABEL, "sha256"), hmac.digest(master_key, _WRAP_LABEL, "sha256"))
-
-    def tag(self, key: str) -> bytes:
-        """HMAC-SHA256(tag key, idempotency key): the store's name for ``key``."""
-        return hmac.digest(self.tag_key, key.encode("utf-8"), "sha256")
-
-    def data_key(self) -> tuple[bytes, bytes]:
-        """A fresh 256-bit data key for one entry and its RFC 3394 wrapping under the wrap key."""
-        dek = os.urandom(32)
-        return dek, aes_key_wrap(self.wrap_key, dek)
 
 
 def _load_or_create_master_key(keys_dir: Path) -> bytes:
@@ -175,8 +149,8 @@ class OpeningsStore:
 
     def __init__(self, store_dir: Path, master_key: bytes, *, memory_limit: str | None = None) -> None:
         self._dir = store_dir
-        self._keys = StoreKeys.derive(master_key)
-        self._wrap_key = self._keys.wrap_key
+        self._tag_key = hmac.digest(master_key, _TAG_LABEL, "sha256")
+        self._wrap_key = hmac.digest(master_key, _WRAP_LABEL, "sha256")
         self._memory_limit = memory_limit
         self._con = self._connect()
 
@@ -230,13 +204,8 @@ class OpeningsStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def keys(self) -> StoreKeys:
-        """The derived tag and wrap keys (for a worker that prepares entries; see :class:`StoreKeys`)."""
-        return self._keys
-
     def key_tag(self, key: str) -> bytes:
-        return self._keys.tag(key)
+        return hmac.digest(self._tag_key, key.encode("utf-8"), "sha256")
 
     def lookup(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:
         """``{key: (index, tenure_ref)}`` for the keys already stored (one set-based query)."""
@@ -272,16 +241,15 @@ class OpeningsStore:
         """
         if not rows:
             return
-        new_key = self._keys.data_key
+        data_keys = os.urandom(32 * len(rows))
+        wrap_key = self._wrap_key
         wrapped: list[bytes] = []
         sealed: list[bytes] = []
-        for row in rows:
+        for i, row in enumerate(rows):
             if len(row.opening) != OPENING_SIZE:
                 raise TerminalError(f"opening of entry {row.index} must be {OPENING_SIZE} bytes")
-            dek, wrapped_dek = (
-                new_key() if row.data_key is None or row.wrapped_key is None else (row.data_key, row.wrapped_key)
-            )
-            wrapped.append(wrapped_dek)
+            dek = data_keys[32 * i : 32 * i + 32]
+            wrapped.append(aes_key_wrap(wrap_key, dek))
             aad = _aad(row.index, int(row.entry_type), row.tenure_ref)
             sealed.append(AESGCM(dek).encrypt(_NONCE, row.opening + row.value, aad))
         indices = pa.array([r.index for r in rows], pa.uint64())

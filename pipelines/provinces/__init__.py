@@ -70,7 +70,7 @@ def append_provinces(settings: Settings, ledger: Ledger) -> LedgerStepReport:
         if not path.exists():
             continue  # a province that has not run a night yet
         with open_state(path, read_only=True, memory_limit=memory_share(STATE_SHARE)) as con:
-            count, last = append_chunks(ledger, queued_chunks(con, keys=ledger.store_keys))
+            count, last = append_chunks(ledger, queued_chunks(con))
         read.append((path, last))
         queued += count
     ledger.publish_checkpoint()

@@ -114,19 +114,3 @@ def test_the_store_keeps_to_the_memory_limit_it_is_given(tmp_path: Path) -> None
         assert limit(store) == expected
     with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
         assert limit(store) != expected  # DuckDB's default when none is given
-
-
-def test_data_keys_made_elsewhere_open_like_the_stores_own(tmp_path: Path) -> None:
-    """Rows whose data key and wrapping a preparing worker made (``StoreKeys.data_key``) open
-    like rows keyed by ``put``; a wrapping that is not of the row's key is caught on reading."""
-    with OpeningsStore.open(tmp_path / "store", tmp_path / "keys") as store:
-        keys = store.keys
-        assert keys.tag("key-1") == store.key_tag("key-1")
-        made = [keys.data_key() for _ in range(3)]
-        rows = _rows(store, 4)
-        rows[:3] = [r._replace(data_key=d, wrapped_key=w) for r, (d, w) in zip(rows, made, strict=False)]
-        rows[2] = rows[2]._replace(wrapped_key=made[0][1])  # the wrapping of another entry's key
-        store.put(rows)
-        assert [store.get(i).opening for i in (0, 1, 3)] == [rows[i].opening for i in (0, 1, 3)]
-        with pytest.raises(VerificationError, match="entry 2 does not decrypt"):
-            store.get(2)
