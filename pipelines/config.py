@@ -228,6 +228,14 @@ class Settings:
             province=code,
         )
 
+    @property
+    def ledger_home(self) -> Path:
+        """The data directory of the ledger, its signing keys and openings store: the nation's,
+        also for a province's settings (:meth:`for_province`): the sequencer appends every
+        province's facts to one log, so a command pointed at a province (``RECYCLE_PROVINCE``:
+        show, evidence, statement, erase) reads the province's state and the nation's log."""
+        return nation_dir(self.data_dir) if self.province else self.data_dir
+
     def policy(self, region: str) -> Policy:
         """The policy of ``region`` (a province code), falling back to ``[policy.default]``."""
         return self.policies.get(region) or self.policies["default"]
@@ -303,6 +311,11 @@ def _province_codes(codes: Any) -> tuple[str, ...]:
 def province_dir(data_dir: Path, code: str) -> Path:
     """Where province ``code`` keeps its state, drops and runs."""
     return Path(data_dir) / "provinces" / code
+
+
+def nation_dir(province_data_dir: Path) -> Path:
+    """The data directory that holds ``province_data_dir`` (the inverse of :func:`province_dir`)."""
+    return Path(province_data_dir).parent.parent
 
 
 # The zone of a default_region when `timezone` is not set (DESIGN.md, "One answer").

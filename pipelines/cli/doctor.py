@@ -47,7 +47,7 @@ def newest_night(settings: Settings) -> dt.date | None:
 
 
 def _vkey(settings: Settings) -> tuple[Path, str]:
-    folder = Layout(settings.data_dir).ledger_dir
+    folder = Layout(settings.ledger_home).ledger_dir
     key = folder / "vkey"
     if not key.exists():
         raise FileNotFoundError(
@@ -115,7 +115,7 @@ def run_checks(settings: Settings, night: dt.date) -> list[Check]:
     A check that cannot run (no ledger, a bad signature, the state file busy) is a failed check
     with the reason as its summary: the doctor never stops at the first problem."""
     checks: list[Check] = []
-    ledger = Layout(settings.data_dir).ledger_dir
+    ledger = Layout(settings.ledger_home).ledger_dir
     for name, check, command in _CHECKS:
         try:
             passed, summary = check(settings, night)

@@ -128,7 +128,7 @@ def statement(
     anyone verifies it offline with `recycle verify FILE --vkey KEY`."""
     import datetime as dt
 
-    from pipelines.layout import write_private
+    from pipelines.layout import Layout, write_private
     from pipelines.ledger.nightly import open_ledger
     from pipelines.ledger.statement_issue import issue_statement
     from pipelines.numbers import mask
@@ -146,7 +146,7 @@ def statement(
     write_private(path, issued.data)
     err.print(
         f"wrote {path} (0600): tenure {issued.facts.tenure_id} of {mask(e164)}, ledger entry "
-        f"{issued.index}; check with: recycle verify {path} --vkey {settings.data_dir}/ledger/vkey",
+        f"{issued.index}; check with: recycle verify {path} --vkey {Layout(settings.ledger_home).ledger_dir / 'vkey'}",
         highlight=False,
         soft_wrap=True,
     )
@@ -258,7 +258,7 @@ def audit_log_cmd(
     from pipelines.ledger import audit_log
 
     settings = settings_from(config, data, needs="nothing" if ledger_dir is not None else "state")
-    folder = ledger_dir or Layout(settings.data_dir).ledger_dir
+    folder = ledger_dir or Layout(settings.ledger_home).ledger_dir
     if not (folder / "vkey").is_file():
         err.print(
             f"error: no ledger in {folder} (no vkey file); give a ledger folder with --ledger, "

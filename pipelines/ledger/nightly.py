@@ -53,8 +53,9 @@ STATE_SHARE, OPENINGS_SHARE = 1 / 2, 1 / 3
 @contextmanager
 def open_ledger(settings: Settings) -> Iterator[Ledger]:
     """The writer of ``<data>/ledger`` with the dev keys under ``<data>/keys`` (made on first
-    use) and the openings store under ``<data>/private``; both are closed on exit."""
-    layout = Layout(settings.data_dir)
+    use) and the openings store under ``<data>/private``; both are closed on exit. ``<data>`` is
+    ``settings.ledger_home``: the nation's data directory for a province's settings too."""
+    layout = Layout(settings.ledger_home)
     signer = load_or_create_signer(layout.keys_dir, settings.ledger.key_name)
     openings_dir = layout.private_dir / "openings"
     with OpeningsStore.open(

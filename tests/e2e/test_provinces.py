@@ -131,3 +131,53 @@ def test_a_single_province_behaves_as_the_embedded_default(tmp_path: Path) -> No
     generate(gen, START, 6, 30, 3, 0.02, regions=("GD",), freeze_days=10, suspend_days=5)
     _run_both(gen, 6, embedded, single, ("GD",))
     assert compare_outcomes(embedded, single) == []
+
+
+def _a_number_in_the_log(data: Path, province: str) -> str:
+    import duckdb
+
+    con = duckdb.connect(str(Layout(data / "provinces" / province).state_db), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT msisdn FROM ledger_events WHERE appended GROUP BY msisdn "
+            "HAVING count(*) FILTER (WHERE type = 'reminder_sent') > 0 ORDER BY count(*) DESC, msisdn LIMIT 1"
+        ).fetchall()
+    finally:
+        con.close()
+    assert rows, f"no number of {province} has reminders in the log"
+    return str(rows[0][0])
+
+
+@pytest.mark.slow
+def test_a_province_command_reads_the_nations_log(
+    both: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RECYCLE_PROVINCE=GD: evidence and statement join GD's state with the one log the sequencer
+    appends (the nation's), not a log of their own under the province's directory; the bundle
+    holds the entries the embedded run's bundle holds and verifies."""
+    embedded, split = both
+    number = _a_number_in_the_log(split, "GD")
+    copy = tmp_path / "split"  # the statement appends: a copy, the fixture stays as the night left it
+    shutil.copytree(split, copy, ignore=shutil.ignore_patterns("*.lock*", "*.holder"))
+    runner = CliRunner()
+    monkeypatch.setenv("RECYCLE_PROVINCES", ",".join(PROVINCES))
+
+    def bundle(data: Path, out: Path) -> list[tuple[str, object]]:
+        got = runner.invoke(app, ["evidence", "--number", number, "--out", str(out), "--data", str(data)])
+        assert got.exit_code == 0, got.output
+        assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+        doc = json.loads((out / "index.json").read_text())
+        return [(e["type"], e["value"]) for e in doc["entries"]]
+
+    want = bundle(embedded, tmp_path / "embedded-evidence")
+    monkeypatch.setenv("RECYCLE_PROVINCE", "GD")
+    assert bundle(copy, tmp_path / "gd-evidence") == want and any(t == "reminder_sent" for t, _ in want)
+    statement = tmp_path / "statement.txt"
+    got = runner.invoke(app, ["statement", "--number", number, "--out", str(statement), "--data", str(copy)])
+    assert got.exit_code == 0, got.output
+    vkey = (Layout(copy).ledger_dir / "vkey").read_text().strip()
+    assert runner.invoke(app, ["verify", str(statement), "--vkey", vkey]).exit_code == 0
+    assert not (copy / "provinces" / "GD" / "ledger").exists()
+    assert not (copy / "provinces" / "GD" / "private").exists()
+    after = bundle(copy, tmp_path / "after")  # the statement is in the nation's log, under GD's number
+    assert after[: len(want)] == want and [t for t, _ in after[len(want) :]] == ["tenure_statement"]
