@@ -19,6 +19,7 @@ FULL: dict[str, list[str]] = {
     "bench_server.py": [],
     "bench_night.py": [],
     "bench_events.py": [],
+    "bench_openings_age.py": [],
 }
 QUICK: dict[str, list[str]] = {
     "bench_ingest.py": ["--rows", "200000"],
@@ -27,6 +28,7 @@ QUICK: dict[str, list[str]] = {
     "bench_server.py": ["--tenures", "1000000", "--requests", "2000", "--bulk", "50000"],
     "bench_night.py": ["--tenures", "1000000", "--rows", "100000"],
     "bench_events.py": ["--events", "500", "--deliver", "1000"],
+    "bench_openings_age.py": ["--stored", "200000", "2000000", "--chunk", "20000"],
 }
 
 
