@@ -233,7 +233,8 @@ class Settings:
         """The data directory of the ledger, its signing keys and openings store: the nation's,
         also for a province's settings (:meth:`for_province`): the sequencer appends every
         province's facts to one log, so a command pointed at a province (``RECYCLE_PROVINCE``:
-        show, evidence, statement, erase) reads the province's state and the nation's log."""
+        evidence, evidence-summary, statement, erase, doctor, audit-log) reads the province's
+        state and the nation's log."""
         return nation_dir(self.data_dir) if self.province else self.data_dir
 
     def policy(self, region: str) -> Policy:
